@@ -1,0 +1,210 @@
+# cli: the `kdp` command line (spec/cli.md): argument parsing, loading the
+# cluster, running the command, printing human or JSON output, and turning
+# every error kdp raises on purpose into a clear message and exit status 2.
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .errors import ClusterInputError, KdpError, UsageError
+
+
+def _load(spec: str, seed: int = 0, capture: bool = True):
+    from .emulator import Emulator
+    if spec == "demo":
+        return Emulator.demo(seed=seed, capture=capture)
+    if not os.path.exists(spec):
+        raise UsageError(f"{spec}: no such file or directory (give a YAML file, a directory, or 'demo')")
+    return Emulator.load(spec, seed=seed, capture=capture)
+
+
+def _load_cluster(spec: str):
+    from .k8s import demo_cluster, load_cluster
+    if spec == "demo":
+        return demo_cluster()
+    if not os.path.exists(spec):
+        raise UsageError(f"{spec}: no such file or directory (give a YAML file, a directory, or 'demo')")
+    return load_cluster(spec)
+
+
+def cmd_validate(a) -> int:
+    c = _load_cluster(a.cluster)
+    for w in c.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"ok: {len(c.nodes)} nodes, {len(c.pods)} pods, {len(c.services)} services, "
+          f"{len(c.namespaces)} namespaces ({c.config.network_plugin})")
+    return 0
+
+
+def cmd_topology(a) -> int:
+    from .topology import topology_json, topology_svg, topology_text
+    emu = _load(a.cluster, capture=False)
+    if a.svg:
+        with open(a.svg, "w") as f:
+            f.write(topology_svg(emu.topology))
+    if a.json:
+        print(json.dumps(topology_json(emu.topology), indent=2))
+    elif not a.svg:
+        print(topology_text(emu.topology))
+    else:
+        print(f"wrote {a.svg}")
+    return 0
+
+
+def cmd_inspect(a) -> int:
+    from .inspect import inspect_text
+    emu = _load(a.cluster, capture=False)
+    info = emu.inspect(a.target)
+    print(json.dumps(info, indent=2) if a.json else inspect_text(info))
+    return 0
+
+
+def cmd_trace(a) -> int:
+    from .render import trace_text
+    emu = _load(a.cluster, seed=a.seed)
+    out = emu.trace(a.src, a.dst, proto=a.proto, sport=a.sport, dport=a.dport, ttl=a.ttl)
+    if a.json:
+        print(json.dumps(out.as_dict(), indent=2))
+    else:
+        print(trace_text(out, a.detail))
+    return 0
+
+
+def cmd_run(a) -> int:
+    from .io import read_pcap
+    from .render import packet_fields
+    emu = _load(a.cluster, seed=a.seed, capture=bool(a.out))
+    counts = {"frames": 0, "delivered": 0, "dropped": 0, "rejected": 0}
+    t0 = time.perf_counter()
+    human = []
+    for i, (outcome, err) in enumerate(emu.send_many(read_pcap(a.pcap), a.at)):
+        counts["frames"] += 1
+        if outcome is None:
+            rec = {"index": i, "disposition": "dropped", "reason": "malformed-frame",
+                   "delivered_to": None, "packet": None, "error": err}
+        else:
+            rec = {"index": i, "disposition": outcome.disposition, "reason": outcome.reason,
+                   "delivered_to": outcome.delivered_to,
+                   "packet": packet_fields(outcome.packet) if outcome.packet is not None else None}
+        counts[rec["disposition"]] += 1
+        if a.json:
+            print(json.dumps(rec))
+        else:
+            human.append(rec)
+    secs = time.perf_counter() - t0
+    summary = dict(counts, seconds=round(secs, 6),
+                   frames_per_second=round(counts["frames"] / secs, 1) if secs > 0 else 0.0,
+                   fastpath_hits=0)
+    if a.out:
+        files = emu.write_captures(a.out)
+        summary["pcaps"] = len(files)
+    if a.json:
+        print(json.dumps({"summary": summary}))
+    else:
+        for r in human:
+            where = r["delivered_to"] or r["reason"]
+            p = r["packet"] or {}
+            print(f"#{r['index']:<5} {r['disposition']:<9} {where or '-':<40} "
+                  f"{p.get('proto', '?')} {p.get('src')}:{p.get('sport')} > {p.get('dst')}:{p.get('dport')}")
+        print(f"{summary['frames']} frames: {summary['delivered']} delivered, {summary['dropped']} dropped, "
+              f"{summary['rejected']} rejected in {secs:.3f} s"
+              + (f"; {summary['pcaps']} pcaps in {a.out}" if a.out else ""))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .tour import run_tour
+    return run_tour(out_dir=a.out, seed=a.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdp", description="Packet-level emulator of the Kubernetes data plane.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="build the demo cluster and tour its data plane")
+    d.add_argument("--out", help="write per-device pcaps and trace JSON here")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+
+    v = sub.add_parser("validate", help="load and check a cluster")
+    v.add_argument("cluster")
+    v.set_defaults(func=cmd_validate)
+
+    t = sub.add_parser("topology", help="show namespaces, devices, bridges, routes")
+    t.add_argument("cluster")
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--svg", metavar="FILE")
+    t.set_defaults(func=cmd_topology)
+
+    i = sub.add_parser("inspect", help="the pause container, containers and network of a pod or node")
+    i.add_argument("cluster")
+    i.add_argument("target", metavar="pod/NS/NAME|node/NAME")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    tr = sub.add_parser("trace", help="follow one packet hop by hop")
+    tr.add_argument("cluster")
+    tr.add_argument("--from", dest="src", required=True)
+    tr.add_argument("--to", dest="dst", required=True)
+    tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default="tcp")
+    tr.add_argument("--sport", type=_port)
+    tr.add_argument("--dport", type=_port)
+    tr.add_argument("--ttl", type=_ttl, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--detail", choices=["full", "summary", "minimal"], default="full")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_trace)
+
+    r = sub.add_parser("run", help="feed a pcap through the emulator")
+    r.add_argument("cluster")
+    r.add_argument("--pcap", required=True)
+    r.add_argument("--at", required=True, metavar="ATTACH")
+    r.add_argument("--out", metavar="DIR")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-fastpath", action="store_true",
+                   help="use the reference path only (the fast path arrives with a later release)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{v} is outside 0-65535")
+    return v
+
+
+def _ttl(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TTL") from None
+    if not 1 <= v <= 255:
+        raise argparse.ArgumentTypeError(f"{v} is outside 1-255")
+    return v
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ClusterInputError as e:
+        for prob in e.problems:
+            print(str(prob), file=sys.stderr)
+        return 2
+    except KdpError as e:
+        print(f"kdp: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+# datapath.arp: the link-layer receive filter and ARP (net/ipv4/arp.c):
+# answering requests for local addresses (and by proxy ARP), learning
+# neighbours, resolving next hops with real request frames and releasing the
+# packets queued on a resolution; failure after the queue drains.
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from .. import errors, wire
+from ..addr import BROADCAST_MAC, ZERO_MAC, is_multicast_mac
+from ..net.device import Device
+from ..net.namespace import Namespace
+from ..wire import ARP, Ether, Packet
+
+
+class ArpMixin:
+    def netif_receive(self, dev: Device, ev) -> None:
+        """eth_type_trans() + the protocol handlers of a non-bridged device."""
+        pkt = ev.pkt
+        if not (pkt.eth.dst == dev.mac or is_multicast_mac(pkt.eth.dst) or dev.promisc
+                or dev.kind == "loopback"):
+            self.drop(ev, dev, "link", f"destination MAC {pkt.eth.dst} is not {dev.mac}",
+                      errors.NOT_FOR_US)
+            return
+        if pkt.arp is not None:
+            self.arp_rcv(dev, ev)
+        elif pkt.ip is not None:
+            self.ip_rcv(dev, ev)
+        elif pkt.eth.type in (wire.ETH_P_IP, wire.ETH_P_ARP):
+            self.drop(ev, dev, "link", "unparseable header", errors.MALFORMED)
+        else:
+            self.drop(ev, dev, "link", f"no handler for ethertype 0x{pkt.eth.type:04x}",
+                      errors.UNSUPPORTED_PROTO)
+
+    def arp_rcv(self, dev: Device, ev) -> None:
+        ns, a = dev.namespace, ev.pkt.arp
+        if a.op == 1:
+            local = not a.tpa.is_loopback and ns.is_local(a.tpa)
+            proxy = False
+            if not local and dev.proxy_arp:
+                rt = ns.routes.lookup(a.tpa)
+                proxy = rt is not None and rt.dev != dev.name and rt.kind == "unicast"
+            if local or proxy:
+                ns.neigh.update(dev.name, a.spa, a.sha, self.now)
+                reply = Packet(Ether(a.sha, dev.mac, wire.ETH_P_ARP),
+                               arp=ARP(2, dev.mac, a.tpa, a.sha, a.spa))
+                how = "proxy ARP reply" if proxy else "ARP reply"
+                self.hop(ev, dev, "arp", "reply", f"{how}: {a.tpa} is-at {dev.mac} (to {a.spa})")
+                self.transmit(dev, reply, ev.child(dev, reply, leg="arp"))
+                return
+            # not for us: only refresh an existing entry (arp_accept=0)
+            ns.neigh.update(dev.name, a.spa, a.sha, self.now, create=False)
+            self.hop(ev, dev, "arp", "ignore", f"who-has {a.tpa}: not a local address")
+            return
+        waiting = ns.neigh.update(dev.name, a.spa, a.sha, self.now,
+                                  create=ns.neigh.get(dev.name, a.spa) is not None)
+        self.hop(ev, dev, "arp", "learn", f"{a.spa} is-at {a.sha}; {len(waiting)} packet(s) released")
+        for qpkt, qev in waiting:
+            out = wire.set_macs(qpkt, dev.mac, a.sha)
+            self.transmit(dev, out, qev.child(dev, out, meta=None))
+
+    def neigh_output(self, ns: Namespace, dev: Device, nexthop: IPv4Address, pkt: Packet, ev) -> None:
+        """ip_finish_output2(): find the next hop's MAC, or queue and ask."""
+        if dev.kind == "loopback":
+            self.transmit(dev, wire.set_macs(pkt, ZERO_MAC, ZERO_MAC), ev)
+            return
+        if ns.is_broadcast(pkt.ip.dst):
+            self.transmit(dev, wire.set_macs(pkt, dev.mac, BROADCAST_MAC), ev)
+            return
+        mac = ns.neigh.lookup_mac(dev.name, nexthop)
+        if mac is not None:
+            out = wire.set_macs(pkt, dev.mac, mac)
+            self.hop(ev, dev, "arp", "resolved", f"next hop {nexthop} is-at {mac}")
+            self.transmit(dev, out, ev.child(dev, out))
+            return
+        entry = ns.neigh.incomplete(dev.name, nexthop, self.now)
+        first = not entry.queue
+        if len(entry.queue) >= ns.neigh.QUEUE_LEN:
+            self.drop(ev, dev, "arp", f"unresolved queue for {nexthop} full", "neighbour-queue-full")
+            return
+        entry.queue.append((pkt, ev))
+        if first:
+            src = pkt.ip.src if dev.has_address(pkt.ip.src) else dev.primary_address(nexthop)
+            req = Packet(Ether(BROADCAST_MAC, dev.mac, wire.ETH_P_ARP),
+                         arp=ARP(1, dev.mac, src or IPv4Address(0), ZERO_MAC, nexthop))
+            self.hop(ev, dev, "arp", "request", f"who-has {nexthop} tell {src} (packet queued)")
+            self.transmit(dev, req, ev.child(dev, req, meta=None, leg="arp"))
+        else:
+            self.hop(ev, dev, "arp", "queue", f"waiting for {nexthop}")
+
+    def fail_pending_neighbours(self) -> bool:
+        """No answer came: the kernel gives up after its probes, drops the queued
+        packets and answers forwarded ones with ICMP host unreachable."""
+        did = False
+        for ns in self.namespaces.values():
+            for entry in ns.neigh.pending():
+                entry.state = "FAILED"
+                queued, entry.queue = entry.queue, []
+                for pkt, ev in queued:
+                    dev = ns.devices.get(entry.dev)
+                    self.drop(ev, dev, "arp", f"no ARP reply for {entry.ip}", errors.NEIGH_FAILED)
+                    if not ns.is_local(pkt.ip.src):
+                        self.icmp_send(ns, pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_HOST_UNREACH, ev, dev)
+                    did = True
+        return did

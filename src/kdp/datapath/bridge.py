@@ -1,0 +1,111 @@
+# datapath.bridge: a Linux bridge (net/bridge): FDB learning and ageing,
+# forwarding, flooding, hairpin, delivery of frames for the bridge itself up
+# to the node's stack, and br_netfilter (bridge-nf-call-iptables) running the
+# IPv4 PREROUTING/FORWARD/POSTROUTING hooks on bridged frames.
+from __future__ import annotations
+
+from .. import errors, wire
+from ..addr import is_multicast_mac
+from ..net.device import Bridge, Device
+
+
+class BridgeMixin:
+    def bridge_input(self, br: Bridge, port: Device, ev) -> None:
+        """br_handle_frame(): a frame entered the bridge through `port`."""
+        pkt = ev.pkt
+        br.learn(pkt.eth.src, port, self.now)
+        ns = br.namespace
+        if ev.meta is None:
+            ev.meta = self.new_meta(ns)
+        nf = br.nf_call_iptables and pkt.ip is not None and not is_multicast_mac(pkt.eth.dst)
+        if nf:
+            # br_nf_pre_routing: iptables PREROUTING with in=bridge, physdev-in=port.
+            if not wire.ip_checksum_ok(pkt):
+                self.drop(ev, port, "bridge", "bad IP header checksum (br_netfilter)",
+                          errors.INVALID_CHECKSUM)
+                return
+            old_dst = pkt.ip.dst
+            pkt = self.nf_hook(ns, "PREROUTING", pkt, ev, in_dev=br.name, physin=port.name)
+            if pkt is None:
+                return
+            ev.pkt = pkt
+            if pkt.ip.dst != old_dst:
+                pkt = self._br_nf_reroute(br, port, pkt, ev)
+                if pkt is None:
+                    return
+                ev.pkt = pkt
+        dst = pkt.eth.dst
+        if is_multicast_mac(dst):
+            self.hop(ev, port, "bridge", "flood", f"{br.name}: broadcast from {port.name}")
+            self._flood(br, port, pkt, ev, nf=False)
+            self._bridge_up(br, pkt, ev, skip_prerouting=False)
+            return
+        fdb = br.fdb.get(dst)
+        if (fdb is not None and fdb.local) or dst == br.mac:
+            self.hop(ev, port, "bridge", "local", f"{br.name}: frame for the bridge's own MAC -> node stack")
+            self._bridge_up(br, pkt, ev, skip_prerouting=nf)
+            return
+        out = br.lookup(dst, self.now)
+        if out is None:
+            self.hop(ev, port, "bridge", "flood", f"{br.name}: {dst} not in FDB, flooding")
+            self._flood(br, port, pkt, ev, nf=nf)
+            if br.promisc:
+                self._bridge_up(br, pkt, ev, skip_prerouting=nf)
+            return
+        if out is port and not port.hairpin:
+            self.drop(ev, port, "bridge", f"{br.name}: {dst} is behind the ingress port and hairpin is off",
+                      "bridge-no-hairpin")
+            return
+        self.hop(ev, port, "bridge", "forward", f"{br.name}: {dst} via port {out.name}"
+                 + (" (hairpin)" if out is port else ""))
+        self._br_forward(br, port, out, pkt, ev, nf)
+
+    def _br_forward(self, br: Bridge, inp: Device, out: Device, pkt, ev, nf: bool) -> None:
+        ns = br.namespace
+        if nf:
+            pkt = self.nf_hook(ns, "FORWARD", pkt, ev, in_dev=br.name, out_dev=br.name,
+                               physin=inp.name, physout=out.name)
+            if pkt is None:
+                return
+            pkt = self.nf_hook(ns, "POSTROUTING", pkt, ev, out_dev=br.name, physout=out.name)
+            if pkt is None:
+                return
+        self.transmit(out, pkt, ev.child(out, pkt, meta=ev.meta))
+
+    def _flood(self, br: Bridge, inp: Device, pkt, ev, nf: bool) -> None:
+        for p in br.ports:
+            if (p is inp and not p.hairpin) or not p.up:
+                continue
+            self._br_forward(br, inp, p, pkt, ev.child(p, pkt, meta=ev.meta), nf)
+
+    def _bridge_up(self, br: Bridge, pkt, ev, skip_prerouting: bool) -> None:
+        self.capture(br, pkt, "in")
+        up = ev.child(br, pkt, meta=ev.meta)
+        up.skip_prerouting = skip_prerouting
+        self.netif_receive(br, up)
+
+    def _br_nf_reroute(self, br: Bridge, port: Device, pkt, ev):
+        """br_nf_pre_routing_finish(): DNAT changed the destination. If the new
+        destination is routed elsewhere the frame goes up to be routed; if it is
+        on this bridge, its MAC is looked up and the frame stays bridged."""
+        ns = br.namespace
+        rt = ns.routes.lookup(pkt.ip.dst)
+        if ns.is_local(pkt.ip.dst) or rt is None or rt.dev != br.name:
+            self.hop(ev, port, "bridge", "reroute", f"DNAT to {pkt.ip.dst}: routed by the node")
+            return wire.set_macs(pkt, pkt.eth.src, br.mac)
+        mac = ns.neigh.lookup_mac(br.name, pkt.ip.dst)
+        if mac is None:
+            self.hop(ev, port, "bridge", "reroute", f"DNAT to {pkt.ip.dst}: MAC unknown, routed by the node")
+            return wire.set_macs(pkt, pkt.eth.src, br.mac)
+        self.hop(ev, port, "bridge", "reroute", f"DNAT to {pkt.ip.dst}: bridged to {mac}")
+        return wire.set_macs(pkt, pkt.eth.src, mac)
+
+    def bridge_xmit(self, br: Bridge, pkt, ev) -> None:
+        """br_dev_xmit(): the node's stack sends out the bridge device."""
+        dst = pkt.eth.dst
+        out = None if is_multicast_mac(dst) else br.lookup(dst, self.now)
+        targets = [out] if out is not None else [p for p in br.ports if p.up]
+        verb = "forward" if out is not None else "flood"
+        for p in targets:
+            self.hop(ev, br, "bridge", verb, f"{br.name} -> port {p.name}")
+            self.transmit(p, pkt, ev.child(p, pkt, meta=None))

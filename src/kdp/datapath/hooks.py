@@ -1,0 +1,41 @@
+# datapath.hooks: where the packet walk calls netfilter (the five IPv4 hooks,
+# also from the bridge with br_netfilter) and turns the verdict into the
+# trace: every rule visited becomes a hop, a drop carries the rule's name, a
+# REJECT's answer is sent from this namespace.
+from __future__ import annotations
+
+from ..net.namespace import Namespace
+from ..wire import Packet
+
+
+class HookMixin:
+    def new_meta(self, ns: Namespace):
+        if ns.netfilter is None:
+            return None
+        from ..netfilter import SkbMeta
+        return SkbMeta()
+
+    def nf_hook(self, ns: Namespace, hook: str, pkt: Packet, ev, in_dev=None, out_dev=None,
+                physin=None, physout=None) -> Packet | None:
+        """Run `hook`; the (possibly NATed) packet when accepted, None when not."""
+        nf = ns.netfilter
+        if nf is None:
+            return pkt
+        from ..netfilter import HookState
+        if ev.meta is None:
+            ev.meta = self.new_meta(ns)
+        res = nf.hook(HookState(hook=hook, packet=pkt, in_dev=in_dev, out_dev=out_dev,
+                                physin=physin, physout=physout, now=self.now), ev.meta)
+        dev = ns.devices.get(in_dev or out_dev or "lo")
+        for t in res.trace:
+            self.hop(ev, dev, getattr(t, "component", "netfilter"), hook, str(t), ns)
+        for line in res.log:
+            self.hop(ev, dev, "netfilter", "log", line, ns)
+        if res.verdict != "ACCEPT":
+            self.drop(ev, dev, "netfilter", f"{hook}: dropped", res.reason or f"hook:{hook}", ns,
+                      disposition="rejected" if res.generated else "dropped")
+            for answer in res.generated:
+                self.local_out(ns, answer, ev.child(ns.devices["lo"], answer, meta=None,
+                                                    leg="reply" if ev.leg == "request" else "arp"))
+            return None
+        return res.packet

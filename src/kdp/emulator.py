@@ -1,0 +1,201 @@
+# emulator: the public Python API. Load a cluster (or the demo), send frames
+# at pods, nodes or the edge, trace a flow between named endpoints, feed pcap
+# files, and read back outcomes, hops, per-device captures and tables.
+from __future__ import annotations
+
+import struct
+from ipaddress import IPv4Address, ip_address
+
+from . import wire
+from .datapath import Datapath, Outcome
+from .errors import UsageError
+from .k8s import cni
+from .k8s.model import Cluster
+from .net.sockets import keyed
+from .wire import ICMP, IPv4, Packet, TCP, UDP
+
+PROTOS = {"tcp": wire.PROTO_TCP, "udp": wire.PROTO_UDP, "icmp": wire.PROTO_ICMP}
+LINUX_SYN_OPTIONS = bytes.fromhex("020405b4" "0402080a") + b"\x00" * 8 + bytes.fromhex("01030307")
+
+
+class Endpoint:
+    """A resolved SRC/DST/ATTACH argument."""
+
+    def __init__(self, spec: str, kind: str, ip: IPv4Address, ns=None, port=None, protocol=None):
+        self.spec, self.kind, self.ip, self.ns = spec, kind, ip, ns
+        self.port, self.protocol = port, protocol
+
+
+class Emulator:
+    def __init__(self, cluster: Cluster, seed: int = 0, capture: bool = True):
+        self.cluster = cluster
+        self.seed = seed
+        self.topology = cni.build(cluster, seed)
+        self.datapath = Datapath(self.topology.namespaces, seed=seed, capture=capture)
+        self._flows = 0
+
+    @classmethod
+    def demo(cls, seed: int = 0, **kw) -> "Emulator":
+        from .k8s import demo_cluster
+        return cls(demo_cluster(), seed=seed, **kw)
+
+    @classmethod
+    def load(cls, paths, seed: int = 0, **kw) -> "Emulator":
+        from .k8s import load_cluster
+        return cls(load_cluster(paths), seed=seed, **kw)
+
+    # --- naming -----------------------------------------------------------
+    def namespace(self, name: str):
+        try:
+            return self.topology.namespaces[name]
+        except KeyError:
+            raise UsageError(f"no network namespace {name!r}") from None
+
+    def resolve(self, spec: str) -> Endpoint:
+        c = self.cluster
+        kind, _, rest = spec.partition("/")
+        try:
+            if kind == "pod":
+                ns, _, name = rest.partition("/")
+                pod = c.pod(ns, name)
+                where = self.topology.node_ns[pod.node] if pod.host_network else self.topology.pod_ns[pod.key]
+                return Endpoint(spec, "pod", pod.ip, where)
+            if kind == "node":
+                node = c.node(rest)
+                return Endpoint(spec, "node", node.ip, self.topology.node_ns[node.name])
+            if kind == "svc":
+                ns, _, name = rest.partition("/")
+                svc = c.service(ns, name)
+                if svc.cluster_ip is None:
+                    raise UsageError(f"{spec}: service has no cluster IP (headless or ExternalName)")
+                first = svc.ports[0] if svc.ports else None
+                return Endpoint(spec, "svc", svc.cluster_ip, None, first.port if first else None,
+                                first.protocol.lower() if first else None)
+        except KeyError:
+            raise UsageError(f"{spec}: no such {kind} in the cluster") from None
+        if kind == "ext":
+            ip = self._ip(rest, spec)
+            if any(ip in n for n in self.topology.namespaces["ext"].local_exclude):
+                raise UsageError(f"{spec}: {ip} is inside the cluster's ranges, not an outside host")
+            return Endpoint(spec, "ext", ip, self.topology.namespaces["ext"])
+        if "/" in spec:
+            raise UsageError(f"{spec}: expected pod/NS/NAME, node/NAME, svc/NS/NAME, ext/ADDR or an IPv4 address")
+        return Endpoint(spec, "ip", self._ip(spec, spec))
+
+    @staticmethod
+    def _ip(text: str, spec: str) -> IPv4Address:
+        try:
+            ip = ip_address(text)
+        except ValueError:
+            raise UsageError(f"{spec}: {text!r} is not an IPv4 address") from None
+        if ip.version != 4:
+            raise UsageError(f"{spec}: only IPv4 is modelled")
+        return ip
+
+    def attach_device(self, spec: str):
+        """The device a raw frame is transmitted on for --at SPEC."""
+        ep = self.resolve(spec)
+        if ep.ns is None:
+            raise UsageError(f"{spec}: frames are attached at pod/, node/ or ext/ endpoints")
+        return ep.ns.devices["eth0"]
+
+    # --- sending ----------------------------------------------------------
+    def send(self, frame, at: str, time: float | None = None) -> Outcome:
+        """Transmit a frame (Scapy packet, bytes or wire.Packet) on the `at`
+        endpoint's eth0 exactly as it is."""
+        dev = self.attach_device(at)
+        pkt = frame if isinstance(frame, Packet) else wire.parse(bytes(frame))
+        self._register_client(dev.namespace, pkt)
+        return self.datapath.inject(dev, pkt, self._now(time))
+
+    def send_many(self, frames, at: str):
+        dev = self.attach_device(at)
+        for t, raw in frames:
+            try:
+                pkt = wire.parse(raw)
+            except wire.MalformedFrame as e:
+                yield None, str(e)
+                continue
+            self._register_client(dev.namespace, pkt)
+            yield self.datapath.inject(dev, pkt, self._now(t)), None
+
+    def trace(self, src: str, dst: str, proto: str = "tcp", sport: int | None = None,
+              dport: int | None = None, time: float | None = None, ttl: int = 64,
+              payload: bytes | None = None, flags: int | None = None) -> Outcome:
+        """Send one packet from SRC's own stack to DST, as an app on SRC would."""
+        s, d = self.resolve(src), self.resolve(dst)
+        if s.ns is None:
+            raise UsageError(f"{src}: a source must be pod/, node/ or ext/")
+        if d.kind == "svc" and d.protocol and proto == "tcp" and d.protocol != "tcp" and dport is None:
+            proto = d.protocol
+        if proto not in PROTOS:
+            raise UsageError(f"--proto {proto}: expected tcp, udp or icmp")
+        if dport is None:
+            dport = d.port if d.port is not None else 80
+        self._flows += 1
+        if sport is None:
+            sport = 32768 + keyed(self.seed, "sport", src, dst, self._flows) % 28232
+        ident = keyed(self.seed, "ipid", src, dst, self._flows) & 0xFFFF
+        srcip = s.ip if s.kind != "ext" else s.ip
+        pkt = self.build(srcip, d.ip, proto, sport, dport, ttl, ident, payload, flags, time)
+        self._register_client(s.ns, pkt)
+        return self.datapath.originate(s.ns, pkt, self._now(time))
+
+    def build(self, src, dst, proto, sport, dport, ttl=64, ident=0, payload=None, flags=None,
+              time=None) -> Packet:
+        eth = wire.Ether("00:00:00:00:00:00", "00:00:00:00:00:00", wire.ETH_P_IP)
+        if proto == "tcp":
+            tsval = (keyed(self.seed, "ts", str(src)) + int(self._now(time) * 1000)) & 0xFFFFFFFF
+            opts = LINUX_SYN_OPTIONS[:8] + struct.pack("!II", tsval, 0) + LINUX_SYN_OPTIONS[16:]
+            seq = keyed(self.seed, "isn", str(src), sport, str(dst), dport) & 0xFFFFFFFF
+            l4 = TCP(sport, dport, seq, 0, flags if flags is not None else wire.SYN, 64240, 0, 0,
+                     opts if flags in (None, wire.SYN) else b"", payload or b"")
+            ip = IPv4(src, dst, wire.PROTO_TCP, ttl, ident, 2)
+        elif proto == "udp":
+            l4 = UDP(sport, dport, 0, payload if payload is not None else b"kdp probe\n")
+            ip = IPv4(src, dst, wire.PROTO_UDP, ttl, ident, 2)
+        else:
+            body = payload if payload is not None else bytes(range(0x10, 0x10 + 56))
+            l4 = ICMP(wire.ICMP_ECHO, 0, 0, (sport << 16) | 1, body)
+            ip = IPv4(src, dst, wire.PROTO_ICMP, ttl, ident, 2)
+        return wire.finalize(Packet(eth, ip=ip, l4=l4))
+
+    def _register_client(self, ns, pkt: Packet) -> None:
+        if ns is None or ns.sockets is None or pkt.ip is None:
+            return
+        ip, l4 = pkt.ip, pkt.l4
+        if isinstance(l4, TCP) and l4.flags & wire.SYN and not l4.flags & wire.ACK:
+            ns.sockets.add_client("tcp", ip.src, l4.sport, ip.dst, l4.dport)
+        elif isinstance(l4, UDP) and ("UDP", l4.sport) not in ns.sockets.listeners:
+            ns.sockets.add_client("udp", ip.src, l4.sport, ip.dst, l4.dport)
+        elif isinstance(l4, ICMP) and l4.type == wire.ICMP_ECHO:
+            ns.sockets.add_client("icmp", ip.src, l4.ident, ip.dst, 0)
+
+    def _now(self, time: float | None) -> float:
+        return self.datapath.now if time is None else float(time)
+
+    # --- looking inside ---------------------------------------------------
+    @property
+    def captures(self) -> dict:
+        return self.datapath.captures or {}
+
+    def capture_file_name(self, ns_name: str, dev: str) -> str:
+        kind, _, rest = ns_name.partition("/")
+        if kind == "node":
+            return f"{rest}__{dev}"
+        if kind == "pod":
+            pns, _, pname = rest.partition("/")
+            return f"{pns}__{pname}__{dev}"
+        return f"{ns_name}__{dev}"
+
+    def write_captures(self, out_dir: str) -> list[str]:
+        from .io import write_pcaps
+        return write_pcaps(self.captures, out_dir, self.capture_file_name)
+
+    def clear_captures(self) -> None:
+        if self.datapath.captures is not None:
+            self.datapath.captures.clear()
+
+    def inspect(self, spec: str) -> dict:
+        from .inspect import inspect_endpoint
+        return inspect_endpoint(self, spec)

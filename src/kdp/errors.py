@@ -1,0 +1,59 @@
+# errors: the exception tree and the named reasons a packet is dropped.
+# Owns only names and messages; no packet logic, no I/O.
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class KdpError(Exception):
+    """Base of every error kdp raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the cluster input, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    kind: str
+    namespace: str | None
+    name: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        obj = self.name or "-"
+        if self.namespace:
+            obj = f"{self.namespace}/{obj}"
+        return f"{where}: {self.kind or '-'} {obj}: {self.field or '-'}: {self.message}"
+
+
+class ClusterInputError(KdpError):
+    """The cluster input is invalid; carries every problem found (exit status 2)."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(KdpError):
+    """A command-line argument names something that does not exist or makes no sense."""
+
+
+# Drop reasons. A dropped frame always carries one of these (or a rule reference
+# such as "rule:filter/KUBE-SERVICES#3").
+NO_ROUTE = "no-route"
+TTL_EXCEEDED = "ttl-exceeded"
+INVALID_CHECKSUM = "invalid-checksum"
+MALFORMED = "malformed-frame"
+NOT_FOR_US = "not-for-this-host"          # unicast MAC of another host on a shared segment
+NEIGH_FAILED = "neighbour-unreachable"    # ARP got no answer
+NO_LISTENER = "port-closed"               # answered with RST / ICMP port unreachable
+UNSUPPORTED_PROTO = "unsupported-protocol"
+MARTIAN = "martian-source"
+BRIDGE_NO_PORT = "bridge-no-port"
+CONNTRACK_FULL = "conntrack-table-full"
+HOP_LIMIT = "emulator-hop-limit"          # a loop: the frame was handed on too many times
+LINK_DOWN = "no-carrier"
+FRAGMENT = "fragment-not-supported"

@@ -1,0 +1,92 @@
+# net.namespace: a network namespace: its devices, addresses, routing table,
+# neighbour cache, sysctls, netfilter instance and sockets. Who owns it (a
+# node's root namespace, a pod's pause container, the edge router) is recorded
+# so traces can say where a frame was.
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Any
+
+from .device import Device
+from .neigh import NeighTable
+from .route import Route, RouteTable
+
+
+@dataclass(eq=False)
+class Namespace:
+    name: str                                   # "node/N", "pod/NS/NAME", "edge", "ext"
+    kind: str                                   # node | pod | router | external
+    node: str                                   # the machine it lives on (for traces)
+    devices: dict[str, Device] = field(default_factory=dict)
+    routes: RouteTable = field(default_factory=RouteTable)
+    neigh: NeighTable = field(default_factory=NeighTable)
+    ip_forward: bool = False
+    netfilter: Any = None                       # kdp.netfilter.Netfilter, when the ns has rules
+    sockets: Any = None                         # kdp.net.sockets.SocketTable
+    catch_all: bool = False                     # "ext": every non-cluster address is local
+    local_exclude: tuple = ()                   # networks never local to a catch-all namespace
+    owner: Any = None                           # the Pod / Node object, when there is one
+
+    def add_device(self, dev: Device) -> Device:
+        dev.namespace = self
+        self.devices[dev.name] = dev
+        return dev
+
+    def add_address(self, dev: Device, iface, connected_route: bool = True, **route_kw) -> None:
+        dev.addresses.append(iface)
+        if connected_route and iface.network.prefixlen < 32:
+            self.routes.add(Route(iface.network, dev.name, src=iface.ip, scope="link", **route_kw))
+
+    # --- addressing -------------------------------------------------------
+    def is_local(self, ip: IPv4Address) -> bool:
+        if ip.is_loopback:
+            return True
+        for dev in self.devices.values():
+            if dev.has_address(ip):
+                return True
+        if self.catch_all:
+            return not any(ip in n for n in self.local_exclude)
+        return False
+
+    def local_device_for(self, ip: IPv4Address) -> Device | None:
+        for dev in self.devices.values():
+            if dev.has_address(ip):
+                return dev
+        return None
+
+    def is_broadcast(self, ip: IPv4Address) -> bool:
+        if ip == IPv4Address("255.255.255.255"):
+            return True
+        return any(a.network.prefixlen < 31 and ip == a.network.broadcast_address
+                   for d in self.devices.values() for a in d.addresses)
+
+    def addr_type(self, ip: IPv4Address, dev: str | None = None) -> str:
+        """The kernel's inet_addr_type(), optionally limited to one device."""
+        if ip.is_multicast:
+            return "MULTICAST"
+        if int(ip) == 0:
+            return "UNSPEC"
+        if self.is_broadcast(ip):
+            return "BROADCAST"
+        if dev is not None:
+            d = self.devices.get(dev)
+            if d is not None and (d.has_address(ip) or (d.kind == "loopback" and ip.is_loopback)):
+                return "LOCAL"
+            return "UNICAST"
+        return "LOCAL" if self.is_local(ip) else "UNICAST"
+
+    def source_address(self, out_dev: str, dst: IPv4Address) -> IPv4Address | None:
+        dev = self.devices.get(out_dev)
+        if dev is None:
+            return None
+        addr = dev.primary_address(dst)
+        if addr is not None:
+            return addr
+        for d in self.devices.values():           # the kernel falls back to any global address
+            if d.kind != "loopback" and d.addresses:
+                return d.addresses[0].ip
+        return None
+
+    def all_addresses(self) -> list[IPv4Address]:
+        return [a.ip for d in self.devices.values() for a in d.addresses]

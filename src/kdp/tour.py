@@ -1,0 +1,67 @@
+# tour: `kdp demo`: builds the demo cluster (the AKS kubenet example) and walks
+# a newcomer through its data plane, one traced flow at a time, optionally
+# writing every device's capture and each trace's JSON to a directory.
+from __future__ import annotations
+
+import json
+import os
+
+from .emulator import Emulator
+from .render import trace_text
+from .topology import topology_text
+
+
+def tour_flows(emu: Emulator) -> list[tuple[str, dict]]:
+    """(title, trace kwargs) for the demo's stops, chosen from the live cluster."""
+    c = emu.cluster
+    client = c.pod("default", "client")
+    nginx = [p for p in c.pods if p.labels.get("app") == "nginx"]
+    same = next((p for p in nginx if p.node == client.node), None)
+    other = next((p for p in nginx if p.node != client.node), None)
+    far_node = next(n for n in c.nodes if n.name != client.node)
+    svc_a = next(p for p in c.pods if p.labels.get("app") == "service-a")
+    flows = []
+    if same is not None:
+        flows.append((f"same-node pod-to-pod: client -> {same.name} (one bridge, no routing, TTL unchanged)",
+                      dict(src="pod/default/client", dst=f"pod/default/{same.name}", proto="tcp", dport=80)))
+    if other is not None:
+        flows.append((f"cross-node pod-to-pod: client ({client.node}) -> {other.name} ({other.node})",
+                      dict(src="pod/default/client", dst=f"pod/default/{other.name}", proto="tcp", dport=80)))
+    flows += [
+        (f"node-to-pod: node {far_node.name} -> {svc_a.name} (no NAT)",
+         dict(src=f"node/{far_node.name}", dst=f"pod/backend/{svc_a.name}", proto="tcp", dport=8080)),
+        (f"pod-to-node: client -> kubelet on {far_node.name}",
+         dict(src="pod/default/client", dst=f"node/{far_node.name}", proto="tcp", dport=10250)),
+        (f"intra-pod: {svc_a.name}'s app reaches its metrics sidecar over localhost",
+         dict(src=f"pod/backend/{svc_a.name}", dst="127.0.0.1", proto="tcp", dport=9090)),
+        ("ping across nodes: client -> service-a pod (ICMP echo)",
+         dict(src="pod/default/client", dst=f"pod/backend/{svc_a.name}", proto="icmp")),
+        ("closed port: client -> nginx UDP 9999 (ICMP port unreachable comes back)",
+         dict(src="pod/default/client", dst=f"pod/default/{(other or same).name}", proto="udp", dport=9999)),
+        ("off-cluster: client -> ext/93.184.216.34:443 through the node and the edge router",
+         dict(src="pod/default/client", dst="ext/93.184.216.34", proto="tcp", dport=443)),
+    ]
+    return flows
+
+
+def run_tour(out_dir: str | None = None, seed: int = 0, echo=print) -> int:
+    emu = Emulator.demo(seed=seed, capture=True)
+    echo("kdp demo: the AKS kubenet example (service CIDR 10.2.0.0/24, DNS 10.2.0.10, "
+         "docker bridge 172.17.0.1/16)\n")
+    echo(topology_text(emu.topology))
+    traces = {}
+    for n, (title, kw) in enumerate(tour_flows(emu), 1):
+        echo(f"\n== {n}. {title}")
+        echo(f"   kdp trace demo --from {kw['src']} --to {kw['dst']} --proto {kw['proto']}"
+             + (f" --dport {kw['dport']}" if kw.get("dport") else ""))
+        out = emu.trace(**kw)
+        echo(trace_text(out, "summary"))
+        traces[f"{n:02d}"] = {"title": title, "trace": out.as_dict()}
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        files = emu.write_captures(os.path.join(out_dir, "pcap"))
+        with open(os.path.join(out_dir, "traces.json"), "w") as f:
+            json.dump(traces, f, indent=2)
+        echo(f"\nwrote {len(files)} device captures to {out_dir}/pcap and traces to {out_dir}/traces.json")
+    echo("\nnext: kdp trace demo --from pod/default/client --to pod/backend/<pod> --dport 8080 --detail full")
+    return 0

@@ -1,0 +1,354 @@
+# wire: parse an Ethernet frame once into a small frozen representation
+# (Ethernet, ARP, IPv4, TCP/UDP/ICMP) and emit it back to bytes. Checksums are
+# carried as fields: rewrites update them incrementally, as the kernel does, and
+# locally built packets get full checksums. No Scapy here (see kdp.io).
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
+
+from .accel import csum_replace, inet_checksum
+from .addr import mac_from_bytes, mac_to_bytes
+from .errors import KdpError
+
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+PROTO_ICMP, PROTO_TCP, PROTO_UDP = 1, 6, 17
+PROTO_NAMES = {PROTO_ICMP: "icmp", PROTO_TCP: "tcp", PROTO_UDP: "udp"}
+
+# TCP flag bits
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+# ICMP types/codes used by the stack
+ICMP_ECHOREPLY, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
+ICMP_NET_UNREACH, ICMP_HOST_UNREACH, ICMP_PORT_UNREACH = 0, 1, 3
+ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
+
+
+class MalformedFrame(KdpError):
+    """The bytes are not a frame kdp can parse (too short, bad header length...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ether:
+    dst: str
+    src: str
+    type: int
+
+
+@dataclass(frozen=True, slots=True)
+class ARP:
+    op: int                 # 1 request, 2 reply
+    sha: str
+    spa: IPv4Address
+    tha: str
+    tpa: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class IPv4:
+    src: IPv4Address
+    dst: IPv4Address
+    proto: int
+    ttl: int = 64
+    ident: int = 0
+    flags: int = 2          # DF, as Linux sets for TCP and most UDP
+    frag: int = 0
+    tos: int = 0
+    checksum: int = 0
+    options: bytes = b""
+
+    @property
+    def header_len(self) -> int:
+        return 20 + len(self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class TCP:
+    sport: int
+    dport: int
+    seq: int = 0
+    ack: int = 0
+    flags: int = SYN
+    window: int = 64240
+    checksum: int = 0
+    urg: int = 0
+    options: bytes = b""
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class UDP:
+    sport: int
+    dport: int
+    checksum: int = 0
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ICMP:
+    type: int
+    code: int = 0
+    checksum: int = 0
+    rest: int = 0           # id<<16|seq for echo, 0/next-hop MTU for errors
+    payload: bytes = b""
+
+    @property
+    def ident(self) -> int:
+        return self.rest >> 16
+
+    @property
+    def seq(self) -> int:
+        return self.rest & 0xFFFF
+
+
+L4 = TCP | UDP | ICMP
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A parsed frame. For unknown ethertypes/protocols the rest stays in `payload`."""
+
+    eth: Ether
+    arp: ARP | None = None
+    ip: IPv4 | None = None
+    l4: TCP | UDP | ICMP | None = None
+    payload: bytes = b""
+
+    # --- convenient views -------------------------------------------------
+    @property
+    def proto_name(self) -> str:
+        if self.arp is not None:
+            return "arp"
+        if self.ip is None:
+            return f"ether-0x{self.eth.type:04x}"
+        return PROTO_NAMES.get(self.ip.proto, str(self.ip.proto))
+
+    @property
+    def ports(self) -> tuple[int | None, int | None]:
+        if isinstance(self.l4, (TCP, UDP)):
+            return self.l4.sport, self.l4.dport
+        return None, None
+
+    def summary(self) -> str:
+        if self.arp is not None:
+            a = self.arp
+            if a.op == 1:
+                return f"ARP who-has {a.tpa} tell {a.spa}"
+            return f"ARP {a.spa} is-at {a.sha}"
+        if self.ip is None:
+            return f"{self.eth.src} > {self.eth.dst} type 0x{self.eth.type:04x}"
+        ip, l4 = self.ip, self.l4
+        if isinstance(l4, TCP):
+            return (f"TCP {ip.src}:{l4.sport} > {ip.dst}:{l4.dport} "
+                    f"[{tcp_flag_str(l4.flags)}] ttl {ip.ttl}")
+        if isinstance(l4, UDP):
+            return f"UDP {ip.src}:{l4.sport} > {ip.dst}:{l4.dport} len {len(l4.payload)} ttl {ip.ttl}"
+        if isinstance(l4, ICMP):
+            return f"ICMP {ip.src} > {ip.dst} {icmp_str(l4)} ttl {ip.ttl}"
+        return f"IP {ip.src} > {ip.dst} proto {ip.proto} ttl {ip.ttl}"
+
+
+def tcp_flag_str(flags: int) -> str:
+    names = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"))
+    return "".join(n for bit, n in names if flags & bit) or "none"
+
+
+def icmp_str(icmp: ICMP) -> str:
+    names = {(0, None): "echo reply", (8, None): "echo request",
+             (3, 0): "net unreachable", (3, 1): "host unreachable",
+             (3, 3): "port unreachable", (3, 13): "admin prohibited",
+             (11, 0): "time exceeded in-transit"}
+    return names.get((icmp.type, None)) or names.get((icmp.type, icmp.code)) or \
+        f"type {icmp.type} code {icmp.code}"
+
+
+# --- parse ----------------------------------------------------------------
+
+def parse(raw: bytes) -> Packet:
+    if len(raw) < 14:
+        raise MalformedFrame(f"frame of {len(raw)} bytes is shorter than an Ethernet header")
+    eth = Ether(mac_from_bytes(raw[0:6]), mac_from_bytes(raw[6:12]), (raw[12] << 8) | raw[13])
+    body = raw[14:]
+    if eth.type == ETH_P_ARP:
+        return Packet(eth, arp=_parse_arp(body))
+    if eth.type != ETH_P_IP:
+        return Packet(eth, payload=bytes(body))
+    ip, l4bytes = _parse_ipv4(body)
+    if ip.frag or ip.flags & 1:
+        return Packet(eth, ip=ip, payload=l4bytes)
+    l4 = _parse_l4(ip.proto, l4bytes)
+    if l4 is None:
+        return Packet(eth, ip=ip, payload=l4bytes)
+    return Packet(eth, ip=ip, l4=l4)
+
+
+def _parse_arp(b: bytes) -> ARP:
+    if len(b) < 28:
+        raise MalformedFrame("ARP payload shorter than 28 bytes")
+    htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", b[:8])
+    if htype != 1 or ptype != ETH_P_IP or hlen != 6 or plen != 4:
+        raise MalformedFrame("ARP for other than Ethernet/IPv4")
+    return ARP(op, mac_from_bytes(b[8:14]), IPv4Address(b[14:18]),
+               mac_from_bytes(b[18:24]), IPv4Address(b[24:28]))
+
+
+def _parse_ipv4(b: bytes) -> tuple[IPv4, bytes]:
+    if len(b) < 20:
+        raise MalformedFrame("IPv4 header shorter than 20 bytes")
+    vihl, tos, total, ident, ff, ttl, proto, csum = struct.unpack("!BBHHHBBH", b[:12])
+    ihl = (vihl & 0x0F) * 4
+    if vihl >> 4 != 4:
+        raise MalformedFrame(f"IP version {vihl >> 4} is not 4")
+    if ihl < 20 or len(b) < ihl or total < ihl or total > len(b):
+        raise MalformedFrame(f"bad IPv4 lengths (ihl {ihl}, total {total}, have {len(b)})")
+    ip = IPv4(IPv4Address(b[12:16]), IPv4Address(b[16:20]), proto, ttl, ident,
+              ff >> 13, ff & 0x1FFF, tos, csum, bytes(b[20:ihl]))
+    return ip, bytes(b[ihl:total])   # bytes past total length are link padding
+
+
+def _parse_l4(proto: int, b: bytes) -> L4 | None:
+    if proto == PROTO_TCP and len(b) >= 20:
+        sport, dport, seq, ack, offres, flags, win, csum, urg = struct.unpack("!HHIIBBHHH", b[:20])
+        doff = (offres >> 4) * 4
+        if doff < 20 or doff > len(b):
+            return None
+        return TCP(sport, dport, seq, ack, flags, win, csum, urg, bytes(b[20:doff]), bytes(b[doff:]))
+    if proto == PROTO_UDP and len(b) >= 8:
+        sport, dport, _length, csum = struct.unpack("!HHHH", b[:8])
+        return UDP(sport, dport, csum, bytes(b[8:]))
+    if proto == PROTO_ICMP and len(b) >= 8:
+        typ, code, csum, rest = struct.unpack("!BBHI", b[:8])
+        return ICMP(typ, code, csum, rest, bytes(b[8:]))
+    return None
+
+
+# --- emit -----------------------------------------------------------------
+
+def emit(pkt: Packet) -> bytes:
+    head = mac_to_bytes(pkt.eth.dst) + mac_to_bytes(pkt.eth.src) + struct.pack("!H", pkt.eth.type)
+    if pkt.arp is not None:
+        a = pkt.arp
+        return head + struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, a.op) + mac_to_bytes(a.sha) + \
+            a.spa.packed + mac_to_bytes(a.tha) + a.tpa.packed
+    if pkt.ip is None:
+        return head + pkt.payload
+    l4 = emit_l4(pkt.l4) if pkt.l4 is not None else pkt.payload
+    return head + ip_header(pkt.ip, len(l4)) + l4
+
+
+def ip_header(ip: IPv4, l4_len: int, checksum: int | None = None) -> bytes:
+    ihl = ip.header_len
+    csum = ip.checksum if checksum is None else checksum
+    return struct.pack("!BBHHHBBH", 0x40 | (ihl // 4), ip.tos, ihl + l4_len, ip.ident,
+                       (ip.flags << 13) | ip.frag, ip.ttl, ip.proto, csum) + \
+        ip.src.packed + ip.dst.packed + ip.options
+
+
+def emit_l4(l4: L4, checksum: int | None = None) -> bytes:
+    if isinstance(l4, TCP):
+        doff = (20 + len(l4.options)) // 4
+        csum = l4.checksum if checksum is None else checksum
+        return struct.pack("!HHIIBBHHH", l4.sport, l4.dport, l4.seq, l4.ack, doff << 4, l4.flags,
+                           l4.window, csum, l4.urg) + l4.options + l4.payload
+    if isinstance(l4, UDP):
+        csum = l4.checksum if checksum is None else checksum
+        return struct.pack("!HHHH", l4.sport, l4.dport, 8 + len(l4.payload), csum) + l4.payload
+    csum = l4.checksum if checksum is None else checksum
+    return struct.pack("!BBHI", l4.type, l4.code, csum, l4.rest) + l4.payload
+
+
+# --- checksums ------------------------------------------------------------
+
+def l4_checksum_of(ip: IPv4, l4: L4) -> int:
+    body = emit_l4(l4, checksum=0)
+    if isinstance(l4, ICMP):
+        return inet_checksum(body)
+    pseudo = ip.src.packed + ip.dst.packed + struct.pack("!BBH", 0, ip.proto, len(body))
+    csum = inet_checksum(pseudo + body)
+    if isinstance(l4, UDP) and csum == 0:
+        return 0xFFFF
+    return csum
+
+
+def finalize(pkt: Packet) -> Packet:
+    """Fill in correct checksums for a locally built packet (IP and L4)."""
+    if pkt.ip is None:
+        return pkt
+    ip, l4 = pkt.ip, pkt.l4
+    if l4 is not None:
+        l4 = replace(l4, checksum=l4_checksum_of(ip, l4))
+        l4_len = len(emit_l4(l4))
+    else:
+        l4_len = len(pkt.payload)
+    ip = replace(ip, checksum=inet_checksum(ip_header(ip, l4_len, checksum=0)))
+    return replace(pkt, ip=ip, l4=l4)
+
+
+def ip_checksum_ok(pkt: Packet) -> bool:
+    if pkt.ip is None:
+        return True
+    l4_len = len(emit_l4(pkt.l4)) if pkt.l4 is not None else len(pkt.payload)
+    return inet_checksum(ip_header(pkt.ip, l4_len)) == 0
+
+
+def l4_checksum_ok(pkt: Packet) -> bool:
+    ip, l4 = pkt.ip, pkt.l4
+    if ip is None or l4 is None:
+        return True
+    if isinstance(l4, UDP) and l4.checksum == 0:
+        return True   # UDP over IPv4: checksum optional
+    return l4_checksum_of(ip, l4) == l4.checksum
+
+
+# --- rewrites the kernel makes (incremental checksum updates) -------------
+
+def _u16(v: int) -> bytes:
+    return struct.pack("!H", v)
+
+
+def decrement_ttl(pkt: Packet) -> Packet:
+    """ip_decrease_ttl(): TTL-1 with the header checksum adjusted incrementally."""
+    ip = pkt.ip
+    old = bytes([ip.ttl, ip.proto])
+    new = bytes([ip.ttl - 1, ip.proto])
+    return replace(pkt, ip=replace(ip, ttl=ip.ttl - 1, checksum=csum_replace(ip.checksum, old, new)))
+
+
+def set_macs(pkt: Packet, src: str, dst: str) -> Packet:
+    return replace(pkt, eth=replace(pkt.eth, src=src, dst=dst))
+
+
+def rewrite_addr(pkt: Packet, *, src: IPv4Address | None = None, dst: IPv4Address | None = None,
+                 sport: int | None = None, dport: int | None = None) -> Packet:
+    """NAT rewrite of addresses/ports with incremental IP and L4 checksum updates
+    (nf_nat_ipv4_manip_pkt + the L4 manip). ICMP echo: `sport` rewrites the id."""
+    ip, l4 = pkt.ip, pkt.l4
+    ipcsum, l4csum = ip.checksum, getattr(l4, "checksum", None)
+    pseudo = isinstance(l4, (TCP, UDP)) and not (isinstance(l4, UDP) and l4.checksum == 0)
+    new_ip = ip
+    for field, value in (("src", src), ("dst", dst)):
+        if value is None or getattr(ip, field) == value:
+            continue
+        old_b, new_b = getattr(ip, field).packed, value.packed
+        ipcsum = csum_replace(ipcsum, old_b, new_b)
+        if pseudo:
+            l4csum = csum_replace(l4csum, old_b, new_b)
+        new_ip = replace(new_ip, **{field: value})
+    new_l4 = l4
+    if isinstance(l4, (TCP, UDP)):
+        for field, value in (("sport", sport), ("dport", dport)):
+            if value is None or getattr(l4, field) == value:
+                continue
+            if pseudo:
+                l4csum = csum_replace(l4csum, _u16(getattr(l4, field)), _u16(value))
+            new_l4 = replace(new_l4, **{field: value})
+        if isinstance(l4, UDP) and l4.checksum != 0 and l4csum == 0:
+            l4csum = 0xFFFF
+        new_l4 = replace(new_l4, checksum=l4csum)
+    elif isinstance(l4, ICMP) and sport is not None and l4.type in (ICMP_ECHO, ICMP_ECHOREPLY):
+        new_rest = (sport << 16) | (l4.rest & 0xFFFF)
+        l4csum = csum_replace(l4csum, _u16(l4.ident), _u16(sport))
+        new_l4 = replace(l4, rest=new_rest, checksum=l4csum)
+    return replace(pkt, ip=replace(new_ip, checksum=ipcsum), l4=new_l4)
