@@ -136,7 +136,9 @@ class Emulator:
         if sport is None:
             sport = 32768 + keyed(self.seed, "sport", src, dst, self._flows) % 28232
         ident = keyed(self.seed, "ipid", src, dst, self._flows) & 0xFFFF
-        srcip = s.ip if s.kind != "ext" else s.ip
+        srcip = s.ip if s.kind == "ext" else self.datapath.route_source(s.ns, d.ip)
+        if srcip is None:
+            raise UsageError(f"{src} has no route to {d.ip}")
         pkt = self.build(srcip, d.ip, proto, sport, dport, ttl, ident, payload, flags, time)
         self._register_client(s.ns, pkt)
         return self.datapath.originate(s.ns, pkt, self._now(time))

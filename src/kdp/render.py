@@ -28,7 +28,7 @@ def trace_text(outcome, detail: str = "full") -> str:
     legs = {"request": "->", "reply": "<-", "arp": "  "}
     if detail != "minimal":
         for h in outcome.hops:
-            if detail == "summary" and h.component in ("arp",) and h.action not in ("request", "reply"):
+            if detail == "summary" and h.leg == "arp":
                 continue
             if detail == "summary" and h.component == "netfilter" and "match" not in h.detail \
                     and h.action not in ("drop",):

@@ -79,7 +79,8 @@ def topology_text(topo: Topology) -> str:
     for s in c.services:
         ports = ",".join(f"{p.port}/{p.protocol}" + (f"(node {p.node_port})" if p.node_port else "")
                          for p in s.ports)
-        eps = ", ".join(f"{e.ip}:{e.port}" for e in s.endpoints) or "no endpoints"
+        eps = ", ".join(f"{e.ip}:{e.port}/{e.protocol}" + ("" if e.ready else " (not ready)")
+                        for e in s.endpoints) or "no endpoints"
         out.append(f"svc {s.namespace}/{s.name} {s.type} {s.cluster_ip or 'None'} {ports} -> {eps}")
     return "\n".join(out)
 

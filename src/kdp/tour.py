@@ -20,6 +20,7 @@ def tour_flows(emu: Emulator) -> list[tuple[str, dict]]:
     other = next((p for p in nginx if p.node != client.node), None)
     far_node = next(n for n in c.nodes if n.name != client.node)
     svc_a = next(p for p in c.pods if p.labels.get("app") == "service-a")
+    home = c.node(client.node)
     flows = []
     if same is not None:
         flows.append((f"same-node pod-to-pod: client -> {same.name} (one bridge, no routing, TTL unchanged)",
@@ -28,8 +29,8 @@ def tour_flows(emu: Emulator) -> list[tuple[str, dict]]:
         flows.append((f"cross-node pod-to-pod: client ({client.node}) -> {other.name} ({other.node})",
                       dict(src="pod/default/client", dst=f"pod/default/{other.name}", proto="tcp", dport=80)))
     flows += [
-        (f"node-to-pod: node {far_node.name} -> {svc_a.name} (no NAT)",
-         dict(src=f"node/{far_node.name}", dst=f"pod/backend/{svc_a.name}", proto="tcp", dport=8080)),
+        (f"node-to-pod: node {home.name} -> {svc_a.name} on {svc_a.node} (no NAT)",
+         dict(src=f"node/{home.name}", dst=f"pod/backend/{svc_a.name}", proto="tcp", dport=8080)),
         (f"pod-to-node: client -> kubelet on {far_node.name}",
          dict(src="pod/default/client", dst=f"node/{far_node.name}", proto="tcp", dport=10250)),
         (f"intra-pod: {svc_a.name}'s app reaches its metrics sidecar over localhost",

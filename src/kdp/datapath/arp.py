@@ -80,7 +80,10 @@ class ArpMixin:
             return
         entry.queue.append((pkt, ev))
         if first:
-            src = pkt.ip.src if dev.has_address(pkt.ip.src) else dev.primary_address(nexthop)
+            # arp_announce=0: the packet's own source when it is any local address
+            local_src = pkt.ip.src if not ns.catch_all else None
+            src = local_src if local_src is not None and ns.local_device_for(local_src) is not None \
+                else dev.primary_address(nexthop)
             req = Packet(Ether(BROADCAST_MAC, dev.mac, wire.ETH_P_ARP),
                          arp=ARP(1, dev.mac, src or IPv4Address(0), ZERO_MAC, nexthop))
             self.hop(ev, dev, "arp", "request", f"who-has {nexthop} tell {src} (packet queued)")

@@ -98,9 +98,8 @@ class Ipv4Mixin:
             self.drop(ev, None, "route", f"no route to {pkt.ip.dst} (sender gets ENETUNREACH)",
                       errors.NO_ROUTE, ns=ns)
             return
-        if int(pkt.ip.src) == 0:
-            src = ns.source_address(out.name, pkt.ip.dst) if rt is not None else pkt.ip.dst
-            pkt = wire.finalize(replace(pkt, ip=replace(pkt.ip, src=src)))
+        if int(pkt.ip.src) == 0:                      # unbound socket: the route picks the source
+            pkt = wire.finalize(replace(pkt, ip=replace(pkt.ip, src=self.route_source(ns, pkt.ip.dst))))
         self.hop(ev, out, "route", "output", f"{pkt.summary()} via "
                  + (f"route '{rt}'" if rt is not None else "local table (lo)"), ns)
         old_dst = pkt.ip.dst
@@ -114,6 +113,15 @@ class Ipv4Mixin:
                 return
         nexthop = rt.via if rt is not None and rt.via is not None else pkt.ip.dst
         self._post_routing(ns, out, nexthop, pkt, ev)
+
+    def route_source(self, ns: Namespace, dst: IPv4Address) -> IPv4Address | None:
+        """The source address an unbound socket gets for dst (fib_select / prefsrc)."""
+        rt, out = self._route_output(ns, dst)
+        if out is None:
+            return None
+        if rt is None:
+            return dst
+        return rt.src or ns.source_address(out.name, rt.via or dst)
 
     def _route_output(self, ns: Namespace, dst: IPv4Address):
         if ns.is_local(dst) and not ns.catch_all or dst.is_loopback:
