@@ -115,6 +115,16 @@ def cmd_run(a) -> int:
     return 0
 
 
+def cmd_rules(a) -> int:
+    from .k8s.kubeproxy import generate_rules
+    c = _load_cluster(a.cluster)
+    names = [n.name for n in c.nodes]
+    if a.node not in names:
+        raise UsageError(f"--node {a.node}: no such node (nodes: {', '.join(names)})")
+    sys.stdout.write(generate_rules(c, a.node, nfacct=c.config.kube_proxy.nfacct))
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .tour import run_tour
     return run_tour(out_dir=a.out, seed=a.seed)
@@ -138,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.add_argument("--svg", metavar="FILE")
     t.set_defaults(func=cmd_topology)
+
+    ru = sub.add_parser("rules", help="the node's iptables rules (kube-proxy, kubelet, CNI) as iptables-save")
+    ru.add_argument("cluster")
+    ru.add_argument("--node", required=True)
+    ru.add_argument("--format", choices=["iptables-save"], default="iptables-save")
+    ru.set_defaults(func=cmd_rules)
 
     i = sub.add_parser("inspect", help="the pause container, containers and network of a pod or node")
     i.add_argument("cluster")

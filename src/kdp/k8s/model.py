@@ -25,6 +25,7 @@ class KubeProxyConfig:
     conntrack_max: int = 131072
     conntrack_tcp_established: int = 86400
     conntrack_tcp_close_wait: int = 3600
+    nfacct: bool = False                         # the node kernel has xt_nfacct (kube-proxy probes it)
 
 
 @dataclass

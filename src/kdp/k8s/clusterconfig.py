@@ -1,0 +1,201 @@
+# k8s.clusterconfig: the kdp ClusterConfig object (network plugin, address ranges,
+# node list, kube-proxy options, external hosts): decoding with strict field names
+# (typo protection) and the checks between its ranges. Node placement is controlplane's.
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from . import names
+from .load import Fields, Path
+from .model import ClusterConfig, ExternalHost, KubeProxyConfig
+
+PLUGINS = ("kubenet", "azure")
+HAIRPIN_MODES = ("hairpin-veth", "promiscuous-bridge", "none")
+PROXY_MODES = ("iptables",)
+PROXY_MODES_LATER = ("nftables", "ipvs")
+SPEC_KEYS = ("networkPlugin", "podCIDR", "nodePodPrefix", "serviceCIDR", "dnsServiceIP",
+             "dockerBridgeAddress", "vnetSubnet", "clusterDomain", "nodePortRange",
+             "hairpinMode", "maxPods", "nodes", "kubeProxy", "externalHosts")
+PROXY_KEYS = ("mode", "masqueradeAll", "clusterCIDR", "localhostNodePorts", "conntrackMax",
+              "conntrackTCPEstablished", "conntrackTCPCloseWait", "nfacct")
+NODE_KEYS = ("name", "ip", "podCIDR", "labels")
+HOST_KEYS = ("address", "tcpPorts", "udpPorts")
+
+
+@dataclass
+class NodeIn:
+    """A node as declared (Node object or ClusterConfig spec.nodes entry), before placement."""
+
+    name: str
+    ip: IPv4Address | None
+    pod_cidr: IPv4Network | None
+    labels: dict[str, str]
+    f: Fields                     # where to report: the Node, or ClusterConfig spec.nodes[i]
+    ip_path: Path = ("ip",)
+    cidr_path: Path = ("podCIDR",)
+
+
+def strict_keys(f: Fields, allowed: tuple[str, ...]) -> None:
+    """Unknown keys in the mapping at f are problems (they are usually typos)."""
+    for key in f.map():
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else \
+                f"; known fields: {', '.join(allowed)}"
+            f.error((str(key),), f"unknown field {key!r}{hint}")
+
+
+def _choice(f: Fields, key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = f.str(key, default=default)
+    if value not in allowed:
+        f.error((key,), f"unknown {key} {value!r}: must be one of {', '.join(allowed)}")
+        return default
+    return value
+
+
+def _seconds(f: Fields, key: str, default: int) -> int:
+    """An int number of seconds or a Go duration string like "24h0m0s"."""
+    raw = f.raw(key)
+    if isinstance(raw, str):
+        parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", raw)
+        if raw and parts:
+            h, m, s = (int(x or 0) for x in parts.groups())
+            return h * 3600 + m * 60 + s
+        f.error((key,), f"{raw!r} is not a duration: use seconds or a string like '24h0m0s'")
+        return default
+    return f.int(key, default=default, lo=0)
+
+
+def _node_port_range(f: Fields) -> tuple[int, int] | None:
+    raw = f.raw("nodePortRange")
+    if not f.has("nodePortRange"):
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", raw) if isinstance(raw, str) else None
+    if not m or not 1 <= int(m[1]) <= int(m[2]) <= 65535:
+        f.error(("nodePortRange",), f"{raw!r} is not a port range like '30000-32767'")
+        return None
+    return int(m[1]), int(m[2])
+
+
+def _kube_proxy(f: Fields) -> KubeProxyConfig:
+    kp = KubeProxyConfig()
+    strict_keys(f, PROXY_KEYS)
+    mode = f.str("mode", default="iptables")
+    if mode in PROXY_MODES_LATER:
+        f.error(("mode",), f"kube-proxy mode {mode!r} is not supported yet (only iptables)")
+    elif mode not in PROXY_MODES:
+        f.error(("mode",), f"unknown kube-proxy mode {mode!r}: must be iptables")
+    kp.masquerade_all = f.bool("masqueradeAll", default=kp.masquerade_all)
+    kp.cluster_cidr = f.net("clusterCIDR")
+    kp.localhost_node_ports = f.bool("localhostNodePorts", default=kp.localhost_node_ports)
+    kp.conntrack_max = f.int("conntrackMax", default=kp.conntrack_max, lo=0)
+    kp.conntrack_tcp_established = _seconds(f, "conntrackTCPEstablished",
+                                            kp.conntrack_tcp_established)
+    kp.conntrack_tcp_close_wait = _seconds(f, "conntrackTCPCloseWait", kp.conntrack_tcp_close_wait)
+    kp.nfacct = f.bool("nfacct", default=kp.nfacct)
+    return kp
+
+
+def _ports(f: Fields, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    if not f.has(key):
+        return default
+    return tuple(p for pf in f.items(key) if (p := pf.int(lo=1, hi=65535)) is not None)
+
+
+def _external_hosts(f: Fields) -> list[ExternalHost]:
+    out = []
+    for hf in f.items("externalHosts"):
+        strict_keys(hf, HOST_KEYS)
+        addr = hf.ip("address", required=True)
+        if addr is not None:
+            out.append(ExternalHost(addr, _ports(hf, "tcpPorts", (80, 443)),
+                                    _ports(hf, "udpPorts", (53,))))
+    return out
+
+
+def _nodes(f: Fields) -> tuple[int | None, list[NodeIn]]:
+    raw = f.raw("nodes")
+    if not f.has("nodes"):
+        return None, []
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return f.int("nodes", lo=1, hi=5000), []
+    if not isinstance(raw, list):
+        f.error(("nodes",), "must be a node count or a list of {name, ip, podCIDR, labels}")
+        return None, []
+    out: list[NodeIn] = []
+    for i, nf in enumerate(f.items("nodes")):
+        if not isinstance(nf.raw(), dict):
+            nf.error((), "must be a mapping like {name: node1, ip: 10.240.0.4}")
+            continue
+        strict_keys(nf, NODE_KEYS)
+        name = nf.str("name", required=True)
+        if name is None:
+            continue
+        nf.check(("name",), name, names.dns1123_subdomain)
+        if any(n.name == name for n in out):
+            nf.error(("name",), f"duplicate node name {name!r}")
+            continue
+        out.append(NodeIn(name, nf.ip("ip"), nf.net("podCIDR"), nf.labels("labels"), nf))
+    return None, out
+
+
+def decode_config(f: Fields) -> tuple[ClusterConfig, int | None, list[NodeIn]]:
+    """The ClusterConfig at f, its node count (spec.nodes: N) and node list (spec.nodes: [...])."""
+    cfg = ClusterConfig(name=f.obj.name, source=f.obj.source)
+    f.check(("metadata", "name"), f.obj.name, names.dns1123_subdomain)
+    s = f.at("spec")
+    s.map()
+    strict_keys(s, SPEC_KEYS)
+    cfg.network_plugin = _choice(s, "networkPlugin", PLUGINS, cfg.network_plugin)
+    cfg.hairpin_mode = _choice(s, "hairpinMode", HAIRPIN_MODES, cfg.hairpin_mode)
+    for key, attr in (("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr"),
+                      ("vnetSubnet", "vnet_subnet")):
+        if (net := s.net(key)) is not None:
+            setattr(cfg, attr, net)
+    if s.has("dnsServiceIP"):
+        cfg.dns_service_ip = s.ip("dnsServiceIP") or cfg.dns_service_ip
+    elif s.has("serviceCIDR"):      # as AKS: the 10th address of the service CIDR
+        cfg.dns_service_ip = cfg.service_cidr.network_address + min(
+            10, cfg.service_cidr.num_addresses - 2)
+    cfg.docker_bridge = s.iface("dockerBridgeAddress") or cfg.docker_bridge
+    cfg.node_pod_prefix = s.int("nodePodPrefix", default=cfg.node_pod_prefix, lo=8, hi=30)
+    cfg.cluster_domain = s.str("clusterDomain", default=cfg.cluster_domain)
+    s.check(("clusterDomain",), cfg.cluster_domain, names.dns1123_subdomain)
+    cfg.node_port_range = _node_port_range(s) or cfg.node_port_range
+    cfg.max_pods_per_node = s.int("maxPods", default=cfg.max_pods_per_node, lo=1, hi=250)
+    s.map("kubeProxy")
+    cfg.kube_proxy = _kube_proxy(s.at("kubeProxy"))
+    cfg.external_hosts = _external_hosts(s)
+    count, nodes = _nodes(s)
+    check_ranges(cfg, s)
+    return cfg, count, nodes
+
+
+def check_ranges(cfg: ClusterConfig, s: Fields) -> None:
+    """The address ranges must fit together: no overlaps, dnsServiceIP inside serviceCIDR."""
+    kubenet = cfg.network_plugin == "kubenet"
+    if kubenet and cfg.node_pod_prefix < cfg.pod_cidr.prefixlen:
+        s.error(("nodePodPrefix",), f"nodePodPrefix /{cfg.node_pod_prefix} is larger than "
+                f"podCIDR {cfg.pod_cidr}")
+    if cfg.dns_service_ip not in cfg.service_cidr:
+        s.error(("dnsServiceIP",), f"dnsServiceIP {cfg.dns_service_ip} is outside serviceCIDR "
+                f"{cfg.service_cidr}")
+    elif cfg.dns_service_ip == cfg.service_cidr.network_address:
+        s.error(("dnsServiceIP",), f"dnsServiceIP {cfg.dns_service_ip} is the network address "
+                f"(first address) of serviceCIDR {cfg.service_cidr}")
+    ranges = [("serviceCIDR", cfg.service_cidr), ("vnetSubnet", cfg.vnet_subnet),
+              ("dockerBridgeAddress", cfg.docker_bridge.network)]
+    if kubenet:
+        ranges.insert(0, ("podCIDR", cfg.pod_cidr))
+    for i, (name_b, net_b) in enumerate(ranges):
+        for name_a, net_a in ranges[:i]:
+            if net_a.overlaps(net_b):
+                s.error((name_b,), f"{name_b} {net_b} overlaps {name_a} {net_a}")
+    for i, host in enumerate(cfg.external_hosts):
+        for name, net in ranges[:-1]:
+            if host.address in net:
+                s.error(("externalHosts", i, "address"), f"external host {host.address} is "
+                        f"inside {name} {net}; off-cluster hosts need an address outside it")
