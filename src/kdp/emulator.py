@@ -102,10 +102,11 @@ class Emulator:
     # --- sending ----------------------------------------------------------
     def send(self, frame, at: str, time: float | None = None) -> Outcome:
         """Transmit a frame (Scapy packet, bytes or wire.Packet) on the `at`
-        endpoint's eth0 exactly as it is."""
+        endpoint's eth0 exactly as it is. No socket stands behind a raw frame:
+        answers reaching the sender get what the kernel gives them (a SYN-ACK
+        is answered with RST, a UDP reply with ICMP port unreachable)."""
         dev = self.attach_device(at)
         pkt = frame if isinstance(frame, Packet) else wire.parse(bytes(frame))
-        self._register_client(dev.namespace, pkt)
         return self.datapath.inject(dev, pkt, self._now(time))
 
     def send_many(self, frames, at: str):
@@ -116,7 +117,6 @@ class Emulator:
             except wire.MalformedFrame as e:
                 yield None, str(e)
                 continue
-            self._register_client(dev.namespace, pkt)
             yield self.datapath.inject(dev, pkt, self._now(t)), None
 
     def trace(self, src: str, dst: str, proto: str = "tcp", sport: int | None = None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..net.namespace import Namespace
 from ..wire import Packet
+from .ipv4 import answer_leg
 
 
 class HookMixin:
@@ -36,6 +37,6 @@ class HookMixin:
                       disposition="rejected" if res.generated else "dropped")
             for answer in res.generated:
                 self.local_out(ns, answer, ev.child(ns.devices["lo"], answer, meta=None,
-                                                    leg="reply" if ev.leg == "request" else "arp"))
+                                                    leg=answer_leg(ev.leg)))
             return None
         return res.packet

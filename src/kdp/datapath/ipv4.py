@@ -15,6 +15,13 @@ from ..net.sockets import icmp_error, keyed
 from ..wire import Packet
 
 
+def answer_leg(leg: str) -> str:
+    """The leg an answer belongs to: answers to the request are the reply; the
+    sender's answers to the reply (an RST for a SYN-ACK nobody asked for)
+    continue the request; ARP stays ARP."""
+    return {"request": "reply", "reply": "request"}.get(leg, leg)
+
+
 class Ipv4Mixin:
     def ip_rcv(self, dev: Device, ev) -> None:
         ns, pkt = dev.namespace, ev.pkt
@@ -60,9 +67,8 @@ class Ipv4Mixin:
         res = ns.sockets.deliver(pkt, self.now)
         who = f" ({res.owner})" if res.owner else ""
         self.delivered(ev, ns, pkt, f"{res.detail}{who}")
-        answer_leg = "reply" if ev.leg == "request" else "arp"
         for ans in res.answers:
-            self.local_out(ns, ans, ev.child(ns.devices["lo"], ans, meta=None, leg=answer_leg))
+            self.local_out(ns, ans, ev.child(ns.devices["lo"], ans, meta=None, leg=answer_leg(ev.leg)))
 
     def ip_forward(self, ns: Namespace, dev: Device, pkt: Packet, ev) -> None:
         if pkt.ip.ttl <= 1:
@@ -144,5 +150,5 @@ class Ipv4Mixin:
         ident = keyed(self.seed, "icmp-id", ns.name, str(pkt.ip.src), pkt.ip.ident) & 0xFFFF
         err = icmp_error(pkt, typ, code, ident, src=src)
         self.hop(ev, dev, "route", "icmp", f"sending {wire.icmp_str(err.l4)} to {pkt.ip.src}", ns)
-        leg = "reply" if ev.leg == "request" else "arp"
+        leg = answer_leg(ev.leg)
         self.local_out(ns, err, ev.child(ns.devices["lo"], err, meta=None, leg=leg))
