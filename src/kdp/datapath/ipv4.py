@@ -50,7 +50,16 @@ class Ipv4Mixin:
             self.drop(ev, dev, "route", f"{dst} is not local and forwarding is off",
                       "forwarding-disabled")
             return
-        self.ip_forward(ns, dev, pkt, ev)
+        nexthop = None
+        if ns.lb is not None:
+            choice = ns.lb.choose(pkt)
+            if choice is not None:
+                if choice.reason:
+                    self.drop(ev, dev, "underlay", f"cloud load balancer: {choice.detail}", choice.reason)
+                    return
+                self.hop(ev, dev, "underlay", "balance", f"cloud load balancer: {choice.detail}")
+                nexthop = choice.node_ip
+        self.ip_forward(ns, dev, pkt, ev, nexthop)
 
     def ip_local_deliver(self, ns: Namespace, dev: Device, pkt: Packet, ev) -> None:
         pkt = self.nf_hook(ns, "INPUT", pkt, ev, in_dev=dev.name)
@@ -70,12 +79,13 @@ class Ipv4Mixin:
         for ans in res.answers:
             self.local_out(ns, ans, ev.child(ns.devices["lo"], ans, meta=None, leg=answer_leg(ev.leg)))
 
-    def ip_forward(self, ns: Namespace, dev: Device, pkt: Packet, ev) -> None:
+    def ip_forward(self, ns: Namespace, dev: Device, pkt: Packet, ev,
+                   nexthop: IPv4Address | None = None) -> None:
         if pkt.ip.ttl <= 1:
             self.drop(ev, dev, "route", f"TTL {pkt.ip.ttl} exceeded in transit", errors.TTL_EXCEEDED)
             self.icmp_send(ns, pkt, wire.ICMP_TIME_EXCEEDED, 0, ev, dev)
             return
-        rt = ns.routes.lookup(pkt.ip.dst)
+        rt = ns.routes.lookup(nexthop or pkt.ip.dst)
         if rt is None or rt.kind != "unicast":
             self.drop(ev, dev, "route", f"no route to {pkt.ip.dst}", errors.NO_ROUTE)
             self.icmp_send(ns, pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_NET_UNREACH, ev, dev)
@@ -86,7 +96,7 @@ class Ipv4Mixin:
         pkt = self.nf_hook(ns, "FORWARD", pkt, ev, in_dev=dev.name, out_dev=out.name)
         if pkt is None:
             return
-        self._post_routing(ns, out, rt.via or pkt.ip.dst, pkt, ev)
+        self._post_routing(ns, out, rt.via or nexthop or pkt.ip.dst, pkt, ev)
 
     def _post_routing(self, ns: Namespace, out: Device, nexthop: IPv4Address, pkt: Packet, ev) -> None:
         pkt = self.nf_hook(ns, "POSTROUTING", pkt, ev, out_dev=out.name)

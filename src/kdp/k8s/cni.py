@@ -13,6 +13,7 @@ from ..net.device import Bridge, Device, Segment
 from ..net.namespace import Namespace
 from ..net.route import Route
 from ..net.sockets import SocketTable
+from .cloudlb import CloudLoadBalancer
 from .model import Cluster, Node, Pod
 
 AZURE_GATEWAY_MAC = "12:34:56:78:9a:bc"      # the MAC Azure's VNet gateway answers with
@@ -101,10 +102,17 @@ def _edge(topo: Topology, seed: int) -> None:
     edge.add_address(ext0, IPv4Interface(f"{hosts[0]}/{EDGE_LINK.prefixlen}"))
     edge.routes.add(Route(IPv4Network("0.0.0.0/0"), "ext0", via=hosts[1]))
     edge.sockets = SocketTable(edge.name, seed)
+    edge.lb = CloudLoadBalancer(topo.cluster, seed)
+    # externalIPs: the cluster admin routes them to a node (here: the first one)
+    ext_ips = sorted({ip for s in topo.cluster.services for ip in s.external_ips})
+    if topo.cluster.nodes:
+        for ip in ext_ips:
+            edge.routes.add(Route(IPv4Network(f"{ip}/32"), "eth0", via=topo.cluster.nodes[0].ip))
 
     ext = topo.add(Namespace("ext", "external", "internet", catch_all=True))
     ext.local_exclude = tuple(n for n in (cfg.pod_cidr, cfg.service_cidr, cfg.vnet_subnet,
-                                           cfg.docker_bridge.network, EDGE_LINK) if n is not None)
+                                           cfg.docker_bridge.network, EDGE_LINK) if n is not None) + \
+        tuple(IPv4Network(f"{ip}/32") for ip in sorted(edge.lb.addresses() | set(ext_ips)))
     _lo(ext)
     peer = ext.add_device(Device("eth0", "veth", stable_mac(cfg.name, "ext", "eth0")))
     ext.add_address(peer, IPv4Interface(f"{hosts[1]}/{EDGE_LINK.prefixlen}"))

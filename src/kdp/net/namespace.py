@@ -27,6 +27,7 @@ class Namespace:
     catch_all: bool = False                     # "ext": every non-cluster address is local
     local_exclude: tuple = ()                   # networks never local to a catch-all namespace
     owner: Any = None                           # the Pod / Node object, when there is one
+    lb: Any = None                              # the edge's cloud load balancer (k8s.cloudlb)
 
     def add_device(self, dev: Device) -> Device:
         dev.namespace = self
