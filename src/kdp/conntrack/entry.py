@@ -1,0 +1,126 @@
+# conntrack.entry: one conntrack entry (struct nf_conn): original and reply
+# tuples, status bits, protocol state, timeout, mark, and the names of the
+# values rules see (ctinfo, direction). No table logic, no packet rewriting.
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .tuples import Tuple
+
+# Status bits, numbered as the kernel's IPS_* (include/uapi/linux/netfilter/nf_conntrack_common.h).
+EXPECTED = 1 << 0
+SEEN_REPLY = 1 << 1
+ASSURED = 1 << 2
+CONFIRMED = 1 << 3
+SRC_NAT = 1 << 4
+DST_NAT = 1 << 5
+NAT_MASK = SRC_NAT | DST_NAT
+SRC_NAT_DONE = 1 << 7
+DST_NAT_DONE = 1 << 8
+DYING = 1 << 9
+STATUS_NAMES = {EXPECTED: "EXPECTED", SEEN_REPLY: "SEEN_REPLY", ASSURED: "ASSURED",
+                CONFIRMED: "CONFIRMED", SRC_NAT: "SRC_NAT", DST_NAT: "DST_NAT",
+                SRC_NAT_DONE: "SRC_NAT_DONE", DST_NAT_DONE: "DST_NAT_DONE", DYING: "DYING"}
+
+ORIGINAL, REPLY = "original", "reply"
+
+# ctinfo (enum ip_conntrack_info) as strings.
+NEW = "NEW"
+ESTABLISHED = "ESTABLISHED"
+RELATED = "RELATED"
+ESTABLISHED_REPLY = "ESTABLISHED_REPLY"
+RELATED_REPLY = "RELATED_REPLY"
+UNTRACKED = "UNTRACKED"
+INVALID = "INVALID"
+
+
+def ctinfo_state(ctinfo: str | None) -> str:
+    """The state a rule sees (-m conntrack --ctstate / -m state) for a ctinfo;
+    None (no entry attached) is INVALID."""
+    if ctinfo is None:
+        return INVALID
+    if ctinfo.endswith("_REPLY"):
+        return ctinfo[: -len("_REPLY")]
+    return ctinfo
+
+
+def ctinfo_dir(ctinfo: str) -> str:
+    return REPLY if ctinfo.endswith("_REPLY") else ORIGINAL
+
+
+@dataclass(eq=False)
+class TcpInfo:
+    """The part of struct ip_ct_tcp kdp tracks (no window tracking)."""
+
+    state: str = "NONE"
+    last_index: str = "NONE"
+    last_dir: str = ORIGINAL
+    close_init: list[bool] = field(default_factory=lambda: [False, False])   # per direction
+
+
+@dataclass(eq=False)
+class ConntrackEntry:
+    """One connection. `reply` is the tuple reply packets carry *before*
+    un-NAT; it differs from orig.invert() exactly when the entry has a NAT
+    binding (the kernel's representation of NAT)."""
+
+    orig: Tuple
+    reply: Tuple
+    created: float
+    id: int = 0
+    status: int = 0
+    timeout_at: float = 0.0
+    mark: int = 0
+    tcp: TcpInfo | None = None
+    udp_stream_at: float = 0.0
+    masq_dev: str | None = None
+
+    def tuple(self, direction: str) -> Tuple:
+        return self.orig if direction == ORIGINAL else self.reply
+
+    @property
+    def confirmed(self) -> bool:
+        return bool(self.status & CONFIRMED)
+
+    @property
+    def assured(self) -> bool:
+        return bool(self.status & ASSURED)
+
+    @property
+    def seen_reply(self) -> bool:
+        return bool(self.status & SEEN_REPLY)
+
+    @property
+    def proto_state(self) -> str | None:
+        return self.tcp.state if self.tcp is not None else None
+
+    def status_names(self) -> list[str]:
+        return [n for bit, n in STATUS_NAMES.items() if self.status & bit]
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.timeout_at - now)
+
+    def __repr__(self) -> str:
+        st = f" {self.proto_state}" if self.tcp is not None else ""
+        return (f"<ConntrackEntry #{self.id}{st} {self.orig} | {self.reply.endpoints()} "
+                f"{'|'.join(self.status_names())}>")
+
+    # --- plain-dict form (for the compiled twin and for snapshots) ---------
+    def to_dict(self) -> dict:
+        d = {"id": self.id, "orig": self.orig.to_dict(), "reply": self.reply.to_dict(),
+             "status": self.status, "created": self.created, "timeout_at": self.timeout_at,
+             "mark": self.mark, "udp_stream_at": self.udp_stream_at, "masq_dev": self.masq_dev}
+        if self.tcp is not None:
+            d["tcp"] = {"state": self.tcp.state, "last_index": self.tcp.last_index,
+                        "last_dir": self.tcp.last_dir, "close_init": list(self.tcp.close_init)}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConntrackEntry":
+        e = cls(Tuple.from_dict(d["orig"]), Tuple.from_dict(d["reply"]), float(d["created"]),
+                int(d["id"]), int(d["status"]), float(d["timeout_at"]), int(d.get("mark", 0)),
+                udp_stream_at=float(d.get("udp_stream_at", 0.0)), masq_dev=d.get("masq_dev"))
+        if "tcp" in d:
+            t = d["tcp"]
+            e.tcp = TcpInfo(t["state"], t["last_index"], t["last_dir"], list(t["close_init"]))
+        return e

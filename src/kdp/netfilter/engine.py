@@ -1,0 +1,295 @@
+# netfilter.engine: Netfilter — one namespace's netfilter. For each hook call
+# it runs the stages in the kernel's legacy priority order (raw, conntrack
+# in, mangle, nat, filter, conntrack confirm), walks chains with jump/goto/
+# RETURN semantics and policies, counts packets and bytes per rule, applies
+# NAT bindings from conntrack, and records every rule visited in the trace.
+# Matches/targets live in their modules; conntrack logic in kdp.conntrack.
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SRC, ConntrackTable,
+                           NatContext, conntrack_in, icmp_reply_translation, manip_packet,
+                           nat_initialized, null_binding, setup_nat)
+from kdp.conntrack.tuples import is_icmp_error
+from kdp.wire import ICMP, TCP, UDP, Packet
+
+from .ext import ACCEPT, CONTINUE, DROP, RETURN
+from .model import Ruleset
+from .recent import RecentTables
+from .targets import ChainJump, Verdict
+from .types import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
+                    StatisticQuery, TraceEntry)
+
+STAGES = {
+    "PREROUTING": ("raw", "conntrack", "mangle", "nat"),
+    "INPUT": ("mangle", "filter", "nat", "confirm"),
+    "FORWARD": ("mangle", "filter"),
+    "OUTPUT": ("raw", "conntrack", "mangle", "nat", "filter"),
+    "POSTROUTING": ("mangle", "nat", "confirm"),
+}
+NAT_MANIP = {"PREROUTING": DST, "OUTPUT": DST, "INPUT": SRC, "POSTROUTING": SRC}
+MAX_JUMP_DEPTH = 256
+
+
+def ip_length(pkt: Packet) -> int:
+    """IP total length, what iptables counts as bytes."""
+    ip, l4 = pkt.ip, pkt.l4
+    if isinstance(l4, TCP):
+        n = 20 + len(l4.options) + len(l4.payload)
+    elif isinstance(l4, UDP):
+        n = 8 + len(l4.payload)
+    elif isinstance(l4, ICMP):
+        n = 8 + len(l4.payload)
+    else:
+        n = len(pkt.payload)
+    return ip.header_len + n
+
+
+class PacketCtx:
+    """What matches and targets see while one packet walks one hook."""
+
+    def __init__(self, nf: "Netfilter", hs: HookState, meta: SkbMeta, res: HookResult):
+        self.nf, self.hs, self.meta, self.res = nf, hs, meta, res
+        self.hook, self.in_dev, self.out_dev, self.now = hs.hook, hs.in_dev, hs.out_dev, hs.now
+        self.table = self.chain = ""
+        self.rule_number = 0
+        self.rejected = False
+        self.drop_note: str | None = None
+        self.set_packet(hs.packet)
+        self.ip_len = ip_length(hs.packet)
+
+    def set_packet(self, pkt: Packet) -> None:
+        self.pkt, self.ip, self.l4 = pkt, pkt.ip, pkt.l4
+        self.src, self.dst, self.proto = pkt.ip.src, pkt.ip.dst, pkt.ip.proto
+        self.src_int, self.dst_int = int(self.src), int(self.dst)
+
+    def trace(self, table: str, chain: str, number: int, rule: str, outcome: str,
+              kind: str = "rule") -> None:
+        self.res.trace.append(TraceEntry(table, chain, number, rule, outcome, kind))
+
+    def event(self, text: str, kind: str = "conntrack") -> None:
+        self.res.trace.append(TraceEntry("conntrack", self.hook, 0, "", text, kind))
+
+    def add_log(self, line: str) -> None:
+        self.res.log.append(line)
+        self.trace(self.table, self.chain, self.rule_number, "", f"log: {line}", "log")
+
+    def note(self, text: str) -> None:
+        self.drop_note = text
+
+    def add_generated(self, pkt: Packet) -> None:
+        """A locally generated answer; like nf_ct_attach() it carries the
+        offending packet's entry as RELATED in the opposite direction."""
+        meta = self.meta
+        if meta.ct is None:
+            gm = SkbMeta()
+        elif meta.ct_dir == ORIGINAL:
+            gm = SkbMeta(ct=meta.ct, ct_dir=REPLY, ctinfo=RELATED_REPLY)
+        else:
+            gm = SkbMeta(ct=meta.ct, ct_dir=ORIGINAL, ctinfo=RELATED)
+        self.res.generated.append(pkt)
+        self.res.generated_meta.append(gm)
+
+    def nat_setup(self, manip: str, rng) -> str:
+        """Called by NAT targets: bind the entry (nf_nat_setup_info)."""
+        ct = self.meta.ct
+        if ct is None:
+            return ACCEPT
+        kind = "snat" if manip == SRC else "dnat"
+        if setup_nat(self.nf.nat_context(self.now), ct, manip, rng):
+            t = ct.reply.invert()
+            side = t.endpoints().split("->")[0 if manip == SRC else 1]
+            self.event(f"nat bind {kind} {ct.orig} to {side}", "nat")
+        else:
+            self.event(f"nat bind {kind} {ct.orig}: tuple unchanged", "nat")
+        return ACCEPT
+
+
+class Netfilter:
+    """Netfilter of one network namespace.
+
+    hook(state, meta) runs one hook for one packet and returns a HookResult.
+    The caller (the datapath) owns routing: when OUTPUT changes the packet's
+    destination (DNAT/REDIRECT) it must route again (ip_route_me_harder).
+
+    force_statistic: None, or a callable taking a StatisticQuery and returning
+    True/False (force the `-m statistic --mode random` rule to match or not)
+    or None (let the keyed hash decide).
+    trace_misses: record rules that did not match in the trace (default)."""
+
+    def __init__(self, ruleset: Ruleset | None = None, conntrack: ConntrackTable | None = None,
+                 info: NamespaceInfo | None = None, seed: int = 0, *, trace_misses: bool = True):
+        self.ruleset = ruleset if ruleset is not None else Ruleset.empty()
+        self.ruleset.validate()
+        self.conntrack = conntrack if conntrack is not None else ConntrackTable()
+        self.info = info if info is not None else StaticNamespaceInfo()
+        self.seed = seed
+        self.force_statistic: Callable[[StatisticQuery], bool | None] | None = None
+        self.recent = RecentTables()
+        self.nfacct: dict[str, list[int]] = {}
+        self.trace_misses = trace_misses
+
+    def load(self, ruleset: Ruleset) -> None:
+        """Swap in a new ruleset (conntrack, recent lists and nfacct stay)."""
+        ruleset.validate()
+        self.ruleset = ruleset
+
+    def nat_context(self, now: float) -> NatContext:
+        return NatContext(self.conntrack, now, self.seed, self.info.name)
+
+    # --- the hook ----------------------------------------------------------
+    def hook(self, state: HookState, meta: SkbMeta) -> HookResult:
+        if state.hook not in STAGES:
+            raise ValueError(f"unknown hook {state.hook!r} (one of {', '.join(STAGES)})")
+        res = HookResult(ACCEPT, state.packet)
+        if state.packet.ip is None:
+            return res                      # ARP and other non-IPv4 frames: not iptables' business
+        pc = PacketCtx(self, state, meta, res)
+        for stage in STAGES[state.hook]:
+            if stage == "conntrack":
+                verdict, reason = self._conntrack(pc)
+            elif stage == "nat":
+                verdict, reason = self._nat(pc)
+            elif stage == "confirm":
+                verdict, reason = self._confirm(pc)
+            else:
+                verdict, reason = self._walk(pc, stage)
+            if verdict == DROP:
+                res.verdict, res.reason, res.rejected = DROP, reason, pc.rejected
+                break
+        res.packet = pc.pkt
+        return res
+
+    # --- stages --------------------------------------------------------------
+    def _conntrack(self, pc: PacketCtx) -> tuple[str, str | None]:
+        meta = pc.meta
+        if meta.ct is not None:
+            return ACCEPT, None             # already attached (loopback, nf_ct_attach)
+        if meta.notrack:
+            pc.event("conntrack: untracked (NOTRACK)")
+            return ACCEPT, None
+        r = conntrack_in(self.conntrack, pc.pkt, pc.now, prerouting=pc.hook == "PREROUTING")
+        for ev in r.events:
+            pc.event(ev)
+        if r.drop:
+            return DROP, r.drop
+        meta.ct, meta.ct_dir, meta.ctinfo, meta.invalid = r.entry, r.direction, r.ctinfo, r.invalid
+        return ACCEPT, None
+
+    def _nat(self, pc: PacketCtx) -> tuple[str, str | None]:
+        """nf_nat_ipv4_fn(): walk the nat table for the first packet of a
+        connection (per manip type), else rewrite from the entry's binding."""
+        if not self.ruleset.tables["nat"].loaded:
+            return ACCEPT, None
+        meta = pc.meta
+        ct = meta.ct
+        if ct is None:
+            return ACCEPT, None
+        manip = NAT_MANIP[pc.hook]
+        if meta.ctinfo in (RELATED, RELATED_REPLY) and is_icmp_error(pc.pkt):
+            new, ev = icmp_reply_translation(pc.pkt, ct, meta.ct_dir, manip)
+            if new is None:
+                return DROP, "nat-icmp-translation"
+            if ev:
+                pc.event(ev, "nat")
+                pc.set_packet(new)
+            return ACCEPT, None
+        if meta.ctinfo in (NEW, RELATED, RELATED_REPLY) and not nat_initialized(ct, manip):
+            verdict, reason = self._walk(pc, "nat")
+            if verdict == DROP:
+                return verdict, reason
+            if not nat_initialized(ct, manip):
+                before = ct.reply
+                null_binding(self.nat_context(pc.now), ct, manip)
+                if ct.reply != before:
+                    pc.event(f"nat null binding moved {ct.orig}: reply now {ct.reply}", "nat")
+        new, ev = manip_packet(pc.pkt, ct, meta.ct_dir, manip)
+        if ev:
+            pc.event(ev, "nat")
+            pc.set_packet(new)
+        return ACCEPT, None
+
+    def _confirm(self, pc: PacketCtx) -> tuple[str, str | None]:
+        meta = pc.meta
+        ct = meta.ct
+        if ct is None or ct.confirmed or meta.ct_dir != ORIGINAL or meta.ctinfo != NEW:
+            return ACCEPT, None
+        if not self.conntrack.confirm(ct, pc.now):
+            pc.event(f"conntrack clash: {ct.orig} / reply {ct.reply} already in the table")
+            return DROP, "conntrack-clash"
+        pc.event(f"conntrack confirm {ct.orig}")
+        return ACCEPT, None
+
+    # --- the chain walk (ipt_do_table) ---------------------------------------
+    def _walk(self, pc: PacketCtx, table_name: str) -> tuple[str, str | None]:
+        table = self.ruleset.tables[table_name]
+        start = table.chains.get(pc.hook)
+        if start is None:
+            return ACCEPT, None
+        pc.table = table_name
+        if not start.rules and start.policy == ACCEPT:
+            start.packets += 1
+            start.bytes += pc.ip_len
+            return ACCEPT, None
+        stack: list[tuple] = []
+        cur, idx = start, 0
+        trace_misses = self.trace_misses
+        res = pc.res
+        trace = res.trace
+        while True:
+            if idx >= len(cur.rules):
+                if cur is not start:
+                    pc.trace(table_name, cur.name, 0, "", "return", "return")
+                    if stack:
+                        cur, idx = stack.pop()
+                        continue
+                return self._policy(pc, start)
+            rule = cur.rules[idx]
+            idx += 1
+            pc.chain, pc.rule_number = cur.name, idx
+            res.rules_evaluated += 1
+            if not rule.ip_matches(pc) or not all(m.matches(pc) for m in rule.matches):
+                if trace_misses:
+                    trace.append(TraceEntry(table_name, cur.name, idx, rule.text, "no match"))
+                continue
+            rule.packets += 1
+            rule.bytes += pc.ip_len
+            t = rule.target
+            if t is None:
+                pc.trace(table_name, cur.name, idx, rule.text, "match")
+                continue
+            if isinstance(t, ChainJump):
+                pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
+                if not t.goto:
+                    stack.append((cur, idx))
+                    if len(stack) > MAX_JUMP_DEPTH:
+                        return DROP, "netfilter-jump-depth"
+                cur, idx = table.chains[t.chain], 0
+                continue
+            if isinstance(t, Verdict):
+                pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.verdict}")
+                if t.verdict == RETURN:
+                    if stack:
+                        cur, idx = stack.pop()
+                        continue
+                    return self._policy(pc, start)
+                if t.verdict == DROP:
+                    return DROP, f"rule:{table_name}/{cur.name}#{idx}"
+                return ACCEPT, None
+            pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
+            verdict = t.run(pc)
+            if verdict == CONTINUE:
+                continue
+            if verdict == DROP:
+                return DROP, pc.drop_note or f"rule:{table_name}/{cur.name}#{idx}"
+            return verdict, None
+
+    def _policy(self, pc: PacketCtx, chain) -> tuple[str, str | None]:
+        chain.packets += 1
+        chain.bytes += pc.ip_len
+        pc.trace(pc.table, chain.name, 0, f"-P {chain.name} {chain.policy}",
+                 f"policy {chain.policy}", "policy")
+        if chain.policy == DROP:
+            return DROP, f"policy:{pc.table}/{chain.name}"
+        return ACCEPT, None

@@ -1,0 +1,186 @@
+# netfilter.nattargets: the NAT targets — DNAT, SNAT, MASQUERADE, REDIRECT:
+# their options, load-time checks, canonical printing, and the NAT range
+# each hands to conntrack.nat when a new connection walks the nat table.
+from __future__ import annotations
+
+from kdp.conntrack import DST, SRC, NatRange
+
+from .ext import DROP, Target, need_proto, register_target
+from .syntax import SyntaxProblem, parse_ip, parse_port
+
+_PORT_PROTOS = (6, 17, 132, 33)
+
+
+def _ports(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    a = parse_port(lo)
+    b = parse_port(hi) if hi else a
+    if b < a:
+        raise SyntaxProblem(f"invalid port range '{text}'")
+    return a, b
+
+
+def parse_nat_range(text: str) -> NatRange:
+    """'IP[-IP][:PORT[-PORT]]' or ':PORT[-PORT]'."""
+    ips, sep, ports = text.partition(":")
+    lo_ip = hi_ip = None
+    if ips:
+        a, _, b = ips.partition("-")
+        lo_ip = parse_ip(a)
+        hi_ip = parse_ip(b) if b else lo_ip
+        if int(hi_ip) < int(lo_ip):
+            raise SyntaxProblem(f"bad IP range '{ips}'")
+    lo_p = hi_p = None
+    if sep:
+        lo_p, hi_p = _ports(ports)
+    if lo_ip is None and lo_p is None:
+        raise SyntaxProblem(f"bad address/port '{text}'")
+    return NatRange(lo_ip, hi_ip, lo_p, hi_p)
+
+
+def fmt_nat_range(r: NatRange) -> str:
+    out = ""
+    if r.min_ip is not None:
+        out = str(r.min_ip) + (f"-{r.max_ip}" if r.max_ip != r.min_ip else "")
+    if r.min_port is not None:
+        out += f":{r.min_port}" + (f"-{r.max_port}" if r.max_port != r.min_port else "")
+    return out
+
+
+class _NatTarget(Target):
+    terminal = True
+    TABLES = frozenset({"nat"})
+    MANIP = SRC
+    FLAGS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.range: NatRange | None = None
+        self.flags: set[str] = set()
+
+    def set(self, key, args, invert, spec):
+        if key in self.FLAGS:
+            self.flags.add(key)
+        elif key == "to":
+            self.range = parse_nat_range(args[0])
+        else:   # ports
+            lo, hi = _ports(args[0])
+            self.range = NatRange(min_port=lo, max_port=hi)
+
+    def finish(self, spec):
+        if self.range is not None and self.range.min_port is not None:
+            need_proto(spec, f"{self.name} with a port", _PORT_PROTOS)
+
+    def nat_range(self, ip=None) -> NatRange:
+        r = self.range or NatRange()
+        return NatRange(ip if ip is not None else r.min_ip, ip if ip is not None else r.max_ip,
+                        r.min_port, r.max_port, random="random" in self.flags,
+                        random_fully="random-fully" in self.flags,
+                        persistent="persistent" in self.flags)
+
+    def save_flags(self) -> str:
+        return "".join(f" --{f}" for f in ("random", "random-fully", "persistent") if f in self.flags)
+
+
+@register_target
+class DnatTarget(_NatTarget):
+    name = "DNAT"
+    MANIP = DST
+    HOOKS = frozenset({"PREROUTING", "OUTPUT"})
+    OPTIONS = {"--to-destination": "to", "--random": "random", "--persistent": "persistent"}
+    NARGS = {"random": 0, "persistent": 0}
+    FLAGS = ("random", "persistent")
+
+    def finish(self, spec):
+        if self.range is None:
+            raise SyntaxProblem("DNAT needs --to-destination")
+        super().finish(spec)
+
+    def save(self) -> str:
+        return f" --to-destination {fmt_nat_range(self.range)}" + self.save_flags()
+
+    def run(self, pc) -> str:
+        return pc.nat_setup(DST, self.nat_range())
+
+
+@register_target
+class SnatTarget(_NatTarget):
+    name = "SNAT"
+    HOOKS = frozenset({"POSTROUTING", "INPUT"})
+    OPTIONS = {"--to-source": "to", "--random": "random", "--random-fully": "random-fully",
+               "--persistent": "persistent"}
+    NARGS = {"random": 0, "random-fully": 0, "persistent": 0}
+    FLAGS = ("random", "random-fully", "persistent")
+
+    def finish(self, spec):
+        if self.range is None:
+            raise SyntaxProblem("SNAT needs --to-source")
+        super().finish(spec)
+
+    def save(self) -> str:
+        return f" --to-source {fmt_nat_range(self.range)}" + self.save_flags()
+
+    def run(self, pc) -> str:
+        return pc.nat_setup(SRC, self.nat_range())
+
+
+@register_target
+class MasqueradeTarget(_NatTarget):
+    name = "MASQUERADE"
+    HOOKS = frozenset({"POSTROUTING"})
+    OPTIONS = {"--to-ports": "ports", "--random": "random", "--random-fully": "random-fully"}
+    NARGS = {"random": 0, "random-fully": 0}
+    FLAGS = ("random", "random-fully")
+
+    def save(self) -> str:
+        out = ""
+        r = self.range
+        if r is not None:
+            out = f" --to-ports {r.min_port}" + (f"-{r.max_port}" if r.max_port != r.min_port else "")
+        return out + self.save_flags()
+
+    def run(self, pc) -> str:
+        """nf_nat_masquerade_ipv4(): the source address the route out of
+        out_dev would pick (inet_select_addr)."""
+        newsrc = pc.nf.info.source_address(pc.out_dev, pc.dst)
+        if newsrc is None or int(newsrc) == 0:
+            pc.note(f"MASQUERADE: {pc.out_dev} has no address")
+            return DROP
+        if pc.meta.ct is not None:
+            pc.meta.ct.masq_dev = pc.out_dev
+        return pc.nat_setup(SRC, self.nat_range(newsrc))
+
+
+@register_target
+class RedirectTarget(_NatTarget):
+    name = "REDIRECT"
+    MANIP = DST
+    HOOKS = frozenset({"PREROUTING", "OUTPUT"})
+    OPTIONS = {"--to-ports": "ports", "--random": "random"}
+    NARGS = {"random": 0}
+    FLAGS = ("random",)
+
+    def save(self) -> str:
+        out = ""
+        r = self.range
+        if r is not None:
+            out = f" --to-ports {r.min_port}" + (f"-{r.max_port}" if r.max_port != r.min_port else "")
+        return out + self.save_flags()
+
+    def run(self, pc) -> str:
+        """nf_nat_redirect_ipv4(): 127.0.0.1 from OUTPUT, else the first
+        address of the incoming device."""
+        from ipaddress import IPv4Address
+        if pc.hook == "OUTPUT":
+            newdst = IPv4Address("127.0.0.1")
+        else:
+            info = pc.nf.info
+            primary = getattr(info, "primary_address", None)
+            newdst = primary(pc.in_dev) if primary else info.source_address(pc.in_dev, pc.src)
+        if newdst is None:
+            pc.note(f"REDIRECT: {pc.in_dev} has no address")
+            return DROP
+        return pc.nat_setup(DST, self.nat_range(newdst))
+
+
+
