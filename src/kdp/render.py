@@ -30,8 +30,7 @@ def trace_text(outcome, detail: str = "full") -> str:
         for h in outcome.hops:
             if detail == "summary" and h.leg == "arp":
                 continue
-            if detail == "summary" and h.component == "netfilter" and "match" not in h.detail \
-                    and h.action not in ("drop",):
+            if detail == "summary" and h.component == "netfilter" and h.detail.endswith("=> no match"):
                 continue
             where = h.namespace + (f":{h.device}" if h.device else "")
             lines.append(f"{legs.get(h.leg, '  ')} {where:<44} {h.component:<9} "

@@ -89,6 +89,7 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
         self.namespaces = namespaces
         self.seed = seed
         self.captures: dict | None = {} if capture else None
+        self.trace_misses = True        # record rules that were evaluated and did not match
         self.now = 0.0
         self._reset_record()
 

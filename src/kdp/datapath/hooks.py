@@ -29,14 +29,19 @@ class HookMixin:
                                 physin=physin, physout=physout, now=self.now), ev.meta)
         dev = ns.devices.get(in_dev or out_dev or "lo")
         for t in res.trace:
-            self.hop(ev, dev, getattr(t, "component", "netfilter"), hook, str(t), ns)
+            if t.kind == "rule" and not self.trace_misses and t.outcome in ("no match", "miss"):
+                continue
+            component = "conntrack" if t.kind in ("conntrack", "nat") else "netfilter"
+            self.hop(ev, dev, component, hook, str(t), ns)
         for line in res.log:
             self.hop(ev, dev, "netfilter", "log", line, ns)
         if res.verdict != "ACCEPT":
             self.drop(ev, dev, "netfilter", f"{hook}: dropped", res.reason or f"hook:{hook}", ns,
-                      disposition="rejected" if res.generated else "dropped")
-            for answer in res.generated:
-                self.local_out(ns, answer, ev.child(ns.devices["lo"], answer, meta=None,
+                      disposition="rejected" if res.rejected or res.generated else "dropped")
+            metas = list(res.generated_meta) + [None] * len(res.generated)
+            for answer, meta in zip(res.generated, metas):
+                self.hop(ev, dev, "netfilter", "reject", f"answering with {answer.summary()}", ns)
+                self.local_out(ns, answer, ev.child(ns.devices["lo"], answer, meta=meta,
                                                     leg=answer_leg(ev.leg)))
             return None
         return res.packet

@@ -18,7 +18,7 @@ PROXY_MODES = ("iptables",)
 PROXY_MODES_LATER = ("nftables", "ipvs")
 SPEC_KEYS = ("networkPlugin", "podCIDR", "nodePodPrefix", "serviceCIDR", "dnsServiceIP",
              "dockerBridgeAddress", "vnetSubnet", "clusterDomain", "nodePortRange",
-             "hairpinMode", "maxPods", "nodes", "kubeProxy", "externalHosts")
+             "hairpinMode", "maxPods", "nodes", "kubeProxy", "externalHosts", "nonMasqueradeCIDRs")
 PROXY_KEYS = ("mode", "masqueradeAll", "clusterCIDR", "localhostNodePorts", "conntrackMax",
               "conntrackTCPEstablished", "conntrackTCPCloseWait", "nfacct")
 NODE_KEYS = ("name", "ip", "podCIDR", "labels")
@@ -169,6 +169,9 @@ def decode_config(f: Fields) -> tuple[ClusterConfig, int | None, list[NodeIn]]:
     s.map("kubeProxy")
     cfg.kube_proxy = _kube_proxy(s.at("kubeProxy"))
     cfg.external_hosts = _external_hosts(s)
+    if "nonMasqueradeCIDRs" in s.map():
+        nets = [s.net("nonMasqueradeCIDRs", i) for i in range(len(s.list("nonMasqueradeCIDRs")))]
+        cfg.non_masquerade_cidrs = [n for n in nets if n is not None]
     count, nodes = _nodes(s)
     check_ranges(cfg, s)
     return cfg, count, nodes

@@ -40,10 +40,11 @@ def veth_name(cluster: Cluster, pod: Pod) -> str:
     return prefix + stable_hex(cluster.config.name, pod.namespace, pod.name, length=8)
 
 
-def build(cluster: Cluster, seed: int = 0) -> Topology:
+def build(cluster: Cluster, seed: int = 0, rules: dict[str, tuple[str, str]] | None = None) -> Topology:
+    """rules: node name -> (iptables-save text, source name) replacing the generated rules."""
     topo = Topology(cluster)
     for node in cluster.nodes:
-        _node(topo, node, seed)
+        _node(topo, node, seed, rules or {})
     _edge(topo, seed)
     for pod in cluster.pods:
         if pod.host_network:
@@ -61,7 +62,7 @@ def _lo(ns: Namespace) -> None:
     lo.addresses.append(IPv4Interface("127.0.0.1/8"))
 
 
-def _node(topo: Topology, node: Node, seed: int) -> None:
+def _node(topo: Topology, node: Node, seed: int, rules: dict) -> None:
     cfg = topo.cluster.config
     ns = topo.add(Namespace(f"node/{node.name}", "node", node.name, ip_forward=True, owner=node))
     topo.node_ns[node.name] = ns
@@ -85,6 +86,7 @@ def _node(topo: Topology, node: Node, seed: int) -> None:
     ns.sockets = SocketTable(ns.name, seed)
     for port, owner in NODE_PORTS:
         ns.sockets.listen(port, "TCP", owner)
+    ns.netfilter = node_netfilter(topo.cluster, node, ns, seed, rules.get(node.name))
 
 
 def _edge(topo: Topology, seed: int) -> None:
@@ -156,6 +158,25 @@ def _pod(topo: Topology, pod: Pod, seed: int) -> None:
         for p in c.ports:
             if p.protocol in ("TCP", "UDP"):
                 ns.sockets.listen(p.port, p.protocol, c.name)
+
+
+def node_netfilter(cluster: Cluster, node: Node, ns: Namespace, seed: int, dump=None):
+    """The node's netfilter: kube-proxy's, kubelet's and the CNI's rules (or a
+    loaded iptables-save dump) and a conntrack table sized and timed as
+    kube-proxy configures it."""
+    from ..conntrack import ConntrackTable, Timeouts
+    from ..netfilter import Netfilter, parse_iptables_save
+    from .kubeproxy import generate_rules
+    kp = cluster.config.kube_proxy
+    if dump is None:
+        text, source = generate_rules(cluster, node.name, nfacct=kp.nfacct), f"kube-proxy rules of {node.name}"
+    else:
+        text, source = dump
+    table = ConntrackTable(max_entries=kp.conntrack_max,
+                           timeouts=Timeouts.kube_proxy(established=kp.conntrack_tcp_established,
+                                                        close_wait=kp.conntrack_tcp_close_wait),
+                           seed=seed)
+    return Netfilter(parse_iptables_save(text, source=source), table, info=ns, seed=seed)
 
 
 def gateway_of(topo: Topology, pod: Pod) -> IPv4Address:

@@ -53,7 +53,18 @@ class ClusterConfig:
     max_pods_per_node: int = 110                  # azure CNI: IPs reserved per node
     kube_proxy: KubeProxyConfig = field(default_factory=KubeProxyConfig)
     external_hosts: list[ExternalHost] = field(default_factory=list)
+    non_masquerade_cidrs: list[IPv4Network] | None = None   # ip-masq-agent; None: AKS defaults
     source: Source = field(default_factory=Source)
+
+    @property
+    def no_masquerade(self) -> list[IPv4Network]:
+        """Destinations pod traffic reaches without SNAT (azure-ip-masq-agent's
+        nonMasqueradeCIDRs as AKS configures them: the pod CIDR (kubenet) and the VNet)."""
+        if self.non_masquerade_cidrs is not None:
+            return list(self.non_masquerade_cidrs)
+        if self.network_plugin == "kubenet":
+            return [self.pod_cidr, self.vnet_subnet]
+        return [self.vnet_subnet]
 
     @property
     def gateway_ip(self) -> IPv4Address:

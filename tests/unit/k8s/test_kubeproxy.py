@@ -133,6 +133,7 @@ COMMIT
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
+:IP-MASQ-AGENT - [0:0]
 :KUBE-KUBELET-CANARY - [0:0]
 :KUBE-MARK-MASQ - [0:0]
 :KUBE-NODEPORTS - [0:0]
@@ -145,7 +146,11 @@ COMMIT
 -A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
--A POSTROUTING ! -d 10.244.0.0/16 -m comment --comment "kubenet: SNAT for outbound traffic from cluster" -m addrtype ! --dst-type LOCAL -j MASQUERADE
+-A POSTROUTING -m comment --comment "\\"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain\\"" -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT
+-A IP-MASQ-AGENT -d 169.254.0.0/16 -m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE" -j RETURN
+-A IP-MASQ-AGENT -d 10.244.0.0/16 -m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE" -j RETURN
+-A IP-MASQ-AGENT -d 10.240.0.0/16 -m comment --comment "ip-masq-agent: local traffic is not subject to MASQUERADE" -j RETURN
+-A IP-MASQ-AGENT -m comment --comment "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)" -j MASQUERADE
 -A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
 -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
 -A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
@@ -501,9 +506,9 @@ def test_azure_ip_masq_agent():
         'all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain\\"" -m addrtype ! '
         '--dst-type LOCAL -j IP-MASQ-AGENT')
     assert lines(nat, "-A IP-MASQ-AGENT") == [
-        '-A IP-MASQ-AGENT -d 10.240.0.0/16 -m comment --comment "ip-masq-agent: local traffic is '
+        '-A IP-MASQ-AGENT -d 169.254.0.0/16 -m comment --comment "ip-masq-agent: local traffic is '
         'not subject to MASQUERADE" -j RETURN',
-        '-A IP-MASQ-AGENT -d 10.0.0.0/16 -m comment --comment "ip-masq-agent: local traffic is '
+        '-A IP-MASQ-AGENT -d 10.240.0.0/16 -m comment --comment "ip-masq-agent: local traffic is '
         'not subject to MASQUERADE" -j RETURN',
         '-A IP-MASQ-AGENT -m comment --comment "ip-masq-agent: outbound traffic is subject to '
         'MASQUERADE (must be last in chain)" -j MASQUERADE']
@@ -634,3 +639,12 @@ def test_real_iptables_save_with_nfacct(netns):
     r = restore(netns, text)
     assert r.returncode == 0, r.stderr
     assert saved(netns) == text
+
+
+def test_non_masquerade_cidrs_from_the_cluster_config():
+    from ipaddress import IPv4Network
+    c = cluster()
+    c.config.non_masquerade_cidrs = [IPv4Network("10.0.0.0/8")]
+    nat = table(generate_rules(c, "n1"), "nat")
+    returns = [l for l in lines(nat, "-A IP-MASQ-AGENT") if l.endswith("-j RETURN")]
+    assert [l.split()[3] for l in returns] == ["169.254.0.0/16", "10.0.0.0/8"]
