@@ -55,12 +55,18 @@ class ArpMixin:
         waiting = ns.neigh.update(dev.name, a.spa, a.sha, self.now,
                                   create=ns.neigh.get(dev.name, a.spa) is not None)
         self.hop(ev, dev, "arp", "learn", f"{a.spa} is-at {a.sha}; {len(waiting)} packet(s) released")
-        for qpkt, qev in waiting:
+        for qpkt, qev, resume in waiting:
+            if resume is not None:               # a bridged DNAT frame waiting for its MAC
+                resume(a.sha)
+                continue
             out = wire.set_macs(qpkt, dev.mac, a.sha)
             self.transmit(dev, out, qev.child(dev, out, meta=None))
 
-    def neigh_output(self, ns: Namespace, dev: Device, nexthop: IPv4Address, pkt: Packet, ev) -> None:
-        """ip_finish_output2(): find the next hop's MAC, or queue and ask."""
+    def neigh_output(self, ns: Namespace, dev: Device, nexthop: IPv4Address, pkt: Packet, ev,
+                     resume=None) -> None:
+        """ip_finish_output2(): find the next hop's MAC, or queue and ask. With
+        `resume`, the resolved MAC is handed to it instead of transmitting (the
+        bridge's DNAT path)."""
         if dev.kind == "loopback":
             self.transmit(dev, wire.set_macs(pkt, ZERO_MAC, ZERO_MAC), ev)
             return
@@ -68,6 +74,9 @@ class ArpMixin:
             self.transmit(dev, wire.set_macs(pkt, dev.mac, BROADCAST_MAC), ev)
             return
         mac = ns.neigh.lookup_mac(dev.name, nexthop)
+        if mac is not None and resume is not None:
+            resume(mac)
+            return
         if mac is not None:
             out = wire.set_macs(pkt, dev.mac, mac)
             self.hop(ev, dev, "arp", "resolved", f"next hop {nexthop} is-at {mac}")
@@ -78,7 +87,7 @@ class ArpMixin:
         if len(entry.queue) >= ns.neigh.QUEUE_LEN:
             self.drop(ev, dev, "arp", f"unresolved queue for {nexthop} full", "neighbour-queue-full")
             return
-        entry.queue.append((pkt, ev))
+        entry.queue.append((pkt, ev, resume))
         if first:
             # arp_announce=0: the packet's own source when it is any local address
             local_src = pkt.ip.src if not ns.catch_all else None
@@ -99,7 +108,7 @@ class ArpMixin:
             for entry in ns.neigh.pending():
                 entry.state = "FAILED"
                 queued, entry.queue = entry.queue, []
-                for pkt, ev in queued:
+                for pkt, ev, _resume in queued:
                     dev = ns.devices.get(entry.dev)
                     self.drop(ev, dev, "arp", f"no ARP reply for {entry.ip}", errors.NEIGH_FAILED)
                     if not ns.is_local(pkt.ip.src):

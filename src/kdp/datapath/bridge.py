@@ -29,11 +29,12 @@ class BridgeMixin:
             if pkt is None:
                 return
             ev.pkt = pkt
-            if pkt.ip.dst != old_dst:
-                pkt = self._br_nf_reroute(br, port, pkt, ev)
-                if pkt is None:
-                    return
-                ev.pkt = pkt
+            if pkt.ip.dst != old_dst and self._br_nf_dnat(br, port, pkt, ev):
+                return
+        self._br_handle_frame_finish(br, port, ev.pkt, ev, nf)
+
+    def _br_handle_frame_finish(self, br: Bridge, port: Device, pkt, ev, nf: bool) -> None:
+        """The forwarding decision: local, flood, forward or drop."""
         dst = pkt.eth.dst
         if is_multicast_mac(dst):
             self.hop(ev, port, "bridge", "flood", f"{br.name}: broadcast from {port.name}")
@@ -53,6 +54,10 @@ class BridgeMixin:
                 self._bridge_up(br, pkt, ev, skip_prerouting=nf)
             return
         if out is port and not port.hairpin:
+            if br.promisc:
+                self.hop(ev, port, "bridge", "local", f"{br.name} is promiscuous: {dst} passed up")
+                self._bridge_up(br, pkt, ev, skip_prerouting=nf)
+                return
             self.drop(ev, port, "bridge", f"{br.name}: {dst} is behind the ingress port and hairpin is off",
                       "bridge-no-hairpin")
             return
@@ -84,21 +89,26 @@ class BridgeMixin:
         up.skip_prerouting = skip_prerouting
         self.netif_receive(br, up)
 
-    def _br_nf_reroute(self, br: Bridge, port: Device, pkt, ev):
-        """br_nf_pre_routing_finish(): DNAT changed the destination. If the new
-        destination is routed elsewhere the frame goes up to be routed; if it is
-        on this bridge, its MAC is looked up and the frame stays bridged."""
+    def _br_nf_dnat(self, br: Bridge, port: Device, pkt, ev) -> bool:
+        """br_nf_pre_routing_finish(): DNAT changed the destination. Routed
+        elsewhere (or local): the frame goes up to the node's stack, addressed to
+        the bridge. Routed back out of the bridge itself: it stays bridged, its
+        destination MAC taken from the neighbour table (resolved by ARP from the
+        bridge when unknown) and its source MAC kept. True when handled here."""
         ns = br.namespace
         rt = ns.routes.lookup(pkt.ip.dst)
         if ns.is_local(pkt.ip.dst) or rt is None or rt.dev != br.name:
-            self.hop(ev, port, "bridge", "reroute", f"DNAT to {pkt.ip.dst}: routed by the node")
-            return wire.set_macs(pkt, pkt.eth.src, br.mac)
-        mac = ns.neigh.lookup_mac(br.name, pkt.ip.dst)
-        if mac is None:
-            self.hop(ev, port, "bridge", "reroute", f"DNAT to {pkt.ip.dst}: MAC unknown, routed by the node")
-            return wire.set_macs(pkt, pkt.eth.src, br.mac)
-        self.hop(ev, port, "bridge", "reroute", f"DNAT to {pkt.ip.dst}: bridged to {mac}")
-        return wire.set_macs(pkt, pkt.eth.src, mac)
+            self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: routed by the node")
+            ev.pkt = wire.set_macs(pkt, pkt.eth.src, br.mac)
+            return False
+
+        def resume(mac: str) -> None:
+            out = wire.set_macs(pkt, pkt.eth.src, mac)
+            self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: stays bridged, to {mac}")
+            self._br_handle_frame_finish(br, port, out, ev.child(port, out, meta=ev.meta), nf=True)
+
+        self.neigh_output(ns, br, rt.via or pkt.ip.dst, pkt, ev, resume=resume)
+        return True
 
     def bridge_xmit(self, br: Bridge, pkt, ev) -> None:
         """br_dev_xmit(): the node's stack sends out the bridge device."""
