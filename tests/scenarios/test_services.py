@@ -1,0 +1,218 @@
+# Services end to end through kube-proxy's rules and conntrack (svc_cluster.py):
+# DNAT to an endpoint, the reply from the service address, masquerade exactly
+# where kube-proxy puts it, REJECT/DROP, affinity, policies, the cloud LB.
+from collections import Counter
+from ipaddress import IPv4Address as A
+
+import pytest
+
+from kdp import wire
+from kdp.emulator import Emulator
+
+from .svc_cluster import svc_cluster
+
+
+
+def web_ips(emu):
+    return {p.ip for p in emu.cluster.pods if p.labels.get("app") == "web"}
+
+
+@pytest.fixture
+def emu():
+    return Emulator(svc_cluster(), seed=7)
+
+
+def ip_of(emu, name):
+    return emu.cluster.pod("default", name).ip
+
+
+def svc_ip(emu, name):
+    return emu.cluster.service("default", name).cluster_ip
+
+
+def rule_hops(out, text):
+    return [h for h in out.hops if h.component == "netfilter" and text in h.detail and "=> match" in h.detail]
+
+
+def test_pod_to_clusterip_is_dnated_and_not_masqueraded(emu):
+    out = emu.trace("pod/default/client", "svc/default/web")
+    assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)
+    assert out.packet.l4.dport == 8080
+    assert out.packet.ip.src == ip_of(emu, "client")                 # pod-to-service keeps the pod IP
+    assert rule_hops(out, "cluster IP") and rule_hops(out, "DNAT --to-destination")
+    r = out.reply.packet
+    assert out.reply.delivered_to == "pod/default/client"
+    assert (r.ip.src, r.l4.sport) == (svc_ip(emu, "web"), 80)         # un-DNATed
+    assert wire.l4_checksum_ok(r) and wire.ip_checksum_ok(r)
+
+
+def ack_after(emu, first, sport, time=1.0, payload=b""):
+    """The client's ACK (completing the handshake traced by `first`)."""
+    from dataclasses import replace
+    pkt = emu.build(ip_of(emu, "client"), svc_ip(emu, "web"), "tcp", sport, 80, flags=wire.ACK)
+    pkt = wire.finalize(replace(pkt, l4=replace(pkt.l4, seq=(first.packet.l4.seq + 1) & 0xFFFFFFFF,
+                                                ack=(first.reply.packet.l4.seq + 1) & 0xFFFFFFFF,
+                                                payload=payload)))
+    return emu.datapath.originate(emu.namespace("pod/default/client"), pkt, time)
+
+
+def test_second_packet_uses_conntrack_without_walking_nat(emu):
+    first = emu.trace("pod/default/client", "svc/default/web", sport=41000)
+    second = ack_after(emu, first, 41000)
+    assert second.packet.ip.dst == first.packet.ip.dst                 # same endpoint
+    assert not [h for h in second.hops if h.detail.startswith("nat/")]  # no nat table walk
+    node = emu.namespace("node/n1").netfilter.conntrack
+    assert "ESTABLISHED" in node.to_conntrack_l(1.0) and "[ASSURED]" in node.to_conntrack_l(1.0)
+    data = ack_after(emu, first, 41000, time=2.0, payload=b"GET / HTTP/1.1\r\n\r\n")
+    assert data.reply.packet.l4.payload == b"GET / HTTP/1.1\r\n\r\n"   # the echo, un-DNATed
+    assert data.reply.packet.ip.src == svc_ip(emu, "web")
+
+
+def test_endpoint_choice_is_reproducible_and_uniform():
+    a = Emulator(svc_cluster(), seed=3)
+    b = Emulator(svc_cluster(), seed=3)
+    picks = Counter()
+    for port in range(20000, 20600):
+        x = a.trace("pod/default/client", "svc/default/web", sport=port).packet.ip.dst
+        y = b.trace("pod/default/client", "svc/default/web", sport=port).packet.ip.dst
+        assert x == y
+        picks[x] += 1
+    assert set(picks) == web_ips(a)
+    # 600 flows over 3 endpoints: each near 200 (binomial sd ~11.5; 5 sd bounds)
+    assert all(140 <= n <= 260 for n in picks.values()), picks
+
+
+def test_other_seed_other_choices():
+    a, b = Emulator(svc_cluster(), seed=1), Emulator(svc_cluster(), seed=2)
+    da = [a.trace("pod/default/client", "svc/default/web", sport=p).packet.ip.dst for p in range(30000, 30030)]
+    db = [b.trace("pod/default/client", "svc/default/web", sport=p).packet.ip.dst for p in range(30000, 30030)]
+    assert da != db
+
+
+def test_node_to_clusterip_is_masqueraded(emu):
+    out = emu.trace("node/n1", "svc/default/web")
+    assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)
+    assert rule_hops(out, "KUBE-MARK-MASQ") and rule_hops(out, "MASQUERADE")
+    assert out.reply.delivered_to == "node/n1" and out.reply.packet.ip.src == svc_ip(emu, "web")
+
+
+def test_nodeport_from_outside_is_masqueraded(emu):
+    out = emu.trace("ext/8.8.8.8", "10.240.0.4", dport=30080)
+    assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)
+    assert out.packet.ip.src in (A("10.240.0.4"), A("10.244.0.1"))    # SNAT to the node
+    assert rule_hops(out, "KUBE-NODEPORTS")
+    r = out.reply.packet
+    assert out.reply.delivered_to == "ext/8.8.8.8" and (r.ip.src, r.l4.sport) == (A("10.240.0.4"), 30080)
+
+
+def test_nodeport_local_keeps_client_ip_where_an_endpoint_is_local(emu):
+    out = emu.trace("ext/8.8.8.8", "10.240.0.5", dport=30081)          # n2 hosts solo
+    assert out.delivered_to == "pod/default/solo" and out.packet.ip.src == A("8.8.8.8")
+
+
+def test_nodeport_local_drops_where_no_endpoint_is_local(emu):
+    out = emu.trace("ext/8.8.8.8", "10.240.0.4", dport=30081)          # n1 has none
+    assert out.disposition == "dropped"
+    assert out.reason.startswith("rule:filter/KUBE-EXTERNAL-SERVICES#")
+    assert out.reply is None
+
+
+def test_loadbalancer_local_goes_only_to_healthy_nodes_and_keeps_client_ip(emu):
+    for port in range(5000, 5020):
+        out = emu.trace("ext/198.18.0.9", "20.1.1.1", dport=80, sport=port)
+        assert out.delivered_to == "pod/default/solo" and out.packet.ip.src == A("198.18.0.9")
+        assert any("cloud load balancer" in h.detail and "node n2" in h.detail for h in out.hops)
+        assert out.reply.packet.ip.src == A("20.1.1.1")
+
+
+def test_loadbalancer_source_ranges(emu):
+    ok = emu.trace("ext/203.0.113.5", "20.1.1.2", dport=80)
+    assert ok.disposition == "delivered" and ok.packet.ip.dst in web_ips(emu)
+    blocked = emu.trace("ext/8.8.8.8", "20.1.1.2", dport=80)
+    assert blocked.disposition == "dropped" and "KUBE-PROXY-FIREWALL" in blocked.reason
+
+
+def test_service_without_endpoints_is_rejected_with_icmp(emu):
+    out = emu.trace("pod/default/client", "svc/default/empty")
+    assert out.disposition == "rejected" and out.reason.startswith("rule:filter/KUBE-SERVICES#")
+    r = out.reply.packet
+    assert out.reply.delivered_to == "pod/default/client"
+    assert (r.l4.type, r.l4.code) == (3, 3)
+    assert r.l4.payload[16:20] == svc_ip(emu, "empty").packed          # quotes the original
+
+
+def test_session_affinity_pins_the_client(emu):
+    dsts = {emu.trace("pod/default/client", "svc/default/sticky", sport=p).packet.ip.dst
+            for p in range(42000, 42020)}
+    assert len(dsts) == 1
+    out = emu.trace("pod/default/client", "svc/default/sticky", sport=42100)
+    assert rule_hops(out, "--rcheck")
+
+
+def test_session_affinity_expires(emu):
+    first = emu.trace("pod/default/client", "svc/default/sticky", sport=43000, time=0.0).packet.ip.dst
+    later = {emu.trace("pod/default/client", "svc/default/sticky", sport=p, time=20000.0 + p).packet.ip.dst
+             for p in range(43001, 43030)}
+    assert len(later) > 1 or first not in later                        # 10800 s timeout passed
+
+
+def test_external_ip_from_outside(emu):
+    out = emu.trace("ext/8.8.8.8", "198.51.100.7", dport=80)
+    assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)
+    assert rule_hops(out, "external IP")
+
+
+def test_internal_traffic_policy_local_without_local_endpoint_drops(emu):
+    out = emu.trace("pod/default/client", "svc/default/solo-itp")
+    assert out.disposition == "dropped" and out.reason.startswith("rule:filter/KUBE-SERVICES#")
+
+
+def test_pod_egress_is_masqueraded_to_the_node(emu):
+    out = emu.trace("pod/default/client", "ext/93.184.216.34", dport=443)
+    assert out.delivered_to == "ext/93.184.216.34" and out.packet.ip.src == A("10.240.0.4")
+    assert out.reply.delivered_to == "pod/default/client"
+    assert out.reply.packet.ip.dst == ip_of(emu, "client")
+
+
+def test_pod_to_pod_and_pod_to_node_stay_unnatted(emu):
+    out = emu.trace("pod/default/client", "pod/default/web-2", dport=8080)
+    assert out.packet.ip.src == ip_of(emu, "client")
+    out = emu.trace("pod/default/client", "node/n2", dport=10250)
+    assert out.packet.ip.src == ip_of(emu, "client")                 # the VNet is not masqueraded
+
+
+def test_hairpin_through_own_service():
+    emu = Emulator(svc_cluster(), seed=1)
+    for port in range(10000, 10200):
+        out = emu.trace("pod/default/web-1", "svc/default/web", sport=port)
+        if out.packet.ip.dst == ip_of(emu, "web-1"):
+            break
+    else:
+        pytest.fail("no flow chose web-1")
+    assert out.delivered_to == "pod/default/web-1"
+    assert out.packet.ip.src == A("10.244.0.1")                       # masqueraded to cbr0
+    assert any("(hairpin)" in h.detail for h in out.hops)
+    assert out.reply.packet.ip.src == svc_ip(emu, "web")
+
+
+def test_hairpin_off_drops_at_the_bridge():
+    emu = Emulator(svc_cluster(hairpin="none"), seed=1)
+    for port in range(10000, 10200):
+        out = emu.trace("pod/default/web-1", "svc/default/web", sport=port)
+        if out.reason == "bridge-no-hairpin":
+            break
+    else:
+        pytest.fail("no flow hairpinned")
+    assert out.disposition == "dropped"
+
+
+def test_conntrack_table_full_drops_new_but_keeps_established():
+    emu = Emulator(svc_cluster(conntrack_max=4), seed=1)
+    for p in range(50000, 50004):                                     # four assured connections
+        first = emu.trace("pod/default/client", "svc/default/web", sport=p, time=0.0)
+        assert first.disposition == "delivered"
+        assert ack_after(emu, first, p, time=0.1).disposition == "delivered"
+    full = emu.trace("pod/default/client", "svc/default/web", sport=50010, time=0.2)
+    assert full.disposition == "dropped" and full.reason == "conntrack-table-full"
+    again = ack_after(emu, first, 50003, time=0.3, payload=b"x")
+    assert again.disposition == "delivered"                            # established flows keep working
