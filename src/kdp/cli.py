@@ -12,13 +12,21 @@ import time
 from .errors import ClusterInputError, KdpError, UsageError
 
 
-def _load(spec: str, seed: int = 0, capture: bool = True):
+def _load(spec: str, seed: int = 0, capture: bool = True, rules: list[str] | None = None):
     from .emulator import Emulator
-    if spec == "demo":
-        return Emulator.demo(seed=seed, capture=capture)
-    if not os.path.exists(spec):
-        raise UsageError(f"{spec}: no such file or directory (give a YAML file, a directory, or 'demo')")
-    return Emulator.load(spec, seed=seed, capture=capture)
+    return Emulator(_load_cluster(spec), seed=seed, capture=capture, rules=_rules_arg(rules or []))
+
+
+def _rules_arg(items: list[str]) -> dict[str, str]:
+    """--rules FILE (every node) or --rules NODE=FILE, repeatable."""
+    out = {}
+    for item in items:
+        node, sep, path = item.partition("=")
+        if sep and not os.path.exists(item):
+            out[node] = path
+        else:
+            out["*"] = item
+    return out
 
 
 def _load_cluster(spec: str):
@@ -64,19 +72,42 @@ def cmd_inspect(a) -> int:
 
 def cmd_trace(a) -> int:
     from .render import trace_text
-    emu = _load(a.cluster, seed=a.seed)
+    emu = _load(a.cluster, seed=a.seed, rules=a.rules)
     out = emu.trace(a.src, a.dst, proto=a.proto, sport=a.sport, dport=a.dport, ttl=a.ttl)
+    tables = _tables(emu, a)
     if a.json:
-        print(json.dumps(out.as_dict(), indent=2))
+        print(json.dumps(dict(out.as_dict(), **tables), indent=2))
     else:
         print(trace_text(out, a.detail))
+        _print_tables(tables)
     return 0
+
+
+def _tables(emu, a) -> dict:
+    """What --conntrack / --counters asked for: per node, `conntrack -L` and
+    `iptables-save -c` as they stand after the run."""
+    out = {}
+    now = emu.datapath.now
+    if getattr(a, "conntrack", False):
+        out["conntrack"] = {n.name: emu.topology.node_ns[n.name].netfilter.conntrack.to_conntrack_l(now)
+                            for n in emu.cluster.nodes}
+    if getattr(a, "counters", False):
+        out["counters"] = {n.name: emu.topology.node_ns[n.name].netfilter.ruleset.to_iptables_save(counters=True)
+                           for n in emu.cluster.nodes}
+    return out
+
+
+def _print_tables(tables: dict) -> None:
+    for what, title in (("conntrack", "conntrack -L"), ("counters", "iptables-save -c")):
+        for node, text in tables.get(what, {}).items():
+            print(f"\n# {title} on {node}")
+            print(text.rstrip("\n") or "(empty)")
 
 
 def cmd_run(a) -> int:
     from .io import read_pcap
     from .render import packet_fields
-    emu = _load(a.cluster, seed=a.seed, capture=bool(a.out))
+    emu = _load(a.cluster, seed=a.seed, capture=bool(a.out), rules=a.rules)
     counts = {"frames": 0, "delivered": 0, "dropped": 0, "rejected": 0}
     t0 = time.perf_counter()
     human = []
@@ -101,8 +132,9 @@ def cmd_run(a) -> int:
     if a.out:
         files = emu.write_captures(a.out)
         summary["pcaps"] = len(files)
+    tables = _tables(emu, a)
     if a.json:
-        print(json.dumps({"summary": summary}))
+        print(json.dumps({"summary": dict(summary, **tables)}))
     else:
         for r in human:
             where = r["delivered_to"] or r["reason"]
@@ -112,6 +144,7 @@ def cmd_run(a) -> int:
         print(f"{summary['frames']} frames: {summary['delivered']} delivered, {summary['dropped']} dropped, "
               f"{summary['rejected']} rejected in {secs:.3f} s"
               + (f"; {summary['pcaps']} pcaps in {a.out}" if a.out else ""))
+        _print_tables(tables)
     return 0
 
 
@@ -170,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dport", type=_port)
     tr.add_argument("--ttl", type=_ttl, default=64)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--rules", action="append", metavar="[NODE=]FILE",
+                    help="load a real node's iptables-save dump instead of the generated rules")
+    tr.add_argument("--conntrack", action="store_true", help="print each node's conntrack table after")
+    tr.add_argument("--counters", action="store_true", help="print each node's rules with counters after")
     tr.add_argument("--detail", choices=["full", "summary", "minimal"], default="full")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
@@ -180,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--at", required=True, metavar="ATTACH")
     r.add_argument("--out", metavar="DIR")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--rules", action="append", metavar="[NODE=]FILE",
+                    help="load a real node's iptables-save dump instead of the generated rules")
+    r.add_argument("--conntrack", action="store_true", help="print each node's conntrack table after")
+    r.add_argument("--counters", action="store_true", help="print each node's rules with counters after")
     r.add_argument("--no-fastpath", action="store_true",
                    help="use the reference path only (the fast path arrives with a later release)")
     r.add_argument("--json", action="store_true")

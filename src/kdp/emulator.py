@@ -27,12 +27,36 @@ class Endpoint:
 
 
 class Emulator:
-    def __init__(self, cluster: Cluster, seed: int = 0, capture: bool = True):
+    def __init__(self, cluster: Cluster, seed: int = 0, capture: bool = True,
+                 rules: dict[str, str] | None = None):
+        """rules: node name (or "*" for every node) -> path of a real node's
+        iptables-save dump, loaded instead of the rules kdp generates (as do the
+        nodes' `rulesFile` in the ClusterConfig)."""
         self.cluster = cluster
         self.seed = seed
-        self.topology = cni.build(cluster, seed)
+        self.topology = cni.build(cluster, seed, rules=self._dumps(cluster, rules or {}))
         self.datapath = Datapath(self.topology.namespaces, seed=seed, capture=capture)
         self._flows = 0
+
+    @staticmethod
+    def _dumps(cluster: Cluster, rules: dict[str, str]) -> dict[str, tuple[str, str]]:
+        names = [n.name for n in cluster.nodes]
+        wanted = {n.name: n.rules_file for n in cluster.nodes if n.rules_file}
+        for node, path in rules.items():
+            if node == "*":
+                wanted.update({n: path for n in names})
+            elif node not in names:
+                raise UsageError(f"--rules {node}={path}: no such node (nodes: {', '.join(names)})")
+            else:
+                wanted[node] = path
+        out = {}
+        for node, path in wanted.items():
+            try:
+                with open(path) as f:
+                    out[node] = (f.read(), path)
+            except OSError as e:
+                raise UsageError(f"{path}: cannot read rules for node {node}: {e.strerror}") from None
+        return out
 
     @classmethod
     def demo(cls, seed: int = 0, **kw) -> "Emulator":

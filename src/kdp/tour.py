@@ -39,9 +39,26 @@ def tour_flows(emu: Emulator) -> list[tuple[str, dict]]:
          dict(src="pod/default/client", dst=f"pod/backend/{svc_a.name}", proto="icmp")),
         ("closed port: client -> nginx UDP 9999 (ICMP port unreachable comes back)",
          dict(src="pod/default/client", dst=f"pod/default/{(other or same).name}", proto="udp", dport=9999)),
-        ("off-cluster: client -> ext/93.184.216.34:443 through the node and the edge router",
+        ("off-cluster: client -> ext/93.184.216.34:443, masqueraded by the node (ip-masq-agent)",
          dict(src="pod/default/client", dst="ext/93.184.216.34", proto="tcp", dport=443)),
+        ("ClusterIP: client -> svc/backend/service-a: kube-proxy's DNAT on the client's node, "
+         "the reply from the service address",
+         dict(src="pod/default/client", dst="svc/backend/service-a", proto="tcp")),
+        ("DNS: client -> kube-dns (UDP 53), load-balanced over the CoreDNS pods",
+         dict(src="pod/default/client", dst="svc/kube-system/kube-dns", proto="udp", dport=53)),
     ]
+    np_svc = next((s for s in c.services if s.type == "NodePort"), None)
+    if np_svc is not None:
+        np_port = np_svc.ports[0].node_port
+        flows.append((f"NodePort from outside: ext/198.51.100.20 -> node {far_node.name}:{np_port} "
+                      f"({np_svc.name}, externalTrafficPolicy Cluster: masqueraded)",
+                      dict(src="ext/198.51.100.20", dst=str(far_node.ip), proto="tcp", dport=np_port)))
+    lb = next((s for s in c.services if s.type == "LoadBalancer" and s.load_balancer_ips), None)
+    if lb is not None:
+        flows.append((f"LoadBalancer {lb.load_balancer_ips[0]} ({lb.name}, externalTrafficPolicy "
+                      f"{lb.external_traffic_policy}): the cloud LB picks a healthy node, the client IP is kept",
+                      dict(src="ext/198.51.100.20", dst=str(lb.load_balancer_ips[0]), proto="tcp",
+                           dport=lb.ports[0].port)))
     return flows
 
 

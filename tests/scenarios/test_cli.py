@@ -176,3 +176,60 @@ def test_demo_tour_runs_and_writes_captures(capsys, tmp_path):
         assert stop in out
     assert "DROPPED" not in out.split("== 1.")[1].split("== 7.")[0]
     assert os.path.exists(tmp_path / "traces.json") and os.listdir(tmp_path / "pcap")
+
+
+def test_rules_unknown_node_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "rules", "demo", "--node", "nope")
+    assert code == 2 and "no such node" in err
+
+
+def test_trace_with_a_real_nodes_dump_instead_of_generated_rules(capsys, tmp_path, demo):
+    from kdp.k8s.kubeproxy import generate_rules
+    node = demo.cluster.pod("default", "client").node
+    text = generate_rules(demo.cluster, node)
+    svc = demo.cluster.service("backend", "service-a")
+    # the operator added a rule of their own in front of kube-proxy's
+    first_forward = next(l for l in text.splitlines() if l.startswith("-A FORWARD"))
+    text = text.replace(first_forward, f"-A FORWARD -p tcp -m conntrack --ctorigdst {svc.cluster_ip}/32 -j DROP\n"
+                        + first_forward, 1)
+    dump = tmp_path / "node.rules"
+    dump.write_text(text)
+    code, out, _ = run(capsys, "trace", "demo", "--from", "pod/default/client", "--to", "svc/backend/service-a",
+                       "--rules", f"{node}={dump}", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["disposition"] == "dropped" and doc["reason"] == "rule:filter/FORWARD#1"
+
+
+def test_rules_dump_with_unsupported_match_names_the_line(capsys, tmp_path):
+    dump = tmp_path / "bad.rules"
+    dump.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                    "-A INPUT -m frobnicate --frob 1 -j ACCEPT\nCOMMIT\n")
+    code, _, err = run(capsys, "trace", "demo", "--from", "pod/default/client", "--to", "ext/1.1.1.1",
+                       "--rules", str(dump))
+    assert code == 2 and f"{dump}:5" in err and "frobnicate" in err and "Traceback" not in err
+
+
+def test_conntrack_and_counters_after_a_trace(capsys):
+    code, out, _ = run(capsys, "trace", "demo", "--from", "pod/default/client", "--to", "svc/backend/service-a",
+                       "--conntrack", "--counters", "--json")
+    doc = json.loads(out)
+    home = next(n for n, t in doc["conntrack"].items() if t)
+    assert "dst=10.2.0.1 sport=" in doc["conntrack"][home] and "dport=80" in doc["conntrack"][home]
+    assert any(line.startswith("[1:") and "KUBE-SVC-" in line for line in doc["counters"][home].splitlines())
+
+
+def test_cluster_config_rules_file_per_node(capsys, tmp_path):
+    (tmp_path / "n1.rules").write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                                       "COMMIT\n")
+    (tmp_path / "cluster.yaml").write_text(
+        "apiVersion: kdp.dev/v1alpha1\nkind: ClusterConfig\nmetadata: {name: r}\n"
+        "spec: {nodes: [{name: n1, rulesFile: n1.rules}, {name: n2}]}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {nodeName: n1, containers: [{name: c}]}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec: {nodeName: n2, containers: [{name: c}]}\n")
+    code, out, _ = run(capsys, "trace", str(tmp_path), "--from", "pod/default/a", "--to", "pod/default/b", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["disposition"] == "dropped" and doc["reason"] == "policy:filter/FORWARD"
+    (tmp_path / "cluster.yaml").write_text(
+        (tmp_path / "cluster.yaml").read_text().replace("n1.rules", "missing.rules"))
+    code, _, err = run(capsys, "validate", str(tmp_path))
+    assert code == 2 and "spec.nodes[0].rulesFile" in err and "missing.rules" in err

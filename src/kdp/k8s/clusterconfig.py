@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -21,7 +22,7 @@ SPEC_KEYS = ("networkPlugin", "podCIDR", "nodePodPrefix", "serviceCIDR", "dnsSer
              "hairpinMode", "maxPods", "nodes", "kubeProxy", "externalHosts", "nonMasqueradeCIDRs")
 PROXY_KEYS = ("mode", "masqueradeAll", "clusterCIDR", "localhostNodePorts", "conntrackMax",
               "conntrackTCPEstablished", "conntrackTCPCloseWait", "nfacct")
-NODE_KEYS = ("name", "ip", "podCIDR", "labels")
+NODE_KEYS = ("name", "ip", "podCIDR", "labels", "rulesFile")
 HOST_KEYS = ("address", "tcpPorts", "udpPorts")
 
 
@@ -36,6 +37,7 @@ class NodeIn:
     f: Fields                     # where to report: the Node, or ClusterConfig spec.nodes[i]
     ip_path: Path = ("ip",)
     cidr_path: Path = ("podCIDR",)
+    rules_file: str | None = None  # a real node's iptables-save dump to load instead
 
 
 def strict_keys(f: Fields, allowed: tuple[str, ...]) -> None:
@@ -138,8 +140,22 @@ def _nodes(f: Fields) -> tuple[int | None, list[NodeIn]]:
         if any(n.name == name for n in out):
             nf.error(("name",), f"duplicate node name {name!r}")
             continue
-        out.append(NodeIn(name, nf.ip("ip"), nf.net("podCIDR"), nf.labels("labels"), nf))
+        out.append(NodeIn(name, nf.ip("ip"), nf.net("podCIDR"), nf.labels("labels"), nf,
+                          rules_file=_rules_file(nf)))
     return None, out
+
+
+def _rules_file(nf: Fields) -> str | None:
+    """spec.nodes[i].rulesFile, relative to the ClusterConfig's own file."""
+    text = nf.str("rulesFile")
+    if text is None:
+        return None
+    base = os.path.dirname(nf.obj.source.file) if nf.obj.source.file != "<string>" else "."
+    path = os.path.normpath(os.path.join(base, text))
+    if not os.path.isfile(path):
+        nf.error(("rulesFile",), f"no such file {path!r} (paths are relative to this file)")
+        return None
+    return path
 
 
 def decode_config(f: Fields) -> tuple[ClusterConfig, int | None, list[NodeIn]]:

@@ -64,7 +64,7 @@ def _declared_nodes(inp: Inputs, report: Report) -> list[NodeIn]:
                         f"spec.nodes entry's podCIDR {entry.pod_cidr}")
         decl[index[obj.name]] = dataclasses.replace(
             obj, ip=obj.ip or entry.ip, pod_cidr=obj.pod_cidr or entry.pod_cidr,
-            labels={**entry.labels, **obj.labels})
+            labels={**entry.labels, **obj.labels}, rules_file=obj.rules_file or entry.rules_file)
     total = inp.node_count if inp.node_count is not None else len(decl) or DEFAULT_NODE_COUNT
     if len(decl) > total:
         _config_error(inp, report, ("nodes",), f"spec.nodes is {total} but {len(decl)} "
@@ -135,7 +135,8 @@ def place_nodes(inp: Inputs, report: Report) -> list[Node]:
     base = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
     return [Node(n.name, n.ip, n.pod_cidr,
                  {**base, "kubernetes.io/hostname": n.name, **n.labels},
-                 n.f.obj.source if n.f is not None else cfg.source) for n in decl]
+                 n.f.obj.source if n.f is not None else cfg.source, rules_file=n.rules_file)
+            for n in decl]
 
 
 def _pod_cidrs(inp: Inputs, report: Report, decl: list[NodeIn]) -> bool:

@@ -79,6 +79,7 @@ class Node:
     pod_cidr: IPv4Network | None                  # kubenet; None for azure CNI
     labels: dict[str, str] = field(default_factory=dict)
     source: Source = field(default_factory=Source)
+    rules_file: str | None = None                 # load this iptables-save dump instead of generating
 
 
 @dataclass(frozen=True)

@@ -648,3 +648,16 @@ def test_non_masquerade_cidrs_from_the_cluster_config():
     nat = table(generate_rules(c, "n1"), "nat")
     returns = [l for l in lines(nat, "-A IP-MASQ-AGENT") if l.endswith("-j RETURN")]
     assert [l.split()[3] for l in returns] == ["169.254.0.0/16", "10.0.0.0/8"]
+
+
+def test_kdp_rules_command_output_is_accepted_by_real_iptables(netns, capsys):
+    """`kdp rules demo --node N`, for every demo node, through the real binaries."""
+    from kdp.cli import main
+    from kdp.k8s import demo_cluster
+    for node in demo_cluster().nodes:
+        assert main(["rules", "demo", "--node", node.name]) == 0
+        text = capsys.readouterr().out
+        r = restore(netns, text, "--test")
+        assert r.returncode == 0, r.stderr
+        assert restore(netns, text).returncode == 0
+        assert saved(netns) == text

@@ -1,0 +1,104 @@
+# oracle.compare without a kernel: pairing per device, learning and mapping
+# the kernel's random values (ISN, TCP timestamps, IP IDs), derived checksums,
+# and frames only one side saw.
+import struct
+from dataclasses import replace
+from ipaddress import IPv4Address as A
+
+import pytest
+
+from kdp import wire
+from kdp.oracle.compare import Frame, Mapper, compare_captures, normalise, pair_frames
+from kdp.oracle.report import report_text, scenario_dict
+from kdp.oracle.runner import ScenarioResult
+from kdp.oracle.scenarios import Scenario, Step
+
+pytestmark = pytest.mark.oracle
+
+ETH = wire.Ether("02:00:00:00:00:02", "02:00:00:00:00:01", wire.ETH_P_IP)
+CLIENT, SERVER = A("10.244.0.2"), A("10.244.1.2")
+
+
+def synack(isn: int, tsval: int, window_scale: int = 7, ident: int = 0) -> wire.Packet:
+    opts = bytes.fromhex("020405b40402080a") + struct.pack("!II", tsval, 1000) + bytes([1, 3, 3, window_scale])
+    tcp = wire.TCP(80, 40000, isn, 5001, wire.SYN | wire.ACK, 65160, 0, 0, opts)
+    return wire.finalize(wire.Packet(ETH, ip=wire.IPv4(SERVER, CLIENT, wire.PROTO_TCP, 64, ident, 2), l4=tcp))
+
+
+def frame(pkt: wire.Packet, direction: str = "in") -> Frame:
+    return Frame(0.0, direction, wire.emit(pkt), pkt)
+
+
+def result_for(kdp, kern, dev=("pod/default/a", "eth0")) -> ScenarioResult:
+    m = Mapper()
+    devs = compare_captures({dev: kdp}, {dev: kern}, m, [dev])
+    return ScenarioResult(Scenario("t", "test", [Step(dev[0], dev[1], b"")]), devs, m,
+                          len(kdp), len(kern), 0.0)
+
+
+def test_isn_and_timestamp_are_mapped_not_reported():
+    r = result_for([frame(synack(1000, 555))], [frame(synack(987654, 42))])
+    d = scenario_dict(r)
+    assert d["agree"], report_text({"summary": {"agreeing": 0, "scenarios": 1, "frames_paired": 1,
+                                                "unpaired_frames": 0, "fields_compared": 0, "fields_equal": 0,
+                                                "fields_mapped": 0, "fields_derived": 0, "fields_differ": 0},
+                                    "scenarios": [d]})
+    assert d["fields"]["by_field"]["tcp.seq"]["mapped"] == 1
+    assert d["fields"]["by_field"]["tcp.options"]["mapped"] == 1
+    assert d["fields"]["by_field"]["tcp.checksum"]["mapped"] == 1
+
+
+def test_real_difference_next_to_mapped_values_is_reported_and_checksum_is_derived():
+    r = result_for([frame(synack(1000, 555, window_scale=7))], [frame(synack(987654, 42, window_scale=10))])
+    d = scenario_dict(r)
+    assert not d["agree"]
+    [dis] = d["disagreements"]
+    assert [f["field"] for f in dis["fields"]] == ["tcp.options"]
+    assert dis["fields"][0]["kdp"].endswith("01030307") and dis["fields"][0]["kernel"].endswith("0103030a")
+    assert d["fields"]["by_field"]["tcp.checksum"]["derived"] == 1
+
+
+def test_seq_mapping_carries_to_later_segments_and_acks():
+    m = Mapper()
+    k, r = synack(1000, 5), synack(5000, 9)
+    from kdp.oracle.compare import learn
+    learn(m, k, r)
+    data = wire.TCP(80, 40000, 5001, 5001, wire.PSH | wire.ACK, 502, 0, 0, b"", b"hi")
+    kern = wire.finalize(wire.Packet(ETH, ip=wire.IPv4(SERVER, CLIENT, wire.PROTO_TCP), l4=data))
+    norm, mapped = normalise(m, kern)
+    assert norm.l4.seq == 1001 and "tcp.seq" in mapped and wire.l4_checksum_ok(norm)
+    ack = wire.TCP(40000, 80, 5001, 5003, wire.ACK, 502)
+    back = wire.finalize(wire.Packet(ETH, ip=wire.IPv4(CLIENT, SERVER, wire.PROTO_TCP), l4=ack))
+    norm, mapped = normalise(m, back)
+    assert norm.l4.ack == 1003 and "tcp.ack" in mapped
+
+
+def test_hashed_ip_id_is_mapped_but_zero_versus_hashed_is_a_difference():
+    icmp = wire.ICMP(wire.ICMP_ECHOREPLY, 0, 0, 0x10001, b"x" * 8)
+    k = wire.finalize(wire.Packet(ETH, ip=wire.IPv4(SERVER, CLIENT, wire.PROTO_ICMP, 64, 777, 0), l4=icmp))
+    r = replace(k, ip=replace(k.ip, ident=4242))
+    r = wire.finalize(r)
+    d = scenario_dict(result_for([frame(k)], [frame(r)]))
+    assert d["agree"] and d["fields"]["by_field"]["ip.id"]["mapped"] == 1
+    k0 = wire.finalize(replace(k, ip=replace(k.ip, ident=0, flags=2)))
+    r0 = wire.finalize(replace(k, ip=replace(k.ip, ident=4242, flags=2)))
+    d = scenario_dict(result_for([frame(k0)], [frame(r0)]))
+    assert not d["agree"] and d["disagreements"][0]["fields"][0]["field"] == "ip.id"
+
+
+def test_pairing_tolerates_reordering_and_reports_unpaired_frames():
+    arp = wire.Packet(wire.Ether("ff:ff:ff:ff:ff:ff", "02:00:00:00:00:01", wire.ETH_P_ARP),
+                      arp=wire.ARP(1, "02:00:00:00:00:01", CLIENT, "00:00:00:00:00:00", A("10.244.0.1")))
+    sa = synack(1, 2)
+    pairs = pair_frames(("x", "eth0"), [frame(arp, "out"), frame(sa)], [frame(sa), frame(arp, "out"),
+                                                                         frame(arp, "in")])
+    kinds = sorted(p.kind for p in pairs)
+    assert kinds.count("extra-in-kernel") == 1
+    assert [p.kernel_index for p in pairs if p.kdp is not None] == [1, 0]
+    from kdp.oracle.compare import order_problems
+    assert order_problems(pairs)
+
+
+def test_unparseable_kernel_frame_is_compared_as_bytes():
+    f = Frame.of(0.0, b"\x01" * 10, "in")
+    assert f.pkt is None and "unparsed" in f.summary()
