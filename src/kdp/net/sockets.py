@@ -21,11 +21,34 @@ def keyed(seed: int, *parts) -> int:
     return int.from_bytes(h, "big")
 
 
+class EchoApp:
+    """What listens behind a container port unless something else is said: an
+    echo server. Apps are the extension point for real services (DNS, HTTP):
+
+    - datagram(payload, src, dst, now) -> (reply payload or None, detail)
+    - stream(conn, data, now) -> (bytes to send, close after sending?, detail);
+      `conn` is a dict the app may keep per-connection state in (e.g. a buffer).
+    src/dst are (IPv4Address, port) as seen by the socket (after DNAT)."""
+
+    name = "echo"
+
+    def datagram(self, payload: bytes, src, dst, now: float):
+        return payload, f"echoed {len(payload)} bytes"
+
+    def stream(self, conn: dict, data: bytes, now: float):
+        return data, False, f"{len(data)} bytes echoed"
+
+
+ECHO = EchoApp()
+MSS = 1460
+
+
 @dataclass(frozen=True)
 class Listener:
     port: int
     protocol: str                   # TCP | UDP
     owner: str                      # container name (or "kubelet", "sshd"...)
+    app: object = ECHO
 
 
 @dataclass
@@ -34,6 +57,7 @@ class TcpConn:
     snd_nxt: int
     rcv_nxt: int
     ts_ok: bool = False
+    app_state: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -54,9 +78,10 @@ class SocketTable:
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.tcp: dict[tuple, TcpConn] = {}
         self.clients: set[tuple] = set()          # (proto, local ip, local port, remote ip, remote port)
+        self._now = 0.0
 
-    def listen(self, port: int, protocol: str, owner: str) -> None:
-        self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner)
+    def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
+        self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner, app or ECHO)
 
     def listening(self) -> list[Listener]:
         return [self.listeners[k] for k in sorted(self.listeners)]
@@ -67,6 +92,7 @@ class SocketTable:
     # --- delivery ---------------------------------------------------------
     def deliver(self, pkt: Packet, now: float) -> Delivery:
         ip, l4 = pkt.ip, pkt.l4
+        self._now = now
         if isinstance(l4, ICMP):
             return self._icmp(pkt, now)
         if isinstance(l4, TCP):
@@ -99,9 +125,12 @@ class SocketTable:
             return Delivery("closed", f"UDP port {l4.dport} closed: ICMP port unreachable",
                             [icmp_error(pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_PORT_UNREACH,
                                         self._icmp_id(pkt))])
+        payload, detail = lst.app.datagram(l4.payload, (ip.src, l4.sport), (ip.dst, l4.dport), self._now)
+        if payload is None:
+            return Delivery("accepted", f"UDP :{l4.dport} ({lst.owner}): {detail}", owner=lst.owner)
         reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_UDP, 64, 0, 2),
-                       l4=UDP(l4.dport, l4.sport, 0, l4.payload))
-        return Delivery("answered", f"UDP :{l4.dport} ({lst.owner}) echoed {len(l4.payload)} bytes",
+                       l4=UDP(l4.dport, l4.sport, 0, payload))
+        return Delivery("answered", f"UDP :{l4.dport} ({lst.owner}) {detail}",
                         [wire.finalize(reply)], lst.owner)
 
     def _tcp(self, ip: IPv4, l4: TCP, now: float) -> Delivery:
@@ -143,13 +172,34 @@ class SocketTable:
         answers, what = [], []
         if l4.payload or l4.flags & FIN:
             conn.rcv_nxt = seq_end
-        if l4.payload:
-            seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, PSH | ACK, 502, 0, 0,
-                      self._ts_opt(conn, l4, now), l4.payload)
-            conn.snd_nxt = (conn.snd_nxt + len(l4.payload)) & 0xFFFFFFFF
+        close = False
+        if l4.payload and lst is not None and conn.state != "LAST_ACK":
+            out, close, detail = lst.app.stream(conn.app_state, l4.payload, now)
+            what.append(detail)
+            if not out:
+                seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, ACK, 502, 0, 0,
+                          self._ts_opt(conn, l4, now))
+                answers.append(self._out(ip, seg))
+            for i in range(0, len(out), MSS):
+                chunk = out[i:i + MSS]
+                seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, PSH | ACK, 502, 0, 0,
+                          self._ts_opt(conn, l4, now), chunk)
+                conn.snd_nxt = (conn.snd_nxt + len(chunk)) & 0xFFFFFFFF
+                answers.append(self._out(ip, seg))
+        if close and not l4.flags & FIN:
+            seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, FIN | ACK, 502, 0, 0,
+                      self._ts_opt(conn, l4, now))
+            conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
+            conn.state = "FIN_WAIT1"
             answers.append(self._out(ip, seg))
-            what.append(f"{len(l4.payload)} bytes echoed")
-        if l4.flags & FIN:
+            what.append("server closes (FIN)")
+        if l4.flags & FIN and conn.state == "FIN_WAIT1":
+            seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, ACK, 502, 0, 0,
+                      self._ts_opt(conn, l4, now))
+            answers.append(self._out(ip, seg))
+            del self.tcp[key]
+            what.append("peer's FIN acknowledged: closed")
+        elif l4.flags & FIN:
             seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, FIN | ACK, 502, 0, 0,
                       self._ts_opt(conn, l4, now))
             conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
