@@ -12,9 +12,11 @@ import time
 from .errors import ClusterInputError, KdpError, UsageError
 
 
-def _load(spec: str, seed: int = 0, capture: bool = True, rules: list[str] | None = None):
+def _load(spec: str, seed: int = 0, capture: bool = True, rules: list[str] | None = None,
+          trace: bool = True):
     from .emulator import Emulator
-    return Emulator(_load_cluster(spec), seed=seed, capture=capture, rules=_rules_arg(rules or []))
+    return Emulator(_load_cluster(spec), seed=seed, capture=capture, rules=_rules_arg(rules or []),
+                    trace=trace)
 
 
 def _rules_arg(items: list[str]) -> dict[str, str]:
@@ -107,7 +109,7 @@ def _print_tables(tables: dict) -> None:
 def cmd_run(a) -> int:
     from .io import read_pcap
     from .render import packet_fields
-    emu = _load(a.cluster, seed=a.seed, capture=bool(a.out), rules=a.rules)
+    emu = _load(a.cluster, seed=a.seed, capture=bool(a.out), rules=a.rules, trace=False)
     counts = {"frames": 0, "delivered": 0, "dropped": 0, "rejected": 0}
     t0 = time.perf_counter()
     human = []

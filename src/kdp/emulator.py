@@ -28,7 +28,7 @@ class Endpoint:
 
 class Emulator:
     def __init__(self, cluster: Cluster, seed: int = 0, capture: bool = True,
-                 rules: dict[str, str] | None = None):
+                 rules: dict[str, str] | None = None, trace: bool = True):
         """rules: node name (or "*" for every node) -> path of a real node's
         iptables-save dump, loaded instead of the rules kdp generates (as do the
         nodes' `rulesFile` in the ClusterConfig)."""
@@ -36,6 +36,7 @@ class Emulator:
         self.seed = seed
         self.topology = cni.build(cluster, seed, rules=self._dumps(cluster, rules or {}))
         self.datapath = Datapath(self.topology.namespaces, seed=seed, capture=capture)
+        self.datapath.set_tracing(trace)
         self._flows = 0
 
     @staticmethod

@@ -90,6 +90,7 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
         self.seed = seed
         self.captures: dict | None = {} if capture else None
         self.trace_misses = True        # record rules that were evaluated and did not match
+        self.tracing = True             # record hops (off for bulk pcap runs: outcomes only)
         self.now = 0.0
         self._reset_record()
 
@@ -103,6 +104,8 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
 
     def hop(self, ev: Event | None, dev: Device | None, component: str, action: str, detail: str,
             ns: Namespace | None = None, leg: str | None = None) -> None:
+        if not self.tracing:
+            return
         ns = ns or (dev.namespace if dev is not None else None)
         self.hops.append(Hop(ns.node if ns else "-", ns.name if ns else "-",
                              dev.name if dev is not None else None, component, action, detail,
@@ -117,6 +120,12 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
     def delivered(self, ev: Event, ns: Namespace, pkt: Packet, detail: str) -> None:
         self.hop(ev, ns.devices.get("lo"), "app", "deliver", detail, ns)
         self.ends[ev.leg].append(End("delivered", None, endpoint_name(ns, pkt), pkt))
+
+    def set_tracing(self, on: bool) -> None:
+        self.tracing = on
+        for ns in self.namespaces.values():
+            if ns.netfilter is not None:
+                ns.netfilter.tracing = on
 
     def schedule(self, ev: Event) -> None:
         self.queue.append(ev)

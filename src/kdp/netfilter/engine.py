@@ -66,10 +66,12 @@ class PacketCtx:
 
     def trace(self, table: str, chain: str, number: int, rule: str, outcome: str,
               kind: str = "rule") -> None:
-        self.res.trace.append(TraceEntry(table, chain, number, rule, outcome, kind))
+        if self.nf.tracing:
+            self.res.trace.append(TraceEntry(table, chain, number, rule, outcome, kind))
 
     def event(self, text: str, kind: str = "conntrack") -> None:
-        self.res.trace.append(TraceEntry("conntrack", self.hook, 0, "", text, kind))
+        if self.nf.tracing:
+            self.res.trace.append(TraceEntry("conntrack", self.hook, 0, "", text, kind))
 
     def add_log(self, line: str) -> None:
         self.res.log.append(line)
@@ -129,6 +131,7 @@ class Netfilter:
         self.recent = RecentTables()
         self.nfacct: dict[str, list[int]] = {}
         self.trace_misses = trace_misses
+        self.tracing = True          # False: no TraceEntry at all (bulk runs that print no hops)
 
     def load(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset (conntrack, recent lists and nfacct stay)."""
@@ -234,7 +237,7 @@ class Netfilter:
             return ACCEPT, None
         stack: list[tuple] = []
         cur, idx = start, 0
-        trace_misses = self.trace_misses
+        trace_misses = self.trace_misses and self.tracing
         res = pc.res
         trace = res.trace
         while True:
