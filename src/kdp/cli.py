@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the reference path only (the fast path arrives with a later release)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
+    from .oracle.cli import add_parser as add_oracle
+    add_oracle(sub)
     return p
 
 

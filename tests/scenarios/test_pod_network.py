@@ -131,7 +131,14 @@ def test_forwarded_packet_to_missing_pod_gets_host_unreachable(emu):
     out = emu.trace("pod/default/a", "10.244.1.77")
     assert out.reason == "neighbour-unreachable"
     assert out.reply.packet.l4.type == 3 and out.reply.packet.l4.code == 1
-    assert out.reply.packet.ip.src == A("10.244.1.1")
+    assert out.reply.packet.ip.src == A("10.240.0.5")       # the route back's source (kernel oracle)
+
+
+def test_docker0_subnet_uses_the_linkdown_route_and_fails_like_the_kernel(emu):
+    out = emu.trace("pod/default/a", "172.17.0.5")
+    assert out.disposition == "dropped" and out.reason == "neighbour-unreachable"
+    assert not [p for d, _dir, p in out.frames if d.name == "docker0"]   # no carrier: nothing leaves
+    assert out.reply.packet.l4.type == 3 and out.reply.delivered_to == "pod/default/a"
 
 
 def test_raw_frame_with_bad_ip_checksum_is_dropped(emu):

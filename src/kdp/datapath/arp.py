@@ -17,8 +17,7 @@ class ArpMixin:
     def netif_receive(self, dev: Device, ev) -> None:
         """eth_type_trans() + the protocol handlers of a non-bridged device."""
         pkt = ev.pkt
-        if not (pkt.eth.dst == dev.mac or is_multicast_mac(pkt.eth.dst) or dev.promisc
-                or dev.kind == "loopback"):
+        if not (pkt.eth.dst == dev.mac or is_multicast_mac(pkt.eth.dst) or dev.kind == "loopback"):
             self.drop(ev, dev, "link", f"destination MAC {pkt.eth.dst} is not {dev.mac}",
                       errors.NOT_FOR_US)
             return
@@ -92,7 +91,7 @@ class ArpMixin:
             # arp_announce=0: the packet's own source when it is any local address
             local_src = pkt.ip.src if not ns.catch_all else None
             src = local_src if local_src is not None and ns.local_device_for(local_src) is not None \
-                else dev.primary_address(nexthop)
+                else ns.source_address(dev.name, nexthop)       # inet_select_addr, any device
             req = Packet(Ether(BROADCAST_MAC, dev.mac, wire.ETH_P_ARP),
                          arp=ARP(1, dev.mac, src or IPv4Address(0), ZERO_MAC, nexthop))
             self.hop(ev, dev, "arp", "request", f"who-has {nexthop} tell {src} (packet queued)")
@@ -111,7 +110,7 @@ class ArpMixin:
                 for pkt, ev, _resume in queued:
                     dev = ns.devices.get(entry.dev)
                     self.drop(ev, dev, "arp", f"no ARP reply for {entry.ip}", errors.NEIGH_FAILED)
-                    if not ns.is_local(pkt.ip.src):
-                        self.icmp_send(ns, pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_HOST_UNREACH, ev, dev)
+                    # ipv4_link_failure(): ICMP host unreachable, also for local senders
+                    self.icmp_send(ns, pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_HOST_UNREACH, ev, dev)
                     did = True
         return did

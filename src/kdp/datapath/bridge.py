@@ -50,20 +50,16 @@ class BridgeMixin:
         if out is None:
             self.hop(ev, port, "bridge", "flood", f"{br.name}: {dst} not in FDB, flooding")
             self._flood(br, port, pkt, ev, nf=nf)
-            if br.promisc:
-                self._bridge_up(br, pkt, ev, skip_prerouting=nf)
-            return
-        if out is port and not port.hairpin:
-            if br.promisc:
-                self.hop(ev, port, "bridge", "local", f"{br.name} is promiscuous: {dst} passed up")
-                self._bridge_up(br, pkt, ev, skip_prerouting=nf)
-                return
+        elif out is port and not port.hairpin:
             self.drop(ev, port, "bridge", f"{br.name}: {dst} is behind the ingress port and hairpin is off",
                       "bridge-no-hairpin")
-            return
-        self.hop(ev, port, "bridge", "forward", f"{br.name}: {dst} via port {out.name}"
-                 + (" (hairpin)" if out is port else ""))
-        self._br_forward(br, port, out, pkt, ev, nf)
+        else:
+            self.hop(ev, port, "bridge", "forward", f"{br.name}: {dst} via port {out.name}"
+                     + (" (hairpin)" if out is port else ""))
+            self._br_forward(br, port, out, pkt, ev, nf)
+        if br.promisc:                   # a promiscuous bridge also passes every frame up
+            self.hop(ev, port, "bridge", "local", f"{br.name} is promiscuous: a copy goes up")
+            self._bridge_up(br, pkt, ev.child(br, pkt, meta=ev.meta), skip_prerouting=nf)
 
     def _br_forward(self, br: Bridge, inp: Device, out: Device, pkt, ev, nf: bool) -> None:
         ns = br.namespace

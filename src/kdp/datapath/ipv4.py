@@ -152,11 +152,10 @@ class Ipv4Mixin:
         arrived on, sent as a locally generated packet. Never about ICMP errors."""
         if isinstance(pkt.l4, wire.ICMP) and pkt.l4.type in wire.ICMP_ERROR_TYPES:
             return
-        src = None
-        if dev is not None:
-            src = dev.primary_address(pkt.ip.src)
+        # icmp_errors_use_inbound_ifaddr=0: the source is the route's back to the sender
+        src = self.route_source(ns, pkt.ip.src)
         if src is None:
-            src = ns.source_address(dev.name if dev else "lo", pkt.ip.src)
+            return
         ident = keyed(self.seed, "icmp-id", ns.name, str(pkt.ip.src), pkt.ip.ident) & 0xFFFF
         err = icmp_error(pkt, typ, code, ident, src=src)
         self.hop(ev, dev, "route", "icmp", f"sending {wire.icmp_str(err.l4)} to {pkt.ip.src}", ns)

@@ -12,8 +12,11 @@ from ..wire import Packet
 class LinkMixin:
     def transmit(self, dev: Device, pkt: Packet, ev) -> None:
         """dev_queue_xmit(): dev sends pkt."""
-        if not dev.up:
-            self.drop(ev, dev, "link", "device is down", "no-carrier")
+        if not dev.up or not dev.carrier:
+            if pkt.arp is None:
+                self.drop(ev, dev, "link", f"{dev.name} has no carrier", "no-carrier")
+            else:
+                self.hop(ev, dev, "link", "drop", f"{dev.name} has no carrier: ARP not sent")
             return
         self.capture(dev, pkt, "out")
         if dev.kind == "loopback":

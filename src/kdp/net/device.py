@@ -29,6 +29,11 @@ class Device:
     promisc: bool = False
 
     @property
+    def carrier(self) -> bool:
+        """A bridge without ports has no carrier (its routes show linkdown)."""
+        return not isinstance(self, Bridge) or bool(self.ports)
+
+    @property
     def label(self) -> str:
         ns = self.namespace.name if self.namespace is not None else "?"
         return f"{ns}:{self.name}"

@@ -51,8 +51,8 @@ class RouteTable:
 
     def lookup(self, dst: IPv4Address) -> Route | None:
         best: Route | None = None
-        for r in self.routes:
-            if r.linkdown or dst not in r.dst:
+        for r in self.routes:             # linkdown routes still match (ignore_routes_with_linkdown=0)
+            if dst not in r.dst:
                 continue
             if best is None or r.dst.prefixlen > best.dst.prefixlen or \
                     (r.dst.prefixlen == best.dst.prefixlen and r.metric < best.metric):

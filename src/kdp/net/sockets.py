@@ -41,6 +41,16 @@ class EchoApp:
 
 ECHO = EchoApp()
 MSS = 1460
+TCP_RMEM = (4096, 131072, 6291456)   # net.ipv4.tcp_rmem, the kernel's default
+
+
+def window_scale(rmem_max: int = TCP_RMEM[2]) -> int:
+    """tcp_select_initial_window(): the shift that fits the largest receive buffer."""
+    space, wscale = rmem_max, 0
+    while space > 65535 and wscale < 14:
+        space >>= 1
+        wscale += 1
+    return wscale
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,9 @@ class TcpConn:
     rcv_nxt: int
     ts_ok: bool = False
     app_state: dict = field(default_factory=dict)
+    wscale: int = 0                 # our receive window shift (0 when the peer did not offer scaling)
+    ip_id: int = 0                  # inet_id: a random start, +1 per segment (connected socket)
+    pingpong: bool = False          # interactive mode: ACKs ride on the answers (no quick ACK)
 
 
 @dataclass
@@ -128,7 +141,8 @@ class SocketTable:
         payload, detail = lst.app.datagram(l4.payload, (ip.src, l4.sport), (ip.dst, l4.dport), self._now)
         if payload is None:
             return Delivery("accepted", f"UDP :{l4.dport} ({lst.owner}): {detail}", owner=lst.owner)
-        reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_UDP, 64, 0, 2),
+        ident = keyed(self.seed, "udp-id", self.ns_name, str(ip.dst), str(ip.src), l4.sport) & 0xFFFF
+        reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_UDP, 64, ident or 1, 2),
                        l4=UDP(l4.dport, l4.sport, 0, payload))
         return Delivery("answered", f"UDP :{l4.dport} ({lst.owner}) {detail}",
                         [wire.finalize(reply)], lst.owner)
@@ -153,8 +167,12 @@ class SocketTable:
         isn = keyed(self.seed, "isn", self.ns_name, str(ip.dst), l4.dport, str(ip.src), l4.sport) & 0xFFFFFFFF
         opts = parse_tcp_options(l4.options)
         ts_ok = "ts" in opts
-        self.tcp[key] = TcpConn("SYN_RECV", isn + 1, (l4.seq + 1) & 0xFFFFFFFF, ts_ok)
-        options = synack_options(opts, self._tsval(now), mss=1460)
+        conn = TcpConn("SYN_RECV", isn + 1, (l4.seq + 1) & 0xFFFFFFFF, ts_ok)
+        conn.wscale = window_scale() if "ws" in opts else 0
+        conn.ip_id = keyed(self.seed, "inet_id", self.ns_name, str(ip.dst), l4.dport, str(ip.src),
+                           l4.sport) & 0xFFFF
+        self.tcp[key] = conn
+        options = synack_options(opts, self._tsval(now), mss=1460, wscale=conn.wscale)
         window = 65160 if ts_ok else 64240
         seg = TCP(l4.dport, l4.sport, isn, (l4.seq + 1) & 0xFFFFFFFF, SYN | ACK, window, 0, 0, options)
         return Delivery("answered", f"SYN to :{l4.dport} ({lst.owner}): SYN-ACK", [self._out(ip, seg)], lst.owner)
@@ -174,45 +192,45 @@ class SocketTable:
             conn.rcv_nxt = seq_end
         close = False
         if l4.payload and lst is not None and conn.state != "LAST_ACK":
+            if not conn.pingpong:            # quick-ACK mode: the data is ACKed at once
+                answers.append(self._seg(ip, l4, conn, ACK, b"", now))
             out, close, detail = lst.app.stream(conn.app_state, l4.payload, now)
             what.append(detail)
-            if not out:
-                seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, ACK, 502, 0, 0,
-                          self._ts_opt(conn, l4, now))
-                answers.append(self._out(ip, seg))
+            if not out and conn.pingpong:
+                answers.append(self._seg(ip, l4, conn, ACK, b"", now))
             for i in range(0, len(out), MSS):
-                chunk = out[i:i + MSS]
-                seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, PSH | ACK, 502, 0, 0,
-                          self._ts_opt(conn, l4, now), chunk)
-                conn.snd_nxt = (conn.snd_nxt + len(chunk)) & 0xFFFFFFFF
-                answers.append(self._out(ip, seg))
+                answers.append(self._seg(ip, l4, conn, PSH | ACK, out[i:i + MSS], now))
+            if out:
+                conn.pingpong = True         # answered right away: interactive from now on
         if close and not l4.flags & FIN:
-            seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, FIN | ACK, 502, 0, 0,
-                      self._ts_opt(conn, l4, now))
-            conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
+            answers.append(self._seg(ip, l4, conn, FIN | ACK, b"", now))
             conn.state = "FIN_WAIT1"
-            answers.append(self._out(ip, seg))
             what.append("server closes (FIN)")
         if l4.flags & FIN and conn.state == "FIN_WAIT1":
-            seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, ACK, 502, 0, 0,
-                      self._ts_opt(conn, l4, now))
-            answers.append(self._out(ip, seg))
+            answers.append(self._seg(ip, l4, conn, ACK, b"", now))
             del self.tcp[key]
             what.append("peer's FIN acknowledged: closed")
         elif l4.flags & FIN:
-            seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, FIN | ACK, 502, 0, 0,
-                      self._ts_opt(conn, l4, now))
-            conn.snd_nxt = (conn.snd_nxt + 1) & 0xFFFFFFFF
+            answers.append(self._seg(ip, l4, conn, FIN | ACK, b"", now))
             conn.state = "LAST_ACK"
-            answers.append(self._out(ip, seg))
             what.append("FIN answered with FIN-ACK")
         if not answers:
             return Delivery("accepted", f"ACK on {conn.state} connection", owner=owner)
         return Delivery("answered", ", ".join(what), answers, owner)
 
     # --- helpers ----------------------------------------------------------
-    def _out(self, ip: IPv4, seg: TCP) -> Packet:
-        return wire.finalize(Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_TCP, 64, 0, 2), l4=seg))
+    def _out(self, ip: IPv4, seg: TCP, ident: int = 0) -> Packet:
+        return wire.finalize(Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_TCP, 64, ident, 2), l4=seg))
+
+    def _seg(self, ip: IPv4, l4: TCP, conn: TcpConn, flags: int, payload: bytes, now: float) -> Packet:
+        """A segment of an established connection: sequence numbers advance,
+        the window is the initial receive window scaled, the IP ID counts up."""
+        window = (65160 if conn.ts_ok else 64240) >> conn.wscale
+        seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, flags, min(window, 65535), 0, 0,
+                  self._ts_opt(conn, l4, now), payload)
+        conn.snd_nxt = (conn.snd_nxt + len(payload) + (1 if flags & (FIN | SYN) else 0)) & 0xFFFFFFFF
+        ident, conn.ip_id = conn.ip_id, (conn.ip_id + 1) & 0xFFFF
+        return self._out(ip, seg, ident)
 
     def _tsval(self, now: float) -> int:
         return (keyed(self.seed, "ts", self.ns_name) + int(now * 1000)) & 0xFFFFFFFF
@@ -253,7 +271,7 @@ def parse_tcp_options(raw: bytes) -> dict:
     return out
 
 
-def synack_options(offered: dict, tsval: int, mss: int) -> bytes:
+def synack_options(offered: dict, tsval: int, mss: int, wscale: int = 7) -> bytes:
     """The SYN-ACK options Linux writes (tcp_options_write order)."""
     out = struct.pack("!BBH", 2, 4, min(mss, offered.get("mss", mss)) if "mss" in offered else mss)
     if "ts" in offered:
@@ -262,7 +280,7 @@ def synack_options(offered: dict, tsval: int, mss: int) -> bytes:
     elif offered.get("sack"):
         out += b"\x01\x01\x04\x02"
     if "ws" in offered:
-        out += b"\x01\x03\x03\x07"
+        out += b"\x01\x03\x03" + bytes([wscale])
     return out
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+
+from ..net.sockets import TCP_RMEM
 
 from ..net.device import Bridge, Device
 from . import netns as N
@@ -34,6 +35,8 @@ class OracleSettings:
     icmp_unlimited: bool = True       # kdp does not rate-limit ICMP errors
     offloads_off: bool = True         # full checksums in captures; receivers verify them
     br_nf_call_iptables: int = 1      # kube-proxy requires it on nodes
+    # net.ipv4.tcp_rmem: kdp models the kernel default (window scale 7); this machine may be tuned
+    tcp_rmem: str | None = " ".join(str(v) for v in TCP_RMEM)
 
     def base_sysctls(self) -> dict[str, object]:
         s: dict[str, object] = {
@@ -53,6 +56,8 @@ class OracleSettings:
             # all-snoopers group 224.0.0.106 when it comes up and reports it (start-up noise)
             "net.ipv4.igmp_link_local_mcast_reports": 0,
         }
+        if self.tcp_rmem:
+            s["net.ipv4.tcp_rmem"] = self.tcp_rmem
         if self.icmp_unlimited:
             s.update({"net.ipv4.icmp_ratelimit": 0, "net.ipv4.icmp_msgs_per_sec": 1000000,
                       "net.ipv4.icmp_msgs_burst": 1000000})
@@ -65,9 +70,11 @@ class OracleSettings:
                 f"net.ipv4.neigh.{dev}.proxy_delay": self.proxy_delay}
 
     def describe(self) -> list[str]:
-        return [f"net.ipv4.neigh.DEV.mcast_solicit={self.neigh_mcast_solicit} (kernel default 3: kdp sends one ARP request)",
+        return [f"net.ipv4.neigh.DEV.mcast_solicit={self.neigh_mcast_solicit} "
+                "(kernel default 3: kdp sends one ARP request)",
                 f"net.ipv4.neigh.DEV.retrans_time_ms={self.neigh_retrans_ms} (kernel default 1000: fail fast)",
-                f"net.ipv4.neigh.DEV.proxy_delay={self.proxy_delay} (kernel default 80 jiffies random delay of proxy ARP replies)",
+                f"net.ipv4.neigh.DEV.proxy_delay={self.proxy_delay} "
+                "(kernel default: proxy ARP replies delayed by up to 80 jiffies at random)",
                 "net.ipv4.icmp_ratelimit=0, icmp_msgs_per_sec/burst=1000000 (no ICMP rate limiting)",
                 "IPv6 disabled in every namespace before any link exists",
                 "offloads off on every device (tx/rx checksum, sg, tso, gso, gro): complete checksums",
@@ -75,8 +82,8 @@ class OracleSettings:
                 "set explicitly because a new netns inherits the host's IPv4 conf)",
                 "net.ipv4.igmp_link_local_mcast_reports=0 (bridges report 224.0.0.106 when they come up)",
                 "underlay: a bridge with static FDB entries, learning and unknown-unicast flooding off",
-                f"ext (catch-all): rule pref {CATCH_ALL_TABLE} -> table {CATCH_ALL_TABLE}: local 0.0.0.0/0 dev lo, "
-                "throw for the cluster ranges; the outside addresses scenarios use are also /32 on lo "
+                f"ext (catch-all): rule pref {CATCH_ALL_TABLE} -> table {CATCH_ALL_TABLE}: "
+                "local 0.0.0.0/0 dev lo, throw for the cluster ranges; the outside addresses scenarios use are also /32 on lo "
                 "(so the kernel can answer from them: RST, ICMP errors)"]
 
 
@@ -428,7 +435,3 @@ def route_spec(r) -> str:
     if r.kind == "local":
         parts.append("table local")
     return " ".join(parts)
-
-
-def cluster_ranges(topo) -> list[IPv4Network]:
-    return list(topo.namespaces["ext"].local_exclude) if "ext" in topo.namespaces else []

@@ -21,6 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "runs netfilter")
     o.add_argument("--json", action="store_true", help="print the report as JSON")
     o.add_argument("--keep-pcaps", metavar="DIR", help="write kdp's and the kernel's per-device pcaps here")
+    o.add_argument("--tcp-rmem", metavar='"MIN DEFAULT MAX"',
+                   help="net.ipv4.tcp_rmem in the real twin (e.g. \"4096 131072 6291456\", the older "
+                        "kernels' default giving window scale 7); default: the host kernel's")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--list", action="store_true", help="list the scenarios that apply and exit")
     o.add_argument("--verbose", "-v", action="store_true", help="field-by-field diff of every differing frame")
@@ -51,7 +54,10 @@ def cmd_oracle(a) -> int:
     why = netns.available()
     if why:
         raise UsageError(why)
-    results, info = run_oracle(cluster, chosen, seed=a.seed, rules=rules, keep_pcaps=a.keep_pcaps)
+    from .build import OracleSettings
+    settings = OracleSettings(tcp_rmem=a.tcp_rmem)
+    results, info = run_oracle(cluster, chosen, seed=a.seed, rules=rules, keep_pcaps=a.keep_pcaps,
+                               settings=settings)
     rep = report_dict(results, info, a.cluster)
     if a.json:
         json.dump(rep, sys.stdout, indent=2, default=str)

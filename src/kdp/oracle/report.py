@@ -127,8 +127,8 @@ def report_text(rep: dict, verbose: bool = False) -> str:
         out.append(f"\n[{verdict}] {sc['scenario']}: {sc['description']}")
         out.append(f"  frames kdp {f['kdp']} kernel {f['kernel']}, paired {f['paired']} "
                    f"({f['paired_agreeing']} agree), kdp-only {f['kdp_only']}, kernel-only {f['kernel_only']}; "
-                   f"fields {fl['compared']}: {fl['equal']} equal, {fl['mapped']} mapped, {fl['derived']} derived, "
-                   f"{fl['differ']} differ"
+                   f"fields {fl['compared']}: {fl['equal']} equal, {fl['mapped']} mapped, "
+                   f"{fl['derived']} derived, {fl['differ']} differ"
                    f"; {sc['devices_compared']} devices, {sc['seconds']} s")
         if sc["mapped_random_values"]:
             out.append("  mapped (kernel-random): " + ", ".join(f"{k} x{v}" for k, v in

@@ -228,10 +228,11 @@ class Oracle:
 
 
 def run_oracle(cluster, scenarios: list[Scenario], seed: int = 0, rules: bool | None = None,
-               keep_pcaps: str | None = None, prefix: str | None = None) -> tuple[list[ScenarioResult], dict]:
+               keep_pcaps: str | None = None, prefix: str | None = None,
+               settings: OracleSettings | None = None) -> tuple[list[ScenarioResult], dict]:
     """Build, run every scenario, tear down. Returns (results, session info)."""
     N.cleanup_stale()
-    with Oracle(cluster, seed=seed, rules=rules, keep_pcaps=keep_pcaps, prefix=prefix) as o:
+    with Oracle(cluster, seed=seed, rules=rules, keep_pcaps=keep_pcaps, prefix=prefix, settings=settings) as o:
         results = []
         for sc in scenarios:
             if sc.needs_rules and not o.rules:

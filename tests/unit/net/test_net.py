@@ -15,13 +15,12 @@ def test_longest_prefix_then_metric_wins():
     assert t.lookup(A("8.8.8.8")).dev == "eth0"
 
 
-def test_linkdown_routes_are_skipped_and_empty_table_has_no_route():
+def test_linkdown_routes_still_match_and_empty_table_has_no_route():
     t = RouteTable()
     assert t.lookup(A("1.1.1.1")) is None
-    t.add(Route(N("172.17.0.0/16"), "docker0", linkdown=True))
-    assert t.lookup(A("172.17.0.5")) is None
-    assert t.dump() == ["172.17.0.0/16 dev docker0 proto kernel scope link linkdown"] or \
-        "linkdown" in t.dump()[0]
+    t.add(Route(N("172.17.0.0/16"), "docker0", src=A("172.17.0.1"), scope="link", linkdown=True))
+    assert t.lookup(A("172.17.0.5")).dev == "docker0"      # the kernel's ignore_routes_with_linkdown=0
+    assert t.dump() == ["172.17.0.0/16 dev docker0 proto kernel scope link src 172.17.0.1 linkdown"]
 
 
 def test_route_text_looks_like_iproute2():

@@ -29,7 +29,7 @@ def test_syn_to_listener_gets_synack_with_linux_options():
     a = d.answers[0]
     assert d.action == "answered" and a.l4.flags == wire.SYN | wire.ACK and a.l4.ack == 1001
     o = parse_tcp_options(a.l4.options)
-    assert o["mss"] == 1460 and o["sack"] and o["ws"] == 7 and o["ts"][1] == 1
+    assert o["mss"] == 1460 and o["sack"] and o["ws"] == 7 and o["ts"][1] == 1     # tcp_rmem 6 MiB -> 7
     assert a.l4.window == 65160 and a.ip.ident == 0 and a.ip.flags == 2
     assert wire.l4_checksum_ok(a) and wire.ip_checksum_ok(a)
 
@@ -55,11 +55,15 @@ def test_data_is_echoed_and_fin_answered():
     ack = pkt(wire.TCP(40000, 80, 1001, synack.seq + 1, wire.ACK, 502), wire.PROTO_TCP)
     assert t.deliver(ack, 0.1).action == "accepted"
     data = pkt(wire.TCP(40000, 80, 1001, synack.seq + 1, wire.PSH | wire.ACK, 502, payload=b"hi"), wire.PROTO_TCP)
-    echo = t.deliver(data, 0.2).answers[0].l4
+    quick, echo = [a.l4 for a in t.deliver(data, 0.2).answers]
+    assert quick.flags == wire.ACK and quick.payload == b"" and quick.ack == 1003     # quick ACK first
     assert echo.payload == b"hi" and echo.ack == 1003 and echo.seq == synack.seq + 1
-    fin = pkt(wire.TCP(40000, 80, 1003, echo.seq + 2, wire.FIN | wire.ACK, 502), wire.PROTO_TCP)
+    assert echo.window == 64240 >> 0                                 # no scaling offered
+    more = pkt(wire.TCP(40000, 80, 1003, echo.seq + 2, wire.PSH | wire.ACK, 502, payload=b"yo"), wire.PROTO_TCP)
+    assert [a.l4.payload for a in t.deliver(more, 0.25).answers] == [b"yo"]   # pingpong: ACK rides on data
+    fin = pkt(wire.TCP(40000, 80, 1005, echo.seq + 4, wire.FIN | wire.ACK, 502), wire.PROTO_TCP)
     finack = t.deliver(fin, 0.3).answers[0].l4
-    assert finack.flags == wire.FIN | wire.ACK and finack.ack == 1004
+    assert finack.flags == wire.FIN | wire.ACK and finack.ack == 1006
 
 
 def test_udp_echo_and_closed_port():
@@ -94,7 +98,7 @@ def test_custom_app_behind_a_port():
     d = t.deliver(pkt(wire.TCP(40000, 7, 2, sa.seq + 1, wire.PSH | wire.ACK, 502, payload=b"xy"),
                       wire.PROTO_TCP), 0)
     sizes = [len(a.l4.payload) for a in d.answers]
-    assert sizes == [1460, 540, 0] and d.answers[-1].l4.flags == wire.FIN | wire.ACK   # MSS chunks, then FIN
+    assert sizes == [0, 1460, 540, 0] and d.answers[-1].l4.flags == wire.FIN | wire.ACK  # ACK, MSS chunks, FIN
 
 
 def test_client_socket_consumes_replies():
@@ -102,3 +106,18 @@ def test_client_socket_consumes_replies():
     t.add_client("tcp", C, 40000, S, 80)
     sa = wire.finalize(wire.Packet(E, ip=wire.IPv4(S, C, 6), l4=wire.TCP(80, 40000, 5, 1001, wire.SYN | wire.ACK)))
     assert t.deliver(sa, 0).action == "consumed"
+
+
+def test_window_scale_follows_tcp_rmem_like_the_kernel():
+    from kdp.net.sockets import window_scale
+    assert window_scale(6291456) == 7 and window_scale(33554432) == 10 and window_scale(65535) == 0
+
+
+def test_established_segments_count_ip_ids_up():
+    t = table()
+    opts = bytes.fromhex("020405b40402080a0000000100000000" "01030307")
+    sa = t.deliver(syn(options=opts), 0.0).answers[0].l4
+    data = pkt(wire.TCP(40000, 80, 1001, sa.seq + 1, wire.PSH | wire.ACK, 502, payload=b"a"), wire.PROTO_TCP)
+    quick, echo = t.deliver(data, 0.1).answers
+    assert echo.ip.ident == (quick.ip.ident + 1) & 0xFFFF and quick.ip.ident != 0
+    assert echo.l4.window == 65160 >> 7
