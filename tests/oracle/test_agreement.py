@@ -10,23 +10,12 @@ from .conftest import needs_kernel
 
 pytestmark = [pytest.mark.root, pytest.mark.oracle, needs_kernel]
 
-# field -> why it may differ (for now): kdp gaps found by the oracle
-KNOWN_GAPS = {
-    "tcp.options": "SYN-ACK window scale: kdp writes 7 (tcp_rmem[2] = 6 MiB), this kernel 10 (32 MiB)",
-    "tcp.window": "established window: kdp 502; the kernel 64 at wscale 10 (509 with tcp_rmem[2] = 6 MiB)",
-    "ip.id": "kdp writes IP ID 0 where the kernel writes a hashed/counter ID (UDP replies, connected TCP)",
-}
-SCENARIO_GAPS = {
-    ("kubenet", "missing-ip"): {"ip.src": "ICMP host unreachable after an ARP failure: kdp uses the output "
-                                          "device's address, the kernel the route's source"},
-    ("azure", "*"): {"arp.spa": "ARP request from a device without an address: kdp 0.0.0.0, kernel "
-                                "inet_select_addr() falls back to another device's address",
-                     "arp.tpa": "(the ARP reply to it)"},
-}
-UNPAIRED_OK = {
-    "pod-to-docker0-subnet": "kdp skips linkdown routes; the kernel uses them (ignore_routes_with_linkdown=0)",
-    "cross-node-tcp-session": "the kernel ACKs the first data segment at once (quickack) before echoing",
-}
+# field -> why it may differ: none. Every gap the oracle found (window scale, established window,
+# IP IDs, the ICMP source after an ARP failure, ARP from address-less devices, linkdown routes, the
+# quick ACK, the promiscuous bridge) was fixed in kdp; any difference now fails these tests.
+KNOWN_GAPS: dict = {}
+SCENARIO_GAPS: dict = {}
+UNPAIRED_OK: dict = {}
 MUST_AGREE = {"same-node-tcp-closed", "same-node-udp-closed", "same-node-icmp-echo", "cross-node-tcp-closed",
               "cross-node-udp-closed", "cross-node-icmp-echo", "node-to-pod-icmp", "ttl-expiry",
               "ttl-expiry-second-hop", "bad-ip-checksum", "bad-tcp-checksum"}
@@ -73,17 +62,15 @@ def test_two_node_azure_cni_agrees_with_the_kernel(azure_run):
     check(azure_run, "azure")
 
 
-PROMISC_GAP = ("hairpin-mode promiscuous-bridge: the kernel hands every frame crossing a promiscuous "
-               "bridge up to cbr0 (seen there, then dropped as PACKET_OTHERHOST); kdp only on floods, and "
-               "its node stack then routes the foreign-MAC frame (ARPs for the destination)")
+def test_every_scenario_agrees_fully(demo_run, kubenet_run, azure_run, promisc_run):
+    for results, rep in (demo_run, kubenet_run, azure_run, promisc_run):
+        bad = [sc["scenario"] for sc in rep["scenarios"] if not sc["agree"]]
+        assert not bad, bad
+        assert all(sc["frames"]["kernel"] == sc["frames"]["kdp"] for sc in rep["scenarios"])
 
 
-def test_promiscuous_bridge_known_gap(promisc_run):
-    results, rep = promisc_run
-    check(promisc_run, "kubenet", unpaired_ok={s: PROMISC_GAP for s in results}, must_agree=set())
-    for sc in rep["scenarios"]:
-        only_kernel = [u for u in sc["unpaired"] if u["kind"] == "extra-in-kernel"]
-        assert all(u["device"].endswith(":cbr0") and u["direction"] == "in" for u in only_kernel), only_kernel
+def test_promiscuous_bridge_agrees(promisc_run):
+    check(promisc_run, "kubenet")
 
 
 @pytest.mark.parametrize("name", ["same-node-tcp-syn", "cross-node-tcp-syn", "same-node-udp-open",

@@ -55,7 +55,7 @@ def cmd_oracle(a) -> int:
     if why:
         raise UsageError(why)
     from .build import OracleSettings
-    settings = OracleSettings(tcp_rmem=a.tcp_rmem)
+    settings = OracleSettings(tcp_rmem=a.tcp_rmem) if a.tcp_rmem else OracleSettings()
     results, info = run_oracle(cluster, chosen, seed=a.seed, rules=rules, keep_pcaps=a.keep_pcaps,
                                settings=settings)
     rep = report_dict(results, info, a.cluster)
