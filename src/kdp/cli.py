@@ -112,21 +112,19 @@ def cmd_run(a) -> int:
     emu = _load(a.cluster, seed=a.seed, capture=bool(a.out), rules=a.rules, trace=False)
     counts = {"frames": 0, "delivered": 0, "dropped": 0, "rejected": 0}
     t0 = time.perf_counter()
-    human = []
-    for i, (outcome, err) in enumerate(emu.send_many(read_pcap(a.pcap), a.at)):
-        counts["frames"] += 1
-        if outcome is None:
-            rec = {"index": i, "disposition": "dropped", "reason": "malformed-frame",
-                   "delivered_to": None, "packet": None, "error": err}
-        else:
-            rec = {"index": i, "disposition": outcome.disposition, "reason": outcome.reason,
-                   "delivered_to": outcome.delivered_to,
-                   "packet": packet_fields(outcome.packet) if outcome.packet is not None else None}
-        counts[rec["disposition"]] += 1
-        if a.json:
-            print(json.dumps(rec))
-        else:
-            human.append(rec)
+    with _progress(a.pcap) as advance:
+        for i, (outcome, err) in enumerate(emu.send_many(read_pcap(a.pcap), a.at)):
+            counts["frames"] += 1
+            if outcome is None:
+                rec = {"index": i, "disposition": "dropped", "reason": "malformed-frame",
+                       "delivered_to": None, "packet": None, "error": err}
+            else:
+                rec = {"index": i, "disposition": outcome.disposition, "reason": outcome.reason,
+                       "delivered_to": outcome.delivered_to,
+                       "packet": packet_fields(outcome.packet) if outcome.packet is not None else None}
+            counts[rec["disposition"]] += 1
+            print(json.dumps(rec) if a.json else _run_line(rec))
+            advance()
     secs = time.perf_counter() - t0
     summary = dict(counts, seconds=round(secs, 6),
                    frames_per_second=round(counts["frames"] / secs, 1) if secs > 0 else 0.0,
@@ -138,11 +136,6 @@ def cmd_run(a) -> int:
     if a.json:
         print(json.dumps({"summary": dict(summary, **tables)}))
     else:
-        for r in human:
-            where = r["delivered_to"] or r["reason"]
-            p = r["packet"] or {}
-            print(f"#{r['index']:<5} {r['disposition']:<9} {where or '-':<40} "
-                  f"{p.get('proto', '?')} {p.get('src')}:{p.get('sport')} > {p.get('dst')}:{p.get('dport')}")
         print(f"{summary['frames']} frames: {summary['delivered']} delivered, {summary['dropped']} dropped, "
               f"{summary['rejected']} rejected in {secs:.3f} s"
               + (f"; {summary['pcaps']} pcaps in {a.out}" if a.out else ""))
@@ -150,14 +143,33 @@ def cmd_run(a) -> int:
     return 0
 
 
-def cmd_rules(a) -> int:
-    from .k8s.kubeproxy import generate_rules
-    c = _load_cluster(a.cluster)
-    names = [n.name for n in c.nodes]
-    if a.node not in names:
-        raise UsageError(f"--node {a.node}: no such node (nodes: {', '.join(names)})")
-    sys.stdout.write(generate_rules(c, a.node, nfacct=c.config.kube_proxy.nfacct))
-    return 0
+def _run_line(r: dict) -> str:
+    where = r["delivered_to"] or r["reason"]
+    p = r["packet"] or {}
+    return (f"#{r['index']:<5} {r['disposition']:<9} {where or '-':<40} "
+            f"{p.get('proto', '?')} {p.get('src')}:{p.get('sport')} > {p.get('dst')}:{p.get('dport')}")
+
+
+class _progress:
+    """A rich progress bar on stderr while frames are processed (only on a terminal)."""
+
+    def __init__(self, path: str):
+        self.path, self.bar = path, None
+
+    def __enter__(self):
+        if not sys.stderr.isatty():
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import Progress
+        self.bar = Progress(console=Console(stderr=True), transient=True)
+        self.bar.start()
+        task = self.bar.add_task(f"frames from {os.path.basename(self.path)}", total=None)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
 
 
 def cmd_demo(a) -> int:
