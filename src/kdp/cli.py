@@ -172,6 +172,16 @@ class _progress:
         return False
 
 
+def cmd_rules(a) -> int:
+    from .k8s.kubeproxy import generate_rules
+    c = _load_cluster(a.cluster)
+    names = [n.name for n in c.nodes]
+    if a.node not in names:
+        raise UsageError(f"--node {a.node}: no such node (nodes: {', '.join(names)})")
+    sys.stdout.write(generate_rules(c, a.node, nfacct=c.config.kube_proxy.nfacct))
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .tour import run_tour
     return run_tour(out_dir=a.out, seed=a.seed)
