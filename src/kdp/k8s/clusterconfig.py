@@ -7,11 +7,11 @@ import difflib
 import os
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from . import names
 from .load import Fields, Path
-from .model import ClusterConfig, ExternalHost, KubeProxyConfig
+from .model import ClusterConfig, ExternalHost, KubeProxyConfig, UpstreamRecord
 
 PLUGINS = ("kubenet", "azure")
 HAIRPIN_MODES = ("hairpin-veth", "promiscuous-bridge", "none")
@@ -19,11 +19,16 @@ PROXY_MODES = ("iptables",)
 PROXY_MODES_LATER = ("nftables", "ipvs")
 SPEC_KEYS = ("networkPlugin", "podCIDR", "nodePodPrefix", "serviceCIDR", "dnsServiceIP",
              "dockerBridgeAddress", "vnetSubnet", "clusterDomain", "nodePortRange",
-             "hairpinMode", "maxPods", "nodes", "kubeProxy", "externalHosts", "nonMasqueradeCIDRs")
+             "hairpinMode", "maxPods", "nodes", "kubeProxy", "externalHosts", "nonMasqueradeCIDRs",
+             "dns")
 PROXY_KEYS = ("mode", "masqueradeAll", "clusterCIDR", "localhostNodePorts", "conntrackMax",
               "conntrackTCPEstablished", "conntrackTCPCloseWait", "nfacct")
 NODE_KEYS = ("name", "ip", "podCIDR", "labels", "rulesFile")
 HOST_KEYS = ("address", "tcpPorts", "udpPorts")
+DNS_KEYS = ("upstream",)
+UPSTREAM_KEYS = ("records",)
+RECORD_KEYS = ("name", "type", "value", "ttl")
+RECORD_TYPES = ("A", "AAAA", "CNAME", "PTR", "TXT", "SRV", "MX")
 
 
 @dataclass
@@ -118,6 +123,95 @@ def _external_hosts(f: Fields) -> list[ExternalHost]:
     return out
 
 
+def _dns_name(rf: Fields, key: str, text: str) -> str | None:
+    """text as an absolute lowercase DNS name, or None (reported)."""
+    from ..dns.wire import DnsFormatError, canonical
+    if not text or any(not 0x21 <= ord(c) <= 0x7E for c in text) or "\\" in text:
+        rf.error((key,), f"{text!r} is not a DNS name (printable ASCII labels separated by dots)")
+        return None
+    try:
+        return canonical(text)
+    except DnsFormatError as e:
+        rf.error((key,), f"{text!r} is not a DNS name: {e}")
+        return None
+
+
+def _record_value(rf: Fields, rtype: str, value: str) -> str | None:
+    """The record's value in normal form, or None (reported)."""
+    try:
+        if rtype == "A":
+            return str(IPv4Address(value))
+        if rtype == "AAAA":
+            return str(IPv6Address(value))
+    except ValueError:
+        rf.error(("value",), f"{value!r} is not an {'IPv4' if rtype == 'A' else 'IPv6'} address "
+                 f"(type {rtype})")
+        return None
+    if rtype in ("CNAME", "PTR"):
+        return _dns_name(rf, "value", value)
+    if rtype == "TXT":
+        return value
+    parts = value.split()
+    want = ("PRIORITY WEIGHT PORT TARGET" if rtype == "SRV" else "PREFERENCE EXCHANGE").split()
+    if len(parts) != len(want) or not all(p.isdigit() and int(p) <= 65535 for p in parts[:-1]):
+        rf.error(("value",), f"{value!r} is not a {rtype} value: write it like "
+                 f"'{' '.join(want)}' with numbers 0-65535, e.g. "
+                 f"'{'0 100 443 host.example.com' if rtype == 'SRV' else '10 mail.example.com'}'")
+        return None
+    target = _dns_name(rf, "value", parts[-1])
+    return None if target is None else " ".join([str(int(p)) for p in parts[:-1]] + [target])
+
+
+def _dns_upstream(s: Fields, domain: str) -> list[UpstreamRecord] | None:
+    """spec.dns.upstream.records: the static zone standing for the DNS outside the
+    cluster (CoreDNS's forward target, the VNet's DNS). Absent: no upstream."""
+    if not s.has("dns"):
+        return None
+    s.map("dns")
+    d = s.at("dns")
+    strict_keys(d, DNS_KEYS)
+    if not d.has("upstream"):
+        return None
+    d.map("upstream")
+    u = d.at("upstream")
+    strict_keys(u, UPSTREAM_KEYS)
+    from ..dns.wire import canonical
+    zone = canonical(domain) if domain else "."
+    out: list[UpstreamRecord] = []
+    for rf in u.items("records"):
+        if not isinstance(rf.raw(), dict):
+            rf.error((), "must be a mapping like {name: example.com, type: A, value: 93.184.216.34}")
+            continue
+        strict_keys(rf, RECORD_KEYS)
+        text, rtype = rf.str("name", required=True), rf.str("type", required=True)
+        value, ttl = rf.str("value", required=True), rf.int("ttl", default=300, lo=0, hi=2147483647)
+        name = _dns_name(rf, "name", text) if text is not None else None
+        if rtype is not None and rtype.upper() not in RECORD_TYPES:
+            rf.error(("type",), f"unknown record type {rtype!r}: must be one of "
+                     f"{', '.join(RECORD_TYPES)}")
+            continue
+        if name is None or rtype is None or value is None or ttl is None:
+            continue
+        rtype = rtype.upper()
+        if name == zone or name.endswith("." + zone):
+            rf.error(("name",), f"{name} is inside the cluster domain {domain}: CoreDNS's kubernetes "
+                     "plugin answers there, not the upstream")
+            continue
+        norm = _record_value(rf, rtype, value)
+        if norm is None:
+            continue
+        rec = UpstreamRecord(name, rtype, norm, ttl)
+        same = [r for r in out if r.name == name]
+        if any((r.type, r.value) == (rtype, norm) for r in same):
+            rf.error((), f"duplicate record {name} {rtype} {norm}")
+        elif same and (rtype == "CNAME" or any(r.type == "CNAME" for r in same)):
+            rf.error(("type",), f"{name} has a CNAME and other records: a CNAME must be the only "
+                     "record of its name (RFC 1034)")
+        else:
+            out.append(rec)
+    return out
+
+
 def _nodes(f: Fields) -> tuple[int | None, list[NodeIn]]:
     raw = f.raw("nodes")
     if not f.has("nodes"):
@@ -185,6 +279,7 @@ def decode_config(f: Fields) -> tuple[ClusterConfig, int | None, list[NodeIn]]:
     s.map("kubeProxy")
     cfg.kube_proxy = _kube_proxy(s.at("kubeProxy"))
     cfg.external_hosts = _external_hosts(s)
+    cfg.dns_upstream = _dns_upstream(s, cfg.cluster_domain)
     if "nonMasqueradeCIDRs" in s.map():
         nets = [s.net("nonMasqueradeCIDRs", i) for i in range(len(s.list("nonMasqueradeCIDRs")))]
         cfg.non_masquerade_cidrs = [n for n in nets if n is not None]

@@ -54,6 +54,8 @@ def build(cluster: Cluster, seed: int = 0, rules: dict[str, tuple[str, str]] | N
                     socks.listen(p.port, p.protocol, f"{pod.name}/{c.name}")
         else:
             _pod(topo, pod, seed)
+    from .coredns import install         # CoreDNS on its pods' DNS ports, the VNet DNS outside
+    install(topo)
     return topo
 
 

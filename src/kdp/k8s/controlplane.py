@@ -1,6 +1,7 @@
 # k8s.controlplane: what the Kubernetes control plane fills in that the input left
-# out: nodes (names, IPs, pod CIDRs), Deployment pods, scheduling, pod IPAM, ClusterIP
-# and NodePort allocation, endpoints. Deterministic: the same Inputs, the same Cluster.
+# out: nodes (names, IPs, pod CIDRs), Deployment pods, scheduling, the cluster DNS
+# (kube-dns + CoreDNS), pod IPAM, ClusterIP and NodePort allocation, endpoints.
+# Deterministic: the same Inputs, the same Cluster.
 from __future__ import annotations
 
 import dataclasses
@@ -10,9 +11,10 @@ from ipaddress import IPv4Address, IPv4Network
 from ..errors import Problem
 from . import names
 from .clusterconfig import NodeIn
-from .load import Path, Report, format_path
+from .load import Path, Report, format_path, parse_text
 from .model import Cluster, ClusterConfig, Endpoint, Node, Pod
-from .validate import DeploymentIn, Inputs, PodIn, ServiceIn, SliceIn, fmt_labels
+from .validate import (DeploymentIn, Inputs, PodIn, ServiceIn, SliceIn, decode_deployment,
+                       decode_service, fmt_labels)
 
 DEFAULT_NODE_COUNT = 2
 AZURE_RESERVED = 4          # Azure keeps .0-.3 of every subnet (.1 is the gateway)
@@ -23,6 +25,7 @@ def build(inp: Inputs, report: Report) -> Cluster:
     nodes = place_nodes(inp, report)
     pods = expand_deployments(inp)
     schedule(pods, nodes, cfg)
+    add_cluster_dns(inp, pods, nodes, report)
     assign_pod_ips(pods, nodes, cfg)
     services = sorted(inp.services, key=lambda s: (s.svc.namespace, s.svc.name))
     allocate_cluster_ips(services, cfg, report)
@@ -176,6 +179,74 @@ def _pod_cidrs(inp: Inputs, report: Report, decl: list[NodeIn]) -> bool:
                 n.pod_cidr = sub
                 taken.append((sub, n.name))
     return True
+
+
+# --- cluster DNS ----------------------------------------------------------------------
+
+CLUSTER_DNS_FILE = "<kdp:cluster-dns>"
+CLUSTER_DNS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: coredns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{k8s-app: kube-dns}}}}
+  template:
+    metadata: {{labels: {{k8s-app: kube-dns}}}}
+    spec:
+      containers:
+      - name: coredns
+        image: mcr.microsoft.com/oss/kubernetes/coredns:v1.11.1
+        ports:
+        - {{name: dns, containerPort: 53, protocol: UDP}}
+        - {{name: dns-tcp, containerPort: 53, protocol: TCP}}
+        - {{name: metrics, containerPort: 9153, protocol: TCP}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: kube-dns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  clusterIP: {dns_ip}
+  selector: {{k8s-app: kube-dns}}
+  ports:
+  - {{name: dns, port: 53, targetPort: dns, protocol: UDP}}
+  - {{name: dns-tcp, port: 53, targetPort: dns-tcp, protocol: TCP}}
+"""
+
+
+def add_cluster_dns(inp: Inputs, pods: list[PodIn], nodes: list[Node], report: Report) -> None:
+    """Every cluster has kube-system/kube-dns (at dnsServiceIP) and CoreDNS: when the
+    input has no kube-dns service, add it, and a 2-replica `coredns` Deployment
+    (k8s-app=kube-dns, 53/UDP dns, 53/TCP dns-tcp, 9153/TCP metrics) unless CoreDNS
+    pods are there already. The CoreDNS pods go on different nodes (CoreDNS's
+    anti-affinity), fewest pods first; they are placed after the input's pods."""
+    if any((s.svc.namespace, s.svc.name) == ("kube-system", "kube-dns") for s in inp.services):
+        return
+    has_pods = any(p.namespace == "kube-system" and p.labels.get("k8s-app") == "kube-dns"
+                   for p in pods) or any((d.namespace, d.name) == ("kube-system", "coredns")
+                                         for d in inp.deployments)
+    text = CLUSTER_DNS.format(dns_ip=inp.config.dns_service_ip)
+    for obj in parse_text(CLUSTER_DNS_FILE, text, report):
+        if obj.kind == "Service":
+            inp.services.append(decode_service(obj, report))
+        elif not has_pods:
+            d = decode_deployment(obj, report)
+            new = expand_deployments(Inputs(pods=list(pods), deployments=[d]))[len(pods):]
+            load = {n.name: 0 for n in nodes}
+            for p in pods:
+                if p.node in load:
+                    load[p.node] += 1
+            used: set[str] = set()
+            for p in new:
+                room = [n.name for n in nodes if load[n.name] < inp.config.max_pods_per_node]
+                apart = [n for n in room if n not in used] or room
+                if not apart:
+                    p.f.warn((), f"no node has room for pod {p.key}: it stays Pending")
+                    continue
+                p.node = min(apart, key=lambda n: (load[n], n))
+                load[p.node] += 1
+                used.add(p.node)
+            pods.extend(new)
 
 
 # --- pods -----------------------------------------------------------------------------

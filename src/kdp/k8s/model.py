@@ -37,6 +37,17 @@ class ExternalHost:
     udp_ports: tuple[int, ...] = (53,)
 
 
+@dataclass(frozen=True)
+class UpstreamRecord:
+    """A record of the static upstream DNS zone (ClusterConfig spec.dns.upstream.records):
+    what CoreDNS's `forward` (and the VNet's DNS, for nodes) answers outside the cluster domain."""
+
+    name: str                                     # absolute, lowercase, trailing dot
+    type: str                                     # A | AAAA | CNAME | PTR | TXT | SRV | MX
+    value: str
+    ttl: int = 300
+
+
 @dataclass
 class ClusterConfig:
     name: str = "kdp"
@@ -54,6 +65,7 @@ class ClusterConfig:
     kube_proxy: KubeProxyConfig = field(default_factory=KubeProxyConfig)
     external_hosts: list[ExternalHost] = field(default_factory=list)
     non_masquerade_cidrs: list[IPv4Network] | None = None   # ip-masq-agent; None: AKS defaults
+    dns_upstream: list[UpstreamRecord] | None = None        # None: no upstream DNS (SERVFAIL)
     source: Source = field(default_factory=Source)
 
     @property

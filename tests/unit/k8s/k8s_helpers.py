@@ -61,3 +61,16 @@ def find(found: list[Problem], field: str) -> Problem:
     hits = [p for p in found if p.field == field]
     assert hits, f"no problem on {field}: " + "\n".join(map(str, found))
     return hits[0]
+
+
+DEFAULT_DNS_FILE = "<kdp:cluster-dns>"   # where the control plane's default kube-dns/CoreDNS come from
+
+
+def user_pods(c) -> list:
+    """The cluster's pods without the CoreDNS pods every cluster gets by default."""
+    return [p for p in c.pods if p.source.file != DEFAULT_DNS_FILE]
+
+
+def user_services(c) -> list:
+    """The cluster's services without the default kube-system/kube-dns."""
+    return [s for s in c.services if s.source.file != DEFAULT_DNS_FILE]

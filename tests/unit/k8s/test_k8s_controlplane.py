@@ -7,7 +7,7 @@ from ipaddress import IPv4Address as A
 from ipaddress import IPv4Network as N
 
 import pytest
-from k8s_helpers import CONFIG, load, pod, svc
+from k8s_helpers import CONFIG, load, pod, svc, user_pods, user_services
 
 from kdp.errors import ClusterInputError
 from kdp.k8s import names
@@ -102,16 +102,16 @@ def test_config_options_are_decoded():
 
 def test_deployment_pod_names_labels_and_owner():
     c = load(CONFIG, deployment())
-    assert len(c.pods) == 3
-    hashes = {p.labels["pod-template-hash"] for p in c.pods}
+    assert len(user_pods(c)) == 3
+    hashes = {p.labels["pod-template-hash"] for p in user_pods(c)}
     assert len(hashes) == 1
     h = hashes.pop()
     assert re.fullmatch(f"[{names.ALPHABET}]{{10}}", h)
-    for p in c.pods:
+    for p in user_pods(c):
         assert re.fullmatch(rf"web-{h}-[{names.ALPHABET}]{{5}}", p.name), p.name
         assert p.labels["app"] == "web" and p.owner == "Deployment/web" and p.ready
         assert re.fullmatch(r"[0-9a-f-]{36}", p.uid)
-    assert len({p.name for p in c.pods}) == 3
+    assert len({p.name for p in user_pods(c)}) == 3
 
 
 def test_deployment_expansion_is_deterministic_and_follows_the_template():
@@ -123,8 +123,8 @@ def test_deployment_expansion_is_deterministic_and_follows_the_template():
 
 
 def test_zero_replicas_and_default_one():
-    assert load(deployment(replicas=0)).pods == []
-    assert len(load(deployment().replace("  replicas: 3\n", "")).pods) == 1
+    assert user_pods(load(deployment(replicas=0))) == []
+    assert len(user_pods(load(deployment().replace("  replicas: 3\n", "")))) == 1
 
 
 def test_dumped_pods_of_a_deployment_are_not_expanded_again():
@@ -132,7 +132,7 @@ def test_dumped_pods_of_a_deployment_are_not_expanded_again():
         "namespace: default,", "namespace: default, ownerReferences: [{kind: ReplicaSet, "
         "name: web-5d8f7c9b6d, controller: true}],")
     c = load(deployment(), dumped)
-    assert [(p.name, p.owner) for p in c.pods] == [("web-5d8f7c9b6d-abcde", "Deployment/web")]
+    assert [(p.name, p.owner) for p in user_pods(c)] == [("web-5d8f7c9b6d-abcde", "Deployment/web")]
 
 
 # --- scheduling and IPAM ---------------------------------------------------------------------
@@ -140,14 +140,14 @@ def test_dumped_pods_of_a_deployment_are_not_expanded_again():
 def test_scheduling_spreads_and_counts_pinned_pods():
     c = load(CONFIG, pod("a", extra="  nodeName: n1\n"), pod("b", extra="  nodeName: n1\n"),
              deployment(replicas=4))
-    per_node = {n.name: sorted(p.name for p in c.pods if p.node == n.name) for n in c.nodes}
+    per_node = {n.name: sorted(p.name for p in user_pods(c) if p.node == n.name) for n in c.nodes}
     assert [len(per_node[n]) for n in ("n1", "n2", "n3")] == [2, 2, 2]
 
 
 def test_scheduling_honours_node_selector():
     c = load(CONFIG.replace("{name: n3}", "{name: n3, labels: {gpu: 'yes'}}"),
              deployment(replicas=3, spec="nodeSelector: {gpu: 'yes'}, containers: [{name: c}]"))
-    assert {p.node for p in c.pods} == {"n3"}
+    assert {p.node for p in user_pods(c)} == {"n3"}
 
 
 def test_max_pods_limits_scheduling():
@@ -158,7 +158,7 @@ def test_max_pods_limits_scheduling():
 def test_ipam_lowest_free_from_dot_two_skipping_given_ips():
     c = load(CONFIG, pod("a", extra="  nodeName: n1\nstatus: {podIP: 10.244.0.2}\n"),
              pod("b", extra="  nodeName: n1\n"), pod("c", extra="  nodeName: n1\n"))
-    assert [(p.name, str(p.ip)) for p in c.pods] == [
+    assert [(p.name, str(p.ip)) for p in user_pods(c)] == [
         ("a", "10.244.0.2"), ("b", "10.244.0.3"), ("c", "10.244.0.4")]
 
 
@@ -173,7 +173,7 @@ def test_azure_cni_pod_ips_come_from_per_node_blocks_after_the_node_ips():
              pod("c", extra="  nodeName: n2\n"), pod("d", extra="  nodeName: n3\n"))
     assert all(n.pod_cidr is None for n in c.nodes)
     assert [str(n.ip) for n in c.nodes] == ["10.240.0.4", "10.240.0.5", "10.240.0.6"]
-    assert [str(p.ip) for p in c.pods] == ["10.240.0.7", "10.240.0.37", "10.240.0.38",
+    assert [str(p.ip) for p in user_pods(c)] == ["10.240.0.7", "10.240.0.37", "10.240.0.38",
                                            "10.240.0.67"]
 
 
@@ -184,7 +184,7 @@ def test_pod_readiness_and_terminating():
              pod("pending", extra="status: {phase: Pending}\n"),
              pod("going").replace("metadata: {", "metadata: {deletionTimestamp: "
                                   "'2024-01-01T00:00:00Z', "))
-    state = {p.name: (p.ready, p.terminating) for p in c.pods}
+    state = {p.name: (p.ready, p.terminating) for p in user_pods(c)}
     assert state == {"fresh": (True, False), "ready": (True, False), "unready": (False, False),
                      "pending": (False, False), "going": (False, True)}
 
@@ -215,7 +215,7 @@ def test_node_port_allocation_lowest_free_in_sorted_order():
              svc("a", spec=np + "  ports: [{name: h, port: 80}, {name: d, port: 53, "
                                 "protocol: UDP}]\n"),
              svc("c", spec=np + "  ports: [{port: 80}]\n"))
-    ports = {s.name: [(p.node_port, p.protocol) for p in s.ports] for s in c.services}
+    ports = {s.name: [(p.node_port, p.protocol) for p in s.ports] for s in user_services(c)}
     assert ports == {"a": [(30001, "TCP"), (30000, "UDP")], "b": [(30000, "TCP")],
                      "c": [(30002, "TCP")]}
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from k8s_helpers import CONFIG, find, load, pod, problems, svc
+from k8s_helpers import CONFIG, find, load, pod, problems, svc, user_pods, user_services
 
 from kdp.errors import ClusterInputError
 from kdp.k8s import load_cluster
@@ -22,9 +22,9 @@ def write(path, text: str):
 def test_file_and_multi_document(tmp_path):
     f = write(tmp_path / "c.yaml", CONFIG + "---\n" + pod() + "---\n" + svc())
     c = load_cluster(str(f))
-    assert [p.key for p in c.pods] == ["default/web"]
-    assert [s.key for s in c.services] == ["default/web"]
-    assert c.pods[0].source.file == str(f) and c.pods[0].source.line == 11
+    assert [p.key for p in user_pods(c)] == ["default/web"]
+    assert [s.key for s in user_services(c)] == ["default/web"]
+    assert user_pods(c)[0].source.file == str(f) and user_pods(c)[0].source.line == 11
 
 
 def test_directory_loads_yaml_and_yml_sorted_and_ignores_others(tmp_path):
@@ -33,13 +33,13 @@ def test_directory_loads_yaml_and_yml_sorted_and_ignores_others(tmp_path):
     write(tmp_path / "c.yaml", pod())
     write(tmp_path / "notes.txt", "not: [yaml")
     c = load_cluster(tmp_path)
-    assert c.config.name == "test" and len(c.pods) == 1 and len(c.services) == 1
+    assert c.config.name == "test" and len(user_pods(c)) == 1 and len(user_services(c)) == 1
 
 
 def test_list_of_paths(tmp_path):
     a = write(tmp_path / "a.yaml", CONFIG)
     b = write(tmp_path / "b.yaml", pod())
-    assert len(load_cluster([str(a), b]).pods) == 1
+    assert len(user_pods(load_cluster([str(a), b]))) == 1
 
 
 def test_empty_directory_is_a_problem(tmp_path):
@@ -80,17 +80,17 @@ def test_kubectl_list_is_unpacked_with_item_lines():
           spec: {containers: [{name: c}]}
         metadata: {resourceVersion: ""}
         """)
-    assert [(p.name, p.source.line) for p in c.pods] == [("a", 4), ("b", 8)]
+    assert [(p.name, p.source.line) for p in user_pods(c)] == [("a", 4), ("b", 8)]
 
 
 def test_typed_list_kind_is_unpacked():
     c = load("apiVersion: v1\nkind: PodList\nitems:\n- " + pod("a").replace("\n", "\n  "))
-    assert [p.name for p in c.pods] == ["a"]
+    assert [p.name for p in user_pods(c)] == ["a"]
 
 
 def test_empty_documents_are_ignored():
     c = load("# only a comment", pod())
-    assert len(c.pods) == 1
+    assert len(user_pods(c)) == 1
 
 
 def test_every_supported_kind():

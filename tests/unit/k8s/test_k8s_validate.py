@@ -2,7 +2,7 @@
 # field path and the message of the problem (and the line where it matters).
 from __future__ import annotations
 
-from k8s_helpers import CONFIG, find, load, pod, problems, svc
+from k8s_helpers import CONFIG, find, load, pod, problems, svc, user_pods
 
 
 def config(**spec: str) -> str:
@@ -209,7 +209,7 @@ def test_duplicate_objects():
 
 def test_same_name_in_other_namespace_or_kind_is_fine():
     c = load(pod(), pod(ns="other"), svc())
-    assert len(c.pods) == 2
+    assert len(user_pods(c)) == 2
 
 
 def test_container_port_out_of_range():

@@ -1,0 +1,42 @@
+# dns.cli: `kdp resolve CLUSTER --from SRC NAME [--type T] [--json]`: resolve a
+# name from a pod or node as its stub resolver would, every query a packet
+# through the emulator; prints like dig plus the queries it took. Exit status 0
+# when the name resolved, 1 when it did not (NXDOMAIN, NODATA, SERVFAIL, no
+# response), 2 for bad input.
+from __future__ import annotations
+
+import json
+
+QUERY_TYPES = ("A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "SOA", "NS", "MX")
+
+
+def add_parser(subparsers):
+    r = subparsers.add_parser(
+        "resolve", help="resolve a name from a pod or node, packet by packet, as its resolver would")
+    r.add_argument("cluster")
+    r.add_argument("--from", dest="src", required=True, metavar="pod/NS/NAME|node/NAME")
+    r.add_argument("name", help="the name to look up (an IPv4 address with --type PTR)")
+    r.add_argument("--type", dest="qtype", type=str.upper, choices=QUERY_TYPES, default="A")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--hops", action="store_true", help="also print every query's hops")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_resolve)
+    return r
+
+
+def cmd_resolve(a) -> int:
+    from ..cli import _load
+    from .resolver import resolve
+    emu = _load(a.cluster, seed=a.seed)
+    res = resolve(emu, a.src, a.name, a.qtype)
+    if a.json:
+        print(json.dumps(res.as_dict(hops=a.hops), indent=2))
+    else:
+        print(res.text())
+        if a.hops:
+            from ..render import trace_text
+            for i, q in enumerate(res.queries, 1):
+                print(f"\n;; query {i}: {q.summary()}")
+                for o in q.outcomes:
+                    print(trace_text(o, "summary"))
+    return 0 if res.ok else 1
