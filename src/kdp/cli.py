@@ -75,11 +75,30 @@ def cmd_inspect(a) -> int:
 def cmd_trace(a) -> int:
     from .render import trace_text
     emu = _load(a.cluster, seed=a.seed, rules=a.rules)
-    out = emu.trace(a.src, a.dst, proto=a.proto, sport=a.sport, dport=a.dport, ttl=a.ttl)
+    from .dns.resolver import is_dns_name, resolve_then_trace
+    resolution = None
+    if is_dns_name(a.dst):                 # a name: the source resolves it first, as packets
+        resolution, out = resolve_then_trace(emu, a.src, a.dst, proto=a.proto, sport=a.sport,
+                                             dport=a.dport, ttl=a.ttl)
+        if out is None:
+            if a.json:
+                print(json.dumps({"resolution": resolution.as_dict(hops=False)}, indent=2))
+            else:
+                print(resolution.text())
+            print(f"kdp: {a.dst} did not resolve from {a.src} ({resolution.status})", file=sys.stderr)
+            return 1
+    else:
+        out = emu.trace(a.src, a.dst, proto=a.proto, sport=a.sport, dport=a.dport, ttl=a.ttl)
     tables = _tables(emu, a)
     if a.json:
-        print(json.dumps(dict(out.as_dict(), **tables), indent=2))
+        extra = {"resolution": resolution.as_dict(hops=False)} if resolution is not None else {}
+        print(json.dumps(dict(out.as_dict(), **extra, **tables), indent=2))
     else:
+        if resolution is not None:
+            print(";; resolved first, as the pod's resolver does:")
+            for q in resolution.queries:
+                print(f";;   {q.summary()}")
+            print(f";;   {a.dst} -> {', '.join(str(x) for x in resolution.addresses)}\n")
         print(trace_text(out, a.detail))
         _print_tables(tables)
     return 0
@@ -249,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the reference path only (the fast path arrives with a later release)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
+    from .dns.cli import add_parser as add_resolve
     from .oracle.cli import add_parser as add_oracle
+    add_resolve(sub)
     add_oracle(sub)
     return p
 

@@ -44,8 +44,6 @@ def tour_flows(emu: Emulator) -> list[tuple[str, dict]]:
         ("ClusterIP: client -> svc/backend/service-a: kube-proxy's DNAT on the client's node, "
          "the reply from the service address",
          dict(src="pod/default/client", dst="svc/backend/service-a", proto="tcp")),
-        ("DNS: client -> kube-dns (UDP 53), load-balanced over the CoreDNS pods",
-         dict(src="pod/default/client", dst="svc/kube-system/kube-dns", proto="udp", dport=53)),
     ]
     np_svc = next((s for s in c.services if s.type == "NodePort"), None)
     if np_svc is not None:
@@ -75,6 +73,15 @@ def run_tour(out_dir: str | None = None, seed: int = 0, echo=print) -> int:
         out = emu.trace(**kw)
         echo(trace_text(out, "summary"))
         traces[f"{n:02d}"] = {"title": title, "trace": out.as_dict()}
+    echo("\n== DNS: client resolves service-a.backend like a real pod (search list, ndots:5), "
+         "each query a UDP packet to kube-dns, DNATed to a CoreDNS pod")
+    echo("   kdp resolve demo --from pod/default/client service-a.backend")
+    from .dns.resolver import resolve
+    res = resolve(emu, "pod/default/client", "service-a.backend")
+    for q in res.queries:
+        echo(f"   {q.summary()}")
+    echo(f"   => {', '.join(str(x) for x in res.addresses) or res.status}")
+    traces["dns"] = {"title": "DNS lookup of service-a.backend", "resolution": res.as_dict(hops=False)}
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         files = emu.write_captures(os.path.join(out_dir, "pcap"))

@@ -233,3 +233,22 @@ def test_cluster_config_rules_file_per_node(capsys, tmp_path):
         (tmp_path / "cluster.yaml").read_text().replace("n1.rules", "missing.rules"))
     code, _, err = run(capsys, "validate", str(tmp_path))
     assert code == 2 and "spec.nodes[0].rulesFile" in err and "missing.rules" in err
+
+
+def test_trace_to_a_dns_name_resolves_first(capsys):
+    code, out, _ = run(capsys, "trace", "demo", "--from", "pod/default/client", "--to", "service-a.backend",
+                       "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["disposition"] == "delivered" and doc["delivered_to"].startswith("pod/backend/service-a-")
+    names = [q["name"] for q in doc["resolution"]["queries"]]
+    assert names[0].startswith("service-a.backend.default.svc.") and len(names) == 2
+
+
+def test_trace_to_an_unknown_name_exits_1(capsys):
+    code, _, err = run(capsys, "trace", "demo", "--from", "pod/default/client", "--to", "nope.nowhere")
+    assert code == 1 and "did not resolve" in err
+
+
+def test_resolve_command_prints_like_dig(capsys):
+    code, out, _ = run(capsys, "resolve", "demo", "--from", "pod/default/client", "kube-dns.kube-system")
+    assert code == 0 and "ANSWER" in out and "10.2.0.10" in out
