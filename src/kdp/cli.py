@@ -269,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
     from .dns.cli import add_parser as add_resolve
+    from .ingress.cli import add_parser as add_http
     from .oracle.cli import add_parser as add_oracle
     add_resolve(sub)
+    add_http(sub)
     add_oracle(sub)
     return p
 

@@ -60,6 +60,43 @@ def tour_flows(emu: Emulator) -> list[tuple[str, dict]]:
     return flows
 
 
+INGRESS_CLIENT = "ext/198.51.100.20"
+INGRESS_URL = "http://shop.example.com/api/items"
+
+
+def _ingress_stop(emu: Emulator, traces: dict, echo) -> None:
+    """An HTTP request from outside through the ingress controller, as packets."""
+    dep = emu.topology.ingress
+    if dep is None or dep.lb_ip is None or not dep.iset.serves_host("shop.example.com"):
+        return
+    from .ingress.client import http_request
+    echo(f"\n== Ingress: an outside client GETs {INGRESS_URL}: its connection reaches ingress-nginx "
+         f"through the cloud LB ({dep.lb_ip}) and kube-proxy; the controller routes by host and path "
+         "and opens its own connection from its pod to a backend pod IP")
+    echo(f"   kdp http demo --from {INGRESS_CLIENT} --url {INGRESS_URL}")
+    ex = http_request(emu, INGRESS_CLIENT, INGRESS_URL)
+    for rec in ex.records:
+        if rec.route is not None:
+            echo(f"   ingress: {rec.route.why}")
+        if rec.endpoint is not None:
+            echo(f"   ingress: -> endpoint {rec.endpoint.ip}:{rec.endpoint.port} ({rec.endpoint.pod})")
+    for c in ex.connections:
+        first = c.segments[0] if c.segments else None
+        path = " > ".join(first.path) if first else ""
+        nat = f" [{first.nat}]" if first is not None and first.nat else ""
+        echo(f"   {c.name} connection {c.local} -> {c.remote}: {len(c.segments)} segments; SYN path {path}{nat}")
+        for i, seg in enumerate(c.segments, 1):
+            echo(f"     {i:>2}. {seg.direction} [{seg.flags:<3}] {seg.length:>5} B  {seg.sent}"
+                 + (f"  (arrived as {seg.received})" if seg.received else ""))
+    if ex.response is not None:
+        first_line = ex.response.body.decode("utf-8", errors="replace").splitlines()[:1]
+        echo(f"   => {ex.response.status_line}: {first_line[0] if first_line else ''}")
+    else:
+        echo(f"   => no response: {ex.error}")
+    traces["ingress"] = {"title": f"HTTP GET {INGRESS_URL} from {INGRESS_CLIENT} through the ingress "
+                                  "controller", "exchange": ex.as_dict(hops=False)}
+
+
 def run_tour(out_dir: str | None = None, seed: int = 0, echo=print) -> int:
     emu = Emulator.demo(seed=seed, capture=True)
     echo("kdp demo: the AKS kubenet example (service CIDR 10.2.0.0/24, DNS 10.2.0.10, "
@@ -73,6 +110,7 @@ def run_tour(out_dir: str | None = None, seed: int = 0, echo=print) -> int:
         out = emu.trace(**kw)
         echo(trace_text(out, "summary"))
         traces[f"{n:02d}"] = {"title": title, "trace": out.as_dict()}
+    _ingress_stop(emu, traces, echo)
     echo("\n== DNS: client resolves service-a.backend like a real pod (search list, ndots:5), "
          "each query a UDP packet to kube-dns, DNATed to a CoreDNS pod")
     echo("   kdp resolve demo --from pod/default/client service-a.backend")

@@ -29,6 +29,7 @@ class Topology:
     pod_ns: dict[str, Namespace] = field(default_factory=dict)     # "ns/name" -> namespace
     node_ns: dict[str, Namespace] = field(default_factory=dict)    # node name -> namespace
     host_veth: dict[str, Device] = field(default_factory=dict)     # "ns/name" -> host-side veth
+    ingress: object = None          # ingress.controller.IngressDeployment, when the cluster has one
 
     def add(self, ns: Namespace) -> Namespace:
         self.namespaces[ns.name] = ns
@@ -56,6 +57,8 @@ def build(cluster: Cluster, seed: int = 0, rules: dict[str, tuple[str, str]] | N
             _pod(topo, pod, seed)
     from .coredns import install         # CoreDNS on its pods' DNS ports, the VNet DNS outside
     install(topo)
+    from ..ingress.controller import install as install_ingress   # ingress-nginx, HTTP backends
+    install_ingress(topo, seed)
     return topo
 
 

@@ -497,6 +497,8 @@ def _decode_one(obj: RawObject, report: Report, inp: Inputs) -> None:
     elif kind == "Endpoints":
         inp.slices.extend(decode_endpoints(obj, report))
     elif kind in ("Ingress", "IngressClass"):
+        from ..ingress.rules import decode_ingress, decode_ingress_class   # checked here, used later
+        (decode_ingress if kind == "Ingress" else decode_ingress_class)(obj, report)
         body = plain(obj.body)
         if obj.namespace:
             body.setdefault("metadata", {})["namespace"] = obj.namespace

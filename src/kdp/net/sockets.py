@@ -1,7 +1,9 @@
 # net.sockets: the sockets living in a namespace and what the apps behind them
 # answer, as a Linux host would: listening TCP/UDP ports of the pod's
 # containers (echo servers), a minimal TCP state per connection, client sockets
-# for traffic kdp originates, ICMP echo. Builds answer packets (IP layer, Ether
+# for traffic kdp originates, active TCP connections apps open themselves
+# (connect(): SYN with Linux's options, ACK + queued data on the SYN-ACK, data
+# and FIN handed to the app), ICMP echo. Builds answer packets (IP layer, Ether
 # left blank); the datapath routes them out.
 from __future__ import annotations
 
@@ -28,7 +30,19 @@ class EchoApp:
     - datagram(payload, src, dst, now) -> (reply payload or None, detail)
     - stream(conn, data, now) -> (bytes to send, close after sending?, detail);
       `conn` is a dict the app may keep per-connection state in (e.g. a buffer).
-    src/dst are (IPv4Address, port) as seen by the socket (after DNAT)."""
+      Inside kdp it also holds "_handle": the connection's TcpHandle, through
+      which the app may answer later (handle.send) or open connections of its
+      own (handle.table.connect); elsewhere (the oracle's real sockets) it is absent.
+    src/dst are (IPv4Address, port) as seen by the socket (after DNAT).
+
+    An app that opens connections (SocketTable.connect(..., app=APP)) gets:
+    - on_connected(handle, now): the handshake completed (queued data follows);
+    - on_upstream(handle, data, now) -> detail or None: bytes arrived;
+    - on_closed(handle, now): the peer sent FIN (with auto_close the socket
+      answers FIN-ACK at once; else it ACKs and waits for handle.close());
+    - on_reset(handle, why, now): RST received (or the connection was refused).
+    Every callback is optional; packets they cause (handle.send on any
+    connection of the namespace) leave with the delivery that caused them."""
 
     name = "echo"
 
@@ -63,7 +77,8 @@ class Listener:
 
 @dataclass
 class TcpConn:
-    state: str                      # SYN_RECV | ESTABLISHED | LAST_ACK | CLIENT
+    state: str                      # SYN_SENT | SYN_RECV | ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 |
+    #                                 CLOSE_WAIT | LAST_ACK
     snd_nxt: int
     rcv_nxt: int
     ts_ok: bool = False
@@ -71,6 +86,56 @@ class TcpConn:
     wscale: int = 0                 # our receive window shift (0 when the peer did not offer scaling)
     ip_id: int = 0                  # inet_id: a random start, +1 per segment (connected socket)
     pingpong: bool = False          # interactive mode: ACKs ride on the answers (no quick ACK)
+    ts_recent: int = 0              # the peer's last TSval (echoed in TSecr)
+    handle: "TcpHandle | None" = None
+    # active (client) connections only
+    isn: int = 0
+    mss: int = MSS                  # the peer's MSS (minus the timestamp option's 12 bytes)
+    queued: bytes = b""             # written before the handshake completed
+    close_queued: bool = False      # close() before the handshake completed
+    received: int = 0               # bytes handed to the app
+    sent: int = 0                   # bytes sent by the app
+
+
+@dataclass(eq=False)
+class TcpHandle:
+    """One TCP connection as an app sees it: an accepted one (side "server") or
+    one it opened with SocketTable.connect (side "client"). key is (local ip,
+    local port, remote ip, remote port). send()/close() queue segments in the
+    table's outbox; they leave with the current delivery (or SocketTable.flush())."""
+
+    table: "SocketTable"
+    key: tuple
+    side: str                       # server | client
+    app: object = None              # client side: receives the callbacks
+    tag: object = None              # the app's own data (e.g. the connection it proxies for)
+    auto_close: bool = True         # client side: answer the peer's FIN with FIN-ACK at once
+    owner: str = ""
+    reset: str | None = None        # why the connection was reset, if it was
+
+    @property
+    def local(self) -> tuple:
+        return self.key[0], self.key[1]
+
+    @property
+    def remote(self) -> tuple:
+        return self.key[2], self.key[3]
+
+    @property
+    def state(self) -> str:
+        conn = self.table.tcp.get(self.key)
+        return conn.state if conn is not None and conn.handle is self else "CLOSED"
+
+    def send(self, data: bytes, close: bool = False, now: float | None = None) -> int:
+        """Queue data (and a FIN when close): the number of segments queued."""
+        return self.table.send(self, data, close, now)
+
+    def close(self, now: float | None = None) -> int:
+        return self.table.send(self, b"", True, now)
+
+    def __repr__(self) -> str:
+        lip, lport, rip, rport = self.key
+        return f"TcpHandle({self.side} {lip}:{lport} <-> {rip}:{rport} {self.state})"
 
 
 @dataclass
@@ -91,6 +156,8 @@ class SocketTable:
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.tcp: dict[tuple, TcpConn] = {}
         self.clients: set[tuple] = set()          # (proto, local ip, local port, remote ip, remote port)
+        self.outbox: list[Packet] = []            # segments apps queued (send/connect/close)
+        self.connects = 0                         # connect() calls: keys the ephemeral ports
         self._now = 0.0
 
     def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
@@ -102,8 +169,84 @@ class SocketTable:
     def add_client(self, proto: str, lip: IPv4Address, lport: int, rip: IPv4Address, rport: int) -> None:
         self.clients.add((proto, lip, lport, rip, rport))
 
+    # --- active connections ------------------------------------------------
+    def connect(self, local_ip: IPv4Address, remote_ip: IPv4Address, remote_port: int,
+                now: float | None = None, app=None, data: bytes = b"", close: bool = False,
+                tag=None, owner: str = "", auto_close: bool = True,
+                local_port: int | None = None) -> TcpHandle:
+        """Open a TCP connection as connect() would: a keyed ephemeral source port
+        (ip_local_port_range 32768-60999), a keyed ISN, the SYN with Linux's
+        options queued in the outbox. data (and close) are sent once the
+        handshake completes."""
+        now = self._now if now is None else now
+        lip, rip = IPv4Address(local_ip), IPv4Address(remote_ip)
+        self.connects += 1
+        if local_port is None:
+            for attempt in range(64):
+                local_port = 32768 + keyed(self.seed, "ephemeral", self.ns_name, str(lip), str(rip),
+                                           remote_port, self.connects, attempt) % 28232
+                if (lip, local_port, rip, remote_port) not in self.tcp:
+                    break
+        key = (lip, local_port, rip, remote_port)
+        isn = keyed(self.seed, "isn", self.ns_name, str(lip), local_port, str(rip), remote_port) & 0xFFFFFFFF
+        conn = TcpConn("SYN_SENT", (isn + 1) & 0xFFFFFFFF, 0, isn=isn, queued=bytes(data),
+                       close_queued=close)
+        conn.ip_id = keyed(self.seed, "inet_id", self.ns_name, str(lip), local_port, str(rip),
+                           remote_port) & 0xFFFF
+        conn.handle = TcpHandle(self, key, "client", app, tag, auto_close, owner)
+        self.tcp[key] = conn
+        options = (struct.pack("!BBH", 2, 4, MSS) + b"\x04\x02\x08\x0a"
+                   + struct.pack("!II", self._tsval(now), 0) + b"\x01\x03\x03" + bytes([window_scale()]))
+        seg = TCP(local_port, remote_port, isn, 0, SYN, 64240, 0, 0, options)
+        self.outbox.append(self._emit(key, conn, seg))
+        return conn.handle
+
+    def send(self, handle: TcpHandle, data: bytes, close: bool = False, now: float | None = None) -> int:
+        """Segments of data (MSS-sized, PSH on each) and a FIN when close, on the
+        connection of handle, into the outbox. Before the handshake completes
+        the data waits; after the connection closed nothing is sent."""
+        now = self._now if now is None else now
+        conn = self.tcp.get(handle.key)
+        if conn is None or conn.handle is not handle:
+            return 0
+        if conn.state == "SYN_SENT":
+            conn.queued += data
+            conn.close_queued |= close
+            return 0
+        if conn.state not in ("ESTABLISHED", "CLOSE_WAIT"):
+            return 0
+        n = 0
+        size = conn.mss if handle.side == "client" else MSS
+        for i in range(0, len(data), size):
+            self.outbox.append(self._conn_seg(handle.key, conn, PSH | ACK, data[i:i + size], now))
+            n += 1
+        conn.sent += len(data)
+        if data:
+            conn.pingpong = True
+        if close:
+            self.outbox.append(self._conn_seg(handle.key, conn, FIN | ACK, b"", now))
+            conn.state = "FIN_WAIT1" if conn.state == "ESTABLISHED" else "LAST_ACK"
+            n += 1
+        return n
+
+    def flush(self) -> list[Packet]:
+        """The queued segments (for a caller driving a connection from outside a delivery)."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def handles(self) -> list[TcpHandle]:
+        return [c.handle for c in self.tcp.values() if c.handle is not None]
+
     # --- delivery ---------------------------------------------------------
     def deliver(self, pkt: Packet, now: float) -> Delivery:
+        d = self._deliver(pkt, now)
+        if self.outbox:                           # what apps queued meanwhile leaves now
+            d.answers.extend(self.flush())
+            if d.action in ("accepted", "consumed"):
+                d.action = "answered"
+        return d
+
+    def _deliver(self, pkt: Packet, now: float) -> Delivery:
         ip, l4 = pkt.ip, pkt.l4
         self._now = now
         if isinstance(l4, ICMP):
@@ -155,7 +298,11 @@ class SocketTable:
         lst = self.listeners.get(("TCP", l4.dport))
         if l4.flags & RST:
             self.tcp.pop(key, None)
+            if conn is not None and conn.handle is not None and conn.handle.side == "client":
+                return self._client_reset(conn, now)
             return Delivery("consumed", "RST received: connection reset")
+        if conn is not None and conn.handle is not None and conn.handle.side == "client":
+            return self._client_segment(ip, l4, conn, key, now)
         if conn is None:
             if l4.flags & SYN and not l4.flags & ACK and lst is not None:
                 return self._syn(ip, l4, lst, now)
@@ -168,6 +315,7 @@ class SocketTable:
         opts = parse_tcp_options(l4.options)
         ts_ok = "ts" in opts
         conn = TcpConn("SYN_RECV", isn + 1, (l4.seq + 1) & 0xFFFFFFFF, ts_ok)
+        conn.ts_recent = opts["ts"][0] if ts_ok else 0
         conn.wscale = window_scale() if "ws" in opts else 0
         conn.ip_id = keyed(self.seed, "inet_id", self.ns_name, str(ip.dst), l4.dport, str(ip.src),
                            l4.sport) & 0xFFFF
@@ -179,6 +327,10 @@ class SocketTable:
 
     def _segment(self, ip, l4, conn, lst, now, key) -> Delivery:
         owner = lst.owner if lst else None
+        self._track_ts(conn, l4)
+        if conn.handle is None:
+            conn.handle = TcpHandle(self, key, "server", owner=owner or "")
+        conn.app_state.setdefault("_handle", conn.handle)
         if l4.flags & SYN:
             return Delivery("consumed", "retransmitted SYN for a known connection", owner=owner)
         seq_end = (l4.seq + len(l4.payload) + (1 if l4.flags & FIN else 0)) & 0xFFFFFFFF
@@ -217,6 +369,102 @@ class SocketTable:
         if not answers:
             return Delivery("accepted", f"ACK on {conn.state} connection", owner=owner)
         return Delivery("answered", ", ".join(what), answers, owner)
+
+    # --- active connections: what arrives -------------------------------------
+    def _client_segment(self, ip: IPv4, l4: TCP, conn: TcpConn, key: tuple, now: float) -> Delivery:
+        h = conn.handle
+        owner = h.owner or None
+        self._track_ts(conn, l4)
+        if conn.state == "SYN_SENT":
+            if l4.flags & (SYN | ACK) != (SYN | ACK) or l4.ack != conn.snd_nxt:
+                if l4.flags & ACK:            # not for our SYN: RST (tcp_rcv_synsent_state_process)
+                    return Delivery("closed", "unexpected segment for a connecting socket: RST",
+                                    [tcp_reset(ip, l4)], owner)
+                return Delivery("consumed", "segment without ACK ignored by a connecting socket", owner=owner)
+            opts = parse_tcp_options(l4.options)
+            conn.ts_ok = "ts" in opts
+            conn.wscale = window_scale() if "ws" in opts else 0
+            conn.mss = min(opts.get("mss", 536), MSS) - (12 if conn.ts_ok else 0)
+            conn.rcv_nxt = (l4.seq + 1) & 0xFFFFFFFF
+            conn.state = "ESTABLISHED"
+            out = [self._conn_seg(key, conn, ACK, b"", now)]
+            what = ["SYN-ACK: connected, ACK sent"]
+            self._call(h, "on_connected", now)
+            data, close = conn.queued, conn.close_queued
+            conn.queued, conn.close_queued = b"", False
+            if data or close:
+                n = self.send(h, data, close, now)
+                what.append(f"{len(data)} bytes sent in {n} segment{'s' * (n != 1)}" + (" + FIN" if close else ""))
+            return Delivery("answered", ", ".join(what), out, owner)
+        if l4.flags & SYN:
+            return Delivery("consumed", "retransmitted SYN-ACK for an established connection", owner=owner)
+        what, out = [], []
+        if l4.payload and conn.state in ("ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2"):
+            conn.rcv_nxt = (l4.seq + len(l4.payload)) & 0xFFFFFFFF
+            conn.received += len(l4.payload)
+            if not l4.flags & FIN:            # quick ACK: the data is acknowledged at once
+                out.append(self._conn_seg(key, conn, ACK, b"", now))
+            detail = self._call(h, "on_upstream", l4.payload, now)
+            what.append(f"{len(l4.payload)} bytes received" + (f": {detail}" if detail else ""))
+        if l4.flags & ACK and l4.ack == conn.snd_nxt and not l4.flags & FIN:
+            if conn.state == "LAST_ACK":
+                del self.tcp[key]
+                what.append("final ACK: connection closed")
+            elif conn.state == "FIN_WAIT1":
+                conn.state = "FIN_WAIT2"
+                what.append("our FIN acknowledged")
+        if l4.flags & FIN and conn.state in ("ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2"):
+            conn.rcv_nxt = (l4.seq + len(l4.payload) + 1) & 0xFFFFFFFF
+            if conn.state == "ESTABLISHED":
+                self._call(h, "on_closed", now)
+                if conn.state == "ESTABLISHED" and h.auto_close:
+                    out.append(self._conn_seg(key, conn, FIN | ACK, b"", now))
+                    conn.state = "LAST_ACK"
+                    what.append("peer's FIN answered with FIN-ACK")
+                elif conn.state == "ESTABLISHED":
+                    out.append(self._conn_seg(key, conn, ACK, b"", now))
+                    conn.state = "CLOSE_WAIT"
+                    what.append("peer's FIN acknowledged (CLOSE_WAIT)")
+            else:
+                out.append(self._conn_seg(key, conn, ACK, b"", now))
+                del self.tcp[key]
+                what.append("peer's FIN acknowledged: closed (TIME_WAIT)")
+        if not out and not self.outbox:
+            return Delivery("accepted", ", ".join(what) or f"ACK on {conn.state} connection", owner=owner)
+        return Delivery("answered", ", ".join(what) or "answered", out, owner)
+
+    def _client_reset(self, conn: TcpConn, now: float) -> Delivery:
+        h = conn.handle
+        h.reset = "connection refused" if conn.state == "SYN_SENT" else "connection reset by peer"
+        self._call(h, "on_reset", h.reset, now)
+        return Delivery("consumed", f"RST received: {h.reset}", owner=h.owner or None)
+
+    @staticmethod
+    def _call(h: TcpHandle, name: str, *args):
+        fn = getattr(h.app, name, None) if h.app is not None else None
+        return fn(h, *args) if fn is not None else None
+
+    def _track_ts(self, conn: TcpConn, l4: TCP) -> None:
+        ts = parse_tcp_options(l4.options).get("ts")
+        if ts is not None:
+            conn.ts_recent = ts[0]
+
+    def _conn_seg(self, key: tuple, conn: TcpConn, flags: int, payload: bytes, now: float) -> Packet:
+        """A segment of conn built from its own state (not from a segment being
+        answered): for sends an app makes, and for active connections."""
+        if conn.handle is not None and conn.handle.side == "client":
+            shift = conn.wscale
+            window = (64240 + (1 << shift) - 1) >> shift     # tcp_select_window rounds up
+        else:
+            window = (65160 if conn.ts_ok else 64240) >> conn.wscale
+        opts = b"\x01\x01\x08\x0a" + struct.pack("!II", self._tsval(now), conn.ts_recent) if conn.ts_ok else b""
+        seg = TCP(key[1], key[3], conn.snd_nxt, conn.rcv_nxt, flags, min(window, 65535), 0, 0, opts, payload)
+        conn.snd_nxt = (conn.snd_nxt + len(payload) + (1 if flags & (FIN | SYN) else 0)) & 0xFFFFFFFF
+        return self._emit(key, conn, seg)
+
+    def _emit(self, key: tuple, conn: TcpConn, seg: TCP) -> Packet:
+        ident, conn.ip_id = conn.ip_id, (conn.ip_id + 1) & 0xFFFF
+        return wire.finalize(Packet(BLANK_ETH, ip=IPv4(key[0], key[2], wire.PROTO_TCP, 64, ident, 2), l4=seg))
 
     # --- helpers ----------------------------------------------------------
     def _out(self, ip: IPv4, seg: TCP, ident: int = 0) -> Packet:

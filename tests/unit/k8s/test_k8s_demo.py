@@ -23,10 +23,10 @@ def test_demo_cluster_shape():
     assert [(str(n.ip), str(n.pod_cidr)) for n in c.nodes] == [
         ("10.240.0.4", "10.244.0.0/24"), ("10.240.0.5", "10.244.1.0/24"),
         ("10.240.0.6", "10.244.2.0/24")]
-    assert c.namespaces == ["backend", "default", "kube-system"]
+    assert c.namespaces == ["backend", "default", "ingress-nginx", "kube-system"]
     owners = Counter(p.owner for p in c.pods)
     assert owners == {"Deployment/nginx": 3, "Deployment/service-a": 2,
-                      "Deployment/coredns": 2, None: 1}
+                      "Deployment/coredns": 2, "Deployment/ingress-nginx-controller": 1, None: 1}
     assert len({p.node for p in c.pods if p.owner == "Deployment/nginx"}) == 3
     client = c.pod("default", "client")
     assert client.node == c.nodes[0].name and client.ip == A("10.244.0.2")
@@ -41,7 +41,8 @@ def test_demo_services():
     c = demo_cluster()
     s = {x.key: x for x in c.services}
     assert set(s) == {"default/nginx", "default/web-nodeport", "default/web-lb",
-                      "backend/service-a", "kube-system/kube-dns"}
+                      "backend/service-a", "kube-system/kube-dns",
+                      "ingress-nginx/ingress-nginx-controller"}
     assert s["kube-system/kube-dns"].cluster_ip == A("10.2.0.10")
     assert all(x.cluster_ip in c.config.service_cidr for x in s.values())
     assert s["default/web-nodeport"].ports[0].node_port == 30080
@@ -53,6 +54,11 @@ def test_demo_services():
     assert {(e.port_name, e.protocol, e.port) for e in s["kube-system/kube-dns"].endpoints} == {
         ("dns", "UDP", 53), ("dns-tcp", "TCP", 53)}
     assert {e.port for e in s["backend/service-a"].endpoints} == {8080}
+    ing = s["ingress-nginx/ingress-nginx-controller"]
+    assert ing.type == "LoadBalancer" and ing.load_balancer_ips == [A("20.50.60.80")]
+    assert ing.external_traffic_policy == "Local" and len(ing.endpoints) == 1
+    assert [i["metadata"]["name"] for i in c.ingresses] == ["shop", "shop-api"]
+    assert [k["spec"]["controller"] for k in c.ingress_classes] == ["k8s.io/ingress-nginx"]
 
 
 def test_demo_is_deterministic():

@@ -206,6 +206,7 @@ def test_timestamps_stay_strings():
         apiVersion: networking.k8s.io/v1
         kind: Ingress
         metadata: {name: w, creationTimestamp: 2024-01-01T00:00:00Z}
+        spec: {defaultBackend: {service: {name: web, port: {number: 80}}}}
         """)
     assert c.ingresses[0]["metadata"]["creationTimestamp"] == "2024-01-01T00:00:00Z"
 
@@ -293,3 +294,23 @@ def test_junk_in_any_field_is_a_problem_never_a_crash(kind, slot, value):
     except ClusterInputError as exc:
         assert exc.problems
         assert not any("internal error" in p.message for p in exc.problems), exc.problems
+
+
+def test_bad_ingress_is_reported_with_file_line_and_field():
+    text = """
+        apiVersion: networking.k8s.io/v1
+        kind: Ingress
+        metadata: {name: w}
+        spec:
+          rules:
+          - host: shop.example.com
+            http:
+              paths:
+              - {path: /api, pathType: Sideways, backend: {service: {name: web, port: {number: 80}}}}
+        """
+    import pytest
+    from kdp.errors import ClusterInputError
+    with pytest.raises(ClusterInputError) as e:
+        load(text)
+    msg = str(e.value)
+    assert "Ingress default/w" in msg and "pathType" in msg and "t.yaml:" in msg

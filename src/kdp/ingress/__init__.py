@@ -1,0 +1,4 @@
+# ingress: the Ingress API and an ingress controller (ingress-nginx) as real
+# packets: HTTP/1.1 on TCP (http), Ingress/IngressClass decoding, merging and
+# matching (rules), the controller app that proxies from its pod to the backend
+# pods (controller), the HTTP app on backend pods (backend) and `kdp http` (cli).
