@@ -21,7 +21,8 @@ SPEC_KEYS = ("networkPlugin", "podCIDR", "nodePodPrefix", "serviceCIDR", "dnsSer
              "dockerBridgeAddress", "vnetSubnet", "clusterDomain", "nodePortRange",
              "hairpinMode", "maxPods", "nodes", "kubeProxy", "externalHosts", "nonMasqueradeCIDRs",
              "dns")
-PROXY_KEYS = ("mode", "masqueradeAll", "clusterCIDR", "localhostNodePorts", "conntrackMax",
+PROXY_KEYS = ("mode", "masqueradeAll", "clusterCIDR", "detectLocalMode", "interfaceNamePrefix",
+              "localhostNodePorts", "conntrackMax",
               "conntrackTCPEstablished", "conntrackTCPCloseWait", "nfacct")
 NODE_KEYS = ("name", "ip", "podCIDR", "labels", "rulesFile")
 HOST_KEYS = ("address", "tcpPorts", "udpPorts")
@@ -97,6 +98,13 @@ def _kube_proxy(f: Fields) -> KubeProxyConfig:
         f.error(("mode",), f"unknown kube-proxy mode {mode!r}: must be iptables")
     kp.masquerade_all = f.bool("masqueradeAll", default=kp.masquerade_all)
     kp.cluster_cidr = f.net("clusterCIDR")
+    mode = f.str("detectLocalMode")
+    if mode is not None and mode not in ("ClusterCIDR", "InterfaceNamePrefix", "None"):
+        f.error(("detectLocalMode",), f"unknown detectLocalMode {mode!r}: must be ClusterCIDR, "
+                "InterfaceNamePrefix or None")
+    else:
+        kp.detect_local_mode = mode
+    kp.interface_name_prefix = f.str("interfaceNamePrefix", default=kp.interface_name_prefix)
     kp.localhost_node_ports = f.bool("localhostNodePorts", default=kp.localhost_node_ports)
     kp.conntrack_max = f.int("conntrackMax", default=kp.conntrack_max, lo=0)
     kp.conntrack_tcp_established = _seconds(f, "conntrackTCPEstablished",

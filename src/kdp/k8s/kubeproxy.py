@@ -216,7 +216,9 @@ class _Gen:
         self.opts = opts
         cfg = cluster.config
         self.kp = cfg.kube_proxy
-        self.cluster_cidr = self.kp.cluster_cidr or cfg.pod_cidr
+        self.detect_mode, self.detect_arg = cfg.local_detector
+        # the ClusterCIDR detector's range (None with the interface-prefix detector)
+        self.cluster_cidr = self.detect_arg if self.detect_mode == "ClusterCIDR" else None
         self.localhost_nodeports = self.kp.localhost_node_ports
         self.mangle, self.filter, self.nat = Table("mangle"), Table("filter"), Table("nat")
         self.ports = _service_ports(cluster)
@@ -386,14 +388,21 @@ class _Gen:
             f.add(Rule("KUBE-NODEPORTS", (kc.m_comment(f"{p.name} health check node port"),
                                           kc.m_l4("tcp", hc)), "-j ACCEPT", proto="tcp"))
 
+    def from_pods(self, negate: bool) -> dict:
+        """The local-traffic detector's match: `-s CLUSTER_CIDR` (ClusterCIDR) or
+        `-i PREFIX+` (InterfaceNamePrefix), negated for "not from a pod"."""
+        if self.detect_mode == "ClusterCIDR":
+            return {"src": self.detect_arg, "src_neg": negate}
+        return {"in_iface": f"{self.detect_arg}+", "in_neg": negate}
+
     def internal_masquerade(self, p: _Port, chain: str) -> None:
         matches = (kc.m_comment(f"{p.name} cluster IP"), kc.m_l4(p.proto, p.port.port))
         cip = str(p.svc.cluster_ip)
         if self.kp.masquerade_all:
             self.nat.add(Rule(chain, matches, "-j KUBE-MARK-MASQ", dst=cip, proto=p.proto))
-        else:   # ClusterCIDR local detector: masquerade what does not come from a pod
+        elif self.detect_mode != "None":   # masquerade what does not come from a pod
             self.nat.add(Rule(chain, matches, "-j KUBE-MARK-MASQ", dst=cip, proto=p.proto,
-                              src=str(self.cluster_cidr), src_neg=True))
+                              **self.from_pods(negate=True)))
 
     def external_chain(self, p: _Port, plan: _Plan) -> None:
         n, ext, svc_chain = self.nat, plan.ext_chain, plan.svc_chain
@@ -402,8 +411,9 @@ class _Gen:
             n.add(Rule(ext, (kc.m_comment(f"masquerade traffic for {p.name} external "
                                           "destinations"),), "-j KUBE-MARK-MASQ"))
         else:
-            n.add(Rule(ext, (kc.m_comment(f"pod traffic for {p.name} external destinations"),),
-                       f"-j {svc_chain}", src=str(self.cluster_cidr)))
+            if self.detect_mode != "None":
+                n.add(Rule(ext, (kc.m_comment(f"pod traffic for {p.name} external destinations"),),
+                           f"-j {svc_chain}", **self.from_pods(negate=False)))
             local = kc.m_addrtype(src="LOCAL")
             n.add(Rule(ext, (kc.m_comment(f"masquerade LOCAL traffic for {p.name} external "
                                           "destinations"), local), "-j KUBE-MARK-MASQ"))

@@ -164,7 +164,7 @@ TABLE_ORDER = ("mangle", "filter", "nat")   # iptables-nft-save prints tables in
 
 @dataclass(frozen=True)
 class Rule:
-    """One rule in iptables-save's canonical order: -s, -d, -p, then matches, then -j."""
+    """One rule in iptables-save's canonical order: -s, -d, -i, -p, then matches, then -j."""
 
     chain: str
     matches: tuple[str, ...] = ()
@@ -174,6 +174,8 @@ class Rule:
     dst: str | None = None
     dst_neg: bool = False
     proto: str | None = None
+    in_iface: str | None = None
+    in_neg: bool = False
 
     def render(self) -> str:
         parts = ["-A", self.chain]
@@ -181,6 +183,8 @@ class Rule:
             parts += (["!"] if self.src_neg else []) + ["-s", addr(self.src)]
         if self.dst is not None:
             parts += (["!"] if self.dst_neg else []) + ["-d", addr(self.dst)]
+        if self.in_iface is not None:
+            parts += (["!"] if self.in_neg else []) + ["-i", self.in_iface]
         if self.proto is not None:
             parts += ["-p", self.proto]
         parts += self.matches

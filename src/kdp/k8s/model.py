@@ -21,6 +21,8 @@ class KubeProxyConfig:
     mode: str = "iptables"
     masquerade_all: bool = False
     cluster_cidr: IPv4Network | None = None      # defaults to the pod CIDR
+    detect_local_mode: str | None = None         # ClusterCIDR | InterfaceNamePrefix | None; None: per plugin
+    interface_name_prefix: str = "azv"           # InterfaceNamePrefix mode (AKS Azure CNI: azv)
     localhost_node_ports: bool = True
     conntrack_max: int = 131072
     conntrack_tcp_established: int = 86400
@@ -77,6 +79,20 @@ class ClusterConfig:
         if self.network_plugin == "kubenet":
             return [self.pod_cidr, self.vnet_subnet]
         return [self.vnet_subnet]
+
+    @property
+    def local_detector(self) -> tuple[str, str | None]:
+        """kube-proxy's local-traffic detector as AKS configures it: ClusterCIDR
+        (the pod CIDR) for kubenet, InterfaceNamePrefix `azv` for Azure CNI,
+        whose pods share the VNet with the nodes. (mode, CIDR or prefix)."""
+        kp = self.kube_proxy
+        mode = kp.detect_local_mode or ("ClusterCIDR" if self.network_plugin == "kubenet" or kp.cluster_cidr
+                                        else "InterfaceNamePrefix")
+        if mode == "ClusterCIDR":
+            return mode, str(kp.cluster_cidr or self.pod_cidr)
+        if mode == "InterfaceNamePrefix":
+            return mode, kp.interface_name_prefix
+        return "None", None
 
     @property
     def gateway_ip(self) -> IPv4Address:
