@@ -11,6 +11,7 @@ from ..addr import BROADCAST_MAC, ZERO_MAC, is_multicast_mac
 from ..net.device import Device
 from ..net.namespace import Namespace
 from ..wire import ARP, Ether, Packet
+from .outcome import End
 
 
 class ArpMixin:
@@ -45,15 +46,21 @@ class ArpMixin:
                                arp=ARP(2, dev.mac, a.tpa, a.sha, a.spa))
                 how = "proxy ARP reply" if proxy else "ARP reply"
                 self.hop(ev, dev, "arp", "reply", f"{how}: {a.tpa} is-at {dev.mac} (to {a.spa})")
-                self.transmit(dev, reply, ev.child(dev, reply, leg="arp"))
+                if ev.leg == "request":          # the frame sent was this ARP request itself
+                    self.delivered(ev, ns, ev.pkt, f"ARP request answered by {ns.name}")
+                self.transmit(dev, reply, ev.child(dev, reply, leg="reply" if ev.leg == "request" else "arp"))
                 return
             # not for us: only refresh an existing entry (arp_accept=0)
             ns.neigh.update(dev.name, a.spa, a.sha, self.now, create=False)
             self.hop(ev, dev, "arp", "ignore", f"who-has {a.tpa}: not a local address")
+            if ev.leg == "request":
+                self.ends["request"].append(End("dropped", "arp-target-not-local", ns.name, ev.pkt))
             return
         waiting = ns.neigh.update(dev.name, a.spa, a.sha, self.now,
                                   create=ns.neigh.get(dev.name, a.spa) is not None)
         self.hop(ev, dev, "arp", "learn", f"{a.spa} is-at {a.sha}; {len(waiting)} packet(s) released")
+        if ev.leg in ("request", "reply"):       # an ARP reply that was itself the frame followed
+            self.delivered(ev, ns, ev.pkt, f"ARP reply taken into {ns.name}'s neighbour table")
         for qpkt, qev, resume in waiting:
             if resume is not None:               # a bridged DNAT frame waiting for its MAC
                 resume(a.sha)

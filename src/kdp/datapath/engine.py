@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
 
 from .. import errors
 from ..net.device import Device
@@ -16,69 +14,9 @@ from .bridge import BridgeMixin
 from .hooks import HookMixin
 from .ipv4 import Ipv4Mixin
 from .link import LinkMixin
+from .outcome import End, Event, Hop, Outcome
 
 MAX_EVENTS = 5000           # per injection: a frame handed on this often is looping
-
-
-@dataclass
-class Event:
-    """A frame arriving at a device (rx), with the leg it belongs to."""
-
-    dev: Device
-    pkt: Packet
-    leg: str                 # request | reply | arp
-    meta: Any = None         # netfilter's per-skb metadata inside one namespace
-    skip_prerouting: bool = False   # br_netfilter already ran PREROUTING (ip_sabotage_in)
-
-    def child(self, dev: Device, pkt: Packet, meta=None, leg: str | None = None) -> "Event":
-        return Event(dev, pkt, leg or self.leg, meta)
-
-
-@dataclass
-class Hop:
-    node: str
-    namespace: str
-    device: str | None
-    component: str
-    action: str
-    detail: str
-    leg: str
-
-    def as_dict(self) -> dict:
-        return {"node": self.node, "namespace": self.namespace, "device": self.device,
-                "component": self.component, "action": self.action, "detail": self.detail,
-                "leg": self.leg}
-
-
-@dataclass
-class End:
-    """Where one copy of a leg ended: delivered, dropped or rejected."""
-
-    disposition: str
-    reason: str | None
-    where: str | None
-    packet: Packet | None
-
-
-@dataclass
-class Outcome:
-    disposition: str
-    reason: str | None
-    delivered_to: str | None
-    packet: Packet | None                 # as received at the destination (or where it died)
-    reply: "Outcome | None" = None
-    hops: list[Hop] = field(default_factory=list)
-    frames: list = field(default_factory=list)      # (device, direction, Packet) in order
-
-    def as_dict(self, with_hops: bool = True) -> dict:
-        from ..render import packet_fields
-        d = {"disposition": self.disposition, "reason": self.reason,
-             "delivered_to": self.delivered_to,
-             "packet": packet_fields(self.packet) if self.packet is not None else None}
-        if with_hops:
-            d["reply"] = self.reply.as_dict(with_hops=False) if self.reply else None
-            d["hops"] = [h.as_dict() for h in self.hops]
-        return d
 
 
 RANK = {"delivered": 3, "rejected": 2, "dropped": 1}

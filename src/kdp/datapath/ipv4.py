@@ -9,6 +9,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 
 from .. import errors, wire
+from ..addr import is_multicast_mac
 from ..net.device import Device
 from ..net.namespace import Namespace
 from ..net.sockets import icmp_error, keyed
@@ -49,6 +50,11 @@ class Ipv4Mixin:
         if not ns.ip_forward:
             self.drop(ev, dev, "route", f"{dst} is not local and forwarding is off",
                       "forwarding-disabled")
+            return
+        if is_multicast_mac(pkt.eth.dst) and dev.kind != "loopback":
+            # ip_forward(): only PACKET_HOST frames are forwarded
+            self.drop(ev, dev, "route", f"{dst} arrived in a link-layer broadcast: not forwarded",
+                      "link-broadcast-not-forwarded")
             return
         nexthop = None
         if ns.lb is not None:
