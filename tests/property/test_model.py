@@ -1,0 +1,45 @@
+# The Kubernetes network model on random clusters (kubenet and azure): every
+# pod reaches every pod and every node reaches every pod without NAT, on every
+# node pair, and a pod's own idea of its address is what everybody else sees.
+from hypothesis import given, strategies as st
+
+from kdp.emulator import Emulator
+from kdp.testing.invariants import node_to_pod_without_nat, pod_sees_own_address, pod_to_pod_without_nat
+from kdp.testing.strategies import clusters
+
+# services do not matter here; few of them keep the examples fast
+model_clusters = clusters(max_nodes=3, max_pods=5, max_services=1)
+
+
+def one_pod_per_node(cluster, data) -> dict:
+    """node name -> one of its pods (drawn), for nodes that have pods."""
+    by_node: dict = {}
+    for p in cluster.pods:
+        if not p.host_network:
+            by_node.setdefault(p.node, []).append(p)
+    return {n: data.draw(st.sampled_from(pods), label=f"pod on {n}") for n, pods in sorted(by_node.items())}
+
+
+@given(cluster=model_clusters, data=st.data())
+def test_pod_to_pod_without_nat_on_every_node_pair(cluster, data):
+    emu = Emulator(cluster, seed=data.draw(st.integers(0, 3), label="seed"))
+    pods = one_pod_per_node(cluster, data)
+    for a in pods.values():
+        for b in pods.values():
+            pod_to_pod_without_nat(emu, a, b)
+
+
+@given(cluster=model_clusters, data=st.data())
+def test_node_to_pod_without_nat_on_every_node_pair(cluster, data):
+    emu = Emulator(cluster, seed=1)
+    pods = one_pod_per_node(cluster, data)
+    for node in cluster.nodes:
+        for pod in pods.values():
+            node_to_pod_without_nat(emu, node.name, pod)
+
+
+@given(cluster=model_clusters, data=st.data())
+def test_pod_sees_its_own_address(cluster, data):
+    emu = Emulator(cluster, seed=2)
+    pod = data.draw(st.sampled_from([p for p in cluster.pods if not p.host_network]), label="pod")
+    pod_sees_own_address(emu, pod)
