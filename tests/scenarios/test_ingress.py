@@ -141,7 +141,7 @@ def test_the_request_is_split_and_buffered_and_both_sides_close(emu):
     assert up[:4] == [("->", "S"), ("<-", "S."), ("->", "."), ("->", "P.")]
     assert ("<-", "F.") in up and up[-2:] == [("->", "F."), ("<-", ".")]        # FIN both ways
     for ns in emu.topology.namespaces.values():                                 # nothing left open
-        assert ns.sockets is None or not ns.sockets.tcp, ns.name
+        assert ns.sockets is None or not ns.sockets.open_connections(), ns.name
 
 
 def test_connection_close_makes_the_controller_close_first(emu):
@@ -151,7 +151,7 @@ def test_connection_close_makes_the_controller_close_first(emu):
     # the response, the controller's FIN, the client ACKs both, then closes its side
     assert segs[-6:] == [("<-", "P."), ("<-", "F."), ("->", "."), ("->", "."), ("->", "F."), ("<-", ".")]
     for ns in emu.topology.namespaces.values():
-        assert ns.sockets is None or not ns.sockets.tcp, ns.name
+        assert ns.sockets is None or not ns.sockets.open_connections(), ns.name
 
 
 def test_endpoint_choice_is_deterministic_and_spreads(emu):

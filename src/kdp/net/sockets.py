@@ -55,6 +55,7 @@ class EchoApp:
 
 ECHO = EchoApp()
 MSS = 1460
+TIME_WAIT_LEN = 60.0                 # TCP_TIMEWAIT_LEN, seconds
 TCP_RMEM = (4096, 131072, 6291456)   # net.ipv4.tcp_rmem, the kernel's default
 
 
@@ -78,7 +79,7 @@ class Listener:
 @dataclass
 class TcpConn:
     state: str                      # SYN_SENT | SYN_RECV | ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 |
-    #                                 CLOSE_WAIT | LAST_ACK
+    #                                 CLOSE_WAIT | LAST_ACK | TIME_WAIT
     snd_nxt: int
     rcv_nxt: int
     ts_ok: bool = False
@@ -86,6 +87,7 @@ class TcpConn:
     wscale: int = 0                 # our receive window shift (0 when the peer did not offer scaling)
     ip_id: int = 0                  # inet_id: a random start, +1 per segment (connected socket)
     pingpong: bool = False          # interactive mode: ACKs ride on the answers (no quick ACK)
+    since: float = 0.0              # when TIME_WAIT began
     ts_recent: int = 0              # the peer's last TSval (echoed in TSecr)
     handle: "TcpHandle | None" = None
     # active (client) connections only
@@ -124,7 +126,9 @@ class TcpHandle:
     @property
     def state(self) -> str:
         conn = self.table.tcp.get(self.key)
-        return conn.state if conn is not None and conn.handle is self else "CLOSED"
+        if conn is None or conn.handle is not self or conn.state == "TIME_WAIT":
+            return "CLOSED"                  # TIME_WAIT: closed for the app, the socket lingers
+        return conn.state
 
     def send(self, data: bytes, close: bool = False, now: float | None = None) -> int:
         """Queue data (and a FIN when close): the number of segments queued."""
@@ -162,6 +166,10 @@ class SocketTable:
 
     def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
         self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner, app or ECHO)
+
+    def open_connections(self) -> dict:
+        """TCP connections that are not closed (TIME_WAIT sockets only linger)."""
+        return {k: c for k, c in self.tcp.items() if c.state != "TIME_WAIT"}
 
     def listening(self) -> list[Listener]:
         return [self.listeners[k] for k in sorted(self.listeners)]
@@ -301,6 +309,11 @@ class SocketTable:
             if conn is not None and conn.handle is not None and conn.handle.side == "client":
                 return self._client_reset(conn, now)
             return Delivery("consumed", "RST received: connection reset")
+        if conn is not None and conn.state == "TIME_WAIT" and now - conn.since >= TIME_WAIT_LEN:
+            del self.tcp[key]                # TCP_TIMEWAIT_LEN passed: the socket is gone
+            conn = None
+        if conn is not None and conn.state == "TIME_WAIT":
+            return self._time_wait(ip, l4, conn, lst, key, now)
         if conn is not None and conn.handle is not None and conn.handle.side == "client":
             return self._client_segment(ip, l4, conn, key, now)
         if conn is None:
@@ -358,10 +371,13 @@ class SocketTable:
             answers.append(self._seg(ip, l4, conn, FIN | ACK, b"", now))
             conn.state = "FIN_WAIT1"
             what.append("server closes (FIN)")
-        if l4.flags & FIN and conn.state == "FIN_WAIT1":
+        if conn.state == "FIN_WAIT1" and l4.flags & ACK and l4.ack == conn.snd_nxt and not l4.flags & FIN:
+            conn.state = "FIN_WAIT2"
+            what.append("our FIN acknowledged")
+        if l4.flags & FIN and conn.state in ("FIN_WAIT1", "FIN_WAIT2"):
             answers.append(self._seg(ip, l4, conn, ACK, b"", now))
-            del self.tcp[key]
-            what.append("peer's FIN acknowledged: closed")
+            conn.state, conn.since = "TIME_WAIT", now
+            what.append("peer's FIN acknowledged (TIME_WAIT)")
         elif l4.flags & FIN:
             answers.append(self._seg(ip, l4, conn, FIN | ACK, b"", now))
             conn.state = "LAST_ACK"
@@ -427,11 +443,26 @@ class SocketTable:
                     what.append("peer's FIN acknowledged (CLOSE_WAIT)")
             else:
                 out.append(self._conn_seg(key, conn, ACK, b"", now))
-                del self.tcp[key]
-                what.append("peer's FIN acknowledged: closed (TIME_WAIT)")
+                conn.state, conn.since = "TIME_WAIT", now
+                what.append("peer's FIN acknowledged (TIME_WAIT)")
         if not out and not self.outbox:
             return Delivery("accepted", ", ".join(what) or f"ACK on {conn.state} connection", owner=owner)
         return Delivery("answered", ", ".join(what) or "answered", out, owner)
+
+    def _time_wait(self, ip, l4, conn: TcpConn, lst, key, now: float) -> Delivery:
+        """A TIME_WAIT socket (tcp_timewait_state_process): a retransmitted FIN is
+        ACKed again, a new SYN to a listener starts a new connection, anything
+        else is dropped without an answer."""
+        if l4.flags & SYN and not l4.flags & ACK and lst is not None:
+            del self.tcp[key]
+            return self._syn(ip, l4, lst, now)
+        if l4.flags & FIN:
+            seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, ACK,
+                      min((65160 if conn.ts_ok else 64240) >> conn.wscale, 65535), 0, 0,
+                      self._ts_opt(conn, l4, now))
+            ident, conn.ip_id = conn.ip_id, (conn.ip_id + 1) & 0xFFFF
+            return Delivery("answered", "TIME_WAIT: retransmitted FIN ACKed again", [self._out(ip, seg, ident)])
+        return Delivery("consumed", "TIME_WAIT: segment dropped")
 
     def _client_reset(self, conn: TcpConn, now: float) -> Delivery:
         h = conn.handle

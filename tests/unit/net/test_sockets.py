@@ -121,3 +121,17 @@ def test_established_segments_count_ip_ids_up():
     quick, echo = t.deliver(data, 0.1).answers
     assert echo.ip.ident == (quick.ip.ident + 1) & 0xFFFF and quick.ip.ident != 0
     assert echo.l4.window == 65160 >> 7
+
+
+def test_time_wait_drops_the_last_ack_and_expires():
+    t = table()
+    sa = t.deliver(syn(), 0.0).answers[0].l4
+    data = pkt(wire.TCP(40000, 80, 1001, sa.seq + 1, wire.PSH | wire.ACK, 502, payload=b"x"), wire.PROTO_TCP)
+    t.deliver(data, 0.1)
+    key = next(iter(t.tcp))
+    t.tcp[key].state = "FIN_WAIT2"                                  # the server closed first
+    fin = pkt(wire.TCP(40000, 80, 1002, t.tcp[key].snd_nxt, wire.FIN | wire.ACK, 502), wire.PROTO_TCP)
+    assert t.deliver(fin, 0.2).answers[0].l4.flags == wire.ACK and t.tcp[key].state == "TIME_WAIT"
+    late = pkt(wire.TCP(40000, 80, 1003, t.tcp[key].snd_nxt, wire.ACK, 502), wire.PROTO_TCP)
+    assert t.deliver(late, 0.3).answers == []                      # no RST from TIME_WAIT
+    assert t.deliver(late, 61.0).answers[0].l4.flags & wire.RST     # 60 s later the socket is gone

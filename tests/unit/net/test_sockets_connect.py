@@ -86,7 +86,7 @@ def test_handshake_queued_data_echo_and_close_from_the_client():
     h.close()
     seen = shuttle(c, s, c.flush())
     assert flags(seen) == [("C>S", "F.", 0), ("S>C", "F.", 0), ("C>S", ".", 0)]
-    assert h.state == "CLOSED" and not c.tcp and not s.tcp
+    assert h.state == "CLOSED" and not c.open_connections() and not s.open_connections()
 
 
 def test_the_server_closing_first_is_answered_with_fin_ack_or_waits():
@@ -110,12 +110,12 @@ def test_the_server_closing_first_is_answered_with_fin_ack_or_waits():
         assert flags(seen[1:]) == expect, auto
         assert app.events[-1] == "closed" and app.data == b"bye"
         if auto:
-            assert not c.tcp and not s.tcp
+            assert not c.open_connections() and not s.open_connections()
         else:
             assert h.state == "CLOSE_WAIT"
             h.close()
             assert flags(shuttle(c, s, c.flush())) == [("C>S", "F.", 0), ("S>C", ".", 0)]
-            assert not c.tcp and not s.tcp
+            assert not c.open_connections() and not s.open_connections()
 
 
 def test_connection_refused_reaches_the_app():
@@ -125,7 +125,7 @@ def test_connection_refused_reaches_the_app():
     seen = shuttle(c, s, c.flush())
     assert flags(seen) == [("C>S", "S", 0), ("S>C", "R.", 0)]
     assert app.events == ["reset: connection refused"] and h.reset == "connection refused"
-    assert h.state == "CLOSED" and not c.tcp
+    assert h.state == "CLOSED" and not c.open_connections()
 
 
 def test_data_before_the_handshake_waits_and_large_data_is_segmented():
@@ -163,7 +163,7 @@ def test_an_app_answers_an_accepted_connection_later_through_its_handle():
     seen = shuttle(c, s, s.flush())
     assert flags(seen) == [("S>C", "P.", 6), ("S>C", "F.", 0), ("C>S", ".", 0), ("C>S", "F.", 0),
                            ("S>C", ".", 0)]
-    assert app.data == b"answer" and not c.tcp and not s.tcp
+    assert app.data == b"answer" and not c.open_connections() and not s.open_connections()
 
 
 def test_packets_an_app_queues_during_a_delivery_leave_with_it():
