@@ -2,13 +2,12 @@
 # drops by exactly one per router (never on veths, the underlay or bridges);
 # every request and reply ends delivered, dropped or rejected with a named
 # reason, nothing is lost on a link or seen twice. Raw frames (valid or mangled
-# pcap-like streams) are walked to a named end too. Known kdp bugs are pinned
-# by strict xfail examples at the end.
+# pcap-like streams, broadcasts and ARP included) are walked to a named end
+# too. Bugs these properties found are kept at the end as minimal examples.
 import pytest
 from hypothesis import given, strategies as st
 
 from kdp.emulator import Emulator
-from kdp.k8s.cni import AZURE_GATEWAY_MAC
 from kdp.testing.invariants import (conntrack_symmetric_and_expiring, no_frame_lost_or_duplicated,
                                     ttl_and_checksums_right)
 from kdp.testing.strategies import clusters, flows, node_endpoints, pcap_streams, pod_endpoints
@@ -30,22 +29,11 @@ def attach_points(cluster) -> list[str]:
     return pod_endpoints(cluster) + node_endpoints(cluster) + ["ext/8.8.8.8"]
 
 
-def unicast(emu, at: str, raw: bytes) -> bytes:
-    """A link-layer broadcast carrying IPv4 is sent to the gateway's MAC instead
-    (routers forward such frames: see the xfail example at the end)."""
-    if len(raw) < 14 or raw[12:14] != b"\x08\x00" or not raw[0] & 1:
-        return raw
-    dev = emu.attach_device(at)
-    gateway = dev.peer.mac if dev.peer is not None else AZURE_GATEWAY_MAC
-    return bytes.fromhex(gateway.replace(":", "")) + raw[6:]
-
-
 @given(cluster=clusters(max_pods=4, max_services=2), data=st.data())
 def test_mangled_frame_streams_end_somewhere_named(cluster, data):
     emu = Emulator(cluster, seed=4)
     at = data.draw(st.sampled_from(attach_points(cluster)), label="at")
-    stream = data.draw(pcap_streams(emu, at, valid=False, arp=False, max_size=8), label="stream")
-    stream = [(t, unicast(emu, at, raw)) for t, raw in stream]
+    stream = data.draw(pcap_streams(emu, at, valid=False, max_size=8), label="stream")
     for out, _error in emu.send_many(stream, at):       # unparseable frames come back as errors
         if out is not None:
             no_frame_lost_or_duplicated(out)
@@ -58,7 +46,6 @@ def test_valid_frame_streams_keep_ttl_and_checksums(cluster, data):
     emu = Emulator(cluster, seed=5)
     at = data.draw(st.sampled_from(attach_points(cluster)), label="at")
     stream = data.draw(pcap_streams(emu, at, valid=True, max_size=8), label="stream")
-    stream = [(t, unicast(emu, at, raw)) for t, raw in stream]
     for out, error in emu.send_many(stream, at):
         assert error is None, error
         no_frame_lost_or_duplicated(out)
@@ -85,3 +72,24 @@ def test_broadcast_frame_with_unicast_ip_is_not_forwarded(kdp_emulator):
     frame = Ether(src=n1.mac, dst="ff:ff:ff:ff:ff:ff") / IP(src="10.240.0.4", dst=str(web)) / \
         UDP(sport=5555, dport=80) / b"x"
     no_frame_lost_or_duplicated(emu.send(frame, at="node/n1"))
+
+
+# (fixed: Linux keeps eth_type_trans's PACKET_HOST from the port through br_pass_frame_up)
+def test_frame_to_the_host_veth_mac_reaches_the_node(kdp_emulator):
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+    emu = kdp_emulator(KUBENET, seed=1)
+    client = emu.namespace("pod/default/client").devices["eth0"]
+    frame = Ether(src=client.mac, dst=client.peer.mac) / IP(src="10.244.0.2", dst="10.240.0.4") / \
+        ICMP(type=8, id=7, seq=1)
+    out = emu.send(frame, at="pod/default/client")
+    assert out.delivered_to == "node/n1", (out.disposition, out.reason)
+
+
+# (fixed: a SYN for a connection in SYN_RECV gets the SYN-ACK again, as tcp_check_req does)
+def test_retransmitted_syn_is_answered_again(kdp_emulator):
+    emu = kdp_emulator(KUBENET, seed=1)
+    first = emu.trace("pod/default/client", "node/n2", "tcp", 40000, 10250, time=0.0)
+    again = emu.trace("pod/default/client", "node/n2", "tcp", 40000, 10250, time=1.0)
+    assert first.reply is not None and again.reply is not None, [h.detail for h in again.hops
+                                                                 if h.component == "app"]

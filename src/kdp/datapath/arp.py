@@ -18,7 +18,8 @@ class ArpMixin:
     def netif_receive(self, dev: Device, ev) -> None:
         """eth_type_trans() + the protocol handlers of a non-bridged device."""
         pkt = ev.pkt
-        if not (pkt.eth.dst == dev.mac or is_multicast_mac(pkt.eth.dst) or dev.kind == "loopback"):
+        if not (pkt.eth.dst == dev.mac or is_multicast_mac(pkt.eth.dst) or dev.kind == "loopback"
+                or ev.pkt_host):
             self.drop(ev, dev, "link", f"destination MAC {pkt.eth.dst} is not {dev.mac}",
                       errors.NOT_FOR_US)
             return
@@ -61,9 +62,14 @@ class ArpMixin:
         self.hop(ev, dev, "arp", "learn", f"{a.spa} is-at {a.sha}; {len(waiting)} packet(s) released")
         if ev.leg in ("request", "reply"):       # an ARP reply that was itself the frame followed
             self.delivered(ev, ns, ev.pkt, f"ARP reply taken into {ns.name}'s neighbour table")
+        if waiting:
+            ns.neigh.get(dev.name, a.spa).hh = True      # output resolved it: the header is cached
         for qpkt, qev, resume in waiting:
             if resume is not None:               # a bridged DNAT frame waiting for its MAC
-                resume(a.sha)
+                entry = ns.neigh.get(dev.name, a.spa)
+                if entry is not None:
+                    entry.hh = True
+                resume(a.sha, True)
                 continue
             out = wire.set_macs(qpkt, dev.mac, a.sha)
             self.transmit(dev, out, qev.child(dev, out, meta=None))
@@ -80,10 +86,16 @@ class ArpMixin:
             self.transmit(dev, wire.set_macs(pkt, dev.mac, BROADCAST_MAC), ev)
             return
         mac = ns.neigh.lookup_mac(dev.name, nexthop)
+        entry = ns.neigh.get(dev.name, nexthop)
         if mac is not None and resume is not None:
-            resume(mac)
+            # br_nf_pre_routing_finish_bridge: with a cached header the frame is bridged
+            # at once; otherwise it goes out through the bridge device first
+            via_output = not entry.hh
+            entry.hh = True
+            resume(mac, via_output)
             return
         if mac is not None:
+            entry.hh = True
             out = wire.set_macs(pkt, dev.mac, mac)
             self.hop(ev, dev, "arp", "resolved", f"next hop {nexthop} is-at {mac}")
             self.transmit(dev, out, ev.child(dev, out))

@@ -44,7 +44,8 @@ class BridgeMixin:
         fdb = br.fdb.get(dst)
         if (fdb is not None and fdb.local) or dst == br.mac:
             self.hop(ev, port, "bridge", "local", f"{br.name}: frame for the bridge's own MAC -> node stack")
-            self._bridge_up(br, pkt, ev, skip_prerouting=nf)
+            # PACKET_HOST when addressed to the bridge or to the very port it came in on
+            self._bridge_up(br, pkt, ev, skip_prerouting=nf, host=dst in (br.mac, port.mac))
             return
         out = br.lookup(dst, self.now)
         if out is None:
@@ -79,10 +80,11 @@ class BridgeMixin:
                 continue
             self._br_forward(br, inp, p, pkt, ev.child(p, pkt, meta=ev.meta), nf)
 
-    def _bridge_up(self, br: Bridge, pkt, ev, skip_prerouting: bool) -> None:
+    def _bridge_up(self, br: Bridge, pkt, ev, skip_prerouting: bool, host: bool = False) -> None:
         self.capture(br, pkt, "in")
         up = ev.child(br, pkt, meta=ev.meta)
         up.skip_prerouting = skip_prerouting
+        up.pkt_host = host
         self.netif_receive(br, up)
 
     def _br_nf_dnat(self, br: Bridge, port: Device, pkt, ev) -> bool:
@@ -98,9 +100,12 @@ class BridgeMixin:
             ev.pkt = wire.set_macs(pkt, pkt.eth.src, br.mac)
             return False
 
-        def resume(mac: str) -> None:
+        def resume(mac: str, via_output: bool) -> None:
             out = wire.set_macs(pkt, pkt.eth.src, mac)
-            self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: stays bridged, to {mac}")
+            self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: stays bridged, to {mac}"
+                     + (f" (sent through {br.name}: no cached header yet)" if via_output else ""))
+            if via_output:
+                self.capture(br, out, "out")
             self._br_handle_frame_finish(br, port, out, ev.child(port, out, meta=ev.meta), nf=True)
 
         self.neigh_output(ns, br, rt.via or pkt.ip.dst, pkt, ev, resume=resume)

@@ -19,6 +19,7 @@ class Event:
     leg: str                 # request | reply | arp
     meta: Any = None         # netfilter's per-skb metadata inside one namespace
     skip_prerouting: bool = False   # br_netfilter already ran PREROUTING (ip_sabotage_in)
+    pkt_host: bool = False          # the link layer already marked it for this host (PACKET_HOST)
 
     def child(self, dev: Device, pkt: Packet, meta=None, leg: str | None = None) -> "Event":
         return Event(dev, pkt, leg or self.leg, meta)

@@ -14,6 +14,7 @@ class NeighEntry:
     state: str = "INCOMPLETE"          # INCOMPLETE | REACHABLE | STALE | FAILED | PERMANENT
     updated: float = 0.0
     queue: list = field(default_factory=list)   # packets waiting for the MAC
+    hh: bool = False                    # the cached header: set once output used the entry
 
 
 class NeighTable:

@@ -345,6 +345,8 @@ class SocketTable:
             conn.handle = TcpHandle(self, key, "server", owner=owner or "")
         conn.app_state.setdefault("_handle", conn.handle)
         if l4.flags & SYN:
+            if conn.state == "SYN_RECV" and not l4.flags & ACK and lst is not None:
+                return self._syn(ip, l4, lst, now)    # the SYN-ACK is sent again (same ISN)
             return Delivery("consumed", "retransmitted SYN for a known connection", owner=owner)
         seq_end = (l4.seq + len(l4.payload) + (1 if l4.flags & FIN else 0)) & 0xFFFFFFFF
         if conn.state == "SYN_RECV" and l4.flags & ACK:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from kdp.addr import ZERO_MAC
+from kdp.conntrack.keyed import keyed_hash
 from kdp.wire import (ACK, ETH_P_IP, ICMP, IPv4, PROTO_ICMP, PROTO_TCP, RST, SYN, FIN, TCP, Ether,
                       ICMP_ERROR_TYPES, Packet, emit_l4, finalize, ip_header, l4_checksum_ok)
 
@@ -72,6 +73,9 @@ def _unreach(pkt: Packet, code: int, pc) -> Packet | None:
         src = info.source_address(pc.in_dev, ip.src) or ip.dst
     body = emit_l4(l4) if l4 is not None else pkt.payload
     quoted = (ip_header(ip, len(body)) + body)[:ICMP_ROOM]
-    nip = IPv4(src=src, dst=ip.src, proto=PROTO_ICMP, ttl=DEFAULT_TTL, ident=0, flags=0,
+    # no DF: ip_select_ident() hashes an ID (kdp: a keyed hash of the seed and the quoted packet)
+    ident = (keyed_hash(pc.nf.seed, "reject-icmp-id", pc.nf.info.name, str(ip.src), str(ip.dst), ip.ident)
+             & 0xFFFF) or 1
+    nip = IPv4(src=src, dst=ip.src, proto=PROTO_ICMP, ttl=DEFAULT_TTL, ident=ident, flags=0,
                tos=(ip.tos & 0x1E) | 0xC0)
     return finalize(Packet(_eth(), ip=nip, l4=ICMP(3, code, payload=quoted)))
