@@ -55,6 +55,10 @@ class OracleSettings:
             # no IGMP reports for 224.0.0.x: a bridge with multicast snooping joins the
             # all-snoopers group 224.0.0.106 when it comes up and reports it (start-up noise)
             "net.ipv4.igmp_link_local_mcast_reports": 0,
+            # no SYN-ACK retransmission (first after 1 s, when a scenario is long over): a
+            # half-open connection whose RST never comes (a reply dropped as INVALID on an
+            # asymmetric path) would otherwise leak its retransmits into later scenarios
+            "net.ipv4.tcp_synack_retries": 0,
         }
         if self.tcp_rmem:
             s["net.ipv4.tcp_rmem"] = self.tcp_rmem
@@ -81,6 +85,7 @@ class OracleSettings:
                 "rp_filter/arp_ignore/arp_announce/arp_filter/accept_local=0, send_redirects=1 (kernel defaults, "
                 "set explicitly because a new netns inherits the host's IPv4 conf)",
                 "net.ipv4.igmp_link_local_mcast_reports=0 (bridges report 224.0.0.106 when they come up)",
+                "net.ipv4.tcp_synack_retries=0 (no SYN-ACK retransmits 1 s later, in another scenario's capture)",
                 "underlay: a bridge with static FDB entries, learning and unknown-unicast flooding off",
                 f"ext (catch-all): rule pref {CATCH_ALL_TABLE} -> table {CATCH_ALL_TABLE}: "
                 "local 0.0.0.0/0 dev lo, throw for the cluster ranges; the outside addresses scenarios use are also /32 on lo "
@@ -349,7 +354,8 @@ class RealCluster:
     # --- state between scenarios -----------------------------------------------------
     def reset(self) -> None:
         """Forget what earlier scenarios taught the kernel: neighbour caches,
-        learned FDB entries (static/permanent ones stay), conntrack."""
+        learned FDB entries (static/permanent ones stay), conntrack, the
+        `-m recent` lists (session affinity)."""
         batches: dict[str, list[str]] = {}
         for ns in self.namespaces.values():
             lines = ["neigh flush all"]
@@ -359,6 +365,7 @@ class RealCluster:
         self._run_batches(batches, "reset")
         for name in self.loaded_rules:
             N.netns_exec(self.netns[name], ["conntrack", "-F"])
+            N.flush_xt_recent(self.netns[name])
 
     # --- self check -------------------------------------------------------------------
     def verify(self) -> list[str]:

@@ -40,7 +40,7 @@ def cmd_oracle(a) -> int:
     from .scenarios import catalogue, select
 
     cluster = _load_cluster(a.cluster)
-    scenarios = catalogue(cluster, a.seed)
+    scenarios = catalogue(cluster, a.seed, full=True)
     if a.list:
         for s in scenarios:
             print(f"{s.name:<26} {s.description}" + (" [needs --rules]" if s.needs_rules else ""))

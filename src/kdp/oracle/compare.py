@@ -368,12 +368,21 @@ def compare_captures(kdp_caps: dict, kern_caps: dict, mapper: Mapper,
     def first_ts(d):
         fs = kern_caps.get(d) or []
         return min((f.ts for f in fs), default=float("inf"))
-    results = []
+    paired = []
     for d in sorted(devices, key=first_ts):
         a, b = kdp_caps.get(d, []), kern_caps.get(d, [])
         if not a and not b:
             continue
-        pairs = pair_frames(d, a, b)
+        paired.append((d, pair_frames(d, a, b)))
+    # learn every random value first: behind a NAT the same connection has other
+    # addresses on other devices, and a device may show a segment acknowledging
+    # an ISN (or echoing a timestamp) before the device where it is learned
+    for _d, pairs in paired:
+        for p in pairs:
+            if p.kdp is not None and p.kernel is not None and p.kdp.pkt is not None and p.kernel.pkt is not None:
+                learn(mapper, p.kdp.pkt, p.kernel.pkt)
+    results = []
+    for d, pairs in paired:
         for p in pairs:
             if p.kdp is not None and p.kernel is not None:
                 compare_pair(mapper, p)

@@ -114,6 +114,57 @@ def read_sysctl(name: str, key: str) -> str:
     return run_in(name, work)
 
 
+def flush_xt_recent(name: str) -> list[str]:
+    """Empty every `-m recent` list of namespace `name` (writing "/" to
+    /proc/net/xt_recent/LIST, read through the thread's own netns); returns
+    the lists flushed."""
+    def work():
+        base = "/proc/thread-self/net/xt_recent"
+        try:
+            lists = sorted(os.listdir(base))
+        except FileNotFoundError:
+            return []
+        for n in lists:
+            with open(os.path.join(base, n), "w") as f:
+                f.write("/\n")
+        return lists
+    return run_in(name, work)
+
+
+def sysctl_writable(name: str, key: str) -> bool:
+    """Whether `key` can be written inside namespace `name` (some net.*
+    sysctls are global and read-only outside the init namespace)."""
+    def work():
+        return os.access("/proc/sys/" + key.replace(".", "/"), os.W_OK)
+    return run_in(name, work)
+
+
+def probe_sysctl(key: str, value: object) -> str | None:
+    """Whether this kernel lets a child network namespace set `key` to `value`:
+    None when it does, else why not. Tried in a throwaway namespace
+    `kdpo<pid>-probe` (deleted at once); the host's value is never touched."""
+    name = f"{default_prefix()}probe"
+    REGISTRY.install()
+    REGISTRY.add([name])
+    try:
+        create_netns([name])
+        if key.startswith("net.netfilter."):
+            # the nf_conntrack sysctls appear in a namespace once conntrack is used there
+            netns_exec(name, ["iptables", "-w", "-t", "raw", "-A", "OUTPUT", "-m", "conntrack",
+                              "--ctstate", "NEW"])
+        try:
+            old = read_sysctl(name, key)
+        except OSError as e:
+            return f"{key} does not exist in a child network namespace ({e.strerror})"
+        if not sysctl_writable(name, key):
+            return (f"{key} is read-only in a child network namespace on kernel {os.uname().release} "
+                    f"(global: only the init namespace may set it; currently {old})")
+        failed = write_sysctls(name, {key: value}, strict=False)
+        return failed[0] if failed else None
+    finally:
+        REGISTRY.cleanup([name])
+
+
 # --- ethtool (offloads) without the ethtool binary --------------------------
 
 SIOCETHTOOL = 0x8946

@@ -121,6 +121,8 @@ def report_text(rep: dict, verbose: bool = False) -> str:
                    f"rules {'loaded' if sess.get('rules') else 'not loaded'}")
         for w in sess.get("warnings", []):
             out.append(f"  warning: {w}")
+        for sk in sess.get("skipped", []):
+            out.append(f"  skipped {sk['scenario']}: {sk['reason']}")
     for sc in rep["scenarios"]:
         f, fl = sc["frames"], sc["fields"]
         verdict = "AGREE" if sc["agree"] else "DIFFER"

@@ -16,10 +16,15 @@ from . import netns as N
 from .build import OracleSettings, RealCluster
 from .capture import Sniffer, write_pcap
 from .compare import DeviceResult, Frame, Mapper, compare_captures
-from .force import force_emulator
+from .force import choices_from_frames, force_emulator, forcing_misses, kdp_dumps
 from .inject import Injector
 from .listeners import EchoServers
 from .scenarios import Scenario, StepError
+
+
+class ScenarioUnsupported(Exception):
+    """The kernel here cannot run this scenario without touching the host
+    (e.g. a per-namespace nf_conntrack_max); the message says why."""
 
 
 @dataclass
@@ -120,7 +125,7 @@ class Oracle:
         kern_caps = self._run_kernel(sc)      # first: kdp is then forced to the kernel's random choices
         if self._kernel_note:
             notes.append(self._kernel_note)
-        kdp_caps, note = self._run_kdp(sc)
+        kdp_caps, note = self._run_kdp(sc, kern_caps)
         if note:
             notes.append(note)
         mapper = Mapper()
@@ -141,15 +146,29 @@ class Oracle:
                               sum(map(len, kern_caps.values())), time.perf_counter() - t0, notes,
                               self._conntrack)
 
-    def _run_kdp(self, sc: Scenario):
+    def _run_kdp(self, sc: Scenario, kern_caps: dict | None = None):
         emu, note = make_emulator(self.cluster, self.seed, self.rules)
-        forced = force_emulator(emu, self._conntrack) if self._conntrack else 0
-        if forced:
+        forced, keep = {}, None
+        if self.rules and sc.force != "none":
+            if sc.force == "first":
+                first = wire.parse(sc.steps[0].frame)
+                t = (first.ip.proto, first.ip.src, first.ip.dst) + tuple(first.ports)
+                keep = lambda k: k == t         # noqa: E731
+            sent = [wire.parse(st.frame) for st in sc.steps if st.frame is not None]
+            seen = choices_from_frames(sent, kern_caps or {})
+            forced = force_emulator(emu, self._conntrack, keep, seen)
+        if forced.get("endpoints") or forced.get("snat"):
             note = (note + "; " if note else "") + \
-                f"kdp's statistic (endpoint) choices forced to the kernel's for {forced} connection(s)"
+                f"kdp forced to the kernel's random choices: {forced['endpoints']} endpoint(s) " \
+                f"(statistic), {forced['snat']} SNAT port(s) (MASQUERADE --random-fully)"
         if sc.silent_client:
-            p = wire.parse(sc.steps[0].frame)
-            emu.namespace(sc.silent_client).sockets.add_client("tcp", p.ip.src, p.l4.sport, p.ip.dst, p.l4.dport)
+            sockets = emu.namespace(sc.silent_client).sockets
+            for st in sc.steps:
+                if st.frame is None or st.ns != sc.silent_client:
+                    continue
+                p = wire.parse(st.frame)
+                if isinstance(p.l4, wire.TCP) and p.l4.flags & wire.SYN and not p.l4.flags & wire.ACK:
+                    sockets.add_client("tcp", p.ip.src, p.l4.sport, p.ip.dst, p.l4.dport)
         for i, st in enumerate(sc.steps):
             dev = emu.namespace(st.ns).devices[st.dev]
             frame = st.frame
@@ -161,6 +180,10 @@ class Oracle:
                     note = f"kdp side stopped before step {i} ({st.label}): {e}"
                     break
             emu.datapath.inject(dev, wire.parse(frame), i * 0.001)
+        if forced.get("endpoints") or forced.get("snat"):
+            missed = forcing_misses(self._conntrack, kdp_dumps(emu, emu.datapath.now), keep)
+            if missed:
+                note = (note + "; " if note else "") + "forcing did not take effect: " + "; ".join(missed)
         caps: dict = {}
         for (ns, dev), items in emu.captures.items():
             d = emu.namespace(ns).devices.get(dev)
@@ -179,6 +202,40 @@ class Oracle:
                 outside += [p.ip.src, p.ip.dst]
         self.real.add_outside_addresses(outside)
         self.real.reset()
+        undo_sysctls = self._scenario_sysctls(sc)
+        added_routes = []
+        try:
+            for ns, spec in sc.kernel_routes:
+                N.ip_batch(self.real.netns[ns], [f"route replace {spec}"], f"scenario {sc.name} route")
+                added_routes.append((ns, spec))
+            return self._run_kernel_steps(sc)
+        finally:
+            for ns, spec in added_routes:
+                try:
+                    N.ip_batch(self.real.netns[ns], [f"route del {spec}"], "scenario route removal")
+                except N.NetnsError:
+                    pass
+            for netns, vals in undo_sysctls.items():
+                N.write_sysctls(netns, vals, strict=False)
+
+    def _scenario_sysctls(self, sc: Scenario) -> dict:
+        """Write the scenario's sysctls; returns the old values to restore.
+        ScenarioUnsupported when the kernel refuses one (read-only here)."""
+        undo: dict[str, dict] = {}
+        for ns, vals in sc.kernel_sysctls.items():
+            me = self.real.netns[ns]
+            old = {k: N.read_sysctl(me, k) for k in vals}
+            failed = N.write_sysctls(me, vals, strict=False)
+            if failed:
+                for netns, back in undo.items():
+                    N.write_sysctls(netns, back, strict=False)
+                raise ScenarioUnsupported(f"{sc.name}: the kernel refuses {'; '.join(failed)} in the "
+                                          f"namespace of {ns} (kernel {os.uname().release}): "
+                                          "setting it would need the host's (init) namespace")
+            undo[me] = old
+        return undo
+
+    def _run_kernel_steps(self, sc: Scenario) -> dict:
         self.sniffer.wait_quiet(0.05, 0.5)
         self.sniffer.clear()
         rst_rule = ["OUTPUT", "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "DROP"]
@@ -207,6 +264,25 @@ class Oracle:
         self._conntrack = self._conntrack_dump() if self.rules else {}
         return caps
 
+    def kernel_only(self, steps, pace: float = 0.002, settle: float = 0.3) -> dict[str, list[str]]:
+        """Inject static frames into the kernel twin only (no capture kept, no
+        kdp run) from empty neighbour/conntrack state, `pace` seconds apart,
+        and return the nodes' `conntrack -L` afterwards: the kernel's random
+        choices over many flows (the distribution check)."""
+        self.real.reset()
+        self.sniffer.wait_quiet(0.05, 0.5)
+        first = True
+        for st in steps:
+            self.injector.send(self.real.netns[st.ns], st.dev, st.frame)
+            if first:                     # neighbours resolved before the burst
+                self.sniffer.wait_quiet(0.05, 1.0, min_wait=0.05)
+                first = False
+            elif pace:
+                time.sleep(pace)
+        self.sniffer.wait_quiet(settle, 10.0, min_wait=settle)
+        self.sniffer.clear()
+        return self._conntrack_dump()
+
     def _conntrack_dump(self) -> dict[str, list[str]]:
         """The kernel's conntrack entries per node (which endpoint DNAT chose,
         which port MASQUERADE picked): what kdp's choices can be forced to."""
@@ -233,13 +309,16 @@ def run_oracle(cluster, scenarios: list[Scenario], seed: int = 0, rules: bool | 
     """Build, run every scenario, tear down. Returns (results, session info)."""
     N.cleanup_stale()
     with Oracle(cluster, seed=seed, rules=rules, keep_pcaps=keep_pcaps, prefix=prefix, settings=settings) as o:
-        results = []
+        results, skipped = [], []
         for sc in scenarios:
             if sc.needs_rules and not o.rules:
                 continue
-            results.append(o.run(sc))
+            try:
+                results.append(o.run(sc))
+            except ScenarioUnsupported as e:
+                skipped.append({"scenario": sc.name, "reason": str(e)})
         info = {"build_seconds": round(o.build_seconds, 3), "namespaces": len(o.real.all_netns()),
                 "devices": len(o.real.devices()), "settings": o.settings.describe(),
                 "warnings": o.real.warnings + o.servers.errors, "rules": o.rules,
-                "listeners": len(o.servers.opened)}
+                "listeners": len(o.servers.opened), "skipped": skipped}
     return results, info

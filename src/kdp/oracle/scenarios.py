@@ -9,6 +9,7 @@
 # Service/NAT scenarios (needs_rules=True) run only with rules=True.
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -41,9 +42,23 @@ class Scenario:
     max_wait: float = 3.0
     needs_rules: bool = False
     # kdp namespace of a raw sender that must not answer with RSTs (a TCP session
-    # driven step by step): kdp registers a client socket, the kernel drops the
-    # namespace's outgoing RSTs in OUTPUT (before any capture point)
+    # driven step by step): kdp registers a client socket for every SYN step, the
+    # kernel drops the namespace's outgoing RSTs in OUTPUT (before any capture point)
     silent_client: str | None = None
+    # which of the kernel's random choices (conntrack: endpoint, SNAT port) kdp is
+    # forced to: "all"; "first" (only the first step's connection: session affinity,
+    # where later flows must follow kdp's own `recent` match); "none"
+    force: str = "all"
+    # kernel-only plumbing kdp models elsewhere: (kdp namespace, `ip route` spec)
+    # added before the steps and deleted after (the cloud LB: a route on the edge
+    # for the LB IP via the node kdp's load balancer chose)
+    kernel_routes: list = field(default_factory=list)
+    # sysctls written in the real twin for this scenario only ({kdp ns: {key: value}}),
+    # restored afterwards; a key the kernel refuses makes the scenario unsupported
+    kernel_sysctls: dict = field(default_factory=dict)
+    # what kdp's own trace of the first step did (disposition, reason, delivered to),
+    # for tests and the report
+    kdp_outcome: str = ""
 
 
 @dataclass
@@ -101,14 +116,50 @@ def spec(pod) -> str:
 
 def first_frame(cluster, seed: int, src: str, dst: str, **kw) -> Step:
     """The first IP frame kdp's stack of `src` transmits for trace(src, dst)."""
+    return trace_first(cluster, seed, src, dst, **kw)[0]
+
+
+def trace_first(cluster, seed: int, src: str, dst: str, **kw):
+    """(first_frame's Step, kdp's Outcome of that trace in a throwaway emulator)."""
     from ..emulator import Emulator
     emu = Emulator(cluster, seed=seed)
     src_ns = emu.resolve(src).ns
     out = emu.trace(src, dst, **kw)
     for dev, direction, pkt in out.frames:
         if direction == "out" and dev.namespace is src_ns and pkt.ip is not None and dev.kind != "loopback":
-            return Step(src_ns.name, dev.name, wire.emit(pkt), f"{src} -> {dst} {pkt.summary()}")
+            return Step(src_ns.name, dev.name, wire.emit(pkt), f"{src} -> {dst} {pkt.summary()}"), out
     raise LookupError(f"kdp puts no IP frame on a device of {src} for {dst}")
+
+
+def flows(cluster, seed: int, src: str, dst: str, sports, **kw) -> list[Step]:
+    """One first frame per source port: kdp's first frame for the first port,
+    the others the same frame with another source port (and the IP ID and TCP
+    ISN advanced, so no two flows look alike), checksums recomputed. One kdp
+    trace instead of one per flow."""
+    sports = list(sports)
+    if not sports:
+        return []
+    base = first_frame(cluster, seed, src, dst, sport=sports[0], **kw)
+    p = wire.parse(base.frame)
+    out = [base]
+    for i, sp in enumerate(sports[1:], 1):
+        ip = replace(p.ip, ident=(p.ip.ident + i) & 0xFFFF)
+        l4 = replace(p.l4, sport=sp)
+        if isinstance(l4, wire.TCP):
+            l4 = replace(l4, seq=(l4.seq + i * 0x01000193) & 0xFFFFFFFF)
+        q = wire.finalize(wire.Packet(p.eth, ip=ip, l4=l4))
+        out.append(Step(base.ns, base.dev, wire.emit(q), f"{src} -> {dst} {q.summary()}"))
+    return out
+
+
+def outcome_text(out) -> str:
+    """kdp's verdict of a trace in one line: `delivered to X`, `dropped (reason)`."""
+    text = out.disposition
+    if out.delivered_to:
+        text += f" to {out.delivered_to}"
+    if out.reason:
+        text += f" ({out.reason})"
+    return text
 
 
 def _unused_ip(cluster, net) -> IPv4Address:
@@ -122,8 +173,12 @@ def _unused_ip(cluster, net) -> IPv4Address:
     raise LookupError(f"no unused address in {net}")
 
 
-def catalogue(cluster, seed: int = 0) -> list[Scenario]:
-    """Every scenario that applies to this cluster, in a fixed order."""
+def catalogue(cluster, seed: int = 0, full: bool = False) -> list[Scenario]:
+    """Every scenario that applies to this cluster, in a fixed order. full:
+    also the service scenarios (several endpoints, sessions through a
+    ClusterIP, hairpin, node ports and load balancers from outside, REJECT,
+    affinity, conntrack table full); `kdp oracle` runs them, the core set
+    (tests/oracle/test_agreement.py) does not."""
     pk = pick(cluster)
     if pk is None:
         return []
@@ -201,28 +256,283 @@ def catalogue(cluster, seed: int = 0) -> list[Scenario]:
         sc = tcp_session(cluster, seed, c, spec(pk.remote_tcp[0]), pk.remote_tcp[1], "cross-node-tcp-session")
         if sc is not None:
             out.append(sc)
-    _service_scenarios(cluster, seed, pk, out)
+    _service_scenarios(cluster, seed, pk, out, full)
     add("pod-to-ext-tcp", f"TCP SYN {c} -> ext/93.184.216.34:443 (masqueraded by the node with rules)",
         c, "ext/93.184.216.34", proto="tcp", dport=443)
     add("pod-to-ext-udp", f"UDP {c} -> ext/1.1.1.1:53", c, "ext/1.1.1.1", proto="udp", dport=53)
     return out
 
 
-def _service_scenarios(cluster, seed, pk, out: list) -> None:
+EXT_CLIENT = "198.18.0.9"         # an outside client (RFC 2544 benchmark range): ext/ADDR
+MULTI_FLOWS = 24                  # flows to a multi-endpoint ClusterIP: P(no flow picks a given one of
+                                  # 3 endpoints) = (2/3)^24 < 1e-4
+AFFINITY_FLOWS = 6
+UDP_FLOWS = 16                    # to a 2-endpoint service, one local: P(one kind never drawn) = 2^-15
+LB_HOP = re.compile(r"cloud load balancer: .* -> node (\S+) \(")
+
+
+def _svc_spec(svc) -> str:
+    return f"svc/{svc.namespace}/{svc.name}"
+
+
+def _ready(svc, port) -> list:
+    return [e for e in svc.endpoints_for(port) if e.ready]
+
+
+def _eps_pods(eps) -> set:
+    return {e.pod for e in eps if e.pod}
+
+
+def _tcp_ports(cluster, **want):
+    """(service, port, ready endpoints) of TCP service ports with a ClusterIP,
+    filtered by the keyword predicates on the service."""
+    out = []
+    for s in cluster.services:
+        if s.cluster_ip is None or s.type == "ExternalName":
+            continue
+        if any(getattr(s, k) != v for k, v in want.items()):
+            continue
+        for p in s.ports:
+            if p.protocol == "TCP":
+                out.append((s, p, _ready(s, p)))
+    return out
+
+
+def _node_ip(cluster, name):
+    return next(n.ip for n in cluster.nodes if n.name == name)
+
+
+def _lb_node(out) -> str | None:
+    for h in out.hops:
+        m = LB_HOP.search(h.detail)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _outside(cluster, ranges=(), inside: bool = True) -> str:
+    """An outside client address: inside the first of `ranges`, or (inside=False)
+    outside all of them."""
+    if inside and ranges:
+        return str(ranges[0].network_address + min(5, ranges[0].num_addresses - 1))
+    for cand in (EXT_CLIENT, "8.8.8.8", "192.0.2.77", "100.64.9.9"):
+        if not any(IPv4Address(cand) in r for r in ranges):
+            return cand
+    raise LookupError("no outside address outside the source ranges")
+
+
+def _service_scenarios(cluster, seed, pk, out: list, full: bool = True) -> None:
     """Services need kube-proxy's rules on both sides (rules=True). With more
-    than one endpoint the kernel's `statistic` choice is random: the oracle
-    records the kernel's conntrack entries so kdp's choice can be forced."""
+    than one endpoint the kernel's `statistic` choice is random, and so is the
+    port MASQUERADE --random-fully picks: the oracle records the kernel's
+    conntrack entries and forces kdp's choices to them (oracle.force)."""
     c = spec(pk.client)
-    tcp = [(s, p) for s in cluster.services for p in s.ports
-           if s.cluster_ip is not None and p.protocol == "TCP" and s.endpoints]
-    if tcp:
-        svc, port = tcp[0]
+    cnode = pk.client.node
+    client_key = f"{pk.client.namespace}/{pk.client.name}"
+    pods = {f"{p.namespace}/{p.name}": p for p in cluster.pods if not p.host_network}
+
+    def add(name, desc, src, dst, scenario_kw=None, **kw):
         try:
-            st = first_frame(cluster, seed, c, f"svc/{svc.namespace}/{svc.name}", proto="tcp", dport=port.port)
-            out.append(Scenario("pod-to-clusterip-tcp", f"TCP SYN {c} -> svc/{svc.namespace}/{svc.name} "
-                                f"{svc.cluster_ip}:{port.port} (DNAT to an endpoint)", [st], needs_rules=True))
+            st, o = trace_first(cluster, seed, src, dst, **kw)
         except LookupError:
-            pass
+            return None
+        sc = Scenario(name, desc, [st], needs_rules=True, kdp_outcome=outcome_text(o),
+                      **(scenario_kw or {}))
+        out.append(sc)
+        return sc, o
+
+    tcp = _tcp_ports(cluster)
+    # endpoints only on other nodes (and reachable under the internal policy): whichever
+    # endpoint the kernel draws, the path has the same shape (DNAT, routed to another node)
+    remote = [(s, p, e) for s, p, e in tcp if e and all(x.node != cnode for x in e)
+              and s.internal_traffic_policy == "Cluster" and s.session_affinity != "ClientIP"]
+    remote.sort(key=lambda x: -len(x[2]))
+    plain = remote or [(s, p, e) for s, p, e in tcp if e]
+    if plain:
+        svc, port, _ = plain[0]
+        add("pod-to-clusterip-tcp", f"TCP SYN {c} -> {_svc_spec(svc)} {svc.cluster_ip}:{port.port} "
+            f"(DNAT to an endpoint)", c, _svc_spec(svc), proto="tcp", dport=port.port)
+    if not full:
+        _nodeport_from_pod(cluster, seed, pk, out)
+        return
+    if remote:
+        svc, port, eps = remote[0]
+        sc = tcp_session(cluster, seed, c, _svc_spec(svc), port.port, "clusterip-tcp-session")
+        if sc is not None:
+            sc.needs_rules = True
+            sc.description = (f"TCP session {c} -> {_svc_spec(svc)} {svc.cluster_ip}:{port.port} ({len(eps)} "
+                              f"endpoint(s), all on other nodes): handshake, data echoed, close; every reply "
+                              f"un-DNATed to the service address (client RSTs suppressed)")
+            out.append(sc)
+
+    # several endpoints, one on the client's node (bridged DNAT) and remote ones
+    multi = [(s, p, e) for s, p, e in tcp if len(e) >= 2 and s.session_affinity != "ClientIP"
+             and s.internal_traffic_policy == "Cluster" and client_key not in _eps_pods(e)]
+    multi.sort(key=lambda x: (not ({e.node for e in x[2]} >= {cnode} and len({e.node for e in x[2]}) > 1),
+                              x[0].type != "ClusterIP" or bool(x[0].external_ips), -len(x[2])))
+    if multi:
+        svc, port, eps = multi[0]
+        try:
+            steps = flows(cluster, seed, c, _svc_spec(svc), range(40000, 40000 + MULTI_FLOWS), proto="tcp",
+                          dport=port.port)
+        except LookupError:
+            steps = []
+        if steps:
+            local = sum(e.node == cnode for e in eps)
+            out.append(Scenario("clusterip-several-endpoints",
+                                f"{len(steps)} TCP SYNs {c} -> {_svc_spec(svc)} {svc.cluster_ip}:{port.port} "
+                                f"({len(eps)} endpoints, {local} on the client's node: bridged DNAT; the "
+                                f"rest routed to other nodes)", steps, quiet=0.05, needs_rules=True))
+        add("node-to-clusterip", f"TCP SYN node/{cnode} -> {_svc_spec(svc)} {svc.cluster_ip}:{port.port} "
+            f"(KUBE-MARK-MASQ: masqueraded --random-fully)", f"node/{cnode}", _svc_spec(svc),
+            proto="tcp", dport=port.port)
+
+    # an endpoint on the sender's node and nowhere else: bridged DNAT, deterministic
+    for s, p, eps in tcp:
+        nodes = {e.node for e in eps}
+        if len(nodes) != 1:
+            continue
+        node = next(iter(nodes))
+        sender = next((q for k, q in pods.items() if q.node == node and k not in _eps_pods(eps)), None)
+        if sender is not None:
+            add("clusterip-same-node-endpoint", f"TCP SYN {spec(sender)} -> {_svc_spec(s)} "
+                f"{s.cluster_ip}:{p.port} (its endpoint is on the same node: DNAT in the bridge, "
+                f"frame stays bridged, TTL kept)", spec(sender), _svc_spec(s), proto="tcp", dport=p.port)
+            break
+
+    # hairpin: a pod reaching itself through its service (it is the only endpoint)
+    for s, p, eps in tcp:
+        if len(eps) == 1 and eps[0].pod in pods:
+            me = pods[eps[0].pod]
+            mode = cluster.config.hairpin_mode
+            what = {"hairpin-veth": "delivered, masqueraded to the bridge address",
+                    "none": "dropped: the bridge port has no hairpin"}.get(mode, mode)
+            add("hairpin-via-service", f"TCP SYN {spec(me)} -> {_svc_spec(s)} {s.cluster_ip}:{p.port}, its "
+                f"only endpoint is itself (hairpin mode {mode}: {what})", spec(me), _svc_spec(s),
+                proto="tcp", dport=p.port)
+            break
+
+    # sticky services: the kernel's first choice forced, later flows follow `recent`
+    sticky = [(s, p, e) for s, p, e in tcp if s.session_affinity == "ClientIP" and len(e) >= 2
+              and client_key not in _eps_pods(e)]
+    if sticky:
+        svc, port, eps = sticky[0]
+        try:
+            steps = flows(cluster, seed, c, _svc_spec(svc), range(41000, 41000 + AFFINITY_FLOWS), proto="tcp",
+                          dport=port.port)
+        except LookupError:
+            steps = []
+        if steps:
+            out.append(Scenario("session-affinity", f"{len(steps)} TCP SYNs {c} -> {_svc_spec(svc)} "
+                                f"{svc.cluster_ip}:{port.port} (ClientIP affinity, {len(eps)} endpoints): "
+                                f"only the first flow's endpoint is forced, the others must follow the "
+                                f"`recent` list on both sides", steps, quiet=0.05, needs_rules=True,
+                                force="first"))
+
+    # no endpoints: REJECT (ICMP port unreachable); only remote ones with internalTrafficPolicy Local: DROP
+    empty = [(s, p) for s, p, e in tcp if not e and not s.endpoints_for(p)]
+    if empty:
+        svc, port = empty[0]
+        add("clusterip-no-endpoints", f"TCP SYN {c} -> {_svc_spec(svc)} {svc.cluster_ip}:{port.port} "
+            f"(no endpoints: REJECT, ICMP port unreachable back)", c, _svc_spec(svc), proto="tcp", dport=port.port)
+    itp = [(s, p) for s, p, e in tcp if s.internal_traffic_policy == "Local" and e
+           and all(x.node != cnode for x in e)]
+    if itp:
+        svc, port = itp[0]
+        add("clusterip-itp-local-remote-only", f"TCP SYN {c} -> {_svc_spec(svc)} {svc.cluster_ip}:{port.port} "
+            f"(internalTrafficPolicy Local, no endpoint on the client's node: DROP)", c, _svc_spec(svc),
+            proto="tcp", dport=port.port)
+
+    udp = [(s, p, _ready(s, p)) for s in cluster.services if s.cluster_ip is not None for p in s.ports
+           if p.protocol == "UDP" and _ready(s, p) and client_key not in _eps_pods(_ready(s, p))
+           and s.internal_traffic_policy == "Cluster" and s.session_affinity != "ClientIP"]
+    if udp:
+        svc, port, eps = udp[0]
+        # with endpoints on the client's node and elsewhere, enough flows that both kinds are drawn
+        n = 1 if len({e.node == cnode for e in eps}) == 1 else UDP_FLOWS
+        try:
+            steps = flows(cluster, seed, c, _svc_spec(svc), range(43000, 43000 + n), proto="udp", dport=port.port)
+        except LookupError:
+            steps = []
+        if steps:
+            out.append(Scenario("clusterip-udp", f"{len(steps)} UDP datagram(s) {c} -> {_svc_spec(svc)} "
+                                f"{svc.cluster_ip}:{port.port} ({len(eps)} endpoints; DNAT, the answer "
+                                f"un-DNATed, the raw sender's ICMP port unreachable translated back)", steps,
+                                quiet=0.05, needs_rules=True))
+    _nodeport_from_pod(cluster, seed, pk, out)
+    nodeport = [(s, p) for s in cluster.services for p in s.ports if p.node_port and p.protocol == "TCP"]
+    ext = f"ext/{EXT_CLIENT}"
+    np_cluster = [(s, p, _ready(s, p)) for s, p in nodeport if s.external_traffic_policy == "Cluster"
+                  and _ready(s, p) and not s.load_balancer_source_ranges]
+    np_cluster.sort(key=lambda x: x[0].type != "NodePort")
+    if np_cluster:
+        svc, port, _ = np_cluster[0]
+        ip = _node_ip(cluster, cnode)
+        add("nodeport-ext-cluster", f"TCP SYN {ext} -> node/{cnode} {ip}:{port.node_port} ({_svc_spec(svc)} "
+            f"externalTrafficPolicy Cluster: DNAT to any endpoint, masqueraded --random-fully)", ext, str(ip),
+            proto="tcp", dport=port.node_port)
+    np_local = [(s, p, _ready(s, p)) for s, p in nodeport if s.external_traffic_policy == "Local"
+                and _ready(s, p) and not s.load_balancer_source_ranges]
+    np_local.sort(key=lambda x: x[0].type != "NodePort")
+    if np_local:
+        svc, port, eps = np_local[0]
+        with_ep = [n for n in cluster.nodes if any(e.node == n.name for e in eps)]
+        without = [n for n in cluster.nodes if not any(e.node == n.name for e in eps)]
+        if with_ep:
+            n = with_ep[0]
+            add("nodeport-ext-local", f"TCP SYN {ext} -> node/{n.name} {n.ip}:{port.node_port} ({_svc_spec(svc)} "
+                f"externalTrafficPolicy Local, endpoint on this node: client address kept)", ext, str(n.ip),
+                proto="tcp", dport=port.node_port)
+        if without:
+            n = without[0]
+            add("nodeport-ext-local-no-endpoint", f"TCP SYN {ext} -> node/{n.name} {n.ip}:{port.node_port} "
+                f"({_svc_spec(svc)} externalTrafficPolicy Local, no endpoint on this node: DROP)", ext,
+                str(n.ip), proto="tcp", dport=port.node_port)
+
+    # load balancer IPs from outside: kdp's edge is a cloud LB forwarding to a node with the
+    # destination unchanged; the kernel twin gets a route for the LB IP via the node kdp chose
+    lbs = [(s, p, ip) for s in cluster.services if s.type == "LoadBalancer" for ip in s.load_balancer_ips
+           for p in s.ports if p.protocol == "TCP" and _ready(s, p)]
+
+    def add_lb(name, desc, src, svc, port, lb_ip):
+        got = add(name, desc, src, str(lb_ip), proto="tcp", dport=port.port)
+        if got is None:
+            return
+        sc, o = got
+        node = _lb_node(o)
+        if node is not None:
+            ip = _node_ip(cluster, node)
+            sc.kernel_routes.append(("edge", f"{lb_ip}/32 via {ip}"))
+            sc.description += f"; kdp's cloud LB chose node/{node}: the real edge routes {lb_ip} via {ip}"
+
+    plain_lb = [x for x in lbs if not x[0].load_balancer_source_ranges]
+    if plain_lb:
+        svc, port, ip = plain_lb[0]
+        add_lb("lb-ext", f"TCP SYN {ext} -> {ip}:{port.port} ({_svc_spec(svc)} LoadBalancer, "
+               f"externalTrafficPolicy {svc.external_traffic_policy})", ext, svc, port, ip)
+    ranged = [x for x in lbs if x[0].load_balancer_source_ranges]
+    if ranged:
+        svc, port, ip = ranged[0]
+        rngs = svc.load_balancer_source_ranges
+        ok, bad = _outside(cluster, rngs, True), _outside(cluster, rngs, False)
+        add_lb("lb-source-range-allowed", f"TCP SYN ext/{ok} -> {ip}:{port.port} ({_svc_spec(svc)} "
+               f"loadBalancerSourceRanges {', '.join(map(str, rngs))}: allowed)", f"ext/{ok}", svc, port, ip)
+        add_lb("lb-source-range-blocked", f"TCP SYN ext/{bad} -> {ip}:{port.port} ({_svc_spec(svc)} "
+               f"loadBalancerSourceRanges {', '.join(map(str, rngs))}: blocked by KUBE-PROXY-FIREWALL)",
+               f"ext/{bad}", svc, port, ip)
+    extips = [(s, p, ip) for s, p, e in tcp if e for ip in s.external_ips]
+    if extips:
+        svc, port, ip = extips[0]
+        add("externalip-ext", f"TCP SYN {ext} -> {ip}:{port.port} ({_svc_spec(svc)} externalIPs: the edge "
+            f"routes it to a node; DNAT, masqueraded)", ext, str(ip), proto="tcp", dport=port.port)
+
+    full = conntrack_full(cluster, seed, pk)
+    if full is not None:
+        out.append(full)
+
+
+def _nodeport_from_pod(cluster, seed, pk, out: list) -> None:
+    c = spec(pk.client)
     nodeport = [(s, p) for s in cluster.services for p in s.ports if p.node_port and p.protocol == "TCP"]
     if nodeport and pk.other_node is not None:
         svc, port = nodeport[0]
@@ -233,6 +543,36 @@ def _service_scenarios(cluster, seed, pk, out: list) -> None:
                                 needs_rules=True))
         except LookupError:
             pass
+
+
+def conntrack_full(cluster, seed, pk) -> Scenario | None:
+    """kube-proxy's conntrackMax small (<= 16): that many assured connections
+    fill the client node's table, the next SYN is dropped. The kernel twin
+    needs the same net.netfilter.nf_conntrack_max in the node's namespace;
+    kernels where it is global (read-only outside the init namespace) make the
+    scenario unsupported rather than touch the host."""
+    limit = cluster.config.kube_proxy.conntrack_max
+    if not 0 < limit <= 16:
+        return None
+    targets = [(s, p) for s, p, e in _tcp_ports(cluster) if e]
+    if not targets:
+        return None
+    svc, port = targets[0]
+    c = spec(pk.client)
+    try:
+        syns = flows(cluster, seed, c, _svc_spec(svc), range(45000, 45001 + limit), proto="tcp", dport=port.port)
+    except LookupError:
+        return None
+    steps = []
+    for i, syn in enumerate(syns):
+        steps.append(syn)
+        if i < limit:
+            steps.append(Step(syn.ns, syn.dev, None, f"flow {i}: ACK (assured)",
+                              _segment(wire.parse(syn.frame), 1, b"", wire.ACK, 0)))
+    return Scenario("conntrack-table-full", f"{limit} assured TCP connections {c} -> {_svc_spec(svc)} fill "
+                    f"node/{pk.client.node}'s conntrack table (conntrackMax {limit}); the next SYN is dropped",
+                    steps, quiet=0.05, needs_rules=True, silent_client=steps[0].ns,
+                    kernel_sysctls={f"node/{pk.client.node}": {"net.netfilter.nf_conntrack_max": limit}})
 
 
 def tcp_session(cluster, seed, src, dst, dport, name, payload=b"hello oracle\n") -> Scenario | None:
