@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from .. import errors, wire
 from ..conntrack.entry import DST_NAT, SRC_NAT
@@ -237,18 +237,20 @@ def pod_sees_own_address(emu, pod, peers=None, time: float | None = None) -> Non
 
 # --- services -----------------------------------------------------------------------
 
-def from_pods(emu, ip: IPv4Address) -> bool:
-    """Whether kube-proxy's local-traffic detector counts a source as pod
-    traffic: inside the configured clusterCIDR; without one, a pod address (the
-    pod CIDR with kubenet; with Azure CNI, whose pods share the VNet with the
-    nodes, the addresses of the pods themselves, as AKS's interface-prefix
-    detector sees them)."""
+def from_pods(emu, ip: IPv4Address, node: str | None = None) -> bool:
+    """Whether kube-proxy's local-traffic detector on `node` counts a source as
+    pod traffic: with the ClusterCIDR detector (kubenet, or a configured
+    clusterCIDR) an address in that range; with the InterfaceNamePrefix detector
+    (Azure CNI, as AKS runs it) a pod of that node, entering through its veth."""
     cfg = emu.cluster.config
-    if cfg.kube_proxy.cluster_cidr is not None:
-        return ip in cfg.kube_proxy.cluster_cidr
-    if cfg.network_plugin == "kubenet":
-        return ip in cfg.pod_cidr
-    return any(p.ip == ip and not p.host_network for p in emu.cluster.pods)
+    detector = getattr(cfg, "local_detector", None)
+    mode, arg = detector if detector is not None else (
+        ("ClusterCIDR", str(cfg.kube_proxy.cluster_cidr or cfg.pod_cidr)))
+    if mode == "ClusterCIDR":
+        return ip in IPv4Network(arg)
+    if mode == "InterfaceNamePrefix":
+        return any(p.ip == ip and not p.host_network and node in (None, p.node) for p in emu.cluster.pods)
+    return False
 
 
 @dataclass(frozen=True)
@@ -380,7 +382,7 @@ def acceptable_endpoints(emu, svc, port, client_ip: IPv4Address, vip: IPv4Addres
     local = [e for e in eps if e.node == node]
     if vip == svc.cluster_ip:
         return _usable(local) if svc.internal_traffic_policy == "Local" else _usable(eps)
-    inside = from_pods(emu, client_ip) or (node is not None and client_ip in _node_addresses(emu, node))
+    inside = from_pods(emu, client_ip, node) or (node is not None and client_ip in _node_addresses(emu, node))
     if svc.external_traffic_policy == "Local" and not inside:
         return _usable(local)
     return _usable(eps)
@@ -441,7 +443,7 @@ def _classify(emu, ip: IPv4Address, proto: int, dport: int | None):
 
 def _expect_masquerade(emu, sent: Sent, kind: str, svc, node, hairpin: bool) -> bool:
     kp = emu.cluster.config.kube_proxy
-    inside = from_pods(emu, sent.tuple.src)
+    inside = from_pods(emu, sent.tuple.src, node)
     if kind == "cluster-ip":
         return kp.masquerade_all or not inside or hairpin
     if kind == "external":
@@ -501,23 +503,24 @@ def _node_tables(emu):
 
 
 def _check_entry(where: str, e) -> None:
-    o, r = e.orig, e.reply
-    inv = o.invert()
+    """Reply tuple = inverse of the original after NAT: the side no NAT touched
+    is the original's, mirrored (ports aside for ICMP, whose id NAT may change)."""
+    what = "conntrack symmetric"
+    o, r, inv = e.orig, e.reply, e.orig.invert()
     if inv is None:
         return
-    if r.proto != o.proto:
-        _fail("conntrack symmetric", f"{where} entry #{e.id}: reply protocol {r.proto} != original {o.proto}")
-    nat = e.status & (SRC_NAT | DST_NAT)
-    if not nat and r != inv:
-        _fail("conntrack symmetric", f"{where} entry #{e.id} without NAT: reply tuple {r}, "
-                                     f"expected the inverse of the original {inv}")
+    if not e.status & (SRC_NAT | DST_NAT) and r != inv:
+        _fail(what, f"{where} entry #{e.id} without NAT: reply tuple {r}, expected the inverse "
+                    f"of the original {inv}")
     icmp = o.proto == PROTO_ICMP
-    if not e.status & DST_NAT and (r.src, None if icmp else r.sport) != (inv.src, None if icmp else inv.sport):
-        _fail("conntrack symmetric", f"{where} entry #{e.id} (no DNAT): reply source "
-                                     f"{r.src}:{r.sport}, expected the original destination {inv.src}:{inv.sport}")
-    if not e.status & SRC_NAT and (r.dst, None if icmp else r.dport) != (inv.dst, None if icmp else inv.dport):
-        _fail("conntrack symmetric", f"{where} entry #{e.id} (no SNAT): reply destination "
-                                     f"{r.dst}:{r.dport}, expected the original source {inv.dst}:{inv.dport}")
+    if r.proto != o.proto:
+        _fail(what, f"{where} entry #{e.id}: reply protocol {r.proto}, original {o.proto}")
+    if not e.status & DST_NAT and (r.src, icmp or r.sport) != (inv.src, icmp or inv.sport):
+        _fail(what, f"{where} entry #{e.id} (no DNAT): reply source {r.src}:{r.sport}, expected "
+                    f"the original destination {inv.src}:{inv.sport}")
+    if not e.status & SRC_NAT and (r.dst, icmp or r.dport) != (inv.dst, icmp or inv.dport):
+        _fail(what, f"{where} entry #{e.id} (no SNAT): reply destination {r.dst}:{r.dport}, "
+                    f"expected the original source {inv.dst}:{inv.dport}")
 
 
 def conntrack_symmetric_and_expiring(emu, now: float) -> None:
@@ -561,13 +564,23 @@ def _check_terminal(outcome, leg: str) -> None:
         _fail(what, f"{leg} {outcome.disposition} without a named reason ({outcome.reason!r})")
 
 
+def _unicast_flood(outcome) -> bool:
+    """Whether a bridge flooded a unicast frame (its destination MAC not in the
+    FDB): each copy then goes through br_netfilter and on by itself, so what the
+    copies cause (a REJECT's answer, say) comes once per copy, as from the kernel."""
+    return any(h.component == "bridge" and h.action == "flood" and "not in FDB" in h.detail
+               for h in outcome.hops)
+
+
 def no_frame_lost_or_duplicated(outcome) -> None:
     """The request (and the reply, if any) ended delivered, dropped or rejected,
     with a named reason when not delivered; every frame a veth or the underlay
     transmitted was received by its peer (or its drop is named); no device saw
     the same frame twice in the same direction (a bridge floods one copy per
     port, hairpin sends back out the ingress port in the other direction, and a
-    retransmission is a new frame with new bytes)."""
+    retransmission is a new frame with new bytes) — unless a bridge flooded a
+    unicast frame, whose copies each cause their own answers downstream, as in
+    the kernel."""
     _check_terminal(outcome, "request")
     if outcome.reply is not None:
         _check_terminal(outcome.reply, "reply")
@@ -576,10 +589,11 @@ def no_frame_lost_or_duplicated(outcome) -> None:
         return
     frames = outcome.frames
     raws = [wire.emit(p) for _d, _dir, p in frames]
+    flooded = _unicast_flood(outcome)
     seen: dict = {}
     for i, ((dev, direction, pkt), raw) in enumerate(zip(frames, raws)):
         key = (dev.namespace.name, dev.name, direction, raw)
-        if key in seen:
+        if key in seen and not flooded:
             _fail("no frame duplicated", f"frame #{i} {key[0]} {key[1]} {direction} {pkt.summary()} "
                                          f"was already seen as frame #{seen[key]}")
         seen[key] = i
@@ -615,19 +629,29 @@ def _predecessor(lineage: list[Seen], j: int) -> tuple[Seen | None, str]:
             elif p.direction == "out" and (pd is dev.peer or (
                     dev.segment is not None and pd.segment is dev.segment and pd is not dev)):
                 return p, "link"
-        elif dev.master is not None:
-            if (p.direction == "out" and pd is dev.master) or (p.direction == "in" and pd.master is dev.master):
+        elif dev.master is not None:                 # out of a bridge port: bridged
+            if (p.direction, pd) == ("out", dev.master) or (p.direction == "in" and pd.master is dev.master):
                 return p, "bridge"
         elif p.direction == "in" and pd.namespace is dev.namespace and pd.master is None:
             return p, "route"
     return None, "origin"
 
 
+def _l4_checksum_ok(pkt: wire.Packet) -> bool:
+    """Valid, or the one's-complement twin of a valid zero: an incremental
+    update of a message whose words sum to zero leaves 0x0000 where a full
+    computation gives 0xffff (RFC 1624; the kernel's csum_replace does it too)."""
+    if wire.l4_checksum_ok(pkt):
+        return True
+    return pkt.l4.checksum == 0 and wire.l4_checksum_of(pkt.ip, pkt.l4) == 0xFFFF
+
+
 def ttl_and_checksums_right(outcome) -> None:
     """At every hop of every packet in outcome.frames: the IP header and L4
     checksums are valid (for packets that started valid: kdp's own and valid
-    injected ones), the TTL is unchanged across veths, the underlay and bridges,
-    and one lower after each router that forwarded it."""
+    injected ones; 0x0000 for an all-zero message's 0xffff is the kernel's
+    incremental update, accepted), the TTL is unchanged across veths, the
+    underlay and bridges, and one lower after each router that forwarded it."""
     for lineage in _lineages(outcome).values():
         origin = lineage[0].pkt
         valid = wire.ip_checksum_ok(origin) and wire.l4_checksum_ok(origin)
@@ -635,7 +659,7 @@ def ttl_and_checksums_right(outcome) -> None:
             if valid and not wire.ip_checksum_ok(f.pkt):
                 _fail("checksums", f"{f.where} {f.pkt.summary()}: bad IP header checksum "
                                    f"0x{f.pkt.ip.checksum:04x}")
-            if valid and not wire.l4_checksum_ok(f.pkt):
+            if valid and not _l4_checksum_ok(f.pkt):
                 want = wire.l4_checksum_of(f.pkt.ip, f.pkt.l4)
                 _fail("checksums", f"{f.where} {f.pkt.summary()}: bad {f.pkt.proto_name.upper()} "
                                    f"checksum 0x{f.pkt.l4.checksum:04x}, expected 0x{want:04x}")

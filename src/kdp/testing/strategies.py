@@ -20,7 +20,7 @@ from ..k8s.model import Cluster, Service, ServicePort
 __all__ = [
     "Flow", "ServiceTarget", "SERVICE_TYPES", "cluster_specs", "cluster_texts", "clusters",
     "render_cluster", "pod_endpoints", "node_endpoints", "service_targets", "ext_addresses",
-    "flows", "frames", "pcap_streams",
+    "flows", "frames", "pcap_streams", "service_port", "cluster_networks",
 ]
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "Headless")
@@ -32,7 +32,6 @@ LB_POOL = IPv4Network("20.0.0.0/24")            # status.loadBalancer.ingress ad
 EXTERNAL_IP_POOL = IPv4Network("198.51.100.0/24")
 NODE_TCP_PORTS = (22, 10250, 10256)             # what every node listens on
 EXT_PORTS = (("tcp", 80), ("tcp", 443), ("udp", 53))
-PROTOS = ("tcp", "udp", "icmp")
 
 
 class Flow(NamedTuple):
@@ -310,6 +309,23 @@ def _macs(emu) -> list[str]:
                    if d.kind != "loopback"})
 
 
+def _gateway_mac(emu, dev) -> str | None:
+    """The MAC the endpoint's default gateway answers ARP with: the device
+    holding the gateway address behind the veth (kubenet's cbr0) or on the
+    underlay (the edge router), else the veth peer itself (Azure CNI's proxy
+    ARP)."""
+    rt = dev.namespace.routes.lookup(IPv4Address("8.8.8.8"))        # the default route
+    gw = rt.via if rt is not None else None
+    if dev.peer is not None:
+        near = [dev.peer] + list(dev.peer.namespace.devices.values())
+    else:
+        near = list(dev.segment.devices) if dev.segment is not None else []
+    for d in near:
+        if gw is not None and d.has_address(gw):
+            return d.mac
+    return dev.peer.mac if dev.peer is not None else None
+
+
 @st.composite
 def _l4(draw, ip_proto: int):
     if ip_proto == wire.PROTO_TCP:
@@ -330,9 +346,10 @@ def _l4(draw, ip_proto: int):
 def _frame(draw, emu, at: str, valid: bool, as_scapy: bool, arp: bool):
     dev = emu.attach_device(at)
     addrs = _addresses(emu)
-    gateway = dev.peer.mac if dev.peer is not None else None
+    gateway = _gateway_mac(emu, dev)
     macs = _macs(emu)
-    dst_mac = draw(st.sampled_from([m for m in (gateway,) if m] + macs + ["ff:ff:ff:ff:ff:ff"]))
+    others = st.sampled_from(macs + ["ff:ff:ff:ff:ff:ff"])
+    dst_mac = draw(st.just(gateway) | others if gateway else others)     # half to the gateway
     own = emu.resolve(at).ip
     if not valid and draw(st.integers(0, 9)) == 0:
         typ = draw(st.sampled_from((wire.ETH_P_ARP, 0x86DD, 0x88CC) if arp else (0x86DD, 0x88CC)))
