@@ -7,7 +7,7 @@ extensions = [
     Extension(
         "kdp._fastpath",
         ["src/kdp/_fastpath.pyx"],
-        extra_compile_args=["-O2"],
+        extra_compile_args=["-O3"],
     ),
 ]
 

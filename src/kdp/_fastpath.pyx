@@ -304,3 +304,19 @@ HEADER_STRUCT_SIZES = {
 # (LayoutMismatch is not an ImportError, so kdp.accel does not fall back).
 check_layout("_fastpath.header_t", HEADER_DTYPE, HEADER_STRUCT_SIZE,
              HEADER_STRUCT_OFFSETS, HEADER_STRUCT_SIZES)
+
+
+# --- the compiled conntrack table and service matcher -------------------------
+# (in include files, one subject each; array layouts from kdp.contract)
+cimport cython
+from libc.stdint cimport int16_t, uint8_t, uintptr_t
+
+from .contract import (CT_ENTRY_DTYPE, CT_RESULT_DTYPE, DECISION_DTYPE, FLOW_DTYPE,
+                       MATCH_CIDR_DTYPE, MATCH_EP_DTYPE, MATCH_RULE_DTYPE, MATCH_SP_DTYPE,
+                       CtVerdict, check_nat_args, check_process_args)
+
+include "_fp_hash.pxi"
+include "_fp_mem.pxi"
+include "_fp_conntrack.pxi"
+include "_fp_matcher.pxi"
+include "_fp_layout.pxi"

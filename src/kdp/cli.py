@@ -268,11 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the reference path only (the fast path arrives with a later release)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
+    from .bench import add_parser as add_bench
     from .dns.cli import add_parser as add_resolve
     from .ingress.cli import add_parser as add_http
     from .oracle.cli import add_parser as add_oracle
     add_resolve(sub)
     add_http(sub)
+    add_bench(sub)
     add_oracle(sub)
     return p
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -94,3 +95,136 @@ def span_error(index: int, offset: int, length: int, size: int) -> ValueError:
     """The error both twins raise for a checksum span outside its frame."""
     return ValueError(f"frame {index}: span offset {offset} length {length} "
                       f"is outside its {size} bytes")
+
+
+# --- the compiled conntrack table and service matcher ------------------------
+#
+# One record per packet handed to a batch call: the tuple (for ICMP queries
+# sport is the echo id and dport type << 8 | code, as in conntrack.Tuple), TCP
+# flags, whether the packet is locally generated (OUTPUT path; else it arrived:
+# PREROUTING), whether its L4 checksum is right, and the packet time.
+FLOW_DTYPE = np.dtype(
+    [
+        ("src", np.uint32),
+        ("dst", np.uint32),
+        ("sport", np.uint16),
+        ("dport", np.uint16),
+        ("proto", np.uint8),
+        ("tcp_flags", np.uint8),
+        ("local", np.uint8),
+        ("checksum_ok", np.uint8),
+        ("now", np.float64),
+    ],
+    align=True,
+)
+
+# The service matcher's answer for one first packet (kdp.k8s.svcmatch).
+VERDICTS: tuple[str, ...] = ("none", "dnat", "reject", "drop", "slow")
+V_NONE, V_DNAT, V_REJECT, V_DROP, V_SLOW = range(5)
+DECISION_DTYPE = np.dtype(
+    [
+        ("ep_ip", np.uint32),        # DNAT destination (verdict dnat), else 0
+        ("ep_port", np.uint16),
+        ("verdict", np.int8),        # index into VERDICTS
+        ("masquerade", np.uint8),    # mark 0x4000 set by the nat walk
+        ("service", np.int32),       # service port index (-1: none)
+        ("rules", np.int32),         # nat rules the iptables walk evaluates for this packet
+    ],
+    align=True,
+)
+
+# Conntrack results (CtTable.process_batch / lookup_batch).
+CTINFOS: tuple[str, ...] = ("NEW", "ESTABLISHED", "RELATED", "ESTABLISHED_REPLY",
+                            "RELATED_REPLY")
+DIRECTIONS: tuple[str, ...] = ("original", "reply")
+CT_OK, CT_INVALID, CT_DROP, CT_MISS = 0, 1, 2, 3
+CT_RESULT_DTYPE = np.dtype(
+    [
+        ("handle", np.int64),        # -1: no entry
+        ("id", np.uint32),
+        ("status", np.uint16),
+        ("ctinfo", np.int8),         # index into CTINFOS, -1 none
+        ("direction", np.int8),      # index into DIRECTIONS, -1 none
+        ("new", np.uint8),
+        ("code", np.int8),           # CT_OK / CT_INVALID / CT_DROP / CT_MISS (lookup)
+        ("state", np.int8),          # TCP state index (conntrack.tcp.STATES), -1 none
+    ],
+    align=True,
+)
+
+# One compiled conntrack entry (struct ct_entry_t in the .pyx): 64 bytes.
+# Tuples as integers; udp_stream_at is not stored (it is created + 2 s for UDP,
+# 0 otherwise); `tcp` packs state (4 bits), last index (3), last direction (1)
+# and the two close_init flags; masq_dev indexes the table's device names.
+CT_ENTRY_DTYPE = np.dtype(
+    [
+        ("timeout_at", np.float64),
+        ("created", np.float64),
+        ("osrc", np.uint32), ("odst", np.uint32), ("osport", np.uint16), ("odport", np.uint16),
+        ("rsrc", np.uint32), ("rdst", np.uint32), ("rsport", np.uint16), ("rdport", np.uint16),
+        ("id", np.uint32),
+        ("seq", np.uint32),
+        ("mark", np.uint32),
+        ("status", np.uint16),
+        ("tcp", np.uint16),
+        ("proto", np.uint8),
+        ("masq_dev", np.uint8),
+        ("flags", np.uint8),
+        ("pad", np.uint8, (5,)),
+    ],
+    align=True,
+)
+assert CT_ENTRY_DTYPE.itemsize == 64
+
+TCP_INDEXES: tuple[str, ...] = ("SYN", "SYNACK", "FIN", "ACK", "RST", "NONE")
+
+
+class CtVerdict(NamedTuple):
+    """What conntrack decided for one packet (both twins return this).
+    handle: pass it to nat()/confirm()/discard(); None when there is no entry."""
+
+    handle: int | None
+    id: int | None
+    direction: str | None
+    ctinfo: str | None
+    new: bool
+    drop: str | None
+    invalid: str | None
+    state: str | None           # TCP state after the packet
+    status: int                 # IPS_* bits after the packet
+
+
+def check_nat_args(manip: str, min_ip=None, max_ip=None, min_port=None, max_port=None) -> None:
+    """The argument rules of CtTable.nat(), shared by both twins."""
+    if manip not in ("SRC", "DST"):
+        raise ValueError(f"manip must be 'SRC' or 'DST', not {manip!r}")
+    if (min_ip is None) != (max_ip is None) or (min_port is None) != (max_port is None):
+        raise ValueError("give both ends of an address or port range, or neither")
+
+
+ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
+
+
+def check_process_args(proto: int, dport: int) -> None:
+    """CtTable.process() takes no ICMP errors (those go to related())."""
+    if proto == 1 and (dport >> 8) in ICMP_ERROR_TYPES:
+        raise ValueError(f"ICMP type {dport >> 8} is an error: use related()")
+
+
+# The compiled service matcher's program (kdp.k8s.svcmatch.MatcherProgram):
+# dispatch rules (chained per hash key), service ports, the SVC/SVL chains'
+# endpoints and the KUBE-FW source ranges. Meanings in kdp.k8s.svcmatch.
+MATCH_RULE_DTYPE = np.dtype([("next", np.int32), ("pos", np.int32), ("sp", np.int32),
+                             ("kind", np.int8), ("flag", np.int8)], align=True)
+MATCH_SP_DTYPE = np.dtype([
+    ("cip", np.uint32), ("port", np.uint16), ("proto", np.uint8), ("internal_local", np.uint8),
+    ("ext_local", np.uint8), ("has_external", np.uint8), ("affinity", np.uint8),
+    ("svc_masq", np.int8), ("svl_masq", np.int8), ("ext_pod_rule", np.uint8),
+    ("pad", np.uint8, (2,)),
+    ("affinity_seconds", np.float64),
+    ("svc_off", np.int32), ("svc_n", np.int32), ("svl_off", np.int32), ("svl_n", np.int32),
+    ("fw_off", np.int32), ("fw_n", np.int32)], align=True)
+MATCH_EP_DTYPE = np.dtype([("point", np.uint64), ("ip", np.uint32), ("prob", np.uint32),
+                           ("table", np.int32), ("port", np.uint16), ("filter", np.uint8)],
+                          align=True)
+MATCH_CIDR_DTYPE = np.dtype([("net", np.uint32), ("mask", np.uint32)], align=True)

@@ -5,7 +5,7 @@ from .entry import (ASSURED, CONFIRMED, DST_NAT, DST_NAT_DONE, ESTABLISHED, ESTA
                     EXPECTED, INVALID, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SEEN_REPLY,
                     SRC_NAT, SRC_NAT_DONE, UNTRACKED, ConntrackEntry, TcpInfo, ctinfo_dir,
                     ctinfo_state)
-from .keyed import jhash2, keyed_hash, unit_interval
+from .keyed import decision_point, flow_hash, jhash2, keyed_hash, unit_interval
 from .nat import (DST, SRC, NatContext, NatRange, icmp_reply_translation, manip_packet,
                   nat_initialized, null_binding, setup_nat)
 from .table import ConntrackTable, conntrack_line
@@ -17,7 +17,7 @@ __all__ = [
     "ASSURED", "CONFIRMED", "DST_NAT", "DST_NAT_DONE", "ESTABLISHED", "ESTABLISHED_REPLY",
     "EXPECTED", "INVALID", "NEW", "ORIGINAL", "RELATED", "RELATED_REPLY", "REPLY", "SEEN_REPLY",
     "SRC_NAT", "SRC_NAT_DONE", "UNTRACKED", "ConntrackEntry", "TcpInfo", "ctinfo_dir",
-    "ctinfo_state", "jhash2", "keyed_hash", "unit_interval", "DST", "SRC", "NatContext",
+    "ctinfo_state", "decision_point", "flow_hash", "jhash2", "keyed_hash", "unit_interval", "DST", "SRC", "NatContext",
     "NatRange", "icmp_reply_translation", "manip_packet", "nat_initialized", "null_binding",
     "setup_nat", "ConntrackTable", "conntrack_line", "Timeouts", "CtResult", "conntrack_in",
     "Tuple", "packet_tuple", "quoted_packet",

@@ -2,9 +2,18 @@
 # data plane makes (NAT port offsets, statistic matches, early-drop buckets) and
 # the kernel's jhash2 (used where the kernel itself is deterministic, e.g. the
 # SNAT address picked from a range). Pure functions; no state, no RNG stream.
+#
+# Two kinds of hash:
+# - keyed_hash(): BLAKE2b over a joined string. Slow (~1 us), used once per
+#   *decision point* (decision_point(): a rule, a NAT manip) to name it with a
+#   64-bit id, and for choices that are not made per packet.
+# - flow_hash(seed, point, tuple): the per-packet choice. A few rounds of the
+#   splitmix64 finaliser over 64-bit words; the compiled fast path computes the
+#   very same value in C (kdp._fastpath), so both paths choose alike.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
@@ -24,6 +33,72 @@ def keyed_hash(seed: int, *parts: object) -> int:
 def unit_interval(seed: int, *parts: object) -> float:
     """keyed_hash mapped to [0, 1)."""
     return keyed_hash(seed, *parts) / float(1 << 64)
+
+
+# --- the per-packet hash ------------------------------------------------------
+#
+#   mix(z)        = splitmix64's finaliser (Stafford's variant 13)
+#   step(h, w)    = mix((h ^ w) + GOLDEN)                          (all mod 2**64)
+#   flow_base     = mix(mix(seed + GOLDEN) ^ W1 * K1 ^ W2 * K2)
+#                   W1 = src << 32 | dst,  W2 = proto << 32 | sport << 16 | dport
+#   flow_hash     = step(flow_base, point)
+#
+# src/dst are the IPv4 addresses as integers, sport/dport the tuple's ports
+# (for ICMP: the echo id and type << 8 | code, as in conntrack.Tuple). The
+# decision point enters last, so one flow_base serves every point a packet
+# meets, and mix(seed + GOLDEN) is computed once per seed: two finaliser rounds
+# per choice, cheap enough for the compiled path's tens of millions a second.
+
+GOLDEN = 0x9E3779B97F4A7C15
+K1 = 0x9E3779B97F4A7C15
+K2 = 0xC2B2AE3D27D4EB4F
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+
+
+def mix64(z: int) -> int:
+    """splitmix64's finaliser: a bijection on 64-bit integers."""
+    z = ((z ^ (z >> 30)) * _MIX1) & _M64
+    z = ((z ^ (z >> 27)) * _MIX2) & _M64
+    return z ^ (z >> 31)
+
+
+def hash_step(h: int, word: int) -> int:
+    return mix64(((h ^ word) + GOLDEN) & _M64)
+
+
+def seed_mix(seed: int) -> int:
+    """The per-seed constant of flow_base()."""
+    return mix64(((seed & _M64) + GOLDEN) & _M64)
+
+
+def flow_base(seed: int, proto: int, src: int, dst: int, sport: int, dport: int) -> int:
+    """The seed and the tuple's words hashed; flow_hash() finishes it per point."""
+    w1 = ((int(src) & _M32) << 32) | (int(dst) & _M32)
+    w2 = ((proto & 0xFF) << 32) | ((sport & 0xFFFF) << 16) | (dport & 0xFFFF)
+    return mix64(seed_mix(seed) ^ ((w1 * K1) & _M64) ^ ((w2 * K2) & _M64))
+
+
+def flow_hash(seed: int, point: int, proto: int, src: int, dst: int, sport: int,
+              dport: int) -> int:
+    """The 64-bit choice hash of one flow (its original tuple) at one decision
+    point: a pure function of (seed, point, tuple), as the compiled fast path
+    computes it. src/dst: IPv4 addresses as int (or IPv4Address)."""
+    return hash_step(flow_base(seed, proto, src, dst, sport, dport), point & _M64)
+
+
+@lru_cache(maxsize=65536)
+def decision_point(*parts: object) -> int:
+    """The 64-bit id of a decision point (a statistic rule: namespace, table,
+    chain, rule number; a NAT port search: namespace, manip, round), computed
+    once with BLAKE2b and cached."""
+    return keyed_hash(0, "decision-point", *parts)
+
+
+def random31(h: int) -> int:
+    """The 31 random bits the kernel's statistic match compares with its
+    probability ((prandom_u32() & 0x7FFFFFFF) < probability): the top 31 bits."""
+    return h >> 33
 
 
 def _rol32(x: int, k: int) -> int:

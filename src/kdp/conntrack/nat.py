@@ -13,7 +13,7 @@ from kdp.wire import ICMP, Packet, l4_checksum_of, rewrite_addr
 
 from .entry import (DST_NAT, DST_NAT_DONE, NAT_MASK, ORIGINAL, REPLY, SRC_NAT, SRC_NAT_DONE,
                     ConntrackEntry)
-from .keyed import jhash2, keyed_hash, reciprocal_scale
+from .keyed import decision_point, flow_hash, jhash2, reciprocal_scale
 from .quoted import rewrite_quoted
 from .table import ConntrackTable
 from .tuples import PORT_PROTOS, PROTO_ICMP, Tuple
@@ -166,7 +166,8 @@ def _unique_tuple(cx: NatContext, e: ConntrackEntry, cur: Tuple, rng: NatRange,
 def _pick_port(cx: NatContext, e: ConntrackEntry, t: Tuple, rng: NatRange, manip: str) -> Tuple:
     """nf_nat_l4proto_unique_tuple(): search the port range starting at an
     offset. The kernel draws the offset from get_random_u16(); kdp takes it
-    from a keyed hash of (seed, namespace, original tuple, manip, round)."""
+    from flow_hash(seed, point, original tuple), the decision point naming
+    (namespace, manip, round)."""
     if t.proto == PROTO_ICMP:
         lo, size = (0, 65536) if not rng.proto_specified else \
             (rng.min_port, rng.max_port - rng.min_port + 1)
@@ -191,8 +192,8 @@ def _pick_port(cx: NatContext, e: ConntrackEntry, t: Tuple, rng: NatRange, manip
     def offset() -> int:
         if rng.random_all or manip != DST:
             o = e.orig
-            return keyed_hash(cx.seed, "nat-port", cx.namespace, manip, o.proto, o.src, o.dst,
-                              o.sport, o.dport, rnd) & 0xFFFF
+            point = decision_point("nat-port", cx.namespace, manip, rnd)
+            return flow_hash(cx.seed, point, o.proto, o.src, o.dst, o.sport, o.dport) & 0xFFFF
         return 0
 
     off = offset()

@@ -10,11 +10,12 @@ import heapq
 from collections.abc import Iterator
 
 from .entry import ASSURED, CONFIRMED, DYING, ORIGINAL, REPLY, SEEN_REPLY, SRC_NAT_DONE, ConntrackEntry
-from .keyed import keyed_hash
+from .keyed import decision_point, flow_base
 from .timeouts import Timeouts
 from .tuples import Tuple
 
 EVICTION_RANGE = 8          # NF_CT_EVICTION_RANGE: buckets early_drop() looks at
+BUCKET_SALT = decision_point("ct-bucket")   # the bucket hash is flow_base(seed ^ salt, tuple)
 _L_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 132: "sctp", 136: "udplite"}
 
 
@@ -23,7 +24,10 @@ class ConntrackTable:
 
     Early drop (table full): every tuple hashes (keyed, deterministic) into one
     of `buckets` hash buckets — by default as many as max_entries, as the
-    kernel sizes nf_conntrack_max from the hash size. When a new connection
+    kernel sizes nf_conntrack_max from the hash size. The bucket is the
+    kernel's reciprocal_scale() of the top 32 bits of flow_base(seed ^
+    BUCKET_SALT, tuple) (bucket_of(); the compiled table uses the same hash
+    for its index, so a bucket's entries are found from it). When a new connection
     finds the table full, the buckets starting at the new original tuple's
     bucket are scanned, up to 8 of them, and every non-ASSURED entry in the
     first bucket holding any is evicted (early_drop/early_drop_list). If none
@@ -158,7 +162,7 @@ class ConntrackTable:
 
     # --- internals ------------------------------------------------------------
     def _bucket(self, t: Tuple) -> int:
-        return keyed_hash(self.seed, "ct-bucket", t.proto, t.src, t.dst, t.sport, t.dport) % self.buckets
+        return bucket_of(self.seed, self.buckets, t)
 
     def _insert(self, e: ConntrackEntry) -> None:
         self._entries[e.id] = e
@@ -213,6 +217,13 @@ class ConntrackTable:
                 self.remove(old)
             self._insert(e)
             self._next_id = max(self._next_id, e.id + 1)
+
+
+def bucket_of(seed: int, buckets: int, t: Tuple) -> int:
+    """The hash bucket of a tuple: reciprocal_scale(hash >> 32, buckets), as
+    the kernel's hash_conntrack() scales its hash to the table size."""
+    h = flow_base(seed ^ BUCKET_SALT, t.proto, t.src, t.dst, t.sport, t.dport)
+    return ((h >> 32) * buckets) >> 32
 
 
 def conntrack_line(e: ConntrackEntry, now: float) -> str:

@@ -8,7 +8,8 @@ import math
 from ipaddress import IPv4Address
 
 from kdp.conntrack import (ASSURED, CONFIRMED, DST_NAT, EXPECTED, ORIGINAL, SEEN_REPLY, SRC_NAT,
-                           ctinfo_dir, packet_tuple, unit_interval)
+                           ctinfo_dir, packet_tuple)
+from kdp.conntrack.keyed import decision_point, flow_hash, random31
 
 from .ext import Match, register_match
 from .syntax import (SyntaxProblem, fmt_cidr, fmt_port_range, parse_cidr, parse_ip,
@@ -177,11 +178,13 @@ class StateMatch(Match):
 
 @register_match
 class StatisticMatch(Match):
-    """random: the decision is a pure function — a keyed hash of (seed,
-    namespace, the connection's original tuple, table, chain, rule number)
-    mapped to 31 bits and compared with the probability as the kernel does
-    ((prandom_u32() & 0x7FFFFFFF) < probability). Netfilter.force_statistic
-    may force it. nth: one counter per rule, as the kernel keeps."""
+    """random: the decision is a pure function — flow_hash(seed, point,
+    the connection's original tuple) where the decision point is the rule
+    (decision_point("statistic", namespace, table, chain, rule number)); its
+    top 31 bits are compared with the probability as the kernel does
+    ((prandom_u32() & 0x7FFFFFFF) < probability). The compiled service
+    matcher makes the same comparison. Netfilter.force_statistic may force
+    it. nth: one counter per rule, as the kernel keeps."""
 
     name = "statistic"
     OPTIONS = {"--mode": "mode", "--probability": "probability", "--every": "every",
@@ -254,9 +257,12 @@ class StatisticMatch(Match):
             forced = nf.force_statistic(StatisticQuery(
                 nf.info.name, pc.table, pc.chain, pc.rule_number, self.probability, tup, pc.pkt))
         if forced is None:
-            h = unit_interval(nf.seed, "statistic", nf.info.name, tup, pc.table, pc.chain,
-                              pc.rule_number)
-            forced = int(h * 0x80000000) < self.prob
+            point = decision_point("statistic", nf.info.name, pc.table, pc.chain, pc.rule_number)
+            if tup is not None:
+                h = flow_hash(nf.seed, point, tup.proto, tup.src, tup.dst, tup.sport, tup.dport)
+            else:       # no tuple (a fragment): the addresses alone
+                h = flow_hash(nf.seed, point, pc.proto, pc.src_int, pc.dst_int, 0, 0)
+            forced = random31(h) < self.prob
         return bool(forced) != self.inv
 
 

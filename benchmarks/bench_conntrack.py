@@ -1,0 +1,77 @@
+# The compiled conntrack table (pytest-benchmark): inserts (a new flow tracked and
+# confirmed) and lookups (both directions, random order) at 10k and 1M entries,
+# against the reference table through its twin at 10k. One round is one batch;
+# ops/s x batch = per second. Bytes per entry are in extra_info. Run:
+#   python -m pytest benchmarks/bench_conntrack.py -p no:cacheprovider \
+#       --benchmark-columns=median,ops
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdp import _purect, bench
+from kdp.conntrack import Timeouts
+
+try:
+    from kdp import _fastpath
+except ImportError:  # pragma: no cover
+    _fastpath = None
+
+needs_fastpath = pytest.mark.skipif(_fastpath is None, reason="kdp._fastpath not built")
+
+
+def _lookups(f: np.ndarray) -> np.ndarray:
+    q = f.copy()
+    q["now"] = 2.0
+    rev = q.copy()
+    rev["src"], rev["dst"], rev["sport"], rev["dport"] = q["dst"], q["src"], q["dport"], q["sport"]
+    return np.concatenate([q, rev])[np.random.default_rng(3).permutation(2 * len(f))]
+
+
+@needs_fastpath
+@pytest.mark.parametrize("entries", [10_000, 1_000_000])
+def test_compiled_inserts(benchmark, entries):
+    f = bench.conntrack_flows(entries + entries // 50)[:entries]
+    tables = []
+
+    def setup():
+        tables.append(_fastpath.CtTable(entries, Timeouts.kube_proxy()))
+        return (tables[-1], f), {}
+
+    benchmark.group = f"conntrack inserts, {entries} entries"
+    benchmark.extra_info["per_round"] = entries
+    benchmark.pedantic(lambda t, fl: t.process_batch(fl), setup=setup, rounds=3, iterations=1)
+    mem = tables[-1].memory()
+    benchmark.extra_info["entry_size"] = mem["entry_size"]
+    benchmark.extra_info["bytes_per_entry"] = sum(v for k, v in mem.items()
+                                                  if k != "entry_size") / entries
+
+
+@needs_fastpath
+@pytest.mark.parametrize("entries", [10_000, 1_000_000])
+def test_compiled_lookups(benchmark, entries):
+    f = bench.conntrack_flows(entries + entries // 50)[:entries]
+    t = _fastpath.CtTable(entries, Timeouts.kube_proxy())
+    t.process_batch(f)
+    q = _lookups(f)
+    benchmark.group = f"conntrack lookups, {entries} entries"
+    benchmark.extra_info["per_round"] = len(q)
+    hits = benchmark.pedantic(t.lookup_batch, args=(q,), rounds=5, iterations=1, warmup_rounds=1)
+    assert (hits["code"] == 0).all()
+
+
+@pytest.mark.parametrize("entries", [10_000])
+def test_reference_lookups(benchmark, entries):
+    f = bench.conntrack_flows(entries + entries // 50)[:entries]
+    t = _purect.CtTable(entries, Timeouts.kube_proxy())
+    t.process_batch(f)
+    q = _lookups(f)[:20000]
+    rows = q.tolist()
+
+    def run():
+        return [t.lookup(r[4], r[0], r[1], r[2], r[3], r[8]) for r in rows]
+
+    benchmark.group = f"conntrack lookups, {entries} entries"
+    benchmark.extra_info["per_round"] = len(rows)
+    out = benchmark.pedantic(run, rounds=3, iterations=1)
+    assert all(x is not None for x in out)
