@@ -108,3 +108,11 @@ def test_ttl_expiry_comes_from_the_gateway_in_both(kubenet_run):
     icmps = [p.kernel.pkt for dr in r.devices for p in dr.pairs
              if p.kernel is not None and isinstance(p.kernel.pkt.l4, __import__("kdp").wire.ICMP)]
     assert icmps and all(str(p.ip.src) == "10.244.0.1" and p.l4.type == 11 for p in icmps)
+
+
+def test_dns_query_through_kube_dns_agrees(demo_run):
+    """A real DNS query to the DNS service IP: DNAT to a CoreDNS pod, its answer
+    (the same CoreDNS code on both sides) un-DNATed, field by field."""
+    _results, rep = demo_run
+    sc = next(s for s in rep["scenarios"] if s["scenario"] == "dns-query")
+    assert sc["agree"] and sc["frames"]["kernel"] == sc["frames"]["kdp"] > 0

@@ -353,6 +353,9 @@ def _service_scenarios(cluster, seed, pk, out: list, full: bool = True) -> None:
         add("pod-to-clusterip-tcp", f"TCP SYN {c} -> {_svc_spec(svc)} {svc.cluster_ip}:{port.port} "
             f"(DNAT to an endpoint)", c, _svc_spec(svc), proto="tcp", dport=port.port)
     if not full:
+        dns = _dns_query_scenario(cluster, seed, c)
+        if dns is not None:
+            out.append(dns)
         _nodeport_from_pod(cluster, seed, pk, out)
         return
     if remote:
@@ -459,6 +462,9 @@ def _service_scenarios(cluster, seed, pk, out: list, full: bool = True) -> None:
                                 f"{svc.cluster_ip}:{port.port} ({len(eps)} endpoints; DNAT, the answer "
                                 f"un-DNATed, the raw sender's ICMP port unreachable translated back)", steps,
                                 quiet=0.05, needs_rules=True))
+    dns = _dns_query_scenario(cluster, seed, c)
+    if dns is not None:
+        out.append(dns)
     _nodeport_from_pod(cluster, seed, pk, out)
     nodeport = [(s, p) for s in cluster.services for p in s.ports if p.node_port and p.protocol == "TCP"]
     ext = f"ext/{EXT_CLIENT}"
@@ -642,3 +648,27 @@ def select(scenarios: list[Scenario], names: list[str] | None) -> list[Scenario]
         from ..errors import UsageError
         raise UsageError(f"unknown scenario(s) {', '.join(missing)}; known: {', '.join(known)}")
     return [known[n] for n in names]
+
+
+def _dns_query_scenario(cluster, seed: int, client: str):
+    """A real DNS query from the client to kube-dns: DNATed to a CoreDNS pod, whose
+    answer (the same CoreDNS app on both sides) comes back un-DNATed from the DNS
+    service IP; the raw sender has no socket, so its ICMP port unreachable is
+    translated back to the CoreDNS pod too."""
+    from ..dns.wire import Message, Question, type_code
+    try:
+        svc = cluster.service("kube-system", "kube-dns")
+    except KeyError:
+        return None
+    port = next((p for p in svc.ports if p.protocol == "UDP" and p.port == 53), None)
+    if svc.cluster_ip is None or port is None or not _ready(svc, port):
+        return None
+    query = Message(id=0x4B44, rd=True, questions=[Question(
+        f"kube-dns.kube-system.svc.{cluster.config.cluster_domain}.", type_code("A"))]).encode()
+    try:
+        step = first_frame(cluster, seed, client, "svc/kube-system/kube-dns", proto="udp", sport=44053,
+                           dport=53, payload=query)
+    except LookupError:
+        return None
+    return Scenario("dns-query", f"DNS query {client} -> kube-dns {svc.cluster_ip}:53 for kube-dns.kube-system "
+                    f"(DNAT to a CoreDNS pod, the A answer un-DNATed)", [step], quiet=0.05, needs_rules=True)
