@@ -382,3 +382,12 @@ def test_conntrack_table_full():
         r = o.run(scs[0])
     gaps, other = classify(Emulator(cluster), r)
     assert not other, "\n".join(other)
+
+
+def test_demo_ingress_client_leg_agrees(demo_services_run):
+    """An outside client's SYN to the ingress controller's LoadBalancer IP: the
+    cloud LB's node, kube-proxy's eTP=Local DNAT to the controller pod, the
+    SYN-ACK back from the LB IP, field by field with the kernel."""
+    r = demo_services_run["results"]["ingress-lb-ext"]
+    sc = next(s for s in demo_services_run["report"]["scenarios"] if s["scenario"] == "ingress-lb-ext")
+    assert sc["agree"] and r.kernel_frames > 0

@@ -516,6 +516,12 @@ def _service_scenarios(cluster, seed, pk, out: list, full: bool = True) -> None:
         svc, port, ip = plain_lb[0]
         add_lb("lb-ext", f"TCP SYN {ext} -> {ip}:{port.port} ({_svc_spec(svc)} LoadBalancer, "
                f"externalTrafficPolicy {svc.external_traffic_policy})", ext, svc, port, ip)
+    ingress = [x for x in plain_lb if x[0].namespace == "ingress-nginx" and x[0] is not (plain_lb[0][0])]
+    if ingress:                        # the ingress controller's own LoadBalancer: the client leg
+        svc, port, ip = ingress[0]
+        add_lb("ingress-lb-ext", f"TCP SYN {ext} -> {ip}:{port.port} ({_svc_spec(svc)}: the ingress "
+               f"controller's LoadBalancer, externalTrafficPolicy {svc.external_traffic_policy})",
+               ext, svc, port, ip)
     ranged = [x for x in lbs if x[0].load_balancer_source_ranges]
     if ranged:
         svc, port, ip = ranged[0]
