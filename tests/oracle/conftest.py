@@ -8,29 +8,9 @@
 #     |-- a 10.244.0.2 (80/TCP)          |-- c 10.244.1.2 (80/TCP, 9090/TCP sidecar)
 #     |-- b 10.244.0.3 (80/TCP, 53/UDP)
 #   (azure CNI: pods take 10.240.0.10/.11/.120 from the VNet, host veths azv*)
-from ipaddress import IPv4Address as A, IPv4Network as N
-
 import pytest
 
-from kdp.k8s.model import Cluster, ClusterConfig, Container, ContainerPort, Node, Pod
-
-
-def small_cluster(plugin: str = "kubenet", hairpin: str = "hairpin-veth") -> Cluster:
-    cfg = ClusterConfig(name="t", network_plugin=plugin, hairpin_mode=hairpin)
-    azure = plugin == "azure"
-    nodes = [Node("n0", A("10.240.0.4"), None if azure else N("10.244.0.0/24")),
-             Node("n1", A("10.240.0.5"), None if azure else N("10.244.1.0/24"))]
-    ips = (["10.240.0.10", "10.240.0.11", "10.240.0.120"] if azure
-           else ["10.244.0.2", "10.244.0.3", "10.244.1.2"])
-    pods = [
-        Pod("default", "a", "n0", A(ips[0]), containers=[Container("web", ports=[ContainerPort(80)])]),
-        Pod("default", "b", "n0", A(ips[1]), containers=[
-            Container("web", ports=[ContainerPort(80), ContainerPort(53, "UDP")])]),
-        Pod("default", "c", "n1", A(ips[2]), containers=[
-            Container("web", ports=[ContainerPort(80)]),
-            Container("metrics", ports=[ContainerPort(9090)])]),
-    ]
-    return Cluster(cfg, nodes, pods, namespaces=["default", "kube-system"])
+from tests.scenarios.conftest import small_cluster  # noqa: F401  (the same two-node cluster)
 
 
 def oracle_unavailable() -> str | None:
