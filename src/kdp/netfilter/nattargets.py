@@ -82,46 +82,44 @@ class _NatTarget(Target):
         return "".join(f" --{f}" for f in ("random", "random-fully", "persistent") if f in self.flags)
 
 
+class _ToTarget(_NatTarget):
+    """DNAT and SNAT: a mandatory --to-destination/--to-source range, bound to the
+    connection on its first packet (MANIP says which side is rewritten)."""
+
+    TO_OPTION = ""
+
+    def finish(self, spec):
+        if self.range is None:
+            raise SyntaxProblem(f"{self.name} needs {self.TO_OPTION}")
+        super().finish(spec)
+
+    def save(self) -> str:
+        return f" {self.TO_OPTION} {fmt_nat_range(self.range)}" + self.save_flags()
+
+    def run(self, pc) -> str:
+        return pc.nat_setup(self.MANIP, self.nat_range())
+
+
 @register_target
-class DnatTarget(_NatTarget):
+class DnatTarget(_ToTarget):
     name = "DNAT"
     MANIP = DST
     HOOKS = frozenset({"PREROUTING", "OUTPUT"})
     OPTIONS = {"--to-destination": "to", "--random": "random", "--persistent": "persistent"}
     NARGS = {"random": 0, "persistent": 0}
     FLAGS = ("random", "persistent")
-
-    def finish(self, spec):
-        if self.range is None:
-            raise SyntaxProblem("DNAT needs --to-destination")
-        super().finish(spec)
-
-    def save(self) -> str:
-        return f" --to-destination {fmt_nat_range(self.range)}" + self.save_flags()
-
-    def run(self, pc) -> str:
-        return pc.nat_setup(DST, self.nat_range())
+    TO_OPTION = "--to-destination"
 
 
 @register_target
-class SnatTarget(_NatTarget):
+class SnatTarget(_ToTarget):
     name = "SNAT"
     HOOKS = frozenset({"POSTROUTING", "INPUT"})
     OPTIONS = {"--to-source": "to", "--random": "random", "--random-fully": "random-fully",
                "--persistent": "persistent"}
     NARGS = {"random": 0, "random-fully": 0, "persistent": 0}
     FLAGS = ("random", "random-fully", "persistent")
-
-    def finish(self, spec):
-        if self.range is None:
-            raise SyntaxProblem("SNAT needs --to-source")
-        super().finish(spec)
-
-    def save(self) -> str:
-        return f" --to-source {fmt_nat_range(self.range)}" + self.save_flags()
-
-    def run(self, pc) -> str:
-        return pc.nat_setup(SRC, self.nat_range())
+    TO_OPTION = "--to-source"
 
 
 @register_target
