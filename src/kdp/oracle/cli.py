@@ -68,21 +68,10 @@ def cmd_oracle(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m kdp.oracle.cli ...` until kdp.cli registers the subcommand."""
-    from ..errors import ClusterInputError, KdpError
-    p = argparse.ArgumentParser(prog="kdp")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    a = p.parse_args(argv)
-    try:
-        return a.func(a)
-    except ClusterInputError as e:
-        for prob in e.problems:
-            print(str(prob), file=sys.stderr)
-        return 2
-    except KdpError as e:
-        print(f"kdp: error: {e}", file=sys.stderr)
-        return 2
+    """`python -m kdp.oracle.cli oracle ...`: the kdp command line itself (one
+    place for argument parsing and error reporting)."""
+    from ..cli import main as kdp_main
+    return kdp_main(argv)
 
 
 if __name__ == "__main__":
