@@ -215,7 +215,7 @@ def resolve(emu, src: str, name: str, qtype: str | int = "A", time: float | None
         qt = wire.type_code(qtype)
     except DnsFormatError as e:
         raise UsageError(f"--type {qtype}: {e}") from None
-    if qt == wire.PTR and _is_ip(name):
+    if qt == wire.PTR and wire.is_ip_literal(name):
         name = ".".join(reversed(str(ip_address(name)).split("."))) + ".in-addr.arpa."
     conf = resolv_conf(emu, src)
     try:
@@ -395,13 +395,6 @@ def _check(payload: bytes, q: Message) -> tuple[Message | None, str | None]:
         return None, "response is for another question"
     return m, None
 
-
-def _is_ip(text: str) -> bool:
-    try:
-        ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def resolve_then_trace(emu, src: str, name: str, qtype: str | int = "A", time: float | None = None,

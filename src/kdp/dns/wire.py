@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from ..errors import KdpError
 
@@ -587,3 +587,12 @@ def query(name: str, qtype: int | str = A, ident: int = 0, rd: bool = True,
           edns: Edns | None = None) -> Message:
     """A stub resolver's query for name."""
     return Message(ident, rd=rd, questions=[Question(fqdn(name), type_code(qtype))], edns=edns)
+
+
+def is_ip_literal(text: str) -> bool:
+    """Whether text is an IPv4/IPv6 address rather than a name."""
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -339,7 +339,7 @@ class CoreDNS:
         out: list[Target] = []
         if s.type == "ExternalName":
             host = s.external_name or ""
-            if not endpoint and host and not _is_ip(host):
+            if not endpoint and host and not wire.is_ip_literal(host):
                 out.append(Target(host, -1, sname, cname=True))
         elif s.cluster_ip is None or endpoint:
             for a in self.addresses(s):
@@ -408,10 +408,3 @@ class CoreDNS:
                 extra.append(RR(t.name, A if ip.version == 4 else AAAA, TTL, ip))
         return records, extra
 
-
-def _is_ip(text: str) -> bool:
-    try:
-        ip_address(text)
-    except ValueError:
-        return False
-    return True
