@@ -122,13 +122,9 @@ class SnatTarget(_ToTarget):
     TO_OPTION = "--to-source"
 
 
-@register_target
-class MasqueradeTarget(_NatTarget):
-    name = "MASQUERADE"
-    HOOKS = frozenset({"POSTROUTING"})
-    OPTIONS = {"--to-ports": "ports", "--random": "random", "--random-fully": "random-fully"}
-    NARGS = {"random": 0, "random-fully": 0}
-    FLAGS = ("random", "random-fully")
+class _PortsTarget(_NatTarget):
+    """MASQUERADE and REDIRECT: the address comes from a device, only the
+    ports (--to-ports) from the rule."""
 
     def save(self) -> str:
         out = ""
@@ -136,6 +132,15 @@ class MasqueradeTarget(_NatTarget):
         if r is not None:
             out = f" --to-ports {r.min_port}" + (f"-{r.max_port}" if r.max_port != r.min_port else "")
         return out + self.save_flags()
+
+
+@register_target
+class MasqueradeTarget(_PortsTarget):
+    name = "MASQUERADE"
+    HOOKS = frozenset({"POSTROUTING"})
+    OPTIONS = {"--to-ports": "ports", "--random": "random", "--random-fully": "random-fully"}
+    NARGS = {"random": 0, "random-fully": 0}
+    FLAGS = ("random", "random-fully")
 
     def run(self, pc) -> str:
         """nf_nat_masquerade_ipv4(): the source address the route out of
@@ -150,20 +155,13 @@ class MasqueradeTarget(_NatTarget):
 
 
 @register_target
-class RedirectTarget(_NatTarget):
+class RedirectTarget(_PortsTarget):
     name = "REDIRECT"
     MANIP = DST
     HOOKS = frozenset({"PREROUTING", "OUTPUT"})
     OPTIONS = {"--to-ports": "ports", "--random": "random"}
     NARGS = {"random": 0}
     FLAGS = ("random",)
-
-    def save(self) -> str:
-        out = ""
-        r = self.range
-        if r is not None:
-            out = f" --to-ports {r.min_port}" + (f"-{r.max_port}" if r.max_port != r.min_port else "")
-        return out + self.save_flags()
 
     def run(self, pc) -> str:
         """nf_nat_redirect_ipv4(): 127.0.0.1 from OUTPUT, else the first
