@@ -34,6 +34,11 @@ def __getattr__(name: str):
             return impl.CtTable
         from ._purect import CtTable
         return CtTable
+    if name == "FlowEngine":
+        if impl.IMPLEMENTATION == "cython":
+            return impl.FlowEngine
+        from ._pureflow import FlowEngine
+        return FlowEngine
     if name == "flow_hash":
         if impl.IMPLEMENTATION == "cython":
             return impl.flow_hash
@@ -56,4 +61,4 @@ def matcher_implementation() -> str:
 
 __all__ = ["IMPLEMENTATION", "HEADER_FIELDS", "HEADER_DTYPE", "CHECKSUM_DTYPE",
            "inet_checksum", "csum_replace", "parse_headers", "parse_batch", "checksum_batch",
-           "CtTable", "flow_hash", "matcher_kernel", "matcher_implementation"]
+           "CtTable", "FlowEngine", "flow_hash", "matcher_kernel", "matcher_implementation"]

@@ -5,6 +5,7 @@
 # this module; it holds no packet logic and imports nothing from kdp.
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -228,3 +229,26 @@ MATCH_EP_DTYPE = np.dtype([("point", np.uint64), ("ip", np.uint32), ("prob", np.
                            ("table", np.int32), ("port", np.uint16), ("filter", np.uint8)],
                           align=True)
 MATCH_CIDR_DTYPE = np.dtype([("net", np.uint32), ("mask", np.uint32)], align=True)
+
+
+# --- the flow cache's replay programs (kdp.datapath.flowcache) --------------
+# An entry's program is a sequence of FLOW_OP records, run in order after every
+# check has passed. Both twins (_pureflow.FlowEngine, _fastpath.FlowEngine)
+# read exactly this layout.
+#   OP_CT        slot=conntrack slot, x=timeout it sets (NaN: leaves it), y=the
+#                latest time the decision holds (+inf: no bound). Check:
+#                now < timeout_at[slot] and now <= y.
+#   OP_FDB_CHECK slot=FDB slot, x=ageing. Check: now - updated[slot] <= x.
+#   OP_FDB_LEARN slot=FDB slot. Sets updated[slot] = now.
+#   OP_GEN_RST   a=1: seq from the frame's ack (ACK set); a=2: ack = seq + slot
+#                (the segment length). Builds source 1 from the entry's RST base.
+#   OP_CAPTURE   a=source (0 frame, 1 RST), b=sink, slot=byte offset of the
+#                capture's template in the entry's template blob.
+FLOW_OP = struct.Struct("<BBHIdd")
+OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST, OP_CAPTURE = 1, 2, 3, 4, 5
+# A capture template: count of overwrites, IP and L4 checksum deltas (sums of
+# ~old+new per changed 16-bit word), L4 kind (0 none, 6 TCP, 17 UDP), then
+# count x (position u16, value u8).
+FLOW_TEMPLATE = struct.Struct("<HIIB")
+FLOW_OVERWRITE = struct.Struct("<HB")
+FLOW_KEY_LEN = 36

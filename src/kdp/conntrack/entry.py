@@ -74,6 +74,9 @@ class ConntrackEntry:
     tcp: TcpInfo | None = None
     udp_stream_at: float = 0.0
     masq_dev: str | None = None
+    # the timeout the last packet set (timeout_at = now + refresh), None when
+    # it left the timeout alone; read by the flow cache's recorder, not exported
+    refresh: float | None = field(default=None, repr=False)
 
     def tuple(self, direction: str) -> Tuple:
         return self.orig if direction == ORIGINAL else self.reply

@@ -50,6 +50,8 @@ class ConntrackTable:
         self._buckets: dict[int, dict[int, ConntrackEntry]] = {}
         self._by_source: dict[tuple, dict[int, ConntrackEntry]] = {}
         self._heap: list[tuple[float, int]] = []
+        self.recorder = None        # the flow cache's recorder while it watches a packet
+        self.on_remove = None       # callable(entry) told of every removal (the flow cache)
 
     # --- queries ------------------------------------------------------------
     def __len__(self) -> int:
@@ -124,6 +126,8 @@ class ConntrackTable:
         e.status |= DYING
         if self._entries.pop(e.id, None) is None:
             return
+        if self.on_remove is not None:
+            self.on_remove(e)
         for t in (e.orig, e.reply):
             if self._by_tuple.get(t, (None,))[0] is e:
                 del self._by_tuple[t]

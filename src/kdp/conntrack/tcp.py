@@ -81,6 +81,7 @@ def tcp_packet(e: ConntrackEntry, direction: str, flags: int, timeouts: Timeouts
     if e.tcp is None:
         e.tcp = TcpInfo()
     info = e.tcp
+    e.refresh = None
     old = info.state
     index = tcp_index(flags)
     new = transition(direction, index, old)
@@ -112,4 +113,5 @@ def tcp_packet(e: ConntrackEntry, direction: str, flags: int, timeouts: Timeouts
     elif not e.status & ASSURED and old in (sSR, sES) and new == sES:
         e.status |= ASSURED
     e.timeout_at = now + timeout
+    e.refresh = timeout
     return ACCEPT, old, new

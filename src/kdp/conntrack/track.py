@@ -37,6 +37,15 @@ class CtResult:
 
 def conntrack_in(table: ConntrackTable, pkt: Packet, now: float, *,
                  prerouting: bool) -> CtResult:
+    rec = table.recorder
+    if rec is not None:
+        res = _conntrack_in(table, pkt, now, prerouting)
+        rec.ct_result(table, res)
+        return res
+    return _conntrack_in(table, pkt, now, prerouting)
+
+
+def _conntrack_in(table: ConntrackTable, pkt: Packet, now: float, prerouting: bool) -> CtResult:
     if pkt.ip is None:
         return CtResult(invalid="not an IPv4 packet")
     if is_icmp_error(pkt):
@@ -53,6 +62,8 @@ def conntrack_in(table: ConntrackTable, pkt: Packet, now: float, *,
         res.events[:0] = carried
         if res.entry is None:
             return res
+        if table.recorder is not None and not res.new:
+            table.recorder.ct_before(table, res.entry, now)
         outcome = _handle(table, res, pkt, now)
         if outcome == tcpct.REOPEN:
             table.remove(res.entry)
@@ -137,20 +148,21 @@ def _handle(table: ConntrackTable, res: CtResult, pkt: Packet, now: float) -> st
             extra, stream = tmo.udp, False
             if now > e.udp_stream_at:
                 extra, stream = tmo.udp_stream, not e.status & ASSURED
-            e.timeout_at = now + extra
+            e.timeout_at, e.refresh = now + extra, extra
             if stream:
                 e.status |= ASSURED
                 res.events.append("conntrack udp stream: ASSURED")
         else:
-            e.timeout_at = now + tmo.udp
+            e.timeout_at, e.refresh = now + tmo.udp, tmo.udp
         return tcpct.ACCEPT
     if pkt.ip.proto == PROTO_ICMP:
+        e.refresh = None
         if e.orig.icmp_type not in ICMP_VALID_NEW:
             res.invalid = f"icmp type {e.orig.icmp_type} cannot open a connection"
             return tcpct.INVALID
-        e.timeout_at = now + tmo.icmp
+        e.timeout_at, e.refresh = now + tmo.icmp, tmo.icmp
         return tcpct.ACCEPT
-    e.timeout_at = now + tmo.generic
+    e.timeout_at, e.refresh = now + tmo.generic, tmo.generic
     return tcpct.ACCEPT
 
 

@@ -13,6 +13,8 @@ class BridgeMixin:
     def bridge_input(self, br: Bridge, port: Device, ev) -> None:
         """br_handle_frame(): a frame entered the bridge through `port`."""
         pkt = ev.pkt
+        if self.rec is not None:
+            self.rec.fdb_learn(br, pkt.eth.src, port, self.now)
         br.learn(pkt.eth.src, port, self.now)
         ns = br.namespace
         if ev.meta is None:
@@ -48,6 +50,8 @@ class BridgeMixin:
             self._bridge_up(br, pkt, ev, skip_prerouting=nf, host=dst in (br.mac, port.mac))
             return
         out = br.lookup(dst, self.now)
+        if self.rec is not None:
+            self.rec.fdb_lookup(br, dst, out)
         if out is None:
             self.hop(ev, port, "bridge", "flood", f"{br.name}: {dst} not in FDB, flooding")
             self._flood(br, port, pkt, ev, nf=nf)
@@ -115,6 +119,8 @@ class BridgeMixin:
         """br_dev_xmit(): the node's stack sends out the bridge device."""
         dst = pkt.eth.dst
         out = None if is_multicast_mac(dst) else br.lookup(dst, self.now)
+        if self.rec is not None:
+            self.rec.fdb_lookup(br, dst, out)
         targets = [out] if out is not None else [p for p in br.ports if p.up]
         verb = "forward" if out is not None else "flood"
         for p in targets:

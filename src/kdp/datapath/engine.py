@@ -30,6 +30,8 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
         self.trace_misses = True        # record rules that were evaluated and did not match
         self.tracing = True             # record hops (off for bulk pcap runs: outcomes only)
         self.now = 0.0
+        self.rec = None                 # the flow cache's recorder (kdp.datapath.flowcache)
+        self.capture_sink = None        # callable(dev, now, pkt): streamed captures instead of the dict
         self._reset_record()
 
     # --- record of one injection ----------------------------------------

@@ -80,6 +80,8 @@ class Ipv4Mixin:
             self.delivered(ev, ns, pkt, "delivered to the stack (no sockets modelled)")
             return
         res = ns.sockets.deliver(pkt, self.now)
+        if self.rec is not None:
+            self.rec.delivery(ns.sockets, pkt, res)
         who = f" ({res.owner})" if res.owner else ""
         self.delivered(ev, ns, pkt, f"{res.detail}{who}")
         for ans in res.answers:

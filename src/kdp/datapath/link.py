@@ -51,6 +51,8 @@ class LinkMixin:
             self.schedule(ev.child(t, pkt, meta=None))
 
     def capture(self, dev: Device, pkt: Packet, direction: str) -> None:
-        if self.captures is not None:
+        if self.capture_sink is not None:
+            self.capture_sink(dev, self.now, pkt)
+        elif self.captures is not None:
             self.captures.setdefault((dev.namespace.name, dev.name), []).append((self.now, pkt, direction))
         self.frames_seen.append((dev, direction, pkt))

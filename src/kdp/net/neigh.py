@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from ..watch import WATCH
+
 
 @dataclass
 class NeighEntry:
@@ -15,6 +17,12 @@ class NeighEntry:
     updated: float = 0.0
     queue: list = field(default_factory=list)   # packets waiting for the MAC
     hh: bool = False                    # the cached header: set once output used the entry
+
+    def cache_header(self) -> None:
+        """Output used the entry: its hardware header is cached from now on."""
+        if not self.hh:
+            self.hh = True
+            WATCH.bump()
 
 
 class NeighTable:
@@ -39,17 +47,20 @@ class NeighTable:
             e = self.entries[(dev, ip)] = NeighEntry(ip, dev)
         if e.state == "PERMANENT":
             return []
+        WATCH.bump()
         e.mac, e.state, e.updated = mac, "REACHABLE", now
         waiting, e.queue = e.queue, []
         return waiting
 
     def add_permanent(self, dev: str, ip: IPv4Address, mac: str) -> None:
         self.entries[(dev, ip)] = NeighEntry(ip, dev, mac, "PERMANENT")
+        WATCH.bump()
 
     def incomplete(self, dev: str, ip: IPv4Address, now: float) -> NeighEntry:
         e = self.entries.get((dev, ip))
         if e is None or e.state == "FAILED":
             e = self.entries[(dev, ip)] = NeighEntry(ip, dev, updated=now)
+            WATCH.bump()
         return e
 
     def pending(self) -> list[NeighEntry]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..watch import WATCH
 from ipaddress import IPv4Address, IPv4Network
 
 
@@ -45,9 +47,11 @@ class RouteTable:
 
     def add(self, route: Route) -> None:
         self.routes.append(route)
+        WATCH.bump()
 
     def remove_dev(self, dev: str) -> None:
         self.routes = [r for r in self.routes if r.dev != dev]
+        WATCH.bump()
 
     def lookup(self, dst: IPv4Address) -> Route | None:
         best: Route | None = None

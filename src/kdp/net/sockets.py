@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 
 from .. import wire
 from ..wire import ACK, FIN, ICMP, IPv4, Packet, PSH, RST, SYN, TCP, UDP
+from ..watch import WATCH
 
 BLANK_ETH = wire.Ether("00:00:00:00:00:00", "00:00:00:00:00:00", wire.ETH_P_IP)
 
@@ -150,6 +151,7 @@ class Delivery:
     detail: str
     answers: list[Packet] = field(default_factory=list)
     owner: str | None = None
+    stateless: bool = False         # nothing in the table changed and nothing keyed was drawn
 
 
 class SocketTable:
@@ -166,6 +168,7 @@ class SocketTable:
 
     def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
         self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner, app or ECHO)
+        WATCH.bump()
 
     def open_connections(self) -> dict:
         """TCP connections that are not closed (TIME_WAIT sockets only linger)."""
@@ -176,6 +179,7 @@ class SocketTable:
 
     def add_client(self, proto: str, lip: IPv4Address, lport: int, rip: IPv4Address, rport: int) -> None:
         self.clients.add((proto, lip, lport, rip, rport))
+        WATCH.touch(("sock", id(self), (lip, lport, rip, rport)))
 
     # --- active connections ------------------------------------------------
     def connect(self, local_ip: IPv4Address, remote_ip: IPv4Address, remote_port: int,
@@ -203,6 +207,7 @@ class SocketTable:
                            remote_port) & 0xFFFF
         conn.handle = TcpHandle(self, key, "client", app, tag, auto_close, owner)
         self.tcp[key] = conn
+        WATCH.touch(("sock", id(self), key))
         options = (struct.pack("!BBH", 2, 4, MSS) + b"\x04\x02\x08\x0a"
                    + struct.pack("!II", self._tsval(now), 0) + b"\x01\x03\x03" + bytes([window_scale()]))
         seg = TCP(local_port, remote_port, isn, 0, SYN, 64240, 0, 0, options)
@@ -301,14 +306,16 @@ class SocketTable:
     def _tcp(self, ip: IPv4, l4: TCP, now: float) -> Delivery:
         key = (ip.dst, l4.dport, ip.src, l4.sport)
         if ("tcp", ip.dst, l4.dport, ip.src, l4.sport) in self.clients:
-            return Delivery("consumed", f"TCP [{wire.tcp_flag_str(l4.flags)}] received by client socket")
+            return Delivery("consumed", f"TCP [{wire.tcp_flag_str(l4.flags)}] received by client socket",
+                            stateless=True)
         conn = self.tcp.get(key)
+        no_socket = conn is None
         lst = self.listeners.get(("TCP", l4.dport))
         if l4.flags & RST:
             self.tcp.pop(key, None)
             if conn is not None and conn.handle is not None and conn.handle.side == "client":
                 return self._client_reset(conn, now)
-            return Delivery("consumed", "RST received: connection reset")
+            return Delivery("consumed", "RST received: connection reset", stateless=no_socket)
         if conn is not None and conn.state == "TIME_WAIT" and now - conn.since >= TIME_WAIT_LEN:
             del self.tcp[key]                # TCP_TIMEWAIT_LEN passed: the socket is gone
             conn = None
@@ -319,7 +326,8 @@ class SocketTable:
         if conn is None:
             if l4.flags & SYN and not l4.flags & ACK and lst is not None:
                 return self._syn(ip, l4, lst, now)
-            return Delivery("closed", f"TCP port {l4.dport}: no socket, RST sent", [tcp_reset(ip, l4)])
+            return Delivery("closed", f"TCP port {l4.dport}: no socket, RST sent", [tcp_reset(ip, l4)],
+                            stateless=no_socket)
         return self._segment(ip, l4, conn, lst, now, key)
 
     def _syn(self, ip: IPv4, l4: TCP, lst: Listener, now: float) -> Delivery:
@@ -333,6 +341,7 @@ class SocketTable:
         conn.ip_id = keyed(self.seed, "inet_id", self.ns_name, str(ip.dst), l4.dport, str(ip.src),
                            l4.sport) & 0xFFFF
         self.tcp[key] = conn
+        WATCH.touch(("sock", id(self), key))
         options = synack_options(opts, self._tsval(now), mss=1460, wscale=conn.wscale)
         window = 65160 if ts_ok else 64240
         seg = TCP(l4.dport, l4.sport, isn, (l4.seq + 1) & 0xFFFFFFFF, SYN | ACK, window, 0, 0, options)

@@ -47,6 +47,11 @@ def packet_states(pc) -> set[str]:
 @register_match
 class ConntrackMatch(Match):
     name = "conntrack"
+
+    @property
+    def volatile(self) -> bool:          # --ctexpire reads the clock
+        return "expire" in self.opts
+
     OPTIONS = {"--ctstate": "state", "--ctproto": "proto", "--ctorigsrc": "origsrc",
                "--ctorigdst": "origdst", "--ctreplsrc": "replsrc", "--ctrepldst": "repldst",
                "--ctorigsrcport": "origsrcport", "--ctorigdstport": "origdstport",
@@ -187,6 +192,7 @@ class StatisticMatch(Match):
     it. nth: one counter per rule, as the kernel keeps."""
 
     name = "statistic"
+    volatile = True
     OPTIONS = {"--mode": "mode", "--probability": "probability", "--every": "every",
                "--packet": "packet"}
     INVERTIBLE = frozenset({"probability", "every"})
@@ -269,6 +275,7 @@ class StatisticMatch(Match):
 @register_match
 class RecentMatch(Match):
     name = "recent"
+    volatile = True
     OPTIONS = {"--set": "set", "--rcheck": "rcheck", "--update": "update", "--remove": "remove",
                "--seconds": "seconds", "--reap": "reap", "--hitcount": "hitcount",
                "--rttl": "rttl", "--name": "name", "--mask": "mask", "--rsource": "rsource",

@@ -12,6 +12,7 @@ from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SR
                            NatContext, conntrack_in, icmp_reply_translation, manip_packet,
                            nat_initialized, null_binding, setup_nat)
 from kdp.conntrack.tuples import is_icmp_error
+from kdp.watch import WATCH
 from kdp.wire import ICMP, TCP, UDP, Packet
 
 from .ext import ACCEPT, CONTINUE, DROP, RETURN
@@ -132,11 +133,15 @@ class Netfilter:
         self.nfacct: dict[str, list[int]] = {}
         self.trace_misses = trace_misses
         self.tracing = True          # False: no TraceEntry at all (bulk runs that print no hops)
+        # counted: None, or a list the flow cache's recorder reads: (rule or chain,
+        # bytes) per counter increment, None for a volatile rule evaluated
+        self.counted: list | None = None
 
     def load(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset (conntrack, recent lists and nfacct stay)."""
         ruleset.validate()
         self.ruleset = ruleset
+        WATCH.bump()
 
     def nat_context(self, now: float) -> NatContext:
         return NatContext(self.conntrack, now, self.seed, self.info.name)
@@ -231,9 +236,12 @@ class Netfilter:
         if start is None:
             return ACCEPT, None
         pc.table = table_name
+        counted = self.counted
         if not start.rules and start.policy == ACCEPT:
             start.packets += 1
             start.bytes += pc.ip_len
+            if counted is not None:
+                counted.append((start, pc.ip_len))
             return ACCEPT, None
         stack: list[tuple] = []
         cur, idx = start, 0
@@ -252,12 +260,16 @@ class Netfilter:
             idx += 1
             pc.chain, pc.rule_number = cur.name, idx
             res.rules_evaluated += 1
+            if counted is not None and rule.volatile:
+                counted.append(None)
             if not rule.ip_matches(pc) or not all(m.matches(pc) for m in rule.matches):
                 if trace_misses:
                     trace.append(TraceEntry(table_name, cur.name, idx, rule.text, "no match"))
                 continue
             rule.packets += 1
             rule.bytes += pc.ip_len
+            if counted is not None:
+                counted.append((rule, pc.ip_len))
             t = rule.target
             if t is None:
                 pc.trace(table_name, cur.name, idx, rule.text, "match")
@@ -291,6 +303,8 @@ class Netfilter:
     def _policy(self, pc: PacketCtx, chain) -> tuple[str, str | None]:
         chain.packets += 1
         chain.bytes += pc.ip_len
+        if self.counted is not None:
+            self.counted.append((chain, pc.ip_len))
         pc.trace(pc.table, chain.name, 0, f"-P {chain.name} {chain.policy}",
                  f"policy {chain.policy}", "policy")
         if chain.policy == DROP:

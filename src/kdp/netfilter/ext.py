@@ -76,12 +76,17 @@ class Extension:
 
 
 class Match(Extension):
+    # volatile: the result depends on state or time the flow cache does not key
+    # on (recent lists, counters, expiry), or evaluating it changes state
+    volatile: ClassVar[bool] = False
+
     def matches(self, pc: Any) -> bool:
         raise NotImplementedError
 
 
 class Target(Extension):
     terminal: ClassVar[bool] = False
+    volatile: ClassVar[bool] = False        # running it changes state or generates packets
 
     def run(self, pc: Any) -> str:
         """Execute; return ACCEPT, DROP or CONTINUE."""

@@ -447,6 +447,7 @@ class NfacctMatch(Match):
     (objects without a quota never stop matching)."""
 
     name = "nfacct"
+    volatile = True
     OPTIONS = {"--nfacct-name": "name"}
 
     def __init__(self) -> None:

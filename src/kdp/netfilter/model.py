@@ -44,6 +44,16 @@ class Rule:
         self.line = line
         self._text: str | None = None
         self._src = self._dst = None
+        self._volatile: bool | None = None
+
+    @property
+    def volatile(self) -> bool:
+        """A match or the target reads state or time, or changes state: a
+        decision that evaluated this rule is not cached (kdp.datapath.flowcache)."""
+        if self._volatile is None:
+            self._volatile = any(m.volatile for m in self.matches) or \
+                bool(self.target is not None and self.target.volatile)
+        return self._volatile
 
     def compile(self) -> None:
         """Precompute integer address/mask pairs for matching."""

@@ -48,6 +48,7 @@ def fmt_nat_range(r: NatRange) -> str:
 
 
 class _NatTarget(Target):
+    volatile = True                     # binds the conntrack entry's NAT
     terminal = True
     TABLES = frozenset({"nat"})
     MANIP = SRC

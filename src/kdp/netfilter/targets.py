@@ -50,6 +50,7 @@ TARGET_VERDICTS = (ACCEPT, DROP, RETURN)
 @register_target
 class RejectTarget(Target):
     name = "REJECT"
+    volatile = True
     terminal = True
     OPTIONS = {"--reject-with": "with"}
     HOOKS = frozenset({"INPUT", "FORWARD", "OUTPUT"})
@@ -127,6 +128,7 @@ def xmark(op: str, text: str) -> tuple[int, int]:
 @register_target
 class ConnmarkTarget(Target):
     name = "CONNMARK"
+    volatile = True
     OPTIONS = {"--set-mark": "set", "--set-xmark": "xset", "--and-mark": "and",
                "--or-mark": "or", "--xor-mark": "xor", "--save-mark": "save",
                "--restore-mark": "restore", "--mask": "mask", "--nfmask": "nfmask",
@@ -183,6 +185,7 @@ class ConnmarkTarget(Target):
 @register_target
 class LogTarget(Target):
     name = "LOG"
+    volatile = True
     OPTIONS = {"--log-prefix": "prefix", "--log-level": "level",
                "--log-tcp-sequence": "tcp_sequence", "--log-tcp-options": "tcp_options",
                "--log-ip-options": "ip_options", "--log-uid": "uid",
@@ -223,6 +226,7 @@ class LogTarget(Target):
 @register_target
 class NotrackTarget(Target):
     name = "NOTRACK"
+    volatile = True
     TABLES = frozenset({"raw"})
 
     def run(self, pc) -> str:
@@ -234,6 +238,7 @@ class NotrackTarget(Target):
 @register_target
 class CtTarget(Target):
     name = "CT"
+    volatile = True
     OPTIONS = {"--notrack": "notrack"}
     NARGS = {"notrack": 0}
     TABLES = frozenset({"raw"})

@@ -1,0 +1,608 @@
+# _fp_flowcache.pxi (included by _fastpath.pyx): the flow cache's replay
+# engine in C, twin of _pureflow.FlowEngine (same methods, same bytes). Keys a
+# raw frame, finds its cached decision in an open-addressing table, checks the
+# conntrack/FDB slots it rests on, then replays it: slot updates, captures
+# written straight into per-device pcap buffers, the output line. No Python
+# object is made per replayed frame. Layouts: kdp.contract (FLOW_*).
+from libc.math cimport rint, isnan, INFINITY
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcmp, memset
+
+from .contract import FLOW_KEY_LEN as _FLOW_KEY_LEN
+
+DEF KEYLEN = 36
+
+cdef struct fl_buf:
+    char* p
+    Py_ssize_t n
+    Py_ssize_t cap
+
+cdef struct fl_op:
+    uint8_t code
+    uint8_t a
+    uint16_t b
+    uint32_t slot
+    double x
+    double y
+
+cdef struct fl_entry:
+    unsigned char key[KEYLEN]
+    uint64_t hash
+    fl_op* ops
+    int n_ops
+    unsigned char* blob
+    unsigned char rst[54]
+    char* prefix
+    Py_ssize_t prefix_n
+    char* suffix
+    Py_ssize_t suffix_n
+    int64_t hits
+    double last_now
+    bint live
+    bint dirty
+
+
+cdef inline int _buf_reserve(fl_buf* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = b.n + extra
+    cdef Py_ssize_t cap
+    cdef char* p
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap else 65536
+    while cap < need:
+        cap *= 2
+    p = <char*>realloc(b.p, cap)
+    if p == NULL:
+        raise MemoryError()
+    b.p, b.cap = p, cap
+    return 0
+
+
+cdef inline uint32_t _fl_sum16(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    cdef uint32_t s = 0
+    cdef Py_ssize_t i = 0
+    while i + 1 < n:
+        s += (<uint32_t>p[i] << 8) | p[i + 1]
+        i += 2
+    if n & 1:
+        s += <uint32_t>p[n - 1] << 8
+    return s
+
+
+cdef inline uint32_t _fl_fold(uint64_t s) noexcept nogil:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return <uint32_t>s
+
+
+cdef inline uint32_t _adjust(uint32_t check, uint32_t delta) noexcept nogil:
+    return (~_fl_fold(<uint64_t>((~check) & 0xFFFF) + delta)) & 0xFFFF
+
+
+cdef inline uint32_t _be16(const unsigned char* p) noexcept nogil:
+    return (<uint32_t>p[0] << 8) | p[1]
+
+
+cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key) noexcept nogil:
+    """1 and the key in `key` when the frame is replayable (see _pureflow.frame_key)."""
+    cdef uint32_t total, seg, proto, csum_at, s, c, doff
+    if n < 34 or f[12] != 0x08 or f[13] != 0x00 or f[14] != 0x45:
+        return 0
+    total = _be16(f + 16)
+    if total < 28 or 14 + total > n or (_be16(f + 20) & 0x3FFF):
+        return 0
+    if _fl_fold(_fl_sum16(f + 14, 20)) != 0xFFFF:
+        return 0
+    proto = f[23]
+    seg = total - 20
+    if proto == 6:
+        doff = (f[46] >> 4) * 4
+        if seg < 20 or doff < 20 or doff > seg:
+            return 0
+        csum_at = 50
+    elif proto == 17:
+        if seg < 8 or (f[40] == 0 and f[41] == 0):
+            return 0
+        csum_at = 40
+    else:
+        return 0
+    s = _fl_sum16(f + 26, 8) + proto + seg + _fl_sum16(f + 34, seg) - _be16(f + csum_at)
+    c = (~_fl_fold(s)) & 0xFFFF
+    if proto == 17 and c == 0:
+        c = 0xFFFF
+    if c != _be16(f + csum_at):
+        return 0
+    memcpy(key, f, 18)
+    memcpy(key + 18, f + 20, 4)
+    memcpy(key + 22, f + 26, 12)
+    if proto == 6:
+        memcpy(key + 34, f + 46, 2)
+    else:
+        memcpy(key + 34, f + 38, 2)
+    return 1
+
+
+cdef inline uint64_t _key_hash(const unsigned char* k) noexcept nogil:
+    cdef uint64_t h = 0x6B64702D666C6F77ULL
+    cdef uint64_t w
+    cdef int i
+    for i in range(0, 32, 8):
+        memcpy(&w, k + i, 8)
+        h = _hstep(h, w)
+    w = 0
+    memcpy(&w, k + 32, 4)
+    return _hstep(h, w)
+
+
+cdef void _rst_source(const unsigned char* base, const unsigned char* f, int mode,
+                      uint32_t seglen, unsigned char* out) noexcept nogil:
+    cdef uint32_t v, delta = 0
+    cdef int i
+    memcpy(out, base, 54)
+    if mode == 1:
+        memcpy(out + 38, f + 42, 4)
+        memset(out + 42, 0, 4)
+    else:
+        v = ((<uint32_t>f[38] << 24) | (<uint32_t>f[39] << 16) | (<uint32_t>f[40] << 8) | f[41]) + seglen
+        memset(out + 38, 0, 4)
+        out[42], out[43], out[44], out[45] = (v >> 24) & 0xFF, (v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF
+    for i in range(38, 46, 2):
+        delta += ((~_be16(base + i)) & 0xFFFF) + _be16(out + i)
+    v = _adjust(_be16(base + 50), delta)
+    out[50], out[51] = v >> 8, v & 0xFF
+
+
+cdef Py_ssize_t _apply(const unsigned char* src, const unsigned char* tmpl,
+                       unsigned char* out) noexcept nogil:
+    """Write the capture into out (room for the source's length); its length."""
+    cdef uint16_t n_over, pos
+    cdef uint32_t ipdelta, l4delta, c
+    cdef uint8_t kind
+    cdef Py_ssize_t end = 14 + _be16(src + 16)
+    cdef int i, at
+    memcpy(&n_over, tmpl, 2)
+    memcpy(&ipdelta, tmpl + 2, 4)
+    memcpy(&l4delta, tmpl + 6, 4)
+    kind = tmpl[10]
+    memcpy(out, src, end)
+    for i in range(n_over):
+        memcpy(&pos, tmpl + 11 + 3 * i, 2)
+        out[pos] = tmpl[13 + 3 * i]
+    c = _adjust(_be16(src + 24), ipdelta)
+    out[24], out[25] = c >> 8, c & 0xFF
+    if kind:
+        at = 50 if kind == 6 else 40
+        c = _adjust(_be16(src + at), l4delta)
+        if kind == 17 and c == 0:
+            c = 0xFFFF
+        out[at], out[at + 1] = c >> 8, c & 0xFF
+    return end
+
+
+cdef inline void _rec_header(char* p, double t, uint32_t n) noexcept nogil:
+    cdef uint32_t sec = <uint32_t><int64_t>t
+    cdef int64_t usec = <int64_t>rint((t - <double>sec) * 1e6)
+    if usec >= 1000000:
+        sec += 1
+        usec -= 1000000
+    cdef uint32_t u = <uint32_t>usec
+    memcpy(p, &sec, 4)
+    memcpy(p + 4, &u, 4)
+    memcpy(p + 8, &n, 4)
+    memcpy(p + 12, &n, 4)
+
+
+cdef class FlowEngine:
+    """Compiled twin of kdp._pureflow.FlowEngine."""
+
+    cdef bint capture, text
+    cdef fl_entry* entries
+    cdef Py_ssize_t n_entries, cap_entries
+    cdef int64_t* table
+    cdef Py_ssize_t table_cap, table_used
+    cdef double* ct
+    cdef uint8_t* ct_dirty
+    cdef Py_ssize_t n_ct, cap_ct
+    cdef double* fdb
+    cdef uint8_t* fdb_dirty
+    cdef Py_ssize_t n_fdb, cap_fdb
+    cdef fl_buf* sinks
+    cdef Py_ssize_t n_sinks, cap_sinks
+    cdef fl_buf out
+    cdef list dirty_ct, dirty_fdb, dirty_entries
+
+    def __cinit__(self, bint capture, bint text=False):
+        self.capture, self.text = capture, text
+        self.table_cap = 1024
+        self.table = <int64_t*>malloc(self.table_cap * sizeof(int64_t))
+        if self.table == NULL:
+            raise MemoryError()
+        for i in range(self.table_cap):
+            self.table[i] = -1
+        self.dirty_ct, self.dirty_fdb, self.dirty_entries = [], [], []
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n_entries):
+            free(self.entries[i].ops)
+            free(self.entries[i].blob)
+            free(self.entries[i].prefix)
+            free(self.entries[i].suffix)
+        free(self.entries)
+        free(self.table)
+        free(self.ct)
+        free(self.ct_dirty)
+        free(self.fdb)
+        free(self.fdb_dirty)
+        for i in range(self.n_sinks):
+            free(self.sinks[i].p)
+        free(self.sinks)
+        free(self.out.p)
+
+    # --- slots ----------------------------------------------------------------
+    cdef int _grow(self, void** arr, uint8_t** dirty, Py_ssize_t* cap, Py_ssize_t n,
+                   size_t size) except -1:
+        cdef Py_ssize_t c
+        cdef void* p
+        cdef uint8_t* d
+        if n < cap[0]:
+            return 0
+        c = cap[0] * 2 if cap[0] else 256
+        p = realloc(arr[0], c * size)
+        if p == NULL:
+            raise MemoryError()
+        arr[0] = p
+        d = <uint8_t*>realloc(dirty[0], c)
+        if d == NULL:
+            raise MemoryError()
+        memset(d + cap[0], 0, c - cap[0])
+        dirty[0] = d
+        cap[0] = c
+        return 0
+
+    def ct_new(self, double value):
+        self._grow(<void**>&self.ct, &self.ct_dirty, &self.cap_ct, self.n_ct, sizeof(double))
+        self.ct[self.n_ct] = value
+        self.n_ct += 1
+        return self.n_ct - 1
+
+    def ct_get(self, Py_ssize_t slot):
+        return self.ct[slot]
+
+    def ct_set(self, Py_ssize_t slot, double value):
+        self.ct[slot] = value
+
+    def fdb_new(self, double value):
+        self._grow(<void**>&self.fdb, &self.fdb_dirty, &self.cap_fdb, self.n_fdb, sizeof(double))
+        self.fdb[self.n_fdb] = value
+        self.n_fdb += 1
+        return self.n_fdb - 1
+
+    def fdb_get(self, Py_ssize_t slot):
+        return self.fdb[slot]
+
+    def fdb_set(self, Py_ssize_t slot, double value):
+        self.fdb[slot] = value
+
+    # --- sinks and output -----------------------------------------------------
+    def sink_new(self):
+        cdef void* p
+        if self.n_sinks == self.cap_sinks:
+            self.cap_sinks = self.cap_sinks * 2 if self.cap_sinks else 16
+            p = realloc(self.sinks, self.cap_sinks * sizeof(fl_buf))
+            if p == NULL:
+                raise MemoryError()
+            self.sinks = <fl_buf*>p
+        memset(&self.sinks[self.n_sinks], 0, sizeof(fl_buf))
+        self.n_sinks += 1
+        return self.n_sinks - 1
+
+    def sink_append(self, Py_ssize_t sink, double t, bytes data):
+        cdef fl_buf* b = &self.sinks[sink]
+        cdef Py_ssize_t n = len(data)
+        _buf_reserve(b, 16 + n)
+        _rec_header(b.p + b.n, t, <uint32_t>n)
+        memcpy(b.p + b.n + 16, PyBytes_AS_STRING(data), n)
+        b.n += 16 + n
+
+    def sink_take(self, Py_ssize_t sink):
+        cdef fl_buf* b = &self.sinks[sink]
+        out = b.p[:b.n] if b.n else b""
+        b.n = 0
+        return out
+
+    def buffered(self):
+        cdef Py_ssize_t i, n = self.out.n
+        for i in range(self.n_sinks):
+            n += self.sinks[i].n
+        return n
+
+    def out_take(self):
+        out = self.out.p[:self.out.n] if self.out.n else b""
+        self.out.n = 0
+        return out
+
+    # --- entries --------------------------------------------------------------
+    def add(self, bytes key, bytes prog, bytes blob, bytes rst, bytes prefix, bytes suffix):
+        cdef fl_entry* e
+        cdef void* p
+        cdef Py_ssize_t eid
+        if len(key) != KEYLEN:
+            raise ValueError("flow key of the wrong length")
+        if self.n_entries == self.cap_entries:
+            self.cap_entries = self.cap_entries * 2 if self.cap_entries else 256
+            p = realloc(self.entries, self.cap_entries * sizeof(fl_entry))
+            if p == NULL:
+                raise MemoryError()
+            self.entries = <fl_entry*>p
+        eid = self.n_entries
+        e = &self.entries[eid]
+        memset(e, 0, sizeof(fl_entry))
+        memcpy(e.key, PyBytes_AS_STRING(key), KEYLEN)
+        e.hash = _key_hash(e.key)
+        e.n_ops = <int>(len(prog) // sizeof(fl_op))
+        e.ops = <fl_op*>malloc(len(prog) + 1)
+        e.blob = <unsigned char*>malloc(len(blob) + 1)
+        e.prefix = <char*>malloc(len(prefix) + 1)
+        e.suffix = <char*>malloc(len(suffix) + 1)
+        if e.ops == NULL or e.blob == NULL or e.prefix == NULL or e.suffix == NULL:
+            raise MemoryError()
+        memcpy(e.ops, PyBytes_AS_STRING(prog), len(prog))
+        memcpy(e.blob, PyBytes_AS_STRING(blob), len(blob))
+        if len(rst) == 54:
+            memcpy(e.rst, PyBytes_AS_STRING(rst), 54)
+        memcpy(e.prefix, PyBytes_AS_STRING(prefix), len(prefix))
+        memcpy(e.suffix, PyBytes_AS_STRING(suffix), len(suffix))
+        e.prefix_n, e.suffix_n = len(prefix), len(suffix)
+        e.live = True
+        self.n_entries += 1
+        self._index_put(eid)
+        return eid
+
+    cdef void _index_put(self, Py_ssize_t eid):
+        cdef Py_ssize_t i, mask
+        if (self.table_used + 1) * 2 > self.table_cap:
+            self._rehash(self.table_cap * 2)
+        mask = self.table_cap - 1
+        i = <Py_ssize_t>(self.entries[eid].hash & mask)
+        while self.table[i] >= 0:
+            if memcmp(self.entries[self.table[i]].key, self.entries[eid].key, KEYLEN) == 0:
+                self.table[i] = eid              # a newer decision for the same key
+                return
+            i = (i + 1) & mask
+        self.table[i] = eid
+        self.table_used += 1
+
+    cdef void _rehash(self, Py_ssize_t cap):
+        cdef int64_t* old = self.table
+        cdef Py_ssize_t oldcap = self.table_cap, i
+        self.table = <int64_t*>malloc(cap * sizeof(int64_t))
+        self.table_cap, self.table_used = cap, 0
+        for i in range(cap):
+            self.table[i] = -1
+        for i in range(oldcap):
+            if old[i] >= 0 and self.entries[old[i]].live:
+                self._index_put(old[i])
+        free(old)
+
+    cdef Py_ssize_t _find(self, const unsigned char* key) noexcept nogil:
+        cdef uint64_t h = _key_hash(key)
+        cdef Py_ssize_t mask = self.table_cap - 1
+        cdef Py_ssize_t i = <Py_ssize_t>(h & mask)
+        cdef int64_t eid
+        while True:
+            eid = self.table[i]
+            if eid < 0:
+                return -1
+            if self.entries[eid].hash == h and memcmp(self.entries[eid].key, key, KEYLEN) == 0:
+                return eid if self.entries[eid].live else -1
+            i = (i + 1) & mask
+
+    def remove(self, Py_ssize_t eid):
+        cdef fl_entry* e = &self.entries[eid]
+        if not e.live:
+            return
+        e.live = False
+        # tombstones stay in the index (a dead entry never matches); rebuild
+        # when dead ones pile up
+        if self.table_used > 64 and self._dead() * 2 > self.table_used:
+            self._rehash(self.table_cap)
+
+    cdef Py_ssize_t _dead(self):
+        cdef Py_ssize_t i, n = 0
+        for i in range(self.table_cap):
+            if self.table[i] >= 0 and not self.entries[self.table[i]].live:
+                n += 1
+        return n
+
+    def take_hits(self, Py_ssize_t eid):
+        cdef fl_entry* e = &self.entries[eid]
+        n = e.hits
+        e.hits = 0
+        return n, e.last_now
+
+    def take_dirty(self):
+        cdef Py_ssize_t s
+        for s in self.dirty_ct:
+            self.ct_dirty[s] = 0
+        for s in self.dirty_fdb:
+            self.fdb_dirty[s] = 0
+        for s in self.dirty_entries:
+            self.entries[s].dirty = False
+        out = (sorted(self.dirty_ct), sorted(self.dirty_fdb), sorted(self.dirty_entries))
+        self.dirty_ct, self.dirty_fdb, self.dirty_entries = [], [], []
+        return out
+
+    def lookup(self, frame):
+        cdef unsigned char key[KEYLEN]
+        cdef const unsigned char[:] f = frame
+        if f.shape[0] == 0 or not _frame_key(&f[0], f.shape[0], key):
+            return -1
+        return self._find(key)
+
+    # --- replay ---------------------------------------------------------------
+    cdef bint _check(self, fl_entry* e, double now) noexcept nogil:
+        cdef int i
+        cdef fl_op* op
+        for i in range(e.n_ops):
+            op = &e.ops[i]
+            if op.code == 1:
+                if not (now < self.ct[op.slot] and now <= op.y):
+                    return False
+            elif op.code == 2:
+                if now - self.fdb[op.slot] > op.x:
+                    return False
+        return True
+
+    cdef int _line(self, fl_entry* e, Py_ssize_t index, fl_buf* out) except -1:
+        cdef char digits[24]
+        cdef int nd = 0, i, width
+        cdef Py_ssize_t v = index
+        if v == 0:
+            digits[0] = 48
+            nd = 1
+        while v > 0:
+            digits[nd] = 48 + (v % 10)
+            v //= 10
+            nd += 1
+        _buf_reserve(out, e.prefix_n + e.suffix_n + 32)
+        memcpy(out.p + out.n, e.prefix, e.prefix_n)
+        out.n += e.prefix_n
+        if self.text:
+            out.p[out.n] = 35            # '#'
+            out.n += 1
+        for i in range(nd):
+            out.p[out.n + i] = digits[nd - 1 - i]
+        out.n += nd
+        if self.text:
+            width = nd
+            while width < 5:
+                out.p[out.n] = 32
+                out.n += 1
+                width += 1
+        memcpy(out.p + out.n, e.suffix, e.suffix_n)
+        out.n += e.suffix_n
+        return 0
+
+    cdef int _replay(self, Py_ssize_t eid, const unsigned char* f, double now, bint commit,
+                     list caps) except -1:
+        """Apply entry eid to frame f (checks already passed). commit: slots,
+        sinks and hit counts change; else the captures go to caps."""
+        cdef fl_entry* e = &self.entries[eid]
+        cdef unsigned char rst[54]
+        cdef unsigned char* srcs[2]
+        cdef fl_op* op
+        cdef fl_buf* b
+        cdef Py_ssize_t n, end
+        cdef int i
+        srcs[0] = <unsigned char*>f
+        srcs[1] = rst
+        for i in range(e.n_ops):
+            op = &e.ops[i]
+            if op.code == 1:
+                if commit and not isnan(op.x):
+                    self.ct[op.slot] = now + op.x
+                    if not self.ct_dirty[op.slot]:
+                        self.ct_dirty[op.slot] = 1
+                        self.dirty_ct.append(op.slot)
+            elif op.code == 3:
+                if commit:
+                    self.fdb[op.slot] = now
+                    if not self.fdb_dirty[op.slot]:
+                        self.fdb_dirty[op.slot] = 1
+                        self.dirty_fdb.append(op.slot)
+            elif op.code == 4:
+                _rst_source(e.rst, f, op.a, op.slot, rst)
+            elif op.code == 5 and self.capture:
+                end = 14 + _be16(srcs[op.a] + 16)
+                if commit:
+                    b = &self.sinks[op.b]
+                    _buf_reserve(b, 16 + end)
+                    n = _apply(srcs[op.a], e.blob + op.slot, <unsigned char*>b.p + b.n + 16)
+                    _rec_header(b.p + b.n, now, <uint32_t>n)
+                    b.n += 16 + n
+                else:
+                    tmp = bytearray(16 + end)
+                    n = _apply(srcs[op.a], e.blob + op.slot, <unsigned char*>(<char*>tmp) + 16)
+                    _rec_header(<char*>tmp, now, <uint32_t>n)
+                    caps.append((op.b, bytes(tmp)))
+        if commit:
+            e.hits += 1
+            e.last_now = now
+            if not e.dirty:
+                e.dirty = True
+                self.dirty_entries.append(eid)
+        return 0
+
+    def predict(self, Py_ssize_t eid, frame, double now, Py_ssize_t index):
+        cdef const unsigned char[:] f = frame
+        cdef fl_entry* e = &self.entries[eid]
+        cdef fl_buf line
+        cdef int i
+        if not e.live or not self._check(e, now):
+            return None
+        caps = []
+        self._replay(eid, &f[0], now, False, caps)
+        ct, fdb = {}, {}
+        for i in range(e.n_ops):
+            if e.ops[i].code == 1 and not isnan(e.ops[i].x):
+                ct[e.ops[i].slot] = now + e.ops[i].x
+            elif e.ops[i].code == 3:
+                fdb[e.ops[i].slot] = now
+        memset(&line, 0, sizeof(fl_buf))
+        try:
+            self._line(e, index, &line)
+            text = line.p[:line.n]
+        finally:
+            free(line.p)
+        return text, caps, ct, fdb
+
+    def run(self, buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t index, double now,
+            double unit, bint big_endian, Py_ssize_t limit=-1):
+        cdef const unsigned char[:] mv = buf
+        cdef const unsigned char* base
+        cdef unsigned char key[KEYLEN]
+        cdef uint32_t sec, frac, incl
+        cdef double t, n2
+        cdef Py_ssize_t eid, done = 0
+        cdef const unsigned char* f
+        if mv.shape[0] == 0:
+            return 2, pos, index, now
+        base = &mv[0]
+        while True:
+            if limit >= 0 and done >= limit:
+                return 0, pos, index, now
+            if end - pos < 16:
+                return 2, pos, index, now
+            memcpy(&sec, base + pos, 4)
+            memcpy(&frac, base + pos + 4, 4)
+            memcpy(&incl, base + pos + 8, 4)
+            if big_endian:
+                sec = _fl_bswap32(sec)
+                frac = _fl_bswap32(frac)
+                incl = _fl_bswap32(incl)
+            if end - pos - 16 < <Py_ssize_t>incl:
+                return 2, pos, index, now
+            f = base + pos + 16
+            if not _frame_key(f, incl, key):
+                return 1, pos, index, now
+            eid = self._find(key)
+            if eid < 0:
+                return 1, pos, index, now
+            t = <double>sec + <double>frac * unit
+            n2 = now if now >= t else t
+            if not self._check(&self.entries[eid], n2):
+                return 1, pos, index, now
+            self._replay(eid, f, n2, True, None)
+            self._line(&self.entries[eid], index, &self.out)
+            now = n2
+            index += 1
+            pos += 16 + incl
+            done += 1
+
+
+cdef inline uint32_t _fl_bswap32(uint32_t v) noexcept nogil:
+    return ((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | (v >> 24)
+
+
+assert _FLOW_KEY_LEN == KEYLEN, "kdp.contract.FLOW_KEY_LEN and _fp_flowcache.pxi disagree"

@@ -1,0 +1,342 @@
+# datapath.flowcache: the Open vSwitch idea applied to kdp. The reference walk
+# stays the authority; while it handles a frame a Recorder notes what the
+# decision rested on (conntrack entries and the timeouts they got, FDB entries
+# learnt and looked up, sockets that answered without changing, rule counters)
+# and anything that makes it unrepeatable (a new entry, a state change, a
+# volatile rule, an app, ARP). A repeatable decision becomes a cache entry: a
+# replay program for the engine (kdp.accel.FlowEngine: compiled, or its pure
+# twin) keyed by the frame's headers, whose every capture is derived from the
+# frame and checked byte for byte against what the reference produced. State
+# the engine touches lives in slots, written back before the reference runs
+# again; entries are forgotten when what they rest on changes (kdp.watch).
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .. import wire
+from ..conntrack.entry import SEEN_REPLY
+from ..contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT, OP_FDB_CHECK,
+                        OP_FDB_LEARN, OP_GEN_RST)
+from ..watch import WATCH
+
+# Header bytes a capture may differ in from its source: MACs, TTL, addresses,
+# ports (checksums are adjusted, everything else is carried through).
+_REWRITABLE = frozenset(range(0, 12)) | {22} | frozenset(range(26, 38))
+_CHECKSUMS = {6: {24, 25, 50, 51}, 17: {24, 25, 40, 41}}
+
+
+class Recorder:
+    """What one reference run rested on and changed (see module comment)."""
+
+    def __init__(self, datapath) -> None:
+        self.dp = datapath
+        self.counted: list = []
+        self.begin()
+
+    def begin(self) -> None:
+        self.ops: list[tuple] = []
+        self.problems: list[str] = []
+        self.before: dict[int, tuple] = {}
+        self.found: dict[int, list] = {}
+        self.socks: dict[int, object] = {}
+        self.deps: set = set()
+        self.rst: bytes | None = None
+        self.counted.clear()
+        self.generation = WATCH.generation
+
+    # --- called from the reference path --------------------------------------
+    def ct_before(self, table, entry, now: float) -> None:
+        if id(entry) not in self.before:
+            self.before[id(entry)] = (entry, _ct_state(entry))
+        self.found.setdefault(id(table), [table, 0])[1] += 1
+
+    def ct_result(self, table, res) -> None:
+        e = res.entry
+        if e is None or res.new or res.drop or id(e) not in self.before:
+            self.problems.append("conntrack did not find an established entry")
+            return
+        now = self.dp.now
+        bound = math.inf
+        if e.orig.proto == wire.PROTO_UDP and e.status & SEEN_REPLY and now <= e.udp_stream_at:
+            bound = e.udp_stream_at
+        self.ops.append(("ct", table, e, e.refresh, bound))
+
+    def fdb_learn(self, br, mac: str, port, now: float) -> None:
+        e = br.fdb.get(mac)
+        if e is not None and e.local:
+            return
+        if e is None or e.port is not port:
+            self.problems.append(f"{br.name} learns {mac}")
+            WATCH.touch(("fdb", id(br), mac))
+            return
+        self.ops.append(("fdb_learn", br, mac))
+
+    def fdb_lookup(self, br, mac: str, out) -> None:
+        if out is None:
+            self.problems.append(f"{br.name} floods {mac}")
+            return
+        e = br.fdb.get(mac)
+        if e is not None and not e.local:
+            self.ops.append(("fdb_check", br, mac))
+
+    def delivery(self, table, pkt, res) -> None:
+        if not res.stateless:
+            self.problems.append(f"socket layer: {res.detail}")
+            return
+        ip, l4 = pkt.ip, pkt.l4
+        self.deps.add(("sock", id(table), (ip.dst, l4.dport, ip.src, l4.sport)))
+        self.socks[id(table)] = table
+        if res.answers:
+            a = res.answers[0]
+            if len(res.answers) > 1 or not isinstance(a.l4, wire.TCP) or not a.l4.flags & wire.RST \
+                    or self.rst is not None:
+                self.problems.append("an answer other than one RST")
+            else:
+                self.rst = wire.emit(a)
+
+    # --- after the run ---------------------------------------------------------
+    def finish(self) -> list:
+        """Tokens of state this run changed; problems say whether it may be cached."""
+        changed = []
+        if None in self.counted:
+            self.problems.append("a volatile rule was evaluated")
+        for eid, (entry, state) in self.before.items():
+            if _ct_state(entry) != state:
+                changed.append(("ct", eid))
+                self.problems.append("the conntrack entry changed")
+        if WATCH.generation != self.generation:
+            self.problems.append("routes, rules, neighbours or listeners changed")
+        return changed
+
+
+def _ct_state(e) -> tuple:
+    d = e.to_dict()
+    d.pop("timeout_at")
+    return tuple(sorted((k, repr(v)) for k, v in d.items()))
+
+
+@dataclass
+class Meta:
+    """The Python side of one cache entry: what to write back per hit."""
+
+    counted: list
+    found: list
+    socks: list
+    disposition: str
+    tokens: list = field(default_factory=list)
+
+
+class FlowCache:
+    """Cache entries, slots and their write-back; invalidation by token."""
+
+    def __init__(self, engine, datapath, namespaces) -> None:
+        self.engine, self.dp = engine, datapath
+        self.meta: dict[int, Meta] = {}
+        self.by_token: dict = {}
+        self.ct_slots: dict[int, tuple] = {}       # id(entry) -> (slot, entry)
+        self.fdb_slots: dict[tuple, tuple] = {}    # (id(br), mac) -> (slot, br, mac)
+        self.ct_slot_entry: dict[int, object] = {}
+        self.fdb_slot_key: dict[int, tuple] = {}
+        self.removed: list = []
+        self.tally: dict[str, int] = {}            # replayed frames per disposition
+        self.generation = WATCH.generation
+        self.recorder = Recorder(datapath)
+        datapath.rec = self.recorder
+        for ns in namespaces.values():
+            nf = ns.netfilter
+            if nf is not None:
+                nf.counted = self.recorder.counted
+                nf.conntrack.recorder = self.recorder
+                nf.conntrack.on_remove = self._ct_removed
+        WATCH.tokens = []
+
+    # --- slots ----------------------------------------------------------------
+    def _ct_slot(self, entry) -> int:
+        hit = self.ct_slots.get(id(entry))
+        if hit is None:
+            slot = self.engine.ct_new(entry.timeout_at)
+            self.ct_slots[id(entry)] = (slot, entry)
+            self.ct_slot_entry[slot] = entry
+            return slot
+        return hit[0]
+
+    def _fdb_slot(self, br, mac: str) -> int:
+        k = (id(br), mac)
+        hit = self.fdb_slots.get(k)
+        if hit is None:
+            slot = self.engine.fdb_new(br.fdb[mac].updated)
+            self.fdb_slots[k] = (slot, br, mac)
+            self.fdb_slot_key[slot] = (br, mac)
+            return slot
+        return hit[0]
+
+    def _ct_removed(self, entry) -> None:
+        hit = self.ct_slots.pop(id(entry), None)
+        if hit is not None:
+            self.engine.ct_set(hit[0], -math.inf)
+            self.ct_slot_entry.pop(hit[0], None)
+        self.removed.append(("ct", id(entry)))
+
+    def write_back(self) -> None:
+        """The engine's hot state into the reference objects."""
+        cts, fdbs, entries = self.engine.take_dirty()
+        for slot in cts:
+            e = self.ct_slot_entry.get(slot)
+            if e is not None:
+                e.timeout_at = self.engine.ct_get(slot)
+        for slot in fdbs:
+            br, mac = self.fdb_slot_key[slot]
+            fe = br.fdb.get(mac)
+            if fe is not None:
+                fe.updated = self.engine.fdb_get(slot)
+        for eid in entries:
+            n, last = self.engine.take_hits(eid)
+            m = self.meta.get(eid)
+            if not n or m is None:
+                continue
+            self.tally[m.disposition] = self.tally.get(m.disposition, 0) + n
+            for obj, nbytes in m.counted:
+                obj.packets += n
+                obj.bytes += n * nbytes
+            for table, k in m.found:
+                table.stats["found"] += n * k
+            for t in m.socks:
+                t._now = max(t._now, last)
+
+    # --- after each reference run ---------------------------------------------
+    def after_run(self) -> list[str]:
+        """Forget what the run changed; refresh the slots it touched. Returns
+        the problems that keep this run's decision out of the cache."""
+        rec = self.recorder
+        tokens = rec.finish() + self.removed + (WATCH.tokens or [])
+        self.removed = []
+        if WATCH.tokens is not None:
+            WATCH.tokens.clear()
+        if WATCH.generation != self.generation:
+            self.generation = WATCH.generation
+            self.forget_all()
+        for tok in tokens:
+            for eid in self.by_token.pop(tok, ()):
+                self._forget(eid)
+        for op in rec.ops:
+            if op[0] == "ct":
+                hit = self.ct_slots.get(id(op[2]))
+                if hit is not None:
+                    self.engine.ct_set(hit[0], op[2].timeout_at)
+            else:
+                hit = self.fdb_slots.get((id(op[1]), op[2]))
+                fe = op[1].fdb.get(op[2])
+                if hit is not None and fe is not None:
+                    self.engine.fdb_set(hit[0], fe.updated)
+        return rec.problems
+
+    def _forget(self, eid: int) -> None:
+        if self.meta.pop(eid, None) is not None:
+            self.engine.remove(eid)
+
+    def forget_all(self) -> None:
+        for eid in list(self.meta):
+            self._forget(eid)
+        self.by_token.clear()
+
+    # --- building an entry ------------------------------------------------------
+    def build(self, frame: bytes, key: bytes, line: tuple[bytes, bytes], disposition: str,
+              sink_of) -> str | None:
+        """Make the recorded run a cache entry. None when done, else why not."""
+        rec = self.recorder
+        src0 = frame[:14 + ((frame[16] << 8) | frame[17])]
+        srcs = [src0, None]
+        prog = bytearray()
+        if rec.rst is not None:
+            flags = frame[47]
+            if flags & wire.ACK:
+                mode, seglen = 1, 0
+            else:
+                mode = 2
+                seglen = len(src0) - 34 - (frame[46] >> 4) * 4 \
+                    + (1 if flags & wire.SYN else 0) + (1 if flags & wire.FIN else 0)
+            prog += FLOW_OP.pack(OP_GEN_RST, mode, 0, seglen, 0.0, 0.0)
+            srcs[1] = self.engine_rst(rec.rst, src0, mode, seglen)
+            if srcs[1] != rec.rst:
+                return "the RST is not tcp_v4_send_reset's"
+        tokens = set(rec.deps)
+        for op in rec.ops:
+            if op[0] == "ct":
+                _, _table, entry, refresh, bound = op
+                slot = self._ct_slot(entry)
+                prog += FLOW_OP.pack(OP_CT, 0, 0, slot, math.nan if refresh is None else refresh, bound)
+                tokens.add(("ct", id(entry)))
+            else:
+                kind, br, mac = op
+                slot = self._fdb_slot(br, mac)
+                if kind == "fdb_learn":
+                    prog += FLOW_OP.pack(OP_FDB_LEARN, 0, 0, slot, 0.0, 0.0)
+                else:
+                    prog += FLOW_OP.pack(OP_FDB_CHECK, 0, 0, slot, br.ageing, 0.0)
+                tokens.add(("fdb", id(br), mac))
+        blob = bytearray()
+        for dev, _direction, pkt in self.dp.frames_seen:
+            got = wire.emit(pkt)
+            for which in (0, 1):
+                src = srcs[which]
+                if src is None:
+                    continue
+                tmpl = derive_template(src, got)
+                if tmpl is None:
+                    continue
+                if self.engine_apply(src, tmpl) != got:
+                    continue
+                off = len(blob)
+                blob += tmpl
+                prog += FLOW_OP.pack(OP_CAPTURE, which, sink_of(dev), off, 0.0, 0.0)
+                break
+            else:
+                return f"capture on {dev.label} is not derived from the frame"
+        m = Meta([x for x in rec.counted], [tuple(v) for v in rec.found.values()],
+                 list(rec.socks.values()), disposition, sorted(tokens, key=repr))
+        eid = self.engine.add(key, bytes(prog), bytes(blob), rec.rst or b"", line[0], line[1])
+        self.meta[eid] = m
+        for tok in m.tokens:
+            self.by_token.setdefault(tok, set()).add(eid)
+        return None
+
+    @staticmethod
+    def engine_rst(base: bytes, frame: bytes, mode: int, seglen: int) -> bytes:
+        from .._pureflow import rst_source
+        return rst_source(base, frame, mode, seglen)
+
+    @staticmethod
+    def engine_apply(src: bytes, tmpl: bytes) -> bytes:
+        from .._pureflow import apply_template
+        return apply_template(src, tmpl, 0)
+
+
+def derive_template(src: bytes, got: bytes) -> bytes | None:
+    """The template that turns src into got, if got differs from src only in
+    rewritable header fields (and checksums); None otherwise."""
+    if len(src) != len(got) or len(src) < 34:
+        return None
+    proto = src[23]
+    kind = proto if proto in (6, 17) else 0
+    checksums = _CHECKSUMS.get(kind, {24, 25})
+    over = []
+    for i in range(len(src)):
+        if src[i] != got[i]:
+            if i in _REWRITABLE:
+                over.append((i, got[i]))
+            elif i not in checksums:
+                return None
+    if kind == 0 and any(p >= 34 for p, _ in over):
+        return None
+    ipdelta = sum(_word_delta(src, got, i) for i in (14, 16, 18, 20, 22, 26, 28, 30, 32))
+    l4delta = sum(_word_delta(src, got, i) for i in (26, 28, 30, 32, 34, 36)) if kind else 0
+    out = bytearray(FLOW_TEMPLATE.pack(len(over), ipdelta, l4delta, kind))
+    for pos, val in over:
+        out += FLOW_OVERWRITE.pack(pos, val)
+    return bytes(out)
+
+
+def _word_delta(a: bytes, b: bytes, i: int) -> int:
+    old, new = (a[i] << 8) | a[i + 1], (b[i] << 8) | b[i + 1]
+    return 0 if old == new else ((~old) & 0xFFFF) + new

@@ -1,0 +1,299 @@
+# runner: `kdp run`'s batch driver. Reads the pcap in large blocks and hands
+# them to the flow cache's engine, which replays every frame whose decision it
+# holds; the first frame it cannot replay goes through the reference path
+# (recorded, and cached when repeatable), then the engine resumes. Per-frame
+# lines stream to the output and per-device pcaps to files, so memory does not
+# grow with the pcap. With the fast path off every frame takes the reference
+# path; KDP_FASTPATH_VALIDATE=1 runs both on every cached frame and raises on
+# any difference. Output is the same byte for byte in every mode.
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from typing import BinaryIO
+
+from . import wire
+from .accel import FlowEngine, IMPLEMENTATION
+from .datapath.flowcache import FlowCache
+from .errors import KdpError
+from .io import PCAP_MAGIC, PcapError, read_pcap
+from .render import packet_fields
+
+BLOCK = 4 << 20                 # bytes of pcap read per block
+FLUSH_AT = 16 << 20             # buffered capture/output bytes that trigger a write
+HIT, MISS, END = 0, 1, 2
+
+
+class FastpathMismatch(KdpError):
+    """KDP_FASTPATH_VALIDATE=1 found the fast path and the reference disagreeing."""
+
+
+def run_record(index: int, outcome, err: str | None) -> dict:
+    if outcome is None:
+        return {"index": index, "disposition": "dropped", "reason": "malformed-frame",
+                "delivered_to": None, "packet": None, "error": err}
+    return {"index": index, "disposition": outcome.disposition, "reason": outcome.reason,
+            "delivered_to": outcome.delivered_to,
+            "packet": packet_fields(outcome.packet) if outcome.packet is not None else None}
+
+
+def run_line(r: dict) -> str:
+    where = r["delivered_to"] or r["reason"]
+    p = r["packet"] or {}
+    return (f"#{r['index']:<5} {r['disposition']:<9} {where or '-':<40} "
+            f"{p.get('proto', '?')} {p.get('src')}:{p.get('sport')} > {p.get('dst')}:{p.get('dport')}")
+
+
+class PcapRun:
+    def __init__(self, emu, at: str, out: BinaryIO, *, json_lines: bool, out_dir: str | None,
+                 fastpath: bool = True, validate: bool | None = None, progress=None):
+        self.emu, self.out, self.json = emu, out, json_lines
+        self.dev = emu.attach_device(at)
+        self.dp = emu.datapath
+        self.out_dir = out_dir
+        self.fastpath = fastpath
+        self.validate = (os.environ.get("KDP_FASTPATH_VALIDATE", "") not in ("", "0")
+                         if validate is None else validate) and fastpath
+        self.progress = progress or (lambda n: None)
+        self.engine = FlowEngine(bool(out_dir), not json_lines)
+        self.cache = FlowCache(self.engine, self.dp, self.dp.namespaces) if fastpath else None
+        self.sinks: dict[tuple[str, str], int] = {}
+        self.sink_names: list[str] = []
+        self.files: set[int] = set()
+        self.counts = {"frames": 0, "delivered": 0, "dropped": 0, "rejected": 0}
+        self.hits = 0
+        self.validated = 0
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+            self.dp.captures = None
+            self.dp.capture_sink = self._capture
+        self._collect: list | None = None
+
+    # --- captures -------------------------------------------------------------
+    def sink_of(self, dev) -> int:
+        key = (dev.namespace.name, dev.name)
+        sid = self.sinks.get(key)
+        if sid is None:
+            sid = self.sinks[key] = self.engine.sink_new()
+            self.sink_names.append(self.emu.capture_file_name(*key))
+        return sid
+
+    def _capture(self, dev, now: float, pkt) -> None:
+        if self._collect is not None:
+            self._collect.append((self.sink_of(dev), now, wire.emit(pkt)))
+            return
+        self.engine.sink_append(self.sink_of(dev), now, wire.emit(pkt))
+
+    def _flush(self, final: bool = False) -> None:
+        data = self.engine.out_take()
+        if data:
+            self.out.write(data)
+        if not self.out_dir or (not final and self.engine.buffered() < FLUSH_AT):
+            return
+        for sid, name in enumerate(self.sink_names):
+            data = self.engine.sink_take(sid)
+            if not data and sid in self.files:
+                continue
+            path = os.path.join(self.out_dir, name + ".pcap")
+            with open(path, "ab" if sid in self.files else "wb") as f:
+                if sid not in self.files:
+                    f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+                    self.files.add(sid)
+                f.write(data)
+
+    # --- the run --------------------------------------------------------------
+    def run(self, path: str) -> dict:
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise PcapError(f"{path}: {e.strerror}") from None
+        with f:
+            head = f.read(24)
+            if len(head) >= 4 and head[:4] == b"\x0a\x0d\x0d\x0a":
+                self._run_records(read_pcap(path))
+            elif len(head) < 24 or head[:4] not in PCAP_MAGIC:
+                raise PcapError(f"{path}: not a pcap or pcapng file")
+            else:
+                endian, unit = PCAP_MAGIC[head[:4]]
+                linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
+                if linktype != 1:
+                    raise PcapError(f"{path}: link type {linktype} is not Ethernet (1)")
+                self._run_blocks(f, path, unit, endian == ">")
+        if self.cache is not None:
+            self.cache.write_back()
+            for disposition, n in self.cache.tally.items():
+                self.counts[disposition] += n
+        self._flush(final=True)
+        return dict(self.counts, fastpath_hits=self.hits)
+
+    def _run_records(self, records) -> None:
+        """pcapng (read through Scapy): every frame takes the reference path."""
+        for t, raw in records:
+            self._slow(raw, t, self.counts["frames"])
+
+    def _run_blocks(self, f, path: str, unit: float, big: bool) -> None:
+        rec = struct.Struct(">IIII" if big else "<IIII")
+        buf = bytearray()
+        pos, now = 0, self.dp.now
+        eof = False
+        while True:
+            if not eof and len(buf) - pos < BLOCK:
+                chunk = f.read(BLOCK)
+                if not chunk:
+                    eof = True
+                del buf[:pos]
+                pos = 0
+                buf += chunk
+            index = self.counts["frames"]
+            if self.cache is not None and not self.validate:
+                status, pos2, index2, now2 = self.engine.run(buf, pos, len(buf), index, self.dp.now,
+                                                             unit, big)
+                if index2 != index:
+                    self._hits(index2 - index)
+                    self.dp.now = now2
+                    pos = pos2
+                    index = index2
+            if len(buf) - pos < 16 or len(buf) - pos - 16 < rec.unpack_from(buf, pos)[2]:
+                if eof:
+                    if len(buf) > pos:
+                        self._truncated(path, buf, pos, rec)
+                    return
+                if len(buf) - pos >= BLOCK:      # a record bigger than a block
+                    more = f.read(rec.unpack_from(buf, pos)[2] + 16)
+                    if not more:
+                        eof = True
+                    buf += more
+                continue
+            sec, frac, incl, _orig = rec.unpack_from(buf, pos)
+            frame = bytes(buf[pos + 16:pos + 16 + incl])
+            t = sec + frac * unit
+            if self.validate:
+                self._validated(frame, t, index)
+            else:
+                self._slow(frame, t, index)
+            pos += 16 + incl
+            if self.engine.buffered() >= FLUSH_AT:
+                self._flush()
+
+    def _hits(self, n: int) -> None:
+        """n frames were replayed (their lines are in the engine's output)."""
+        self.hits += n
+        self.counts["frames"] += n
+        self.progress(n)
+        if self.engine.buffered() >= FLUSH_AT:
+            self._flush()
+
+    def _truncated(self, path: str, buf, pos: int, rec) -> None:
+        self._flush()
+        n = self.counts["frames"]
+        if len(buf) - pos < 16:
+            raise PcapError(f"{path}: record {n} header is truncated")
+        incl = rec.unpack_from(buf, pos)[2]
+        raise PcapError(f"{path}: record {n} is truncated ({len(buf) - pos - 16} of {incl} bytes)")
+
+    # --- one frame through the reference ----------------------------------------
+    def _emit_record(self, r: dict) -> bytes:
+        self.counts["frames"] += 1
+        self.counts[r["disposition"]] += 1
+        self.progress(1)
+        return ((json.dumps(r) if self.json else run_line(r)) + "\n").encode()
+
+    def _reference(self, frame: bytes, t: float, index: int):
+        try:
+            pkt = wire.parse(frame)
+        except wire.MalformedFrame as e:
+            return run_record(index, None, str(e)), None
+        outcome = self.dp.inject(self.dev, pkt, t)
+        return run_record(index, outcome, None), outcome
+
+    def _slow(self, frame: bytes, t: float, index: int) -> None:
+        cache = self.cache
+        if cache is not None:
+            cache.write_back()
+            cache.recorder.begin()
+        r, outcome = self._reference(frame, t, index)
+        self._flush()
+        self.out.write(self._emit_record(r))
+        if cache is None:
+            return
+        problems = cache.after_run()
+        if outcome is None or problems:
+            return
+        self._learn(frame, r)
+
+    def _validated(self, frame: bytes, t: float, index: int) -> None:
+        """KDP_FASTPATH_VALIDATE=1: predict with the engine, run the reference,
+        and refuse to go on if they differ in anything the run would show."""
+        from ._pureflow import pcap_record
+        eid = self.engine.lookup(frame)
+        now = max(self.dp.now, t)
+        pred = self.engine.predict(eid, frame, now, index) if eid >= 0 else None
+        if pred is None:
+            self._slow(frame, t, index)
+            return
+        line, caps, ct, fdb = pred
+        cache = self.cache
+        meta = cache.meta[eid]
+        cache.write_back()
+        cache.recorder.begin()
+        self._collect = []
+        try:
+            r, outcome = self._reference(frame, t, index)
+        finally:
+            got, self._collect = self._collect, None
+        ref_line = self._emit_record(r)
+        ref_caps = [(sid, pcap_record(tm, data)) for sid, tm, data in got]
+        diffs = []
+        if ref_line != line:
+            diffs.append(f"line: reference {ref_line!r}, fast path {line!r}")
+        if self.out_dir and ref_caps != caps:
+            diffs.append(f"captures: reference {len(ref_caps)} records, fast path {len(caps)}; "
+                         f"first difference at {_first_diff(ref_caps, caps)}")
+        for slot, v in ct.items():
+            e = cache.ct_slot_entry.get(slot)
+            if e is None or e.timeout_at != v:
+                diffs.append(f"conntrack slot {slot}: reference {getattr(e, 'timeout_at', None)}, fast path {v}")
+        for slot, v in fdb.items():
+            br, mac = cache.fdb_slot_key[slot]
+            if br.fdb[mac].updated != v:
+                diffs.append(f"FDB {br.name} {mac}: reference {br.fdb[mac].updated}, fast path {v}")
+        counted = [(id(o), n) for o, n in cache.recorder.counted if o is not None]
+        if counted != [(id(o), n) for o, n in meta.counted]:
+            diffs.append("rule counters differ")
+        problems = cache.after_run()
+        if problems:
+            diffs.append(f"the reference changed state the cached decision rests on: {problems[0]}")
+        if diffs:
+            raise FastpathMismatch(f"frame {index}: fast path and reference differ: " + "; ".join(diffs))
+        for sid, tm, data in got:
+            self.engine.sink_append(sid, tm, data)
+        self._flush()
+        self.out.write(ref_line)
+        self.validated += 1
+        self.hits += 1
+
+    def _learn(self, frame: bytes, r: dict) -> None:
+        from ._pureflow import frame_key
+        key = frame_key(frame)
+        if key is None:
+            return
+        self.cache.build(frame, key, self._line_parts(r), r["disposition"], self.sink_of)
+
+    def _line_parts(self, r: dict) -> tuple[bytes, bytes]:
+        r0 = dict(r, index=0)
+        if self.json:
+            text = json.dumps(r0) + "\n"
+            head = '{"index": 0'
+            assert text.startswith(head)
+            return b'{"index": ', text[len(head):].encode()
+        text = run_line(r0) + "\n"
+        return b"", text[6:].encode()
+
+
+def _first_diff(a: list, b: list) -> int:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
