@@ -37,6 +37,7 @@ cdef struct fl_entry:
     char* suffix
     Py_ssize_t suffix_n
     int64_t hits
+    int64_t ip_bytes
     double last_now
     bint live
     bint dirty
@@ -113,6 +114,9 @@ cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key) no
     if c != _be16(f + csum_at):
         return 0
     memcpy(key, f, 18)
+    if proto == 6:
+        key[16] = 0
+        key[17] = 0
     memcpy(key + 18, f + 20, 4)
     memcpy(key + 22, f + 26, 12)
     if proto == 6:
@@ -135,8 +139,9 @@ cdef inline uint64_t _key_hash(const unsigned char* k) noexcept nogil:
 
 
 cdef void _rst_source(const unsigned char* base, const unsigned char* f, int mode,
-                      uint32_t seglen, unsigned char* out) noexcept nogil:
+                      uint32_t flag_len, unsigned char* out) noexcept nogil:
     cdef uint32_t v, delta = 0
+    cdef uint32_t seglen = _be16(f + 16) - 20 - (f[46] >> 4) * 4 + flag_len
     cdef int i
     memcpy(out, base, 54)
     if mode == 1:
@@ -417,9 +422,10 @@ cdef class FlowEngine:
 
     def take_hits(self, Py_ssize_t eid):
         cdef fl_entry* e = &self.entries[eid]
-        n = e.hits
+        n, b = e.hits, e.ip_bytes
         e.hits = 0
-        return n, e.last_now
+        e.ip_bytes = 0
+        return n, e.last_now, b
 
     def take_dirty(self):
         cdef Py_ssize_t s
@@ -528,6 +534,7 @@ cdef class FlowEngine:
                     caps.append((op.b, bytes(tmp)))
         if commit:
             e.hits += 1
+            e.ip_bytes += _be16(f + 16)
             e.last_now = now
             if not e.dirty:
                 e.dirty = True

@@ -68,19 +68,23 @@ def frame_key(f: bytes) -> bytes | None:
         c = 0xFFFF
     if c != ((f[csum_at] << 8) | f[csum_at + 1]):
         return None
-    key = f[0:18] + f[20:24] + f[26:38]
+    # TCP: the length is carried through (no decision reads it); UDP: kept,
+    # since the output line shows the payload length
+    key = f[0:16] + (b"\0\0" if proto == 6 else f[16:18]) + f[20:24] + f[26:38]
     key += f[46:48] if proto == 6 else f[38:40]
     assert len(key) == FLOW_KEY_LEN
     return key
 
 
-def rst_source(base: bytes, f: bytes, mode: int, seglen: int) -> bytes:
+def rst_source(base: bytes, f: bytes, mode: int, flag_len: int) -> bytes:
     """tcp_v4_send_reset()'s segment for frame f, from the entry's recorded RST:
-    only seq or ack differ from one frame to the next."""
+    only seq or ack differ from one frame to the next (mode 1: the frame had
+    ACK; mode 2: ack = seq + payload + flag_len, the SYN/FIN count)."""
     if mode == 1:
         seq, ack = f[42:46], b"\0\0\0\0"
     else:
-        v = (int.from_bytes(f[38:42], "big") + seglen) & 0xFFFFFFFF
+        payload = ((f[16] << 8) | f[17]) - 20 - (f[46] >> 4) * 4
+        v = (int.from_bytes(f[38:42], "big") + payload + flag_len) & 0xFFFFFFFF
         seq, ack = b"\0\0\0\0", v.to_bytes(4, "big")
     delta = 0
     for old, new in ((base[38:42], seq), (base[42:46], ack)):
@@ -122,13 +126,14 @@ def pcap_record(t: float, data: bytes) -> bytes:
 
 
 class _Entry:
-    __slots__ = ("key", "ops", "blob", "rst", "prefix", "suffix", "hits", "last_now", "live")
+    __slots__ = ("key", "ops", "blob", "rst", "prefix", "suffix", "hits", "last_now", "live",
+                 "ip_bytes")
 
     def __init__(self, key, prog, blob, rst, prefix, suffix):
         self.key, self.blob, self.rst = key, blob, rst
         self.ops = [FLOW_OP.unpack_from(prog, i) for i in range(0, len(prog), FLOW_OP.size)]
         self.prefix, self.suffix = prefix, suffix
-        self.hits, self.last_now, self.live = 0, 0.0, True
+        self.hits, self.last_now, self.live, self.ip_bytes = 0, 0.0, True, 0
 
 
 class FlowEngine:
@@ -203,10 +208,12 @@ class FlowEngine:
             if self.index.get(e.key) == eid:
                 del self.index[e.key]
 
-    def take_hits(self, eid: int) -> tuple[int, float]:
+    def take_hits(self, eid: int) -> tuple[int, float, int]:
+        """Replays since the last call, the last one's time and the sum of the
+        frames' IP total lengths (rule byte counters)."""
         e = self.entries[eid]
-        n, e.hits = e.hits, 0
-        return n, e.last_now
+        n, b, e.hits, e.ip_bytes = e.hits, e.ip_bytes, 0, 0
+        return n, e.last_now, b
 
     def take_dirty(self) -> tuple[list[int], list[int], list[int]]:
         out = (sorted(self.dirty_ct), sorted(self.dirty_fdb), sorted(self.dirty_entries))
@@ -291,5 +298,6 @@ class FlowEngine:
             e = self.entries[eid]
             e.hits += 1
             e.last_now = n2
+            e.ip_bytes += (frame[16] << 8) | frame[17]
             self.dirty_entries.add(eid)
             now, index, pos, done = n2, index + 1, pos + 16 + incl, done + 1

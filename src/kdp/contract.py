@@ -240,8 +240,8 @@ MATCH_CIDR_DTYPE = np.dtype([("net", np.uint32), ("mask", np.uint32)], align=Tru
 #                now < timeout_at[slot] and now <= y.
 #   OP_FDB_CHECK slot=FDB slot, x=ageing. Check: now - updated[slot] <= x.
 #   OP_FDB_LEARN slot=FDB slot. Sets updated[slot] = now.
-#   OP_GEN_RST   a=1: seq from the frame's ack (ACK set); a=2: ack = seq + slot
-#                (the segment length). Builds source 1 from the entry's RST base.
+#   OP_GEN_RST   a=1: seq from the frame's ack (ACK set); a=2: ack = seq + payload + slot
+#                (the SYN/FIN count). Builds source 1 from the entry's RST base.
 #   OP_CAPTURE   a=source (0 frame, 1 RST), b=sink, slot=byte offset of the
 #                capture's template in the entry's template blob.
 FLOW_OP = struct.Struct("<BBHIdd")

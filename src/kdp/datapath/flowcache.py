@@ -42,6 +42,7 @@ class Recorder:
         self.socks: dict[int, object] = {}
         self.deps: set = set()
         self.rst: bytes | None = None
+        self.reply_from: int | None = None     # counted[reply_from:] are the RST's
         self.counted.clear()
         self.generation = WATCH.generation
 
@@ -94,6 +95,7 @@ class Recorder:
                 self.problems.append("an answer other than one RST")
             else:
                 self.rst = wire.emit(a)
+                self.reply_from = len(self.counted)
 
     # --- after the run ---------------------------------------------------------
     def finish(self) -> list:
@@ -191,14 +193,14 @@ class FlowCache:
             if fe is not None:
                 fe.updated = self.engine.fdb_get(slot)
         for eid in entries:
-            n, last = self.engine.take_hits(eid)
+            n, last, ip_bytes = self.engine.take_hits(eid)
             m = self.meta.get(eid)
             if not n or m is None:
                 continue
             self.tally[m.disposition] = self.tally.get(m.disposition, 0) + n
-            for obj, nbytes in m.counted:
+            for obj, nbytes, request in m.counted:
                 obj.packets += n
-                obj.bytes += n * nbytes
+                obj.bytes += ip_bytes if request else n * nbytes
             for table, k in m.found:
                 table.stats["found"] += n * k
             for t in m.socks:
@@ -251,13 +253,12 @@ class FlowCache:
         if rec.rst is not None:
             flags = frame[47]
             if flags & wire.ACK:
-                mode, seglen = 1, 0
+                mode, flag_len = 1, 0
             else:
                 mode = 2
-                seglen = len(src0) - 34 - (frame[46] >> 4) * 4 \
-                    + (1 if flags & wire.SYN else 0) + (1 if flags & wire.FIN else 0)
-            prog += FLOW_OP.pack(OP_GEN_RST, mode, 0, seglen, 0.0, 0.0)
-            srcs[1] = self.engine_rst(rec.rst, src0, mode, seglen)
+                flag_len = (1 if flags & wire.SYN else 0) + (1 if flags & wire.FIN else 0)
+            prog += FLOW_OP.pack(OP_GEN_RST, mode, 0, flag_len, 0.0, 0.0)
+            srcs[1] = self.engine_rst(rec.rst, src0, mode, flag_len)
             if srcs[1] != rec.rst:
                 return "the RST is not tcp_v4_send_reset's"
         tokens = set(rec.deps)
@@ -293,7 +294,12 @@ class FlowCache:
                 break
             else:
                 return f"capture on {dev.label} is not derived from the frame"
-        m = Meta([x for x in rec.counted], [tuple(v) for v in rec.found.values()],
+        ip_len = len(src0) - 14
+        split = len(rec.counted) if rec.reply_from is None else rec.reply_from
+        counted = [(o, n, i < split) for i, (o, n) in enumerate(rec.counted)]
+        if any(req and n != ip_len for _o, n, req in counted):
+            return "a rule counted another length than the frame's"
+        m = Meta(counted, [tuple(v) for v in rec.found.values()],
                  list(rec.socks.values()), disposition, sorted(tokens, key=repr))
         eid = self.engine.add(key, bytes(prog), bytes(blob), rec.rst or b"", line[0], line[1])
         self.meta[eid] = m
