@@ -201,6 +201,34 @@ class Emulator:
     def _now(self, time: float | None) -> float:
         return self.datapath.now if time is None else float(time)
 
+    # --- changing the cluster while it runs ---------------------------------
+    def load_rules(self, node: str, text: str | None = None, source: str | None = None) -> None:
+        """Replace a node's iptables rules, as iptables-restore would (conntrack,
+        recent lists and counters of nothing else are kept): with text, an
+        iptables-save dump; without, the rules kube-proxy writes for the cluster
+        as it stands now (after changing its Services or endpoints). Cached
+        flow decisions are forgotten (kdp.watch)."""
+        from .k8s.kubeproxy import generate_rules
+        from .netfilter import parse_iptables_save
+        try:
+            ns = self.topology.node_ns[node]
+        except KeyError:
+            raise UsageError(f"no node {node!r}") from None
+        if text is None:
+            text = generate_rules(self.cluster, node, nfacct=self.cluster.config.kube_proxy.nfacct)
+            source = source or f"kube-proxy rules of {node}"
+        ns.netfilter.load(parse_iptables_save(text, source=source or f"rules for {node}"))
+
+    def run_pcap(self, path: str, at: str, out, *, json_lines: bool = True,
+                 out_dir: str | None = None, fastpath: bool = True, events=None) -> dict:
+        """Feed a pcap as `kdp run` does, writing its lines to the binary stream
+        out. events: {frame index: callable(emulator)} run just before that frame
+        (rule or endpoint changes mid-stream). Returns the summary counts."""
+        from .runner import PcapRun
+        run = PcapRun(self, at, out, json_lines=json_lines, out_dir=out_dir, fastpath=fastpath,
+                      events=events)
+        return run.run(path)
+
     # --- looking inside ---------------------------------------------------
     @property
     def captures(self) -> dict:

@@ -22,6 +22,7 @@ from .io import PCAP_MAGIC, PcapError, read_pcap
 from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
+REFILL_AT = 1 << 16             # read the next block when less than this is left
 FLUSH_AT = 16 << 20             # buffered capture/output bytes that trigger a write
 HIT, MISS, END = 0, 1, 2
 
@@ -48,7 +49,8 @@ def run_line(r: dict) -> str:
 
 class PcapRun:
     def __init__(self, emu, at: str, out: BinaryIO, *, json_lines: bool, out_dir: str | None,
-                 fastpath: bool = True, validate: bool | None = None, progress=None):
+                 fastpath: bool = True, validate: bool | None = None, progress=None,
+                 events=None, engine=None):
         self.emu, self.out, self.json = emu, out, json_lines
         self.dev = emu.attach_device(at)
         self.dp = emu.datapath
@@ -57,7 +59,7 @@ class PcapRun:
         self.validate = (os.environ.get("KDP_FASTPATH_VALIDATE", "") not in ("", "0")
                          if validate is None else validate) and fastpath
         self.progress = progress or (lambda n: None)
-        self.engine = FlowEngine(bool(out_dir), not json_lines)
+        self.engine = (engine or FlowEngine)(bool(out_dir), not json_lines)
         self.cache = FlowCache(self.engine, self.dp, self.dp.namespaces) if fastpath else None
         self.sinks: dict[tuple[str, str], int] = {}
         self.sink_names: list[str] = []
@@ -70,6 +72,7 @@ class PcapRun:
             self.dp.captures = None
             self.dp.capture_sink = self._capture
         self._collect: list | None = None
+        self.events = sorted((events or {}).items())
 
     # --- captures -------------------------------------------------------------
     def sink_of(self, dev) -> int:
@@ -120,17 +123,33 @@ class PcapRun:
                 linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
                 if linktype != 1:
                     raise PcapError(f"{path}: link type {linktype} is not Ethernet (1)")
-                self._run_blocks(f, path, unit, endian == ">")
+                try:
+                    self._run_blocks(f, path, unit, endian == ">")
+                finally:
+                    if self.cache is not None:
+                        self.cache.write_back()
+                        self.cache.close()
         if self.cache is not None:
-            self.cache.write_back()
             for disposition, n in self.cache.tally.items():
                 self.counts[disposition] += n
         self._flush(final=True)
         return dict(self.counts, fastpath_hits=self.hits)
 
+    def _event(self, index: int) -> int:
+        """Run the events due before frame index; the frames until the next one."""
+        while self.events and self.events[0][0] <= index:
+            _, fn = self.events.pop(0)
+            if self.cache is not None:
+                self.cache.write_back()
+            fn(self.emu)
+            if self.cache is not None:
+                self.cache.revalidate()
+        return self.events[0][0] - index if self.events else -1
+
     def _run_records(self, records) -> None:
         """pcapng (read through Scapy): every frame takes the reference path."""
         for t, raw in records:
+            self._event(self.counts["frames"])
             self._slow(raw, t, self.counts["frames"])
 
     def _run_blocks(self, f, path: str, unit: float, big: bool) -> None:
@@ -139,7 +158,7 @@ class PcapRun:
         pos, now = 0, self.dp.now
         eof = False
         while True:
-            if not eof and len(buf) - pos < BLOCK:
+            if not eof and len(buf) - pos < REFILL_AT:
                 chunk = f.read(BLOCK)
                 if not chunk:
                     eof = True
@@ -147,24 +166,26 @@ class PcapRun:
                 pos = 0
                 buf += chunk
             index = self.counts["frames"]
-            if self.cache is not None and not self.validate:
+            limit = self._event(index)
+            if self.cache is not None and not self.validate and limit != 0:
                 status, pos2, index2, now2 = self.engine.run(buf, pos, len(buf), index, self.dp.now,
-                                                             unit, big)
+                                                             unit, big, limit)
                 if index2 != index:
                     self._hits(index2 - index)
                     self.dp.now = now2
                     pos = pos2
                     index = index2
+                if status == HIT:                # stopped for an event
+                    continue
             if len(buf) - pos < 16 or len(buf) - pos - 16 < rec.unpack_from(buf, pos)[2]:
                 if eof:
                     if len(buf) > pos:
                         self._truncated(path, buf, pos, rec)
                     return
-                if len(buf) - pos >= BLOCK:      # a record bigger than a block
-                    more = f.read(rec.unpack_from(buf, pos)[2] + 16)
-                    if not more:
-                        eof = True
-                    buf += more
+                more = f.read(max(BLOCK, rec.unpack_from(buf, pos)[2] + 16 if len(buf) - pos >= 16 else 0))
+                if not more:
+                    eof = True
+                buf += more
                 continue
             sec, frac, incl, _orig = rec.unpack_from(buf, pos)
             frame = bytes(buf[pos + 16:pos + 16 + incl])

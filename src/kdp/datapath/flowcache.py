@@ -206,6 +206,36 @@ class FlowCache:
             for t in m.socks:
                 t._now = max(t._now, last)
 
+    def close(self) -> None:
+        """Stop watching: the reference objects no longer report to this cache."""
+        if self.dp.rec is self.recorder:
+            self.dp.rec = None
+        for ns in self.dp.namespaces.values():
+            nf = ns.netfilter
+            if nf is not None and nf.counted is self.recorder.counted:
+                nf.counted = None
+                nf.conntrack.recorder = None
+                nf.conntrack.on_remove = None
+        WATCH.tokens = None
+
+    def revalidate(self) -> None:
+        """After a change from outside the walk (an API call between frames)."""
+        tokens = self.removed + (WATCH.tokens or [])
+        self.removed = []
+        if WATCH.tokens is not None:
+            WATCH.tokens.clear()
+        if WATCH.generation != self.generation:
+            self.generation = WATCH.generation
+            self.forget_all()
+        for tok in tokens:
+            for eid in self.by_token.pop(tok, ()):
+                self._forget(eid)
+        for slot, entry in self.ct_slot_entry.items():
+            self.engine.ct_set(slot, entry.timeout_at)
+        for slot, (br, mac) in self.fdb_slot_key.items():
+            fe = br.fdb.get(mac)
+            self.engine.fdb_set(slot, fe.updated if fe is not None else -math.inf)
+
     # --- after each reference run ---------------------------------------------
     def after_run(self) -> list[str]:
         """Forget what the run changed; refresh the slots it touched. Returns

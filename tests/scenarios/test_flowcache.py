@@ -1,0 +1,206 @@
+# The flow cache inside `kdp run`: for random traffic on a cluster with every
+# kind of Service (affinity, REJECT for no endpoints, NodePorts, external IPs),
+# with time gaps past conntrack and affinity timeouts, a tiny conntrack table
+# and rule changes mid-stream, the output lines, every per-device pcap and the
+# conntrack tables and rule counters afterwards are the same byte for byte with
+# the compiled engine, its pure twin, no fast path and the validating mode.
+#
+#   client (n1) --frames--> cbr0 n1 -- underlay -- n2 (web-2, web-3, solo) / edge -- ext
+import io
+import os
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from kdp import _pureflow
+from kdp.emulator import Emulator
+from kdp.k8s.kubeproxy import generate_rules
+from kdp.runner import FastpathMismatch, PcapRun
+from kdp.testing.plugin import load_profile
+from kdp.watch import WATCH
+
+from .svc_cluster import svc_cluster
+
+load_profile()              # ci: a bounded, derandomized run; HYPOTHESIS_PROFILE=thorough for more
+
+DSTS = [("pod", "web-2", 8080), ("pod", "web-1", 8080), ("pod", "solo", 8080), ("svc", "web", 80),
+        ("svc", "sticky", 80), ("svc", "empty", 80), ("ip", "198.51.100.7", 80),
+        ("ip", "10.240.0.5", 30080), ("ip", "93.184.216.34", 443)]
+FLAGS = {"S": 0x02, "A": 0x10, "PA": 0x18, "FA": 0x11, "R": 0x04}
+
+
+def _csum(b: bytes) -> int:
+    return (~_pureflow._fold(_pureflow._sum16(b, 0, len(b)))) & 0xFFFF
+
+
+def _frame(src_mac, dst_mac, src, dst, sport, dport, flags, seq, ack, ident, payload) -> bytes:
+    seg = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240, 0, 0) + payload
+    c = _csum(src + dst + struct.pack("!BBH", 0, 6, len(seg)) + seg)
+    seg = seg[:16] + struct.pack("!H", c) + seg[18:]
+    ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(seg), ident, 0x4000, 64, 6, 0) + src + dst
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return dst_mac + src_mac + b"\x08\x00" + ip + seg
+
+
+def _mac(text: str) -> bytes:
+    return bytes(int(x, 16) for x in text.split(":"))
+
+
+def write_traffic(path: str, emu: Emulator, traffic) -> None:
+    """traffic: [(gap seconds, flow index, flags name, payload length)] over
+    flows to DSTS; a flow's sport is 40000 + index."""
+    client = emu.attach_device("pod/default/client")
+    cbr0 = emu.topology.node_ns["n1"].devices["cbr0"]
+    c = emu.cluster
+    addrs = []
+    for kind, name, port in DSTS:
+        if kind == "pod":
+            addrs.append((c.pod("default", name).ip.packed, port))
+        elif kind == "svc":
+            addrs.append((c.service("default", name).cluster_ip.packed, port))
+        else:
+            addrs.append((bytes(int(x) for x in name.split(".")), port))
+    t, out = 1.0, [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)]
+    for i, (gap, flow, flags, plen) in enumerate(traffic):
+        t += gap
+        dst, dport = addrs[flow % len(addrs)]
+        f = _frame(_mac(client.mac), _mac(cbr0.mac), c.pod("default", "client").ip.packed, dst,
+                   40000 + flow, dport, FLAGS[flags], 1000 + 17 * i, 5 + 3 * i, i & 0xFFFF, b"d" * plen)
+        sec = int(t)
+        out.append(struct.pack("<IIII", sec, int(round((t - sec) * 1e6)), len(f), len(f)) + f)
+    with open(path, "wb") as fh:
+        fh.write(b"".join(out))
+
+
+def drop_8080(emu: Emulator) -> None:
+    text = generate_rules(emu.cluster, "n2")
+    start = text.index("*filter\n")
+    end = text.index("\nCOMMIT\n", start)
+    emu.load_rules("n2", text[:end] + "\n-I FORWARD 1 -p tcp -m tcp --dport 8080 -j DROP" + text[end:])
+
+
+def run_mode(tmp, pcap, mode: str, ctmax: int, events) -> tuple:
+    emu = Emulator(svc_cluster(conntrack_max=ctmax), seed=3, capture=False, trace=False)
+    out = io.BytesIO()
+    d = os.path.join(tmp, mode)
+    kw = {"fastpath": mode != "reference", "validate": mode == "validate",
+          "engine": _pureflow.FlowEngine if mode == "pure" else None}
+    ev = {i: fn for i, fn in (events or {}).items()}
+    counts = PcapRun(emu, "pod/default/client", out, json_lines=True, out_dir=d,
+                     events=ev, **kw).run(pcap)
+    files = {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))}
+    tables = {n.name: (emu.topology.node_ns[n.name].netfilter.conntrack.to_conntrack_l(emu.datapath.now),
+                       emu.topology.node_ns[n.name].netfilter.ruleset.to_iptables_save(counters=True))
+              for n in emu.cluster.nodes}
+    hits = counts.pop("fastpath_hits")
+    return out.getvalue(), files, tables, counts, hits
+
+
+def assert_same_everywhere(tmp_path, traffic, ctmax=131072, events=None):
+    pcap = str(tmp_path / "in.pcap")
+    write_traffic(pcap, Emulator(svc_cluster(conntrack_max=ctmax), capture=False), traffic)
+    ref = run_mode(str(tmp_path), pcap, "reference", ctmax, events)
+    hits = {}
+    for mode in ("compiled", "pure", "validate"):
+        got = run_mode(str(tmp_path), pcap, mode, ctmax, events)
+        assert got[0] == ref[0], f"{mode}: output lines differ"
+        assert got[1].keys() == ref[1].keys(), f"{mode}: other pcap files"
+        for name in ref[1]:
+            assert got[1][name] == ref[1][name], f"{mode}: {name} differs"
+        assert got[2] == ref[2], f"{mode}: conntrack tables or counters differ"
+        assert got[3] == ref[3]
+        hits[mode] = got[4]
+    assert ref[4] == 0
+    assert hits["compiled"] == hits["pure"]
+    return hits
+
+
+def steady(flows, n, gap=0.01, plen=0):
+    out = [(gap, f, "S", 0) for f in flows]
+    out += [(gap, flows[i % len(flows)], "A", plen + i % 3) for i in range(n)]
+    return out
+
+
+def test_established_flows_are_replayed(tmp_path):
+    hits = assert_same_everywhere(tmp_path, steady([0, 1, 3, 7, 8], 200))
+    assert hits["compiled"] > 150 and hits["validate"] == hits["compiled"]
+
+
+def test_conntrack_expiry_mid_stream(tmp_path):
+    """CLOSE entries (10 s) expire in the gap. Afterwards each ACK opens an
+    entry (nf_conntrack_tcp_loose) that the destination's RST kills again: the
+    decisions keep changing state, so they take the reference path."""
+    traffic = steady([0, 3], 40) + [(15.0, 0, "A", 0)] + steady([0, 3], 40)[2:]
+    hits = assert_same_everywhere(tmp_path, traffic)
+    assert 30 < hits["compiled"] <= 40
+
+
+def test_affinity_expiry(tmp_path):
+    """sticky (ClientIP, 10800 s): new flows after the affinity timeout."""
+    traffic = steady([4], 20) + [(11000.0, 4 + len(DSTS), "S", 0)] + steady([4 + 2 * len(DSTS)], 20)
+    assert_same_everywhere(tmp_path, traffic)
+
+
+def test_table_full(tmp_path):
+    traffic = [(0.001, f, "S", 0) for f in range(30)] + steady(list(range(30)), 120)[30:]
+    assert_same_everywhere(tmp_path, traffic, ctmax=8)
+
+
+def test_rule_change_mid_stream(tmp_path):
+    traffic = steady([0, 3, 8], 150)
+    hits = assert_same_everywhere(tmp_path, traffic, events={80: drop_8080})
+    assert hits["compiled"] > 50
+    out, *_ = run_mode(str(tmp_path), _write(tmp_path, traffic), "compiled", 131072, {80: drop_8080})
+    lines = out.decode().splitlines()
+    assert '"reason": "rule:filter/FORWARD#' not in "".join(lines[:80])
+    assert any('"reason": "rule:filter/FORWARD#' in ln for ln in lines[80:])
+
+
+def _write(tmp_path, traffic) -> str:
+    pcap = str(tmp_path / "again.pcap")
+    write_traffic(pcap, Emulator(svc_cluster(), capture=False), traffic)
+    return pcap
+
+
+def test_the_cache_lets_go_after_the_run(tmp_path):
+    emu = Emulator(svc_cluster(), capture=False, trace=False)
+    pcap = _write(tmp_path, steady([0], 10))
+    emu.run_pcap(pcap, "pod/default/client", io.BytesIO())
+    assert WATCH.tokens is None and emu.datapath.rec is None
+    nf = emu.topology.node_ns["n1"].netfilter
+    assert nf.counted is None and nf.conntrack.recorder is None
+
+
+def test_validation_catches_a_wrong_replay(tmp_path, monkeypatch):
+    """A cache entry whose line is wrong: validation stops the run."""
+    from kdp.datapath import flowcache
+    real = flowcache.FlowCache.build
+
+    def wrong(self, frame, key, line, disposition, sink_of):
+        return real(self, frame, key, (line[0], line[1].replace(b"delivered", b"dropped!!")),
+                    disposition, sink_of)
+    monkeypatch.setattr(flowcache.FlowCache, "build", wrong)
+    pcap = _write(tmp_path, steady([0], 20))
+    emu = Emulator(svc_cluster(), capture=False, trace=False)
+    with pytest.raises(FastpathMismatch, match="line"):
+        PcapRun(emu, "pod/default/client", io.BytesIO(), json_lines=True, out_dir=None,
+                validate=True).run(pcap)
+
+
+traffic_st = st.lists(
+    st.tuples(st.sampled_from([0.0, 0.001, 0.5, 3.0, 12.0, 130.0]),
+              st.integers(0, 2 * len(DSTS) - 1),
+              st.sampled_from(["S", "A", "A", "A", "PA", "FA", "R"]),
+              st.sampled_from([0, 0, 1, 100])),
+    min_size=1, max_size=80)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                HealthCheck.too_slow])
+@given(traffic=traffic_st, ctmax=st.sampled_from([131072, 6]),
+       change=st.one_of(st.none(), st.integers(0, 80)))
+def test_random_traffic_is_the_same_in_every_mode(tmp_path_factory, traffic, ctmax, change):
+    tmp = tmp_path_factory.mktemp("fc")
+    events = {change: drop_8080} if change is not None else None
+    assert_same_everywhere(tmp, traffic, ctmax=ctmax, events=events)

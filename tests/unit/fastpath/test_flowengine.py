@@ -1,0 +1,207 @@
+# The flow cache's replay engine: the compiled FlowEngine and its pure twin
+# (_pureflow) key, template, generate RSTs and write pcap records byte for byte
+# alike, on random frames (Hypothesis) and on the edge cases of the checksums.
+import math
+import struct
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from kdp import _pureflow as pure
+from kdp.accel import IMPLEMENTATION
+from kdp.contract import FLOW_OP, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
+from kdp.datapath.flowcache import derive_template
+
+compiled = pytest.mark.skipif(IMPLEMENTATION != "cython", reason="compiled module not loaded")
+
+
+def _csum(b: bytes) -> int:
+    return (~pure._fold(pure._sum16(b, 0, len(b)))) & 0xFFFF
+
+
+def tcp_frame(src=b"\x0a\xf4\x00\x02", dst=b"\x0a\xf4\x02\x03", sport=40000, dport=80, flags=0x10,
+              seq=101, ack=5, ident=7, ttl=64, payload=b"", opts=b"", window=64240) -> bytes:
+    doff = (20 + len(opts)) // 4
+    seg = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff << 4, flags, window, 0, 0) + opts + payload
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(seg))
+    c = _csum(pseudo + seg)
+    seg = seg[:16] + struct.pack("!H", c) + seg[18:]
+    ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(seg), ident, 0x4000, ttl, 6, 0) + src + dst
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + ip + seg
+
+
+def udp_frame(payload=b"hello", ident=3) -> bytes:
+    src, dst = b"\x0a\xf4\x00\x02", b"\x08\x08\x08\x08"
+    seg = struct.pack("!HHHH", 5353, 53, 8 + len(payload), 0) + payload
+    c = _csum(src + dst + struct.pack("!BBH", 0, 17, len(seg)) + seg) or 0xFFFF
+    seg = seg[:6] + struct.pack("!H", c) + seg[8:]
+    ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(seg), ident, 0, 64, 17, 0) + src + dst
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + ip + seg
+
+
+def engines():
+    out = [pure.FlowEngine]
+    if IMPLEMENTATION == "cython":
+        from kdp._fastpath import FlowEngine
+        out.append(FlowEngine)
+    return out
+
+
+frames = st.builds(tcp_frame, seq=st.integers(0, 2**32 - 1), ack=st.integers(0, 2**32 - 1),
+                   ident=st.integers(0, 0xFFFF), flags=st.sampled_from([0x10, 0x18, 0x02, 0x11, 0x04]),
+                   payload=st.binary(max_size=64), window=st.integers(0, 0xFFFF),
+                   ttl=st.integers(1, 255))
+
+
+def test_key_ignores_carried_fields_and_keeps_the_rest():
+    a = pure.frame_key(tcp_frame(seq=1, ack=2, ident=3, payload=b"x"))
+    b = pure.frame_key(tcp_frame(seq=9, ack=8, ident=7, payload=b"yyyy", window=5))
+    assert a is not None and a == b
+    assert pure.frame_key(tcp_frame(ttl=63)) != a
+    assert pure.frame_key(tcp_frame(flags=0x18)) != a
+    assert pure.frame_key(tcp_frame(dport=81)) != a
+
+
+def test_frames_the_cache_must_not_replay_have_no_key():
+    f = tcp_frame()
+    assert pure.frame_key(f[:-1] + bytes([f[-1] ^ 1])) is None     # urgent pointer: checksum breaks
+    bad_tcp = bytearray(f)
+    bad_tcp[50] ^= 0xFF                       # TCP checksum
+    assert pure.frame_key(bytes(bad_tcp)) is None
+    bad_ip = bytearray(f)
+    bad_ip[24] ^= 0xFF                        # IP header checksum
+    assert pure.frame_key(bytes(bad_ip)) is None
+    frag = bytearray(f)
+    frag[20] |= 0x20                          # MF
+    assert pure.frame_key(bytes(frag)) is None
+    nocsum = bytearray(udp_frame())
+    nocsum[40:42] = b"\0\0"                   # UDP without checksum
+    assert pure.frame_key(bytes(nocsum)) is None
+    assert pure.frame_key(f[:30]) is None
+
+
+@compiled
+@settings(max_examples=150, deadline=None)
+@given(frames)
+def test_compiled_and_pure_key_alike(f):
+    from kdp._fastpath import FlowEngine
+    e = FlowEngine(False)
+    p = pure.FlowEngine(False)
+    key = pure.frame_key(f)
+    for eng in (e, p):
+        eng.add(key, b"", b"", b"", b"[", b"]\n")
+    assert e.lookup(f) == p.lookup(f) == 0
+    corrupt = f[:50] + bytes([f[50] ^ 0x5A]) + f[51:]
+    assert e.lookup(corrupt) == p.lookup(corrupt) == -1
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames, st.integers(0, 0xFFFF), st.integers(1, 254))
+def test_template_reproduces_a_rewrite_and_its_checksums(f, port, ttl):
+    """A NAT-like rewrite done by hand (fields, then checksums recomputed in
+    full) is what the template gives, for any carried fields."""
+    got = bytearray(f)
+    got[0:6] = b"\xaa\xbb\xcc\xdd\xee\xff"
+    got[22] = ttl
+    got[30:34] = b"\x0a\xf4\x01\x09"
+    got[36:38] = struct.pack("!H", port)
+    got[24:26] = b"\0\0"
+    got[24:26] = struct.pack("!H", _csum(bytes(got[14:34])))
+    total = (got[16] << 8) | got[17]
+    seg = bytes(got[34:14 + total])
+    seg0 = seg[:16] + b"\0\0" + seg[18:]
+    got[50:52] = struct.pack("!H", _csum(bytes(got[26:34]) + struct.pack("!BBH", 0, 6, len(seg)) + seg0))
+    tmpl = derive_template(f, bytes(got))
+    assert tmpl is not None
+    assert pure.apply_template(f, tmpl, 0) == bytes(got)
+
+
+def test_template_refuses_changes_outside_the_header_fields():
+    f = tcp_frame(payload=b"abcd")
+    got = bytearray(f)
+    got[-1] ^= 1
+    assert derive_template(f, bytes(got)) is None
+    got = bytearray(f)
+    got[18] ^= 1                              # IP ID is carried, never rewritten
+    assert derive_template(f, bytes(got)) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(frames)
+def test_rst_from_the_recorded_one_matches_tcp_v4_send_reset(f):
+    from kdp import wire
+    from kdp.net.sockets import tcp_reset
+    pkt = wire.parse(f)
+    expect = wire.emit(tcp_reset(pkt.ip, pkt.l4))
+    base = wire.emit(tcp_reset(pkt.ip, wire.parse(tcp_frame(flags=f[47], seq=1, ack=2)).l4))
+    flags = f[47]
+    mode = 1 if flags & 0x10 else 2
+    flag_len = 0 if mode == 1 else (1 if flags & 0x02 else 0) + (1 if flags & 0x01 else 0)
+    assert pure.rst_source(base, f, mode, flag_len) == expect
+
+
+def _program(sink: int, tmpl_off: int, ct_slot: int, fdb_slot: int, rst: bool) -> bytes:
+    prog = b""
+    if rst:
+        prog += FLOW_OP.pack(OP_GEN_RST, 1, 0, 0, 0.0, 0.0)
+    prog += FLOW_OP.pack(OP_CT, 0, 0, ct_slot, 10.0, math.inf)
+    prog += FLOW_OP.pack(OP_FDB_CHECK, 0, 0, fdb_slot, 300.0, 0.0)
+    prog += FLOW_OP.pack(OP_FDB_LEARN, 0, 0, fdb_slot, 0.0, 0.0)
+    prog += FLOW_OP.pack(OP_CAPTURE, 0, sink, tmpl_off, 0.0, 0.0)
+    if rst:
+        prog += FLOW_OP.pack(OP_CAPTURE, 1, sink, tmpl_off, 0.0, 0.0)
+    return prog
+
+
+def _pcap(records) -> bytes:
+    out = b""
+    for t, f in records:
+        sec = int(t)
+        out += struct.pack("<IIII", sec, int(round((t - sec) * 1e6)), len(f), len(f)) + f
+    return out
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_both_engines_replay_a_pcap_alike(text):
+    """Same lines, same capture records, same slots, same stop on expiry."""
+    first = tcp_frame()
+    recs = [(1.0 + i * 0.25, tcp_frame(seq=100 + i, ack=7 * i, ident=i, payload=b"p" * (i % 5)))
+            for i in range(40)]
+    recs.append((100.0, tcp_frame(seq=1)))           # past the conntrack slot: a miss
+    buf = _pcap(recs)
+    results = []
+    for cls in engines():
+        eng = cls(True, text)
+        sink = eng.sink_new()
+        ct = eng.ct_new(5.0)
+        fdb = eng.fdb_new(0.5)
+        tmpl = derive_template(first, first[:6] + b"\x01\x02\x03\x04\x05\x06" + first[12:])
+        base = tcp_frame(flags=0x04, sport=80, dport=40000, seq=5, ack=0)
+        eng.add(pure.frame_key(first), _program(sink, 0, ct, fdb, True), tmpl, base, b"<", b">\n")
+        status, pos, index, now = eng.run(buf, 0, len(buf), 0, 0.0, 1e-6, False)
+        results.append((status, pos, index, now, eng.out_take(), eng.sink_take(sink), eng.ct_get(ct),
+                        eng.fdb_get(fdb), eng.take_hits(0), eng.take_dirty()))
+    assert results[0][0] == pure.MISS and results[0][2] == 40
+    assert all(r == results[0] for r in results[1:])
+
+
+def test_pcap_records_round_like_write_pcap():
+    import io
+    import os
+    import tempfile
+    from kdp.io import write_pcap
+    times = [0.0, 1.0000005, 2.9999996, 12345.000001, 7.0000015, 1e9 + 0.5]
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "x.pcap")
+        write_pcap(p, [(t, b"ab") for t in times])
+        data = open(p, "rb").read()[24:]
+    want = b"".join(pure.pcap_record(t, b"ab") for t in times)
+    assert data == want
+    for cls in engines():
+        eng = cls(True)
+        s = eng.sink_new()
+        for t in times:
+            eng.sink_append(s, t, b"ab")
+        assert eng.sink_take(s) == want
