@@ -43,7 +43,14 @@ cdef struct fl_entry:
     bint dirty
 
 
-cdef inline int _buf_reserve(fl_buf* b, Py_ssize_t extra) except -1:
+cdef struct fl_vec:
+    int64_t* p
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef inline int _buf_grow(fl_buf* b, Py_ssize_t extra) noexcept nogil:
+    """Room for extra more bytes; -1 when memory ran out."""
     cdef Py_ssize_t need = b.n + extra
     cdef Py_ssize_t cap
     cdef char* p
@@ -54,9 +61,35 @@ cdef inline int _buf_reserve(fl_buf* b, Py_ssize_t extra) except -1:
         cap *= 2
     p = <char*>realloc(b.p, cap)
     if p == NULL:
-        raise MemoryError()
+        return -1
     b.p, b.cap = p, cap
     return 0
+
+
+cdef inline int _buf_reserve(fl_buf* b, Py_ssize_t extra) except -1:
+    if _buf_grow(b, extra) < 0:
+        raise MemoryError()
+    return 0
+
+
+cdef inline int _vec_push(fl_vec* v, int64_t x) noexcept nogil:
+    cdef Py_ssize_t cap
+    cdef int64_t* p
+    if v.n == v.cap:
+        cap = v.cap * 2 if v.cap else 256
+        p = <int64_t*>realloc(v.p, cap * sizeof(int64_t))
+        if p == NULL:
+            return -1
+        v.p, v.cap = p, cap
+    v.p[v.n] = x
+    v.n += 1
+    return 0
+
+
+cdef list _vec_take(fl_vec* v):
+    out = sorted([v.p[i] for i in range(v.n)])
+    v.n = 0
+    return out
 
 
 cdef inline uint32_t _fl_sum16(const unsigned char* p, Py_ssize_t n) noexcept nogil:
@@ -214,7 +247,7 @@ cdef class FlowEngine:
     cdef fl_buf* sinks
     cdef Py_ssize_t n_sinks, cap_sinks
     cdef fl_buf out
-    cdef list dirty_ct, dirty_fdb, dirty_entries
+    cdef fl_vec dirty_ct, dirty_fdb, dirty_entries
 
     def __cinit__(self, bint capture, bint text=False):
         self.capture, self.text = capture, text
@@ -224,7 +257,6 @@ cdef class FlowEngine:
             raise MemoryError()
         for i in range(self.table_cap):
             self.table[i] = -1
-        self.dirty_ct, self.dirty_fdb, self.dirty_entries = [], [], []
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -243,6 +275,9 @@ cdef class FlowEngine:
             free(self.sinks[i].p)
         free(self.sinks)
         free(self.out.p)
+        free(self.dirty_ct.p)
+        free(self.dirty_fdb.p)
+        free(self.dirty_entries.p)
 
     # --- slots ----------------------------------------------------------------
     cdef int _grow(self, void** arr, uint8_t** dirty, Py_ssize_t* cap, Py_ssize_t n,
@@ -428,16 +463,14 @@ cdef class FlowEngine:
         return n, e.last_now, b
 
     def take_dirty(self):
-        cdef Py_ssize_t s
-        for s in self.dirty_ct:
-            self.ct_dirty[s] = 0
-        for s in self.dirty_fdb:
-            self.fdb_dirty[s] = 0
-        for s in self.dirty_entries:
-            self.entries[s].dirty = False
-        out = (sorted(self.dirty_ct), sorted(self.dirty_fdb), sorted(self.dirty_entries))
-        self.dirty_ct, self.dirty_fdb, self.dirty_entries = [], [], []
-        return out
+        cdef Py_ssize_t i
+        for i in range(self.dirty_ct.n):
+            self.ct_dirty[self.dirty_ct.p[i]] = 0
+        for i in range(self.dirty_fdb.n):
+            self.fdb_dirty[self.dirty_fdb.p[i]] = 0
+        for i in range(self.dirty_entries.n):
+            self.entries[self.dirty_entries.p[i]].dirty = False
+        return (_vec_take(&self.dirty_ct), _vec_take(&self.dirty_fdb), _vec_take(&self.dirty_entries))
 
     def lookup(self, frame):
         cdef unsigned char key[KEYLEN]
@@ -460,7 +493,7 @@ cdef class FlowEngine:
                     return False
         return True
 
-    cdef int _line(self, fl_entry* e, Py_ssize_t index, fl_buf* out) except -1:
+    cdef int _line(self, fl_entry* e, Py_ssize_t index, fl_buf* out) noexcept nogil:
         cdef char digits[24]
         cdef int nd = 0, i, width
         cdef Py_ssize_t v = index
@@ -471,7 +504,8 @@ cdef class FlowEngine:
             digits[nd] = 48 + (v % 10)
             v //= 10
             nd += 1
-        _buf_reserve(out, e.prefix_n + e.suffix_n + 32)
+        if _buf_grow(out, e.prefix_n + e.suffix_n + 32) < 0:
+            return -1
         memcpy(out.p + out.n, e.prefix, e.prefix_n)
         out.n += e.prefix_n
         if self.text:
@@ -490,10 +524,9 @@ cdef class FlowEngine:
         out.n += e.suffix_n
         return 0
 
-    cdef int _replay(self, Py_ssize_t eid, const unsigned char* f, double now, bint commit,
-                     list caps) except -1:
-        """Apply entry eid to frame f (checks already passed). commit: slots,
-        sinks and hit counts change; else the captures go to caps."""
+    cdef int _commit(self, Py_ssize_t eid, const unsigned char* f, double now) noexcept nogil:
+        """Replay entry eid on frame f (its checks passed): slots, captures into
+        the sinks, hit counts. -1 when memory ran out."""
         cdef fl_entry* e = &self.entries[eid]
         cdef unsigned char rst[54]
         cdef unsigned char* srcs[2]
@@ -506,40 +539,59 @@ cdef class FlowEngine:
         for i in range(e.n_ops):
             op = &e.ops[i]
             if op.code == 1:
-                if commit and not isnan(op.x):
+                if not isnan(op.x):
                     self.ct[op.slot] = now + op.x
                     if not self.ct_dirty[op.slot]:
                         self.ct_dirty[op.slot] = 1
-                        self.dirty_ct.append(op.slot)
+                        if _vec_push(&self.dirty_ct, op.slot) < 0:
+                            return -1
             elif op.code == 3:
-                if commit:
-                    self.fdb[op.slot] = now
-                    if not self.fdb_dirty[op.slot]:
-                        self.fdb_dirty[op.slot] = 1
-                        self.dirty_fdb.append(op.slot)
+                self.fdb[op.slot] = now
+                if not self.fdb_dirty[op.slot]:
+                    self.fdb_dirty[op.slot] = 1
+                    if _vec_push(&self.dirty_fdb, op.slot) < 0:
+                        return -1
             elif op.code == 4:
                 _rst_source(e.rst, f, op.a, op.slot, rst)
             elif op.code == 5 and self.capture:
                 end = 14 + _be16(srcs[op.a] + 16)
-                if commit:
-                    b = &self.sinks[op.b]
-                    _buf_reserve(b, 16 + end)
-                    n = _apply(srcs[op.a], e.blob + op.slot, <unsigned char*>b.p + b.n + 16)
-                    _rec_header(b.p + b.n, now, <uint32_t>n)
-                    b.n += 16 + n
-                else:
-                    tmp = bytearray(16 + end)
-                    n = _apply(srcs[op.a], e.blob + op.slot, <unsigned char*>(<char*>tmp) + 16)
-                    _rec_header(<char*>tmp, now, <uint32_t>n)
-                    caps.append((op.b, bytes(tmp)))
-        if commit:
-            e.hits += 1
-            e.ip_bytes += _be16(f + 16)
-            e.last_now = now
-            if not e.dirty:
-                e.dirty = True
-                self.dirty_entries.append(eid)
+                b = &self.sinks[op.b]
+                if _buf_grow(b, 16 + end) < 0:
+                    return -1
+                n = _apply(srcs[op.a], e.blob + op.slot, <unsigned char*>b.p + b.n + 16)
+                _rec_header(b.p + b.n, now, <uint32_t>n)
+                b.n += 16 + n
+        e.hits += 1
+        e.ip_bytes += _be16(f + 16)
+        e.last_now = now
+        if not e.dirty:
+            e.dirty = True
+            if _vec_push(&self.dirty_entries, eid) < 0:
+                return -1
         return 0
+
+    cdef list _preview(self, Py_ssize_t eid, const unsigned char* f, double now):
+        """The capture records replaying eid on f would write, changing nothing."""
+        cdef fl_entry* e = &self.entries[eid]
+        cdef unsigned char rst[54]
+        cdef unsigned char* srcs[2]
+        cdef fl_op* op
+        cdef Py_ssize_t n, end
+        cdef int i
+        caps = []
+        srcs[0] = <unsigned char*>f
+        srcs[1] = rst
+        for i in range(e.n_ops):
+            op = &e.ops[i]
+            if op.code == 4:
+                _rst_source(e.rst, f, op.a, op.slot, rst)
+            elif op.code == 5 and self.capture:
+                end = 14 + _be16(srcs[op.a] + 16)
+                tmp = bytearray(16 + end)
+                n = _apply(srcs[op.a], e.blob + op.slot, <unsigned char*>(<char*>tmp) + 16)
+                _rec_header(<char*>tmp, now, <uint32_t>n)
+                caps.append((op.b, bytes(tmp)))
+        return caps
 
     def predict(self, Py_ssize_t eid, frame, double now, Py_ssize_t index):
         cdef const unsigned char[:] f = frame
@@ -548,8 +600,7 @@ cdef class FlowEngine:
         cdef int i
         if not e.live or not self._check(e, now):
             return None
-        caps = []
-        self._replay(eid, &f[0], now, False, caps)
+        caps = self._preview(eid, &f[0], now)
         ct, fdb = {}, {}
         for i in range(e.n_ops):
             if e.ops[i].code == 1 and not isnan(e.ops[i].x):
@@ -558,7 +609,8 @@ cdef class FlowEngine:
                 fdb[e.ops[i].slot] = now
         memset(&line, 0, sizeof(fl_buf))
         try:
-            self._line(e, index, &line)
+            if self._line(e, index, &line) < 0:
+                raise MemoryError()
             text = line.p[:line.n]
         finally:
             free(line.p)
@@ -566,21 +618,37 @@ cdef class FlowEngine:
 
     def run(self, buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t index, double now,
             double unit, bint big_endian, Py_ssize_t limit=-1):
+        """Replay records of a classic pcap buffer from pos, without the GIL,
+        until a frame is not a hit (status 1, pos at its record), no whole
+        record is left (2) or limit frames were replayed (0). Returns (status,
+        pos, index, now)."""
         cdef const unsigned char[:] mv = buf
-        cdef const unsigned char* base
+        cdef int status
+        if mv.shape[0] == 0:
+            return 2, pos, index, now
+        with nogil:
+            status = self._run(&mv[0], &pos, end, &index, &now, unit, big_endian, limit)
+        if status < 0:
+            raise MemoryError()
+        return status, pos, index, now
+
+    cdef int _run(self, const unsigned char* base, Py_ssize_t* pos_p, Py_ssize_t end,
+                  Py_ssize_t* index_p, double* now_p, double unit, bint big_endian,
+                  Py_ssize_t limit) noexcept nogil:
         cdef unsigned char key[KEYLEN]
         cdef uint32_t sec, frac, incl
         cdef double t, n2
-        cdef Py_ssize_t eid, done = 0
+        cdef double now = now_p[0]
+        cdef Py_ssize_t eid, done = 0, pos = pos_p[0], index = index_p[0]
         cdef const unsigned char* f
-        if mv.shape[0] == 0:
-            return 2, pos, index, now
-        base = &mv[0]
+        cdef int status
         while True:
             if limit >= 0 and done >= limit:
-                return 0, pos, index, now
+                status = 0
+                break
             if end - pos < 16:
-                return 2, pos, index, now
+                status = 2
+                break
             memcpy(&sec, base + pos, 4)
             memcpy(&frac, base + pos + 4, 4)
             memcpy(&incl, base + pos + 8, 4)
@@ -589,23 +657,30 @@ cdef class FlowEngine:
                 frac = _fl_bswap32(frac)
                 incl = _fl_bswap32(incl)
             if end - pos - 16 < <Py_ssize_t>incl:
-                return 2, pos, index, now
+                status = 2
+                break
             f = base + pos + 16
             if not _frame_key(f, incl, key):
-                return 1, pos, index, now
+                status = 1
+                break
             eid = self._find(key)
             if eid < 0:
-                return 1, pos, index, now
+                status = 1
+                break
             t = <double>sec + <double>frac * unit
             n2 = now if now >= t else t
             if not self._check(&self.entries[eid], n2):
-                return 1, pos, index, now
-            self._replay(eid, f, n2, True, None)
-            self._line(&self.entries[eid], index, &self.out)
+                status = 1
+                break
+            if self._commit(eid, f, n2) < 0 or self._line(&self.entries[eid], index, &self.out) < 0:
+                status = -1
+                break
             now = n2
             index += 1
             pos += 16 + incl
             done += 1
+        pos_p[0], index_p[0], now_p[0] = pos, index, now
+        return status
 
 
 cdef inline uint32_t _fl_bswap32(uint32_t v) noexcept nogil:
