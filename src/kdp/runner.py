@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import os
 import struct
-import sys
 from typing import BinaryIO
 
 from . import wire
-from .accel import FlowEngine, IMPLEMENTATION
+from .accel import FlowEngine
 from .datapath.flowcache import FlowCache
 from .errors import KdpError
 from .io import PCAP_MAGIC, PcapError, read_pcap
+from ._pureflow import pcap_record
 from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
@@ -155,7 +155,7 @@ class PcapRun:
     def _run_blocks(self, f, path: str, unit: float, big: bool) -> None:
         rec = struct.Struct(">IIII" if big else "<IIII")
         buf = bytearray()
-        pos, now = 0, self.dp.now
+        pos = 0
         eof = False
         while True:
             if not eof and len(buf) - pos < REFILL_AT:
@@ -302,7 +302,15 @@ class PcapRun:
         key = frame_key(frame)
         if key is None:
             return
-        self.cache.build(frame, key, self._line_parts(r), r["disposition"], self.sink_of)
+        eid = self.cache.build(frame, key, self._line_parts(r), r["disposition"], self.sink_of)
+        if isinstance(eid, int):
+            # the engine that will replay it must give back what the reference did
+            got = self.engine.predict(eid, frame, self.dp.now, r["index"])
+            line = (json.dumps(r) if self.json else run_line(r)) + "\n"
+            want = [(self.sink_of(dev), pcap_record(self.dp.now, wire.emit(pkt)))
+                    for dev, _d, pkt in self.dp.frames_seen] if self.out_dir else []
+            if got is None or got[0] != line.encode() or got[1] != want:
+                self.cache.forget(eid)
 
     def _line_parts(self, r: dict) -> tuple[bytes, bytes]:
         r0 = dict(r, index=0)

@@ -173,7 +173,26 @@ def test_the_cache_lets_go_after_the_run(tmp_path):
 
 
 def test_validation_catches_a_wrong_replay(tmp_path, monkeypatch):
-    """A cache entry whose line is wrong: validation stops the run."""
+    """An entry that goes wrong after it was built (here: its line is
+    tampered with in the pure engine): validation stops the run."""
+    real = PcapRun._learn
+
+    def learn_then_tamper(self, frame, r):
+        real(self, frame, r)
+        for e in self.engine.entries:
+            if e is not None:
+                e.suffix = e.suffix.replace(b"delivered", b"dropped!!")
+    monkeypatch.setattr(PcapRun, "_learn", learn_then_tamper)
+    pcap = _write(tmp_path, steady([0], 20))
+    emu = Emulator(svc_cluster(), capture=False, trace=False)
+    with pytest.raises(FastpathMismatch, match="line"):
+        PcapRun(emu, "pod/default/client", io.BytesIO(), json_lines=True, out_dir=None,
+                validate=True, engine=_pureflow.FlowEngine).run(pcap)
+
+
+def test_an_entry_the_engine_cannot_reproduce_is_not_kept(tmp_path, monkeypatch):
+    """Built entries are replayed once by the engine against the reference's
+    own bytes; a wrong one is dropped, so the output stays right."""
     from kdp.datapath import flowcache
     real = flowcache.FlowCache.build
 
@@ -182,10 +201,10 @@ def test_validation_catches_a_wrong_replay(tmp_path, monkeypatch):
                     disposition, sink_of)
     monkeypatch.setattr(flowcache.FlowCache, "build", wrong)
     pcap = _write(tmp_path, steady([0], 20))
-    emu = Emulator(svc_cluster(), capture=False, trace=False)
-    with pytest.raises(FastpathMismatch, match="line"):
-        PcapRun(emu, "pod/default/client", io.BytesIO(), json_lines=True, out_dir=None,
-                validate=True).run(pcap)
+    out = io.BytesIO()
+    counts = Emulator(svc_cluster(), capture=False, trace=False).run_pcap(pcap, "pod/default/client", out)
+    assert counts["fastpath_hits"] == 0
+    assert b"dropped!!" not in out.getvalue()
 
 
 traffic_st = st.lists(

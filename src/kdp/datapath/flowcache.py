@@ -263,6 +263,9 @@ class FlowCache:
                     self.engine.fdb_set(hit[0], fe.updated)
         return rec.problems
 
+    def forget(self, eid: int) -> None:
+        self._forget(eid)
+
     def _forget(self, eid: int) -> None:
         if self.meta.pop(eid, None) is not None:
             self.engine.remove(eid)
@@ -274,8 +277,8 @@ class FlowCache:
 
     # --- building an entry ------------------------------------------------------
     def build(self, frame: bytes, key: bytes, line: tuple[bytes, bytes], disposition: str,
-              sink_of) -> str | None:
-        """Make the recorded run a cache entry. None when done, else why not."""
+              sink_of) -> int | str:
+        """Make the recorded run a cache entry: its id, else why not."""
         rec = self.recorder
         src0 = frame[:14 + ((frame[16] << 8) | frame[17])]
         srcs = [src0, None]
@@ -335,7 +338,7 @@ class FlowCache:
         self.meta[eid] = m
         for tok in m.tokens:
             self.by_token.setdefault(tok, set()).add(eid)
-        return None
+        return eid
 
     @staticmethod
     def engine_rst(base: bytes, frame: bytes, mode: int, seglen: int) -> bytes:

@@ -188,7 +188,6 @@ def test_both_engines_replay_a_pcap_alike(text):
 
 
 def test_pcap_records_round_like_write_pcap():
-    import io
     import os
     import tempfile
     from kdp.io import write_pcap
