@@ -22,7 +22,6 @@ from ._pureflow import pcap_record
 from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
-REFILL_AT = 1 << 16             # read the next block when less than this is left
 FLUSH_AT = 16 << 20             # buffered capture/output bytes that trigger a write
 HIT, MISS, END = 0, 1, 2
 
@@ -154,38 +153,32 @@ class PcapRun:
 
     def _run_blocks(self, f, path: str, unit: float, big: bool) -> None:
         rec = struct.Struct(">IIII" if big else "<IIII")
-        buf = bytearray()
+        buf = b""
         pos = 0
         eof = False
         while True:
-            if not eof and len(buf) - pos < REFILL_AT:
-                chunk = f.read(BLOCK)
-                if not chunk:
-                    eof = True
-                del buf[:pos]
-                pos = 0
-                buf += chunk
             index = self.counts["frames"]
             limit = self._event(index)
-            if self.cache is not None and not self.validate and limit != 0:
+            if self.cache is not None and not self.validate:
                 status, pos2, index2, now2 = self.engine.run(buf, pos, len(buf), index, self.dp.now,
                                                              unit, big, limit)
                 if index2 != index:
                     self._hits(index2 - index)
                     self.dp.now = now2
-                    pos = pos2
-                    index = index2
+                    pos, index = pos2, index2
                 if status == HIT:                # stopped for an event
                     continue
-            if len(buf) - pos < 16 or len(buf) - pos - 16 < rec.unpack_from(buf, pos)[2]:
+            left = len(buf) - pos
+            if left < 16 or left - 16 < rec.unpack_from(buf, pos)[2]:
                 if eof:
-                    if len(buf) > pos:
+                    if left:
                         self._truncated(path, buf, pos, rec)
                     return
-                more = f.read(max(BLOCK, rec.unpack_from(buf, pos)[2] + 16 if len(buf) - pos >= 16 else 0))
-                if not more:
-                    eof = True
-                buf += more
+                need = rec.unpack_from(buf, pos)[2] + 16 if left >= 16 else 0
+                chunk = f.read(max(BLOCK, need))
+                eof = not chunk
+                buf = buf[pos:] + chunk          # the unread rest and the next block
+                pos = 0
                 continue
             sec, frac, incl, _orig = rec.unpack_from(buf, pos)
             frame = bytes(buf[pos + 16:pos + 16 + incl])

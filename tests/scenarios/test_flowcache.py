@@ -223,3 +223,43 @@ def test_random_traffic_is_the_same_in_every_mode(tmp_path_factory, traffic, ctm
     tmp = tmp_path_factory.mktemp("fc")
     events = {change: drop_8080} if change is not None else None
     assert_same_everywhere(tmp, traffic, ctmax=ctmax, events=events)
+
+
+def test_the_pcap_is_streamed_in_bounded_blocks(tmp_path, monkeypatch):
+    """Memory does not grow with the pcap: the engine never holds more than a
+    block plus one record, however long the pcap."""
+    import kdp.runner as runner
+    monkeypatch.setattr(runner, "BLOCK", 2048)
+    pcap = _write(tmp_path, steady([0, 3, 8], 400, plen=60))
+    seen = []
+    emu = Emulator(svc_cluster(), capture=False, trace=False)
+    run = PcapRun(emu, "pod/default/client", io.BytesIO(), json_lines=True, out_dir=None)
+    real = run.engine.run
+
+    def spy(buf, *a):
+        seen.append(len(buf))
+        return real(buf, *a)
+    run.engine = type("E", (), {})()
+    for name in ("sink_new", "sink_append", "sink_take", "buffered", "out_take", "add", "remove",
+                 "take_hits", "take_dirty", "lookup", "predict", "ct_new", "ct_get", "ct_set",
+                 "fdb_new", "fdb_get", "fdb_set"):
+        setattr(run.engine, name, getattr(real.__self__, name))
+    run.engine.run = spy
+    run.cache.engine = run.engine
+    counts = run.run(pcap)
+    assert counts["frames"] == 403 and counts["fastpath_hits"] > 300
+    assert max(seen) <= 2048 + 16 + 200
+
+
+@pytest.mark.parametrize("fastpath", [True, False])
+def test_a_truncated_pcap_is_an_error_after_the_frames_before_it(tmp_path, fastpath):
+    from kdp.io import PcapError
+    pcap = _write(tmp_path, steady([0], 30))
+    data = open(pcap, "rb").read()
+    cut = str(tmp_path / "cut.pcap")
+    open(cut, "wb").write(data[:-7])
+    out = io.BytesIO()
+    emu = Emulator(svc_cluster(), capture=False, trace=False)
+    with pytest.raises(PcapError, match="record 30 is truncated"):
+        PcapRun(emu, "pod/default/client", out, json_lines=True, out_dir=None, fastpath=fastpath).run(cut)
+    assert len(out.getvalue().splitlines()) == 30
