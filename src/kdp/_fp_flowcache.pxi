@@ -462,6 +462,14 @@ cdef class FlowEngine:
         e.ip_bytes = 0
         return n, e.last_now, b
 
+    def take_dirty_slots(self):
+        cdef Py_ssize_t i
+        for i in range(self.dirty_ct.n):
+            self.ct_dirty[self.dirty_ct.p[i]] = 0
+        for i in range(self.dirty_fdb.n):
+            self.fdb_dirty[self.dirty_fdb.p[i]] = 0
+        return (_vec_take(&self.dirty_ct), _vec_take(&self.dirty_fdb))
+
     def take_dirty(self):
         cdef Py_ssize_t i
         for i in range(self.dirty_ct.n):

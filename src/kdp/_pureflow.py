@@ -215,6 +215,12 @@ class FlowEngine:
         n, b, e.hits, e.ip_bytes = e.hits, e.ip_bytes, 0, 0
         return n, e.last_now, b
 
+    def take_dirty_slots(self) -> tuple[list[int], list[int]]:
+        """Slots changed since the last call (entries' hits stay pending)."""
+        out = (sorted(self.dirty_ct), sorted(self.dirty_fdb))
+        self.dirty_ct, self.dirty_fdb = set(), set()
+        return out
+
     def take_dirty(self) -> tuple[list[int], list[int], list[int]]:
         out = (sorted(self.dirty_ct), sorted(self.dirty_fdb), sorted(self.dirty_entries))
         self.dirty_ct, self.dirty_fdb, self.dirty_entries = set(), set(), set()

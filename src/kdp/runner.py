@@ -225,7 +225,7 @@ class PcapRun:
     def _slow(self, frame: bytes, t: float, index: int) -> None:
         cache = self.cache
         if cache is not None:
-            cache.write_back()
+            cache.write_back(full=False)
             cache.recorder.begin()
         r, outcome = self._reference(frame, t, index)
         self._flush()

@@ -239,12 +239,10 @@ def test_the_pcap_is_streamed_in_bounded_blocks(tmp_path, monkeypatch):
     def spy(buf, *a):
         seen.append(len(buf))
         return real(buf, *a)
-    run.engine = type("E", (), {})()
-    for name in ("sink_new", "sink_append", "sink_take", "buffered", "out_take", "add", "remove",
-                 "take_hits", "take_dirty", "lookup", "predict", "ct_new", "ct_get", "ct_set",
-                 "fdb_new", "fdb_get", "fdb_set"):
-        setattr(run.engine, name, getattr(real.__self__, name))
-    run.engine.run = spy
+    class Spy:                       # the engine, with run() watched
+        def __getattr__(self, name):
+            return spy if name == "run" else getattr(real.__self__, name)
+    run.engine = Spy()
     run.cache.engine = run.engine
     counts = run.run(pcap)
     assert counts["frames"] == 403 and counts["fastpath_hits"] > 300

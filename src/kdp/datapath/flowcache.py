@@ -180,9 +180,14 @@ class FlowCache:
             self.ct_slot_entry.pop(hit[0], None)
         self.removed.append(("ct", id(entry)))
 
-    def write_back(self) -> None:
-        """The engine's hot state into the reference objects."""
-        cts, fdbs, entries = self.engine.take_dirty()
+    def write_back(self, full: bool = True) -> None:
+        """The engine's hot state into the reference objects: conntrack
+        timeouts and FDB ages always; with full, also what only the output reads
+        (rule counters, conntrack statistics, dispositions, socket clocks)."""
+        if full:
+            cts, fdbs, entries = self.engine.take_dirty()
+        else:
+            (cts, fdbs), entries = self.engine.take_dirty_slots(), ()
         for slot in cts:
             e = self.ct_slot_entry.get(slot)
             if e is not None:
@@ -193,18 +198,21 @@ class FlowCache:
             if fe is not None:
                 fe.updated = self.engine.fdb_get(slot)
         for eid in entries:
-            n, last, ip_bytes = self.engine.take_hits(eid)
-            m = self.meta.get(eid)
-            if not n or m is None:
-                continue
-            self.tally[m.disposition] = self.tally.get(m.disposition, 0) + n
-            for obj, nbytes, request in m.counted:
-                obj.packets += n
-                obj.bytes += ip_bytes if request else n * nbytes
-            for table, k in m.found:
-                table.stats["found"] += n * k
-            for t in m.socks:
-                t._now = max(t._now, last)
+            self._apply_hits(eid)
+
+    def _apply_hits(self, eid: int) -> None:
+        n, last, ip_bytes = self.engine.take_hits(eid)
+        m = self.meta.get(eid)
+        if not n or m is None:
+            return
+        self.tally[m.disposition] = self.tally.get(m.disposition, 0) + n
+        for obj, nbytes, request in m.counted:
+            obj.packets += n
+            obj.bytes += ip_bytes if request else n * nbytes
+        for table, k in m.found:
+            table.stats["found"] += n * k
+        for t in m.socks:
+            t._now = max(t._now, last)
 
     def close(self) -> None:
         """Stop watching: the reference objects no longer report to this cache."""
@@ -267,7 +275,9 @@ class FlowCache:
         self._forget(eid)
 
     def _forget(self, eid: int) -> None:
-        if self.meta.pop(eid, None) is not None:
+        if eid in self.meta:
+            self._apply_hits(eid)            # replays not yet counted
+            del self.meta[eid]
             self.engine.remove(eid)
 
     def forget_all(self) -> None:
