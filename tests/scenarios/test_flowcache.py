@@ -261,3 +261,31 @@ def test_a_truncated_pcap_is_an_error_after_the_frames_before_it(tmp_path, fastp
     with pytest.raises(PcapError, match="record 30 is truncated"):
         PcapRun(emu, "pod/default/client", out, json_lines=True, out_dir=None, fastpath=fastpath).run(cut)
     assert len(out.getvalue().splitlines()) == 30
+
+
+def scale_web_to_web3(emu: Emulator) -> None:
+    """The Service `web` loses every endpoint but web-3; kube-proxy rewrites
+    each node's rules."""
+    svc = emu.cluster.service("default", "web")
+    svc.endpoints = [e for e in svc.endpoints if e.pod == "default/web-3"]
+    for node in emu.cluster.nodes:
+        emu.load_rules(node.name)
+
+
+def test_endpoints_change_mid_stream(tmp_path):
+    web = 3                                           # DSTS[3]: the Service web
+    before = [(0.01, web + k * len(DSTS), "S", 0) for k in range(6)]
+    traffic = before + steady([web + k * len(DSTS) for k in range(6)], 60)[6:]
+    after = [(0.01, web + k * len(DSTS), "S", 0) for k in range(6, 12)]
+    traffic += after + steady([web + k * len(DSTS) for k in range(12)], 60)[12:]
+    change = len(before) + 60
+    hits = assert_same_everywhere(tmp_path, traffic, events={change: scale_web_to_web3})
+    assert hits["compiled"] > 60
+    out, *_ = run_mode(str(tmp_path), _write(tmp_path, traffic), "compiled", 131072,
+                       {change: scale_web_to_web3})
+    import json
+    lines = [json.loads(x) for x in out.decode().splitlines()]
+    web3 = str(Emulator(svc_cluster()).cluster.pod("default", "web-3").ip)
+    new_after = lines[change:change + 6]
+    assert all(r["packet"]["dst"] == web3 for r in new_after)
+    assert any(r["packet"]["dst"] != web3 for r in lines[:6])
