@@ -111,27 +111,28 @@ class PcapRun:
             f = open(path, "rb")
         except OSError as e:
             raise PcapError(f"{path}: {e.strerror}") from None
-        with f:
-            head = f.read(24)
-            if len(head) >= 4 and head[:4] == b"\x0a\x0d\x0d\x0a":
-                self._run_records(read_pcap(path))
-            elif len(head) < 24 or head[:4] not in PCAP_MAGIC:
-                raise PcapError(f"{path}: not a pcap or pcapng file")
-            else:
-                endian, unit = PCAP_MAGIC[head[:4]]
-                linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
-                if linktype != 1:
-                    raise PcapError(f"{path}: link type {linktype} is not Ethernet (1)")
-                try:
+        try:
+            with f:
+                head = f.read(24)
+                if len(head) >= 4 and head[:4] == b"\x0a\x0d\x0d\x0a":
+                    self._run_records(read_pcap(path))     # pcapng, through Scapy
+                elif len(head) < 24 or head[:4] not in PCAP_MAGIC:
+                    raise PcapError(f"{path}: not a pcap or pcapng file")
+                else:
+                    endian, unit = PCAP_MAGIC[head[:4]]
+                    linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
+                    if linktype != 1:
+                        raise PcapError(f"{path}: link type {linktype} is not Ethernet (1)")
                     self._run_blocks(f, path, unit, endian == ">")
-                finally:
-                    if self.cache is not None:
-                        self.cache.write_back()
-                        self.cache.close()
-        if self.cache is not None:
-            for disposition, n in self.cache.tally.items():
-                self.counts[disposition] += n
-        self._flush(final=True)
+        finally:
+            # also when the pcap turns out truncated: what was processed is kept
+            if self.cache is not None:
+                self.cache.write_back()
+                self.cache.close()
+                for disposition, n in self.cache.tally.items():
+                    self.counts[disposition] += n
+                self.cache.tally.clear()
+            self._flush(final=True)
         return dict(self.counts, fastpath_hits=self.hits)
 
     def _event(self, index: int) -> int:
@@ -146,7 +147,11 @@ class PcapRun:
         return self.events[0][0] - index if self.events else -1
 
     def _run_records(self, records) -> None:
-        """pcapng (read through Scapy): every frame takes the reference path."""
+        """pcapng (read through Scapy, a record at a time): every frame takes
+        the reference path; the engine reads classic pcap blocks only."""
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
         for t, raw in records:
             self._event(self.counts["frames"])
             self._slow(raw, t, self.counts["frames"])
