@@ -289,3 +289,78 @@ def test_endpoints_change_mid_stream(tmp_path):
     new_after = lines[change:change + 6]
     assert all(r["packet"]["dst"] == web3 for r in new_after)
     assert any(r["packet"]["dst"] != web3 for r in lines[:6])
+
+
+# --- random clusters ------------------------------------------------------------
+from kdp.k8s import load_cluster_text  # noqa: E402
+from kdp.testing import strategies as kst  # noqa: E402
+
+
+def _udp(src_mac, dst_mac, src, dst, sport, dport, ident, payload) -> bytes:
+    seg = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    c = _csum(src + dst + struct.pack("!BBH", 0, 17, len(seg)) + seg) or 0xFFFF
+    seg = seg[:6] + struct.pack("!H", c) + seg[8:]
+    ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(seg), ident, 0x4000, 64, 17, 0) + src + dst
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return dst_mac + src_mac + b"\x08\x00" + ip + seg
+
+
+@st.composite
+def cluster_and_traffic(draw):
+    text = draw(kst.cluster_texts(max_nodes=3, max_pods=5))
+    cluster = load_cluster_text(text, file="hypothesis.yaml")
+    pods = kst.pod_endpoints(cluster)
+    if not pods:
+        return text, None, []
+    at = draw(st.sampled_from(pods))
+    emu = Emulator(cluster, capture=False)
+    dev = emu.attach_device(at)
+    src_mac, gw = _mac(dev.mac), kst._gateway_mac(emu, dev)
+    src_ip = emu.resolve(at).ip.packed
+    flows = [draw(kst.flows(cluster, sources=("pod",))) for _ in range(draw(st.integers(1, 4)))]
+    traffic, t = [], 1.0
+    for i in range(draw(st.integers(4, 80))):
+        f = flows[draw(st.integers(0, len(flows) - 1))]
+        if f.proto == "icmp":
+            continue
+        dst = emu.resolve(f.dst).ip.packed
+        t += draw(st.sampled_from([0.0] + [0.001] * 6 + [0.2, 5.0, 40.0]))
+        if f.proto == "tcp":
+            flags = 0x02 if not any(x[1] == f for x in traffic) else draw(st.sampled_from([0x10] * 4 + [0x18] * 2 + [0x11]))
+            frame = _frame(src_mac, _mac(gw), src_ip, dst, f.sport, f.dport, flags, 1000 + 7 * i,
+                           3 * i, i, b"x" * draw(st.sampled_from([0, 0, 9])))
+        else:
+            frame = _udp(src_mac, _mac(gw), src_ip, dst, f.sport, f.dport, i, b"q" * 20)
+        traffic.append((t, f, frame))
+    return text, at, [(tm, fr) for tm, _f, fr in traffic]
+
+
+def _run_text(tmp, text, at, pcap, mode) -> tuple:
+    emu = Emulator(load_cluster_text(text, file="hypothesis.yaml"), seed=5, capture=False, trace=False)
+    out = io.BytesIO()
+    d = os.path.join(tmp, mode)
+    counts = PcapRun(emu, at, out, json_lines=True, out_dir=d, fastpath=mode != "reference",
+                     validate=mode == "validate",
+                     engine=_pureflow.FlowEngine if mode == "pure" else None).run(pcap)
+    files = {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))}
+    tables = [(ns.netfilter.conntrack.to_conntrack_l(emu.datapath.now),
+               ns.netfilter.ruleset.to_iptables_save(counters=True))
+              for ns in emu.topology.node_ns.values()]
+    counts.pop("fastpath_hits")
+    return out.getvalue(), files, tables, counts
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                HealthCheck.too_slow])
+@given(case=cluster_and_traffic())
+def test_random_clusters_and_flows_are_the_same_in_every_mode(tmp_path_factory, case):
+    text, at, stream = case
+    if at is None or not stream:
+        return
+    tmp = tmp_path_factory.mktemp("rc")
+    pcap = str(tmp / "in.pcap")
+    from kdp.io import write_pcap
+    write_pcap(pcap, stream)
+    ref = _run_text(str(tmp), text, at, pcap, "reference")
+    for mode in ("compiled", "pure", "validate"):
+        assert _run_text(str(tmp), text, at, pcap, mode) == ref, mode
