@@ -143,6 +143,9 @@ class PcapRun:
                 self.cache.write_back()
             fn(self.emu)
             if self.cache is not None:
+                # the callable may change anything (devices, sysctls, endpoints),
+                # not only what kdp.watch hears of: start the cache afresh
+                self.cache.forget_all()
                 self.cache.revalidate()
         return self.events[0][0] - index if self.events else -1
 
