@@ -42,7 +42,7 @@ class Recorder:
         self.socks: dict[int, object] = {}
         self.deps: set = set()
         self.rst: bytes | None = None
-        self.reply_from: int | None = None     # counted[reply_from:] are the RST's
+        self.legs: list[str] = []              # the leg of each entry of counted
         self.counted.clear()
         self.generation = WATCH.generation
 
@@ -95,7 +95,6 @@ class Recorder:
                 self.problems.append("an answer other than one RST")
             else:
                 self.rst = wire.emit(a)
-                self.reply_from = len(self.counted)
 
     # --- after the run ---------------------------------------------------------
     def finish(self) -> list:
@@ -337,11 +336,12 @@ class FlowCache:
                 break
             else:
                 return f"capture on {dev.label} is not derived from the frame"
-        ip_len = len(src0) - 14
-        split = len(rec.counted) if rec.reply_from is None else rec.reply_from
-        counted = [(o, n, i < split) for i, (o, n) in enumerate(rec.counted)]
-        if any(req and n != ip_len for _o, n, req in counted):
-            return "a rule counted another length than the frame's"
+        if len(rec.legs) != len(rec.counted):
+            return "rule counters outside a hook"
+        lengths = {"request": len(src0) - 14, "reply": len(rec.rst) - 14 if rec.rst else None}
+        counted = [(o, n, leg == "request") for (o, n), leg in zip(rec.counted, rec.legs)]
+        if any(lengths.get(leg) != n for (_o, n), leg in zip(rec.counted, rec.legs)):
+            return "a rule counted a length other than its leg's"
         m = Meta(counted, [tuple(v) for v in rec.found.values()],
                  list(rec.socks.values()), disposition, sorted(tokens, key=repr))
         eid = self.engine.add(key, bytes(prog), bytes(blob), rec.rst or b"", line[0], line[1])

@@ -25,8 +25,12 @@ class HookMixin:
         from ..netfilter import HookState
         if ev.meta is None:
             ev.meta = self.new_meta(ns)
+        rec = self.rec
+        counted = len(rec.counted) if rec is not None else 0
         res = nf.hook(HookState(hook=hook, packet=pkt, in_dev=in_dev, out_dev=out_dev,
                                 physin=physin, physout=physout, now=self.now), ev.meta)
+        if rec is not None:                 # which leg each counter increment belongs to
+            rec.legs.extend([ev.leg] * (len(rec.counted) - counted))
         dev = ns.devices.get(in_dev or out_dev or "lo")
         for t in res.trace:
             if t.kind == "rule" and not self.trace_misses and t.outcome in ("no match", "miss"):
