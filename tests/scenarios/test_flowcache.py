@@ -47,10 +47,10 @@ def _mac(text: str) -> bytes:
     return bytes(int(x, 16) for x in text.split(":"))
 
 
-def write_traffic(path: str, emu: Emulator, traffic) -> None:
+def write_traffic(path: str, emu: Emulator, traffic, pod: str = "client") -> None:
     """traffic: [(gap seconds, flow index, flags name, payload length)] over
-    flows to DSTS; a flow's sport is 40000 + index."""
-    client = emu.attach_device("pod/default/client")
+    flows to DSTS from `pod` (on n1); a flow's sport is 40000 + index."""
+    client = emu.attach_device(f"pod/default/{pod}")
     cbr0 = emu.topology.node_ns["n1"].devices["cbr0"]
     c = emu.cluster
     addrs = []
@@ -65,7 +65,7 @@ def write_traffic(path: str, emu: Emulator, traffic) -> None:
     for i, (gap, flow, flags, plen) in enumerate(traffic):
         t += gap
         dst, dport = addrs[flow % len(addrs)]
-        f = _frame(_mac(client.mac), _mac(cbr0.mac), c.pod("default", "client").ip.packed, dst,
+        f = _frame(_mac(client.mac), _mac(cbr0.mac), c.pod("default", pod).ip.packed, dst,
                    40000 + flow, dport, FLAGS[flags], 1000 + 17 * i, 5 + 3 * i, i & 0xFFFF, b"d" * plen)
         sec = int(t)
         out.append(struct.pack("<IIII", sec, int(round((t - sec) * 1e6)), len(f), len(f)) + f)
@@ -80,14 +80,15 @@ def drop_8080(emu: Emulator) -> None:
     emu.load_rules("n2", text[:end] + "\n-I FORWARD 1 -p tcp -m tcp --dport 8080 -j DROP" + text[end:])
 
 
-def run_mode(tmp, pcap, mode: str, ctmax: int, events) -> tuple:
-    emu = Emulator(svc_cluster(conntrack_max=ctmax), seed=3, capture=False, trace=False)
+def run_mode(tmp, pcap, mode: str, ctmax: int, events, hairpin: str = "hairpin-veth",
+             pod: str = "client") -> tuple:
+    emu = Emulator(svc_cluster(hairpin=hairpin, conntrack_max=ctmax), seed=3, capture=False, trace=False)
     out = io.BytesIO()
     d = os.path.join(tmp, mode)
     kw = {"fastpath": mode != "reference", "validate": mode == "validate",
           "engine": _pureflow.FlowEngine if mode == "pure" else None}
     ev = {i: fn for i, fn in (events or {}).items()}
-    counts = PcapRun(emu, "pod/default/client", out, json_lines=True, out_dir=d,
+    counts = PcapRun(emu, f"pod/default/{pod}", out, json_lines=True, out_dir=d,
                      events=ev, **kw).run(pcap)
     files = {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))}
     tables = {n.name: (emu.topology.node_ns[n.name].netfilter.conntrack.to_conntrack_l(emu.datapath.now),
@@ -97,13 +98,14 @@ def run_mode(tmp, pcap, mode: str, ctmax: int, events) -> tuple:
     return out.getvalue(), files, tables, counts, hits
 
 
-def assert_same_everywhere(tmp_path, traffic, ctmax=131072, events=None):
+def assert_same_everywhere(tmp_path, traffic, ctmax=131072, events=None, hairpin="hairpin-veth",
+                           pod="client"):
     pcap = str(tmp_path / "in.pcap")
-    write_traffic(pcap, Emulator(svc_cluster(conntrack_max=ctmax), capture=False), traffic)
-    ref = run_mode(str(tmp_path), pcap, "reference", ctmax, events)
+    write_traffic(pcap, Emulator(svc_cluster(conntrack_max=ctmax), capture=False), traffic, pod)
+    ref = run_mode(str(tmp_path), pcap, "reference", ctmax, events, hairpin, pod)
     hits = {}
     for mode in ("compiled", "pure", "validate"):
-        got = run_mode(str(tmp_path), pcap, mode, ctmax, events)
+        got = run_mode(str(tmp_path), pcap, mode, ctmax, events, hairpin, pod)
         assert got[0] == ref[0], f"{mode}: output lines differ"
         assert got[1].keys() == ref[1].keys(), f"{mode}: other pcap files"
         for name in ref[1]:
@@ -125,6 +127,15 @@ def steady(flows, n, gap=0.01, plen=0):
 def test_established_flows_are_replayed(tmp_path):
     hits = assert_same_everywhere(tmp_path, steady([0, 1, 3, 7, 8], 200))
     assert hits["compiled"] > 150 and hits["validate"] == hits["compiled"]
+
+
+@pytest.mark.parametrize("hairpin", ["hairpin-veth", "promiscuous-bridge", "none"])
+@pytest.mark.parametrize("pod", ["client", "web-1"])
+def test_hairpin_modes(tmp_path, hairpin, pod):
+    """From web-1, the Service web can lead back to web-1 itself (hairpin)."""
+    flows = [3 + k * len(DSTS) for k in range(8)] + [0, 1, 8]
+    hits = assert_same_everywhere(tmp_path, steady(flows, 120), hairpin=hairpin, pod=pod)
+    assert hits["compiled"] > 0
 
 
 def test_conntrack_expiry_mid_stream(tmp_path):
