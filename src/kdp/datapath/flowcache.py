@@ -225,9 +225,10 @@ class FlowCache:
                 nf.conntrack.on_remove = None
         WATCH.tokens = None
 
-    def revalidate(self) -> None:
-        """After a change from outside the walk (an API call between frames)."""
-        tokens = self.removed + (WATCH.tokens or [])
+    def _forget_changed(self, tokens: list) -> None:
+        """Forget the entries resting on what changed (everything, when the
+        generation moved)."""
+        tokens = tokens + self.removed + (WATCH.tokens or [])
         self.removed = []
         if WATCH.tokens is not None:
             WATCH.tokens.clear()
@@ -237,6 +238,10 @@ class FlowCache:
         for tok in tokens:
             for eid in self.by_token.pop(tok, ()):
                 self._forget(eid)
+
+    def revalidate(self) -> None:
+        """After a change from outside the walk (an API call between frames)."""
+        self._forget_changed([])
         for slot, entry in self.ct_slot_entry.items():
             self.engine.ct_set(slot, entry.timeout_at)
         for slot, (br, mac) in self.fdb_slot_key.items():
@@ -248,16 +253,7 @@ class FlowCache:
         """Forget what the run changed; refresh the slots it touched. Returns
         the problems that keep this run's decision out of the cache."""
         rec = self.recorder
-        tokens = rec.finish() + self.removed + (WATCH.tokens or [])
-        self.removed = []
-        if WATCH.tokens is not None:
-            WATCH.tokens.clear()
-        if WATCH.generation != self.generation:
-            self.generation = WATCH.generation
-            self.forget_all()
-        for tok in tokens:
-            for eid in self.by_token.pop(tok, ()):
-                self._forget(eid)
+        self._forget_changed(rec.finish())
         for op in rec.ops:
             if op[0] == "ct":
                 hit = self.ct_slots.get(id(op[2]))
