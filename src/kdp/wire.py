@@ -282,8 +282,9 @@ def finalize(pkt: Packet) -> Packet:
         l4_len = len(emit_l4(l4))
     else:
         l4_len = len(pkt.payload)
-    ip = replace(ip, checksum=inet_checksum(ip_header(ip, l4_len, checksum=0)))
-    return replace(pkt, ip=ip, l4=l4)
+    ip = IPv4(ip.src, ip.dst, ip.proto, ip.ttl, ip.ident, ip.flags, ip.frag, ip.tos,
+              inet_checksum(ip_header(ip, l4_len, checksum=0)), ip.options)
+    return Packet(pkt.eth, pkt.arp, ip, l4, pkt.payload)
 
 
 def ip_checksum_ok(pkt: Packet) -> bool:
@@ -313,11 +314,14 @@ def decrement_ttl(pkt: Packet) -> Packet:
     ip = pkt.ip
     old = bytes([ip.ttl, ip.proto])
     new = bytes([ip.ttl - 1, ip.proto])
-    return replace(pkt, ip=replace(ip, ttl=ip.ttl - 1, checksum=csum_replace(ip.checksum, old, new)))
+    ip = IPv4(ip.src, ip.dst, ip.proto, ip.ttl - 1, ip.ident, ip.flags, ip.frag, ip.tos,
+              csum_replace(ip.checksum, old, new), ip.options)
+    return Packet(pkt.eth, pkt.arp, ip, pkt.l4, pkt.payload)
 
 
 def set_macs(pkt: Packet, src: str, dst: str) -> Packet:
-    return replace(pkt, eth=replace(pkt.eth, src=src, dst=dst))
+    # constructors, not dataclasses.replace: this runs at every hop
+    return Packet(Ether(dst, src, pkt.eth.type), pkt.arp, pkt.ip, pkt.l4, pkt.payload)
 
 
 def rewrite_addr(pkt: Packet, *, src: IPv4Address | None = None, dst: IPv4Address | None = None,
@@ -327,28 +331,39 @@ def rewrite_addr(pkt: Packet, *, src: IPv4Address | None = None, dst: IPv4Addres
     ip, l4 = pkt.ip, pkt.l4
     ipcsum, l4csum = ip.checksum, getattr(l4, "checksum", None)
     pseudo = isinstance(l4, (TCP, UDP)) and not (isinstance(l4, UDP) and l4.checksum == 0)
-    new_ip = ip
-    for field, value in (("src", src), ("dst", dst)):
-        if value is None or getattr(ip, field) == value:
-            continue
-        old_b, new_b = getattr(ip, field).packed, value.packed
-        ipcsum = csum_replace(ipcsum, old_b, new_b)
+    new_src, new_dst = ip.src, ip.dst
+    if src is not None and ip.src != src:
+        ipcsum = csum_replace(ipcsum, ip.src.packed, src.packed)
         if pseudo:
-            l4csum = csum_replace(l4csum, old_b, new_b)
-        new_ip = replace(new_ip, **{field: value})
+            l4csum = csum_replace(l4csum, ip.src.packed, src.packed)
+        new_src = src
+    if dst is not None and ip.dst != dst:
+        ipcsum = csum_replace(ipcsum, ip.dst.packed, dst.packed)
+        if pseudo:
+            l4csum = csum_replace(l4csum, ip.dst.packed, dst.packed)
+        new_dst = dst
     new_l4 = l4
     if isinstance(l4, (TCP, UDP)):
-        for field, value in (("sport", sport), ("dport", dport)):
-            if value is None or getattr(l4, field) == value:
-                continue
+        new_sport, new_dport = l4.sport, l4.dport
+        if sport is not None and l4.sport != sport:
             if pseudo:
-                l4csum = csum_replace(l4csum, _u16(getattr(l4, field)), _u16(value))
-            new_l4 = replace(new_l4, **{field: value})
+                l4csum = csum_replace(l4csum, _u16(l4.sport), _u16(sport))
+            new_sport = sport
+        if dport is not None and l4.dport != dport:
+            if pseudo:
+                l4csum = csum_replace(l4csum, _u16(l4.dport), _u16(dport))
+            new_dport = dport
         if isinstance(l4, UDP) and l4.checksum != 0 and l4csum == 0:
             l4csum = 0xFFFF
-        new_l4 = replace(new_l4, checksum=l4csum)
+        if isinstance(l4, TCP):
+            new_l4 = TCP(new_sport, new_dport, l4.seq, l4.ack, l4.flags, l4.window, l4csum, l4.urg,
+                         l4.options, l4.payload)
+        else:
+            new_l4 = UDP(new_sport, new_dport, l4csum, l4.payload)
     elif isinstance(l4, ICMP) and sport is not None and l4.type in (ICMP_ECHO, ICMP_ECHOREPLY):
         new_rest = (sport << 16) | (l4.rest & 0xFFFF)
         l4csum = csum_replace(l4csum, _u16(l4.ident), _u16(sport))
-        new_l4 = replace(l4, rest=new_rest, checksum=l4csum)
-    return replace(pkt, ip=replace(new_ip, checksum=ipcsum), l4=new_l4)
+        new_l4 = ICMP(l4.type, l4.code, l4csum, new_rest, l4.payload)
+    new_ip = IPv4(new_src, new_dst, ip.proto, ip.ttl, ip.ident, ip.flags, ip.frag, ip.tos, ipcsum,
+                  ip.options)
+    return Packet(pkt.eth, pkt.arp, new_ip, new_l4, pkt.payload)

@@ -39,7 +39,8 @@ class Device:
         return f"{ns}:{self.name}"
 
     def has_address(self, ip: IPv4Address) -> bool:
-        return any(a.ip == ip for a in self.addresses)
+        n = int(ip)                         # int() of an interface is its address
+        return any(int(a) == n for a in self.addresses)
 
     def primary_address(self, toward: IPv4Address | None = None) -> IPv4Address | None:
         """inet_select_addr(): an address of this device, preferring one whose

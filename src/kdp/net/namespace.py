@@ -13,6 +13,9 @@ from .neigh import NeighTable
 from .route import Route, RouteTable
 
 
+LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+
+
 @dataclass(eq=False)
 class Namespace:
     name: str                                   # "node/N", "pod/NS/NAME", "edge", "ext"
@@ -57,7 +60,7 @@ class Namespace:
         return None
 
     def is_broadcast(self, ip: IPv4Address) -> bool:
-        if ip == IPv4Address("255.255.255.255"):
+        if ip == LIMITED_BROADCAST:
             return True
         return any(a.network.prefixlen < 31 and ip == a.network.broadcast_address
                    for d in self.devices.values() for a in d.addresses)
