@@ -36,6 +36,8 @@ cdef struct fl_entry:
     Py_ssize_t prefix_n
     char* suffix
     Py_ssize_t suffix_n
+    char* tail                  # NULL, or: the line ends with the frame's TCP flags + tail
+    Py_ssize_t tail_n
     int64_t hits
     int64_t ip_bytes
     double last_now
@@ -117,7 +119,8 @@ cdef inline uint32_t _be16(const unsigned char* p) noexcept nogil:
     return (<uint32_t>p[0] << 8) | p[1]
 
 
-cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key) noexcept nogil:
+cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key,
+                    bint carry_psh) noexcept nogil:
     """1 and the key in `key` when the frame is replayable (see _pureflow.frame_key)."""
     cdef uint32_t total, seg, proto, csum_at, s, c, doff
     if n < 34 or f[12] != 0x08 or f[13] != 0x00 or f[14] != 0x45:
@@ -154,9 +157,32 @@ cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key) no
     memcpy(key + 22, f + 26, 12)
     if proto == 6:
         memcpy(key + 34, f + 46, 2)
+        if carry_psh:
+            key[35] &= 0xF7
     else:
         memcpy(key + 34, f + 38, 2)
     return 1
+
+
+cdef inline int _flag_str(unsigned char flags, char* out) noexcept nogil:
+    """kdp.wire.tcp_flag_str into out; its length (at most 6)."""
+    cdef int n = 0
+    if flags & 0x02:
+        out[n] = 83; n += 1          # S
+    if flags & 0x01:
+        out[n] = 70; n += 1          # F
+    if flags & 0x04:
+        out[n] = 82; n += 1          # R
+    if flags & 0x08:
+        out[n] = 80; n += 1          # P
+    if flags & 0x10:
+        out[n] = 46; n += 1          # .
+    if flags & 0x20:
+        out[n] = 85; n += 1          # U
+    if n == 0:
+        memcpy(out, b"none", 4)
+        n = 4
+    return n
 
 
 cdef inline uint64_t _key_hash(const unsigned char* k) noexcept nogil:
@@ -233,7 +259,7 @@ cdef inline void _rec_header(char* p, double t, uint32_t n) noexcept nogil:
 cdef class FlowEngine:
     """Compiled twin of kdp._pureflow.FlowEngine."""
 
-    cdef bint capture, text
+    cdef bint capture, text, carry_psh
     cdef fl_entry* entries
     cdef Py_ssize_t n_entries, cap_entries
     cdef int64_t* table
@@ -265,6 +291,7 @@ cdef class FlowEngine:
             free(self.entries[i].blob)
             free(self.entries[i].prefix)
             free(self.entries[i].suffix)
+            free(self.entries[i].tail)
         free(self.entries)
         free(self.table)
         free(self.ct)
@@ -363,7 +390,11 @@ cdef class FlowEngine:
         return out
 
     # --- entries --------------------------------------------------------------
-    def add(self, bytes key, bytes prog, bytes blob, bytes rst, bytes prefix, bytes suffix):
+    def set_carry_psh(self, bint on):
+        self.carry_psh = on
+
+    def add(self, bytes key, bytes prog, bytes blob, bytes rst, bytes prefix, bytes suffix,
+            bytes tail=None):
         cdef fl_entry* e
         cdef void* p
         cdef Py_ssize_t eid
@@ -394,6 +425,12 @@ cdef class FlowEngine:
         memcpy(e.prefix, PyBytes_AS_STRING(prefix), len(prefix))
         memcpy(e.suffix, PyBytes_AS_STRING(suffix), len(suffix))
         e.prefix_n, e.suffix_n = len(prefix), len(suffix)
+        if tail is not None:
+            e.tail = <char*>malloc(len(tail) + 1)
+            if e.tail == NULL:
+                raise MemoryError()
+            memcpy(e.tail, PyBytes_AS_STRING(tail), len(tail))
+            e.tail_n = len(tail)
         e.live = True
         self.n_entries += 1
         self._index_put(eid)
@@ -483,7 +520,7 @@ cdef class FlowEngine:
     def lookup(self, frame):
         cdef unsigned char key[KEYLEN]
         cdef const unsigned char[:] f = frame
-        if f.shape[0] == 0 or not _frame_key(&f[0], f.shape[0], key):
+        if f.shape[0] == 0 or not _frame_key(&f[0], f.shape[0], key, self.carry_psh):
             return -1
         return self._find(key)
 
@@ -501,7 +538,8 @@ cdef class FlowEngine:
                     return False
         return True
 
-    cdef int _line(self, fl_entry* e, Py_ssize_t index, fl_buf* out) noexcept nogil:
+    cdef int _line(self, fl_entry* e, Py_ssize_t index, const unsigned char* f,
+                   fl_buf* out) noexcept nogil:
         cdef char digits[24]
         cdef int nd = 0, i, width
         cdef Py_ssize_t v = index
@@ -512,7 +550,7 @@ cdef class FlowEngine:
             digits[nd] = 48 + (v % 10)
             v //= 10
             nd += 1
-        if _buf_grow(out, e.prefix_n + e.suffix_n + 32) < 0:
+        if _buf_grow(out, e.prefix_n + e.suffix_n + e.tail_n + 40) < 0:
             return -1
         memcpy(out.p + out.n, e.prefix, e.prefix_n)
         out.n += e.prefix_n
@@ -530,6 +568,10 @@ cdef class FlowEngine:
                 width += 1
         memcpy(out.p + out.n, e.suffix, e.suffix_n)
         out.n += e.suffix_n
+        if e.tail != NULL:
+            out.n += _flag_str(f[47], out.p + out.n)
+            memcpy(out.p + out.n, e.tail, e.tail_n)
+            out.n += e.tail_n
         return 0
 
     cdef int _commit(self, Py_ssize_t eid, const unsigned char* f, double now) noexcept nogil:
@@ -617,7 +659,7 @@ cdef class FlowEngine:
                 fdb[e.ops[i].slot] = now
         memset(&line, 0, sizeof(fl_buf))
         try:
-            if self._line(e, index, &line) < 0:
+            if self._line(e, index, &f[0], &line) < 0:
                 raise MemoryError()
             text = line.p[:line.n]
         finally:
@@ -668,7 +710,7 @@ cdef class FlowEngine:
                 status = 2
                 break
             f = base + pos + 16
-            if not _frame_key(f, incl, key):
+            if not _frame_key(f, incl, key, self.carry_psh):
                 status = 1
                 break
             eid = self._find(key)
@@ -680,7 +722,7 @@ cdef class FlowEngine:
             if not self._check(&self.entries[eid], n2):
                 status = 1
                 break
-            if self._commit(eid, f, n2) < 0 or self._line(&self.entries[eid], index, &self.out) < 0:
+            if self._commit(eid, f, n2) < 0 or self._line(&self.entries[eid], index, f, &self.out) < 0:
                 status = -1
                 break
             now = n2

@@ -38,10 +38,11 @@ def adjust(check: int, delta: int) -> int:
     return (~_fold(((~check) & 0xFFFF) + delta)) & 0xFFFF
 
 
-def frame_key(f: bytes) -> bytes | None:
+def frame_key(f: bytes, carry_psh: bool = False) -> bytes | None:
     """The bytes a cached decision is keyed on, or None when the frame is not
     one the cache replays (not IPv4/TCP/UDP without options or fragments, or a
-    bad IP or L4 checksum). Everything else in the frame is carried through."""
+    bad IP or L4 checksum). Everything else in the frame is carried through;
+    with carry_psh also TCP's PSH bit (when no rule reads TCP flags)."""
     n = len(f)
     if n < 34 or f[12] != 0x08 or f[13] != 0x00 or f[14] != 0x45:
         return None
@@ -71,9 +72,20 @@ def frame_key(f: bytes) -> bytes | None:
     # TCP: the length is carried through (no decision reads it); UDP: kept,
     # since the output line shows the payload length
     key = f[0:16] + (b"\0\0" if proto == 6 else f[16:18]) + f[20:24] + f[26:38]
-    key += f[46:48] if proto == 6 else f[38:40]
+    if proto == 6:
+        key += bytes([f[46], f[47] & ~0x08 if carry_psh else f[47]])
+    else:
+        key += f[38:40]
     assert len(key) == FLOW_KEY_LEN
     return key
+
+
+_FLAG_NAMES = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "."), (0x20, "U"))
+
+
+def flag_str(flags: int) -> bytes:
+    """kdp.wire.tcp_flag_str as bytes (the output line's "flags")."""
+    return ("".join(n for bit, n in _FLAG_NAMES if flags & bit) or "none").encode()
 
 
 def rst_source(base: bytes, f: bytes, mode: int, flag_len: int) -> bytes:
@@ -126,13 +138,13 @@ def pcap_record(t: float, data: bytes) -> bytes:
 
 
 class _Entry:
-    __slots__ = ("key", "ops", "blob", "rst", "prefix", "suffix", "hits", "last_now", "live",
+    __slots__ = ("key", "ops", "blob", "rst", "prefix", "suffix", "tail", "hits", "last_now", "live",
                  "ip_bytes")
 
-    def __init__(self, key, prog, blob, rst, prefix, suffix):
+    def __init__(self, key, prog, blob, rst, prefix, suffix, tail):
         self.key, self.blob, self.rst = key, blob, rst
         self.ops = [FLOW_OP.unpack_from(prog, i) for i in range(0, len(prog), FLOW_OP.size)]
-        self.prefix, self.suffix = prefix, suffix
+        self.prefix, self.suffix, self.tail = prefix, suffix, tail
         self.hits, self.last_now, self.live, self.ip_bytes = 0, 0.0, True, 0
 
 
@@ -143,6 +155,7 @@ class FlowEngine:
 
     def __init__(self, capture: bool, text: bool = False):
         self.capture, self.text = capture, text
+        self.carry_psh = False
         self.entries: list[_Entry | None] = []
         self.index: dict[bytes, int] = {}
         self.ct: list[float] = []
@@ -194,9 +207,15 @@ class FlowEngine:
         self.out.clear()
         return b
 
+    def set_carry_psh(self, on: bool) -> None:
+        """Key TCP frames without their PSH bit (the caller forgets every entry)."""
+        self.carry_psh = bool(on)
+
     def add(self, key: bytes, prog: bytes, blob: bytes, rst: bytes, prefix: bytes,
-            suffix: bytes) -> int:
-        self.entries.append(_Entry(key, prog, blob, rst, prefix, suffix))
+            suffix: bytes, tail: bytes | None = None) -> int:
+        """tail: when not None, the line is prefix + index + suffix + the
+        frame's TCP flags + tail."""
+        self.entries.append(_Entry(key, prog, blob, rst, prefix, suffix, tail))
         eid = len(self.entries) - 1
         self.index[key] = eid
         return eid
@@ -227,7 +246,7 @@ class FlowEngine:
         return out
 
     def lookup(self, frame: bytes) -> int:
-        key = frame_key(frame)
+        key = frame_key(frame, self.carry_psh)
         return -1 if key is None else self.index.get(key, -1)
 
     # --- replay --------------------------------------------------------------
@@ -260,12 +279,13 @@ class FlowEngine:
                 srcs[1] = rst_source(e.rst, frame, a, slot)
             elif code == OP_CAPTURE and self.capture:
                 caps.append((b, pcap_record(now, apply_template(srcs[a], e.blob, slot))))
-        return self._line(e, index), caps, ct, fdb
+        return self._line(e, index, frame), caps, ct, fdb
 
-    def _line(self, e: _Entry, index: int) -> bytes:
+    def _line(self, e: _Entry, index: int, frame: bytes) -> bytes:
+        tail = b"" if e.tail is None else flag_str(frame[47]) + e.tail
         if self.text:
-            return e.prefix + b"#" + str(index).ljust(5).encode() + e.suffix
-        return e.prefix + str(index).encode() + e.suffix
+            return e.prefix + b"#" + str(index).ljust(5).encode() + e.suffix + tail
+        return e.prefix + str(index).encode() + e.suffix + tail
 
     def run(self, buf, pos: int, end: int, index: int, now: float, unit: float,
             big_endian: bool, limit: int = -1):

@@ -300,7 +300,7 @@ class PcapRun:
 
     def _learn(self, frame: bytes, r: dict) -> None:
         from ._pureflow import frame_key
-        key = frame_key(frame)
+        key = frame_key(frame, self.cache.carry_psh)
         if key is None:
             return
         eid = self.cache.build(frame, key, self._line_parts(r), r["disposition"], self.sink_of)
@@ -313,12 +313,20 @@ class PcapRun:
             if got is None or got[0] != line.encode() or got[1] != want:
                 self.cache.forget(eid)
 
-    def _line_parts(self, r: dict) -> tuple[bytes, bytes]:
+    def _line_parts(self, r: dict) -> tuple:
+        """(prefix, suffix[, tail]): the line is prefix + index + suffix, or with
+        a tail (PSH carried through the key) prefix + index + suffix + the
+        frame's TCP flags + tail."""
         r0 = dict(r, index=0)
         if self.json:
             text = json.dumps(r0) + "\n"
             head = '{"index": 0'
             assert text.startswith(head)
+            flags = (r["packet"] or {}).get("flags")
+            end = f'"flags": "{flags}"}}}}\n'
+            if self.cache.carry_psh and flags is not None and text.endswith(end):
+                return (b'{"index": ', text[len(head):len(text) - len(end) + 10].encode(),
+                        b'"}}\n')
             return b'{"index": ', text[len(head):].encode()
         text = run_line(r0) + "\n"
         return b"", text[6:].encode()

@@ -74,7 +74,7 @@ def write_traffic(path: str, emu: Emulator, traffic, pod: str = "client") -> Non
 
 
 def drop_8080(emu: Emulator) -> None:
-    text = generate_rules(emu.cluster, "n2")
+    text = generate_rules(emu.cluster, "n2", nfacct=emu.cluster.config.kube_proxy.nfacct)
     start = text.index("*filter\n")
     end = text.index("\nCOMMIT\n", start)
     emu.load_rules("n2", text[:end] + "\n-I FORWARD 1 -p tcp -m tcp --dport 8080 -j DROP" + text[end:])
@@ -136,6 +136,19 @@ def test_hairpin_modes(tmp_path, hairpin, pod):
     flows = [3 + k * len(DSTS) for k in range(8)] + [0, 1, 8]
     hits = assert_same_everywhere(tmp_path, steady(flows, 120), hairpin=hairpin, pod=pod)
     assert hits["compiled"] > 0
+
+
+def test_nfacct_rules_not_reached_do_not_stop_caching(tmp_path, monkeypatch):
+    """With xt_nfacct, kube-proxy's `--ctstate INVALID -m nfacct ... -j DROP`
+    is walked by every forwarded packet; its nfacct match is reached only by
+    INVALID ones, so established flows are still replayed."""
+    from . import svc_cluster as sc
+    monkeypatch.setattr(sc, "YAML", sc.YAML.replace("kubeProxy: {conntrackMax: CTMAX}",
+                                                    "kubeProxy: {conntrackMax: CTMAX, nfacct: true}"))
+    emu = Emulator(svc_cluster(), capture=False)
+    assert "-m nfacct" in emu.topology.node_ns["n1"].netfilter.ruleset.to_iptables_save()
+    hits = assert_same_everywhere(tmp_path, steady([0, 3, 8], 150))
+    assert hits["compiled"] > 130
 
 
 def test_conntrack_expiry_mid_stream(tmp_path):
@@ -375,3 +388,33 @@ def test_random_clusters_and_flows_are_the_same_in_every_mode(tmp_path_factory, 
     ref = _run_text(str(tmp), text, at, pcap, "reference")
     for mode in ("compiled", "pure", "validate"):
         assert _run_text(str(tmp), text, at, pcap, mode) == ref, mode
+
+
+def drop_psh_on_n1(emu: Emulator) -> None:
+    text = generate_rules(emu.cluster, "n1", nfacct=emu.cluster.config.kube_proxy.nfacct)
+    start = text.index("*filter\n")
+    end = text.index("\nCOMMIT\n", start)
+    emu.load_rules("n1", text[:end] + "\n-I FORWARD 1 -p tcp -m tcp --tcp-flags PSH PSH -j DROP"
+                   + text[end:])
+
+
+def test_psh_is_carried_unless_a_rule_reads_tcp_flags(tmp_path):
+    """ACK and PSH-ACK segments of a flow share one cache entry; a rule that
+    tests TCP flags puts PSH back into the key: after a run of ACKs, the
+    flow's PSH-ACKs must not replay the ACKs' decision (they are dropped)."""
+    flows = [0, 3, 8]
+    syns = [(0.01, f, "S", 0) for f in flows]
+    mixed = syns + [(0.01, flows[i % 3], "PA" if i % 2 else "A", 5 * (i % 2)) for i in range(120)]
+    os.mkdir(tmp_path / "plain")
+    plain = assert_same_everywhere(tmp_path / "plain", mixed)
+    assert plain["compiled"] >= 120 - 2 * len(flows)        # SYN and first ACK per flow miss
+    phased = syns + [(0.01, flows[i % 3], "A", 0) for i in range(60)] \
+        + [(0.01, flows[i % 3], "PA", 5) for i in range(60)]
+    os.mkdir(tmp_path / "flagged")
+    flagged = assert_same_everywhere(tmp_path / "flagged", phased, events={0: drop_psh_on_n1})
+    assert flagged["compiled"] > 90
+    out, *_ = run_mode(str(tmp_path / "flagged"), _write(tmp_path, phased), "compiled", 131072,
+                       {0: drop_psh_on_n1})
+    import json
+    lines = [json.loads(x) for x in out.decode().splitlines()][3:]
+    assert [r["disposition"] for r in lines] == ["delivered"] * 60 + ["dropped"] * 60

@@ -143,6 +143,8 @@ class FlowCache:
         self.tally: dict[str, int] = {}            # replayed frames per disposition
         self.generation = WATCH.generation
         self.recorder = Recorder(datapath)
+        self.carry_psh = False
+        self._set_carry_psh()
         datapath.rec = self.recorder
         for ns in namespaces.values():
             nf = ns.netfilter
@@ -151,6 +153,16 @@ class FlowCache:
                 nf.conntrack.recorder = self.recorder
                 nf.conntrack.on_remove = self._ct_removed
         WATCH.tokens = []
+
+    def _set_carry_psh(self) -> None:
+        """PSH changes no decision unless a rule reads TCP flags (--tcp-flags,
+        --syn); then it stays in the key. Call with no entries cached."""
+        self.carry_psh = not any(
+            m.name == "tcp" and getattr(m, "flags", None) is not None
+            for ns in self.dp.namespaces.values() if ns.netfilter is not None
+            for table in ns.netfilter.ruleset.tables.values()
+            for chain in table.chains.values() for rule in chain.rules for m in rule.matches)
+        self.engine.set_carry_psh(self.carry_psh)
 
     # --- slots ----------------------------------------------------------------
     def _ct_slot(self, entry) -> int:
@@ -235,6 +247,7 @@ class FlowCache:
         if WATCH.generation != self.generation:
             self.generation = WATCH.generation
             self.forget_all()
+            self._set_carry_psh()
         for tok in tokens:
             for eid in self.by_token.pop(tok, ()):
                 self._forget(eid)
@@ -281,7 +294,7 @@ class FlowCache:
         self.by_token.clear()
 
     # --- building an entry ------------------------------------------------------
-    def build(self, frame: bytes, key: bytes, line: tuple[bytes, bytes], disposition: str,
+    def build(self, frame: bytes, key: bytes, line: tuple, disposition: str,
               sink_of) -> int | str:
         """Make the recorded run a cache entry: its id, else why not."""
         rec = self.recorder
@@ -340,7 +353,7 @@ class FlowCache:
             return "a rule counted a length other than its leg's"
         m = Meta(counted, [tuple(v) for v in rec.found.values()],
                  list(rec.socks.values()), disposition, sorted(tokens, key=repr))
-        eid = self.engine.add(key, bytes(prog), bytes(blob), rec.rst or b"", line[0], line[1])
+        eid = self.engine.add(key, bytes(prog), bytes(blob), rec.rst or b"", *line)
         self.meta[eid] = m
         for tok in m.tokens:
             self.by_token.setdefault(tok, set()).add(eid)

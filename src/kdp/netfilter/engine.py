@@ -261,8 +261,10 @@ class Netfilter:
             pc.chain, pc.rule_number = cur.name, idx
             res.rules_evaluated += 1
             if counted is not None and rule.volatile:
-                counted.append(None)
-            if not rule.ip_matches(pc) or not all(m.matches(pc) for m in rule.matches):
+                matched = rule.ip_matches(pc) and _matches_noting_volatile(rule, pc, counted)
+            else:
+                matched = rule.ip_matches(pc) and all(m.matches(pc) for m in rule.matches)
+            if not matched:
                 if trace_misses:
                     trace.append(TraceEntry(table_name, cur.name, idx, rule.text, "no match"))
                 continue
@@ -270,6 +272,8 @@ class Netfilter:
             rule.bytes += pc.ip_len
             if counted is not None:
                 counted.append((rule, pc.ip_len))
+                if rule.target is not None and rule.target.volatile:
+                    counted.append(None)
             t = rule.target
             if t is None:
                 pc.trace(table_name, cur.name, idx, rule.text, "match")
@@ -310,3 +314,16 @@ class Netfilter:
         if chain.policy == DROP:
             return DROP, f"policy:{pc.table}/{chain.name}"
         return ACCEPT, None
+
+
+def _matches_noting_volatile(rule, pc: PacketCtx, counted: list) -> bool:
+    """The rule's matches in order, as the walk evaluates them; each volatile
+    one actually evaluated leaves a None in counted (the flow cache's recorder
+    then keeps the decision out of the cache). One that is never reached
+    (an earlier match failed) had no say and no side effect."""
+    for m in rule.matches:
+        if m.volatile:
+            counted.append(None)
+        if not m.matches(pc):
+            return False
+    return True
