@@ -98,7 +98,8 @@ class ArpMixin:
         if mac is not None:
             entry.cache_header()
             out = wire.set_macs(pkt, dev.mac, mac)
-            self.hop(ev, dev, "arp", "resolved", f"next hop {nexthop} is-at {mac}")
+            if self.tracing:
+                self.hop(ev, dev, "arp", "resolved", f"next hop {nexthop} is-at {mac}")
             self.transmit(dev, out, ev.child(dev, out))
             return
         entry = ns.neigh.incomplete(dev.name, nexthop, self.now)

@@ -45,7 +45,8 @@ class BridgeMixin:
             return
         fdb = br.fdb.get(dst)
         if (fdb is not None and fdb.local) or dst == br.mac:
-            self.hop(ev, port, "bridge", "local", f"{br.name}: frame for the bridge's own MAC -> node stack")
+            if self.tracing:
+                self.hop(ev, port, "bridge", "local", f"{br.name}: frame for the bridge's own MAC -> node stack")
             # PACKET_HOST when addressed to the bridge or to the very port it came in on
             self._bridge_up(br, pkt, ev, skip_prerouting=nf, host=dst in (br.mac, port.mac))
             return
@@ -59,8 +60,9 @@ class BridgeMixin:
             self.drop(ev, port, "bridge", f"{br.name}: {dst} is behind the ingress port and hairpin is off",
                       "bridge-no-hairpin")
         else:
-            self.hop(ev, port, "bridge", "forward", f"{br.name}: {dst} via port {out.name}"
-                     + (" (hairpin)" if out is port else ""))
+            if self.tracing:
+                self.hop(ev, port, "bridge", "forward", f"{br.name}: {dst} via port {out.name}"
+                         + (" (hairpin)" if out is port else ""))
             self._br_forward(br, port, out, pkt, ev, nf)
         if br.promisc:                   # a promiscuous bridge also passes every frame up
             self.hop(ev, port, "bridge", "local", f"{br.name} is promiscuous: a copy goes up")
@@ -124,5 +126,6 @@ class BridgeMixin:
         targets = [out] if out is not None else [p for p in br.ports if p.up]
         verb = "forward" if out is not None else "flood"
         for p in targets:
-            self.hop(ev, br, "bridge", verb, f"{br.name} -> port {p.name}")
+            if self.tracing:
+                self.hop(ev, br, "bridge", verb, f"{br.name} -> port {p.name}")
             self.transmit(p, pkt, ev.child(p, pkt, meta=None))

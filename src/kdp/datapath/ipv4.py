@@ -44,7 +44,8 @@ class Ipv4Mixin:
             if dst.is_loopback and dev.kind != "loopback":
                 self.drop(ev, dev, "route", f"{dst} arrived on {dev.name}", errors.MARTIAN)
                 return
-            self.hop(ev, dev, "route", "input", f"{dst} is local: deliver")
+            if self.tracing:
+                self.hop(ev, dev, "route", "input", f"{dst} is local: deliver")
             self.ip_local_deliver(ns, dev, pkt, ev)
             return
         if not ns.ip_forward:
@@ -99,7 +100,9 @@ class Ipv4Mixin:
             self.icmp_send(ns, pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_NET_UNREACH, ev, dev)
             return
         out = ns.devices[rt.dev]
-        self.hop(ev, dev, "route", "forward", f"{pkt.ip.dst} via route '{rt}'; TTL {pkt.ip.ttl}->{pkt.ip.ttl - 1}")
+        if self.tracing:                   # (the text is not built when nobody reads it)
+            self.hop(ev, dev, "route", "forward",
+                     f"{pkt.ip.dst} via route '{rt}'; TTL {pkt.ip.ttl}->{pkt.ip.ttl - 1}")
         pkt = wire.decrement_ttl(pkt)
         pkt = self.nf_hook(ns, "FORWARD", pkt, ev, in_dev=dev.name, out_dev=out.name)
         if pkt is None:
@@ -124,8 +127,9 @@ class Ipv4Mixin:
             return
         if int(pkt.ip.src) == 0:                      # unbound socket: the route picks the source
             pkt = wire.finalize(replace(pkt, ip=replace(pkt.ip, src=self.route_source(ns, pkt.ip.dst))))
-        self.hop(ev, out, "route", "output", f"{pkt.summary()} via "
-                 + (f"route '{rt}'" if rt is not None else "local table (lo)"), ns)
+        if self.tracing:
+            self.hop(ev, out, "route", "output", f"{pkt.summary()} via "
+                     + (f"route '{rt}'" if rt is not None else "local table (lo)"), ns)
         old_dst = pkt.ip.dst
         pkt = self.nf_hook(ns, "OUTPUT", pkt, ev, out_dev=out.name)
         if pkt is None:

@@ -26,7 +26,8 @@ class LinkMixin:
             self.bridge_xmit(dev, pkt, ev)
             return
         if dev.peer is not None:
-            self.hop(ev, dev, "veth", "xmit", f"{dev.name} -> {dev.peer.label}")
+            if self.tracing:
+                self.hop(ev, dev, "veth", "xmit", f"{dev.name} -> {dev.peer.label}")
             self.schedule(ev.child(dev.peer, pkt, meta=None))
             return
         if dev.segment is not None:
@@ -47,7 +48,8 @@ class LinkMixin:
             self.drop(ev, dev, "underlay", f"no host with MAC {dst} on {seg.name}", "no-such-host")
             return
         for t in targets:
-            self.hop(ev, dev, "underlay", "xmit", f"{seg.name}: {dev.label} -> {t.label}")
+            if self.tracing:
+                self.hop(ev, dev, "underlay", "xmit", f"{seg.name}: {dev.label} -> {t.label}")
             self.schedule(ev.child(t, pkt, meta=None))
 
     def capture(self, dev: Device, pkt: Packet, direction: str) -> None:
