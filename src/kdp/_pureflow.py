@@ -11,11 +11,11 @@ import struct
 
 from .contract import (FLOW_KEY_LEN, FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT,
                        OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST)
+from .io import pcap_record  # noqa: F401  (the record format both twins write)
 
 IMPLEMENTATION = "python"
 HIT, MISS, END = 0, 1, 2
 _REC = {False: struct.Struct("<IIII"), True: struct.Struct(">IIII")}
-_OUT_REC = struct.Struct("<IIII")
 
 
 def _sum16(b: bytes, start: int, end: int) -> int:
@@ -126,15 +126,6 @@ def apply_template(src: bytes, blob: bytes, off: int) -> bytes:
             c = 0xFFFF
         out[at], out[at + 1] = c >> 8, c & 0xFF
     return bytes(out)
-
-
-def pcap_record(t: float, data: bytes) -> bytes:
-    """One classic-pcap record exactly as kdp.io.write_pcap writes it."""
-    sec = int(t)
-    usec = int(round((t - sec) * 1e6))
-    if usec >= 1000000:
-        sec, usec = sec + 1, usec - 1000000
-    return _OUT_REC.pack(sec, usec, len(data), len(data)) + data
 
 
 class _Entry:

@@ -17,8 +17,7 @@ from . import wire
 from .accel import FlowEngine
 from .datapath.flowcache import FlowCache
 from .errors import KdpError
-from .io import PCAP_MAGIC, PcapError, read_pcap
-from ._pureflow import pcap_record
+from .io import PCAP_HEADER, open_pcap, pcap_record, read_pcap, truncated_record
 from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
@@ -101,28 +100,19 @@ class PcapRun:
             path = os.path.join(self.out_dir, name + ".pcap")
             with open(path, "ab" if sid in self.files else "wb") as f:
                 if sid not in self.files:
-                    f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+                    f.write(PCAP_HEADER)
                     self.files.add(sid)
                 f.write(data)
 
     # --- the run --------------------------------------------------------------
     def run(self, path: str) -> dict:
-        try:
-            f = open(path, "rb")
-        except OSError as e:
-            raise PcapError(f"{path}: {e.strerror}") from None
+        f, fmt = open_pcap(path)
         try:
             with f:
-                head = f.read(24)
-                if len(head) >= 4 and head[:4] == b"\x0a\x0d\x0d\x0a":
+                if fmt is None:
                     self._run_records(read_pcap(path))     # pcapng, through Scapy
-                elif len(head) < 24 or head[:4] not in PCAP_MAGIC:
-                    raise PcapError(f"{path}: not a pcap or pcapng file")
                 else:
-                    endian, unit = PCAP_MAGIC[head[:4]]
-                    linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
-                    if linktype != 1:
-                        raise PcapError(f"{path}: link type {linktype} is not Ethernet (1)")
+                    endian, unit = fmt
                     self._run_blocks(f, path, unit, endian == ">")
         finally:
             # also when the pcap turns out truncated: what was processed is kept
@@ -209,11 +199,10 @@ class PcapRun:
 
     def _truncated(self, path: str, buf, pos: int, rec) -> None:
         self._flush()
-        n = self.counts["frames"]
-        if len(buf) - pos < 16:
-            raise PcapError(f"{path}: record {n} header is truncated")
-        incl = rec.unpack_from(buf, pos)[2]
-        raise PcapError(f"{path}: record {n} is truncated ({len(buf) - pos - 16} of {incl} bytes)")
+        n, left = self.counts["frames"], len(buf) - pos
+        if left < 16:
+            raise truncated_record(path, n, left)
+        raise truncated_record(path, n, left - 16, rec.unpack_from(buf, pos)[2])
 
     # --- one frame through the reference ----------------------------------------
     def _emit_record(self, r: dict) -> bytes:
@@ -236,19 +225,19 @@ class PcapRun:
             cache.write_back(full=False)
             cache.recorder.begin()
         r, outcome = self._reference(frame, t, index)
+        line = self._emit_record(r)
         self._flush()
-        self.out.write(self._emit_record(r))
+        self.out.write(line)
         if cache is None:
             return
         problems = cache.after_run()
         if outcome is None or problems:
             return
-        self._learn(frame, r)
+        self._learn(frame, r, line)
 
     def _validated(self, frame: bytes, t: float, index: int) -> None:
         """KDP_FASTPATH_VALIDATE=1: predict with the engine, run the reference,
         and refuse to go on if they differ in anything the run would show."""
-        from ._pureflow import pcap_record
         eid = self.engine.lookup(frame)
         now = max(self.dp.now, t)
         pred = self.engine.predict(eid, frame, now, index) if eid >= 0 else None
@@ -298,38 +287,37 @@ class PcapRun:
         self.validated += 1
         self.hits += 1
 
-    def _learn(self, frame: bytes, r: dict) -> None:
+    def _learn(self, frame: bytes, r: dict, line: bytes) -> None:
+        """Cache the decision just recorded for frame (output line `line`)."""
         from ._pureflow import frame_key
         key = frame_key(frame, self.cache.carry_psh)
         if key is None:
             return
-        eid = self.cache.build(frame, key, self._line_parts(r), r["disposition"], self.sink_of)
+        captured = [(dev, wire.emit(pkt)) for dev, _d, pkt in self.dp.frames_seen]
+        eid = self.cache.build(frame, key, self._line_parts(r, line), r["disposition"],
+                               self.sink_of, captured)
         if isinstance(eid, int):
             # the engine that will replay it must give back what the reference did
             got = self.engine.predict(eid, frame, self.dp.now, r["index"])
-            line = (json.dumps(r) if self.json else run_line(r)) + "\n"
-            want = [(self.sink_of(dev), pcap_record(self.dp.now, wire.emit(pkt)))
-                    for dev, _d, pkt in self.dp.frames_seen] if self.out_dir else []
-            if got is None or got[0] != line.encode() or got[1] != want:
+            want = [(self.sink_of(dev), pcap_record(self.dp.now, data))
+                    for dev, data in captured] if self.out_dir else []
+            if got is None or got[0] != line or got[1] != want:
                 self.cache.forget(eid)
 
-    def _line_parts(self, r: dict) -> tuple:
-        """(prefix, suffix[, tail]): the line is prefix + index + suffix, or with
-        a tail (PSH carried through the key) prefix + index + suffix + the
-        frame's TCP flags + tail."""
-        r0 = dict(r, index=0)
-        if self.json:
-            text = json.dumps(r0) + "\n"
-            head = '{"index": 0'
-            assert text.startswith(head)
-            flags = (r["packet"] or {}).get("flags")
-            end = f'"flags": "{flags}"}}}}\n'
-            if self.cache.carry_psh and flags is not None and text.endswith(end):
-                return (b'{"index": ', text[len(head):len(text) - len(end) + 10].encode(),
-                        b'"}}\n')
-            return b'{"index": ', text[len(head):].encode()
-        text = run_line(r0) + "\n"
-        return b"", text[6:].encode()
+    def _line_parts(self, r: dict, line: bytes) -> tuple:
+        """(prefix, suffix[, tail]) cut from the frame's own line: the line is
+        prefix + index + suffix, or with a tail (PSH carried through the key)
+        prefix + index + suffix + the frame's TCP flags + tail."""
+        digits = len(str(r["index"]))
+        if not self.json:                        # "#" + the index padded to 5 + the rest
+            return b"", line[1 + max(5, digits):]
+        head = b'{"index": '
+        rest = line[len(head) + digits:]
+        flags = (r["packet"] or {}).get("flags")
+        end = f'"flags": "{flags}"}}}}\n'.encode()
+        if self.cache.carry_psh and flags is not None and rest.endswith(end):
+            return head, rest[:len(rest) - len(end) + 10], b'"}}\n'
+        return head, rest
 
 
 def _first_diff(a: list, b: list) -> int:

@@ -201,8 +201,8 @@ def test_validation_catches_a_wrong_replay(tmp_path, monkeypatch):
     tampered with in the pure engine): validation stops the run."""
     real = PcapRun._learn
 
-    def learn_then_tamper(self, frame, r):
-        real(self, frame, r)
+    def learn_then_tamper(self, frame, r, line):
+        real(self, frame, r, line)
         for e in self.engine.entries:
             if e is not None:
                 e.suffix = e.suffix.replace(b"delivered", b"dropped!!")
@@ -220,9 +220,9 @@ def test_an_entry_the_engine_cannot_reproduce_is_not_kept(tmp_path, monkeypatch)
     from kdp.datapath import flowcache
     real = flowcache.FlowCache.build
 
-    def wrong(self, frame, key, line, disposition, sink_of):
-        return real(self, frame, key, (line[0], line[1].replace(b"delivered", b"dropped!!")),
-                    disposition, sink_of)
+    def wrong(self, frame, key, line, *rest):
+        wrong_line = (line[0], line[1].replace(b"delivered", b"dropped!!")) + tuple(line[2:])
+        return real(self, frame, key, wrong_line, *rest)
     monkeypatch.setattr(flowcache.FlowCache, "build", wrong)
     pcap = _write(tmp_path, steady([0], 20))
     out = io.BytesIO()

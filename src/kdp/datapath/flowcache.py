@@ -295,8 +295,9 @@ class FlowCache:
 
     # --- building an entry ------------------------------------------------------
     def build(self, frame: bytes, key: bytes, line: tuple, disposition: str,
-              sink_of) -> int | str:
-        """Make the recorded run a cache entry: its id, else why not."""
+              sink_of, captured: list) -> int | str:
+        """Make the recorded run a cache entry: its id, else why not. captured:
+        (device, bytes) of every capture the run made, in order."""
         rec = self.recorder
         src0 = frame[:14 + ((frame[16] << 8) | frame[17])]
         srcs = [src0, None]
@@ -328,8 +329,7 @@ class FlowCache:
                     prog += FLOW_OP.pack(OP_FDB_CHECK, 0, 0, slot, br.ageing, 0.0)
                 tokens.add(("fdb", id(br), mac))
         blob = bytearray()
-        for dev, _direction, pkt in self.dp.frames_seen:
-            got = wire.emit(pkt)
+        for dev, got in captured:
             for which in (0, 1):
                 src = srcs[which]
                 if src is None:
