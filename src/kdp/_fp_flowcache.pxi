@@ -509,13 +509,9 @@ cdef class FlowEngine:
 
     def take_dirty(self):
         cdef Py_ssize_t i
-        for i in range(self.dirty_ct.n):
-            self.ct_dirty[self.dirty_ct.p[i]] = 0
-        for i in range(self.dirty_fdb.n):
-            self.fdb_dirty[self.dirty_fdb.p[i]] = 0
         for i in range(self.dirty_entries.n):
             self.entries[self.dirty_entries.p[i]].dirty = False
-        return (_vec_take(&self.dirty_ct), _vec_take(&self.dirty_fdb), _vec_take(&self.dirty_entries))
+        return self.take_dirty_slots() + (_vec_take(&self.dirty_entries),)
 
     def lookup(self, frame):
         cdef unsigned char key[KEYLEN]

@@ -232,9 +232,9 @@ class FlowEngine:
         return out
 
     def take_dirty(self) -> tuple[list[int], list[int], list[int]]:
-        out = (sorted(self.dirty_ct), sorted(self.dirty_fdb), sorted(self.dirty_entries))
-        self.dirty_ct, self.dirty_fdb, self.dirty_entries = set(), set(), set()
-        return out
+        """Slots and entries changed since the last call."""
+        entries, self.dirty_entries = sorted(self.dirty_entries), set()
+        return self.take_dirty_slots() + (entries,)
 
     def lookup(self, frame: bytes) -> int:
         key = frame_key(frame, self.carry_psh)

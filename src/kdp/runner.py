@@ -58,7 +58,7 @@ class PcapRun:
                          if validate is None else validate) and fastpath
         self.progress = progress or (lambda n: None)
         self.engine = (engine or FlowEngine)(bool(out_dir), not json_lines)
-        self.cache = FlowCache(self.engine, self.dp, self.dp.namespaces) if fastpath else None
+        self.cache = FlowCache(self.engine, self.dp) if fastpath else None
         self.sinks: dict[tuple[str, str], int] = {}
         self.sink_names: list[str] = []
         self.files: set[int] = set()

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import wire
+from .._pureflow import apply_template, rst_source
 from ..conntrack.entry import SEEN_REPLY
 from ..contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT, OP_FDB_CHECK,
                         OP_FDB_LEARN, OP_GEN_RST)
@@ -131,7 +132,7 @@ class Meta:
 class FlowCache:
     """Cache entries, slots and their write-back; invalidation by token."""
 
-    def __init__(self, engine, datapath, namespaces) -> None:
+    def __init__(self, engine, datapath) -> None:
         self.engine, self.dp = engine, datapath
         self.meta: dict[int, Meta] = {}
         self.by_token: dict = {}
@@ -146,7 +147,7 @@ class FlowCache:
         self.carry_psh = False
         self._set_carry_psh()
         datapath.rec = self.recorder
-        for ns in namespaces.values():
+        for ns in datapath.namespaces.values():
             nf = ns.netfilter
             if nf is not None:
                 nf.counted = self.recorder.counted
@@ -310,7 +311,7 @@ class FlowCache:
                 mode = 2
                 flag_len = (1 if flags & wire.SYN else 0) + (1 if flags & wire.FIN else 0)
             prog += FLOW_OP.pack(OP_GEN_RST, mode, 0, flag_len, 0.0, 0.0)
-            srcs[1] = self.engine_rst(rec.rst, src0, mode, flag_len)
+            srcs[1] = rst_source(rec.rst, src0, mode, flag_len)
             if srcs[1] != rec.rst:
                 return "the RST is not tcp_v4_send_reset's"
         tokens = set(rec.deps)
@@ -337,7 +338,7 @@ class FlowCache:
                 tmpl = derive_template(src, got)
                 if tmpl is None:
                     continue
-                if self.engine_apply(src, tmpl) != got:
+                if apply_template(src, tmpl, 0) != got:
                     continue
                 off = len(blob)
                 blob += tmpl
@@ -358,16 +359,6 @@ class FlowCache:
         for tok in m.tokens:
             self.by_token.setdefault(tok, set()).add(eid)
         return eid
-
-    @staticmethod
-    def engine_rst(base: bytes, frame: bytes, mode: int, seglen: int) -> bytes:
-        from .._pureflow import rst_source
-        return rst_source(base, frame, mode, seglen)
-
-    @staticmethod
-    def engine_apply(src: bytes, tmpl: bytes) -> bytes:
-        from .._pureflow import apply_template
-        return apply_template(src, tmpl, 0)
 
 
 def derive_template(src: bytes, got: bytes) -> bytes | None:
