@@ -60,10 +60,15 @@ def synthetic_cluster(services: int, endpoints: int = 2, nodes: int = 3):
 def first_packets(services: int, count: int, seed: int = 1) -> np.ndarray:
     """`count` TCP SYNs from pods on node-0 to random services' cluster IPs."""
     rng = np.random.default_rng(seed)
-    f = np.zeros(count, dtype=FLOW_DTYPE)
-    f["src"] = CLIENT_BASE + rng.integers(0, 200, count)
-    f["dst"] = SERVICE_BASE + rng.integers(0, services, count)
-    f["sport"] = rng.integers(1024, 65536, count)
+    return _syns(rng, CLIENT_BASE + rng.integers(0, 200, count),
+                 SERVICE_BASE + rng.integers(0, services, count))
+
+
+def _syns(rng, src, dst) -> np.ndarray:
+    """TCP SYNs to port 80 at time 1.0 from src to dst (arrays), random source ports."""
+    f = np.zeros(len(src), dtype=FLOW_DTYPE)
+    f["src"], f["dst"] = src, dst
+    f["sport"] = rng.integers(1024, 65536, len(src))
     f["dport"] = 80
     f["proto"] = 6
     f["tcp_flags"] = 0x02
@@ -200,15 +205,8 @@ def run_rules(services: list[int], endpoints: int = 2, impls=("reference", "comp
 def conntrack_flows(count: int, seed: int = 1) -> np.ndarray:
     """`count` distinct TCP SYN tuples (pods -> service endpoints)."""
     rng = np.random.default_rng(seed)
-    f = np.zeros(count, dtype=FLOW_DTYPE)
-    f["src"] = (10 << 24) | (244 << 16) | rng.integers(0, 1 << 16, count)
-    f["dst"] = (10 << 24) | (96 << 16) | rng.integers(0, 1 << 16, count)
-    f["sport"] = rng.integers(1024, 65536, count)
-    f["dport"] = 80
-    f["proto"] = 6
-    f["tcp_flags"] = 0x02
-    f["checksum_ok"] = 1
-    f["now"] = 1.0
+    f = _syns(rng, (10 << 24) | (244 << 16) | rng.integers(0, 1 << 16, count),
+              (10 << 24) | (96 << 16) | rng.integers(0, 1 << 16, count))
     _, first = np.unique(f[["src", "dst", "sport"]], return_index=True)
     return f[np.sort(first)]
 

@@ -82,6 +82,14 @@ class Headers:
         return [[k, v] for k, v in self.items]
 
 
+def keep_alive(version: str, headers) -> bool:
+    """Whether the connection stays open after this message (RFC 9112 9.3)."""
+    conn = headers.tokens("Connection")
+    if version == "HTTP/1.0":
+        return "keep-alive" in conn
+    return "close" not in conn
+
+
 @dataclass
 class Request:
     method: str
@@ -119,10 +127,7 @@ class Request:
 
     @property
     def keep_alive(self) -> bool:
-        conn = self.headers.tokens("Connection")
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in conn
-        return "close" not in conn
+        return keep_alive(self.version, self.headers)
 
     @property
     def request_line(self) -> str:
@@ -151,10 +156,7 @@ class Response:
 
     @property
     def keep_alive(self) -> bool:
-        conn = self.headers.tokens("Connection")
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in conn
-        return "close" not in conn
+        return keep_alive(self.version, self.headers)
 
     def encode(self) -> bytes:
         return build_response(self.status, self.headers.items, self.body, self.reason, self.version)
