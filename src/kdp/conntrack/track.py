@@ -63,7 +63,7 @@ def _conntrack_in(table: ConntrackTable, pkt: Packet, now: float, prerouting: bo
         if res.entry is None:
             return res
         if table.recorder is not None and not res.new:
-            table.recorder.ct_before(table, res.entry, now)
+            table.recorder.ct_before(table, res.entry)
         outcome = _handle(table, res, pkt, now)
         if outcome == tcpct.REOPEN:
             table.remove(res.entry)

@@ -14,7 +14,7 @@ class BridgeMixin:
         """br_handle_frame(): a frame entered the bridge through `port`."""
         pkt = ev.pkt
         if self.rec is not None:
-            self.rec.fdb_learn(br, pkt.eth.src, port, self.now)
+            self.rec.fdb_learn(br, pkt.eth.src, port)
         br.learn(pkt.eth.src, port, self.now)
         ns = br.namespace
         if ev.meta is None:

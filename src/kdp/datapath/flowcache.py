@@ -48,7 +48,7 @@ class Recorder:
         self.generation = WATCH.generation
 
     # --- called from the reference path --------------------------------------
-    def ct_before(self, table, entry, now: float) -> None:
+    def ct_before(self, table, entry) -> None:
         if id(entry) not in self.before:
             self.before[id(entry)] = (entry, _ct_state(entry))
         self.found.setdefault(id(table), [table, 0])[1] += 1
@@ -64,7 +64,7 @@ class Recorder:
             bound = e.udp_stream_at
         self.ops.append(("ct", table, e, e.refresh, bound))
 
-    def fdb_learn(self, br, mac: str, port, now: float) -> None:
+    def fdb_learn(self, br, mac: str, port) -> None:
         e = br.fdb.get(mac)
         if e is not None and e.local:
             return
@@ -136,8 +136,8 @@ class FlowCache:
         self.engine, self.dp = engine, datapath
         self.meta: dict[int, Meta] = {}
         self.by_token: dict = {}
-        self.ct_slots: dict[int, tuple] = {}       # id(entry) -> (slot, entry)
-        self.fdb_slots: dict[tuple, tuple] = {}    # (id(br), mac) -> (slot, br, mac)
+        self.ct_slots: dict[int, int] = {}         # id(entry) -> slot (ct_slot_entry holds it)
+        self.fdb_slots: dict[tuple, int] = {}      # (id(br), mac) -> slot
         self.ct_slot_entry: dict[int, object] = {}
         self.fdb_slot_key: dict[int, tuple] = {}
         self.removed: list = []
@@ -167,29 +167,25 @@ class FlowCache:
 
     # --- slots ----------------------------------------------------------------
     def _ct_slot(self, entry) -> int:
-        hit = self.ct_slots.get(id(entry))
-        if hit is None:
-            slot = self.engine.ct_new(entry.timeout_at)
-            self.ct_slots[id(entry)] = (slot, entry)
+        slot = self.ct_slots.get(id(entry))
+        if slot is None:
+            slot = self.ct_slots[id(entry)] = self.engine.ct_new(entry.timeout_at)
             self.ct_slot_entry[slot] = entry
-            return slot
-        return hit[0]
+        return slot
 
     def _fdb_slot(self, br, mac: str) -> int:
         k = (id(br), mac)
-        hit = self.fdb_slots.get(k)
-        if hit is None:
-            slot = self.engine.fdb_new(br.fdb[mac].updated)
-            self.fdb_slots[k] = (slot, br, mac)
+        slot = self.fdb_slots.get(k)
+        if slot is None:
+            slot = self.fdb_slots[k] = self.engine.fdb_new(br.fdb[mac].updated)
             self.fdb_slot_key[slot] = (br, mac)
-            return slot
-        return hit[0]
+        return slot
 
     def _ct_removed(self, entry) -> None:
-        hit = self.ct_slots.pop(id(entry), None)
-        if hit is not None:
-            self.engine.ct_set(hit[0], -math.inf)
-            self.ct_slot_entry.pop(hit[0], None)
+        slot = self.ct_slots.pop(id(entry), None)
+        if slot is not None:
+            self.engine.ct_set(slot, -math.inf)
+            self.ct_slot_entry.pop(slot, None)
         self.removed.append(("ct", id(entry)))
 
     def write_back(self, full: bool = True) -> None:
@@ -270,14 +266,14 @@ class FlowCache:
         self._forget_changed(rec.finish())
         for op in rec.ops:
             if op[0] == "ct":
-                hit = self.ct_slots.get(id(op[2]))
-                if hit is not None:
-                    self.engine.ct_set(hit[0], op[2].timeout_at)
+                slot = self.ct_slots.get(id(op[2]))
+                if slot is not None:
+                    self.engine.ct_set(slot, op[2].timeout_at)
             else:
-                hit = self.fdb_slots.get((id(op[1]), op[2]))
+                slot = self.fdb_slots.get((id(op[1]), op[2]))
                 fe = op[1].fdb.get(op[2])
-                if hit is not None and fe is not None:
-                    self.engine.fdb_set(hit[0], fe.updated)
+                if slot is not None and fe is not None:
+                    self.engine.fdb_set(slot, fe.updated)
         return rec.problems
 
     def forget(self, eid: int) -> None:
