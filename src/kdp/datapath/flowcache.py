@@ -145,6 +145,9 @@ class FlowCache:
         self.generation = WATCH.generation
         self.recorder = Recorder(datapath)
         self.carry_psh = False
+        # id(ruleset) -> (ruleset, reads TCP flags): a ruleset is scanned once (rules
+        # change by loading a new one), not at every generation change
+        self._flag_readers: dict[int, tuple] = {}
         self._set_carry_psh()
         datapath.rec = self.recorder
         for ns in datapath.namespaces.values():
@@ -158,11 +161,14 @@ class FlowCache:
     def _set_carry_psh(self) -> None:
         """PSH changes no decision unless a rule reads TCP flags (--tcp-flags,
         --syn); then it stays in the key. Call with no entries cached."""
-        self.carry_psh = not any(
-            m.name == "tcp" and getattr(m, "flags", None) is not None
-            for ns in self.dp.namespaces.values() if ns.netfilter is not None
-            for table in ns.netfilter.ruleset.tables.values()
-            for chain in table.chains.values() for rule in chain.rules for m in rule.matches)
+        known, self._flag_readers = self._flag_readers, {}
+        for ns in self.dp.namespaces.values():
+            if ns.netfilter is not None:
+                rs = ns.netfilter.ruleset
+                hit = known.get(id(rs))
+                self._flag_readers[id(rs)] = hit if hit is not None and hit[0] is rs else \
+                    (rs, _reads_tcp_flags(rs))
+        self.carry_psh = not any(reads for _rs, reads in self._flag_readers.values())
         self.engine.set_carry_psh(self.carry_psh)
 
     # --- slots ----------------------------------------------------------------
@@ -355,6 +361,13 @@ class FlowCache:
         for tok in m.tokens:
             self.by_token.setdefault(tok, set()).add(eid)
         return eid
+
+
+def _reads_tcp_flags(ruleset) -> bool:
+    """A rule of ruleset tests TCP flags (--tcp-flags, --syn)."""
+    return any(m.name == "tcp" and getattr(m, "flags", None) is not None
+               for table in ruleset.tables.values() for chain in table.chains.values()
+               for rule in chain.rules for m in rule.matches)
 
 
 def derive_template(src: bytes, got: bytes) -> bytes | None:
