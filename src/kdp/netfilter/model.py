@@ -2,7 +2,8 @@
 # user), rules (the IP part, matches, target, counters) — printing in
 # iptables-save's canonical form, and the load-time checks the kernel makes
 # (jump targets exist, no loops, targets/matches only where allowed).
-# Parsing lives in restore.py; evaluation in engine.py.
+# Parsing (and applying iptables-restore input to a Ruleset) lives in
+# restore.py; evaluation in engine.py.
 from __future__ import annotations
 
 import copy
@@ -190,13 +191,6 @@ class Ruleset:
                 c.packets = c.bytes = 0
                 for r in c.rules:
                     r.packets = r.bytes = 0
-
-    def restore(self, text: str, *, noflush: bool = False, source: str = "-") -> None:
-        """Apply iptables-restore input (atomically: on error nothing changes).
-        Without noflush every table named in the input is flushed first; with
-        noflush, user chains declared with ':' are flushed, the rest stays."""
-        from .restore import restore_into
-        restore_into(self, text, noflush=noflush, source=source)
 
     def to_iptables_save(self, counters: bool = False) -> str:
         """The ruleset as `iptables-save` (counters=True: `iptables-save -c`)."""

@@ -38,11 +38,14 @@ def parse_iptables_save(text: str, source: str = "-") -> Ruleset:
     Ruleset. Tables absent from the text exist with empty builtin chains but
     are not printed back."""
     rs = Ruleset(loaded=False)
-    rs.restore(text, source=source)
+    restore_into(rs, text, source=source)
     return rs
 
 
-def restore_into(rs: Ruleset, text: str, *, noflush: bool, source: str) -> None:
+def restore_into(rs: Ruleset, text: str, *, noflush: bool = False, source: str = "-") -> None:
+    """Apply iptables-restore input to rs (atomically: on error nothing changes).
+    Without noflush every table named in the input is flushed first; with
+    noflush, user chains declared with ':' are flushed, the rest stays."""
     work = rs.copy()
     at = _Lines(source)
     table = None

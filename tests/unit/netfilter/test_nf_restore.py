@@ -3,7 +3,7 @@
 # real binary), and every error names its line and option.
 import pytest
 
-from kdp.netfilter import Ruleset, RulesetError, parse_iptables_save
+from kdp.netfilter import Ruleset, RulesetError, parse_iptables_save, restore_into
 from nf_helpers import FIXTURES, ruleset_text
 
 
@@ -219,7 +219,7 @@ def test_failed_restore_leaves_ruleset_unchanged():
     rs = parse_iptables_save(ruleset_text(filter=["-A INPUT -j ACCEPT"]))
     before = rs.to_iptables_save()
     with pytest.raises(RulesetError):
-        rs.restore("*filter\n-A INPUT -j DROP\n-A INPUT -m nope\nCOMMIT\n")
+        restore_into(rs, "*filter\n-A INPUT -j DROP\n-A INPUT -m nope\nCOMMIT\n")
     assert rs.to_iptables_save() == before
 
 
@@ -227,8 +227,8 @@ def test_restore_noflush_flushes_declared_user_chains_only():
     rs = parse_iptables_save(ruleset_text(nat=["-A PREROUTING -j KUBE-SERVICES",
                                                "-A KUBE-SERVICES -d 10.0.0.1 -j RETURN"],
                                           filter=["-A INPUT -j ACCEPT"]))
-    rs.restore("*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -d 10.0.0.2 -j RETURN\nCOMMIT\n",
-               noflush=True)
+    restore_into(rs, "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -d 10.0.0.2 -j RETURN\nCOMMIT\n",
+                 noflush=True)
     out = rs.to_iptables_save()
     assert "-A KUBE-SERVICES -d 10.0.0.2/32 -j RETURN" in out
     assert "10.0.0.1/32" not in out
@@ -238,7 +238,7 @@ def test_restore_noflush_flushes_declared_user_chains_only():
 def test_restore_without_noflush_replaces_named_tables_only():
     rs = parse_iptables_save(ruleset_text(nat=["-A PREROUTING -j RETURN"],
                                           filter=["-A INPUT -j ACCEPT"]))
-    rs.restore("*nat\n:POSTROUTING DROP [0:0]\nCOMMIT\n")
+    restore_into(rs, "*nat\n:POSTROUTING DROP [0:0]\nCOMMIT\n")
     out = rs.to_iptables_save()
     assert "-A PREROUTING -j RETURN" not in out and ":POSTROUTING DROP" in out
     assert "-A INPUT -j ACCEPT" in out
@@ -246,13 +246,13 @@ def test_restore_without_noflush_replaces_named_tables_only():
 
 def test_insert_delete_and_policy_commands():
     rs = parse_iptables_save(ruleset_text(filter=["-A INPUT -j ACCEPT"]))
-    rs.restore("*filter\n-N EXTRA\n-I INPUT 1 -j EXTRA\n-I INPUT -s 1.1.1.1 -j DROP\n"
-               "-P FORWARD DROP\nCOMMIT\n", noflush=True)
+    restore_into(rs, "*filter\n-N EXTRA\n-I INPUT 1 -j EXTRA\n-I INPUT -s 1.1.1.1 -j DROP\n"
+                 "-P FORWARD DROP\nCOMMIT\n", noflush=True)
     rules = [r.text for r in rs.chain("filter", "INPUT").rules]
     assert rules == ["-A INPUT -s 1.1.1.1/32 -j DROP", "-A INPUT -j EXTRA", "-A INPUT -j ACCEPT"]
     assert rs.chain("filter", "FORWARD").policy == "DROP"
     with pytest.raises(RulesetError):
-        rs.restore("*filter\n-X EXTRA\nCOMMIT\n", noflush=True)   # still referenced
+        restore_into(rs, "*filter\n-X EXTRA\nCOMMIT\n", noflush=True)   # still referenced
 
 
 def test_rule_line_numbers_kept():
