@@ -1,6 +1,7 @@
-# cli: the `kdp` command line (spec/cli.md): argument parsing, loading the
-# cluster, running the command, printing human or JSON output, and turning
-# every error kdp raises on purpose into a clear message and exit status 2.
+# cli: the `kdp` command line (spec/cli.md): argument parsing with every
+# subcommand (resolve, http, bench and oracle come from their packages), running
+# the command, printing human or JSON output. Loading the CLUSTER argument and
+# turning kdp's errors into messages and exit status 2 are cli_common's.
 from __future__ import annotations
 
 import argparse
@@ -9,39 +10,12 @@ import os
 import sys
 import time
 
-from .errors import ClusterInputError, KdpError, UsageError
-
-
-def _load(spec: str, seed: int = 0, capture: bool = True, rules: list[str] | None = None,
-          trace: bool = True):
-    from .emulator import Emulator
-    return Emulator(_load_cluster(spec), seed=seed, capture=capture, rules=_rules_arg(rules or []),
-                    trace=trace)
-
-
-def _rules_arg(items: list[str]) -> dict[str, str]:
-    """--rules FILE (every node) or --rules NODE=FILE, repeatable."""
-    out = {}
-    for item in items:
-        node, sep, path = item.partition("=")
-        if sep and not os.path.exists(item):
-            out[node] = path
-        else:
-            out["*"] = item
-    return out
-
-
-def _load_cluster(spec: str):
-    from .k8s import demo_cluster, load_cluster
-    if spec == "demo":
-        return demo_cluster()
-    if not os.path.exists(spec):
-        raise UsageError(f"{spec}: no such file or directory (give a YAML file, a directory, or 'demo')")
-    return load_cluster(spec)
+from .cli_common import load_cluster, load_emulator, run_command
+from .errors import UsageError
 
 
 def cmd_validate(a) -> int:
-    c = _load_cluster(a.cluster)
+    c = load_cluster(a.cluster)
     for w in c.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"ok: {len(c.nodes)} nodes, {len(c.pods)} pods, {len(c.services)} services, "
@@ -51,7 +25,7 @@ def cmd_validate(a) -> int:
 
 def cmd_topology(a) -> int:
     from .topology import topology_json, topology_svg, topology_text
-    emu = _load(a.cluster, capture=False)
+    emu = load_emulator(a.cluster, capture=False)
     if a.svg:
         with open(a.svg, "w") as f:
             f.write(topology_svg(emu.topology))
@@ -66,7 +40,7 @@ def cmd_topology(a) -> int:
 
 def cmd_inspect(a) -> int:
     from .inspect import inspect_text
-    emu = _load(a.cluster, capture=False)
+    emu = load_emulator(a.cluster, capture=False)
     info = emu.inspect(a.target)
     print(json.dumps(info, indent=2) if a.json else inspect_text(info))
     return 0
@@ -74,7 +48,7 @@ def cmd_inspect(a) -> int:
 
 def cmd_trace(a) -> int:
     from .render import trace_text
-    emu = _load(a.cluster, seed=a.seed, rules=a.rules)
+    emu = load_emulator(a.cluster, seed=a.seed, rules=a.rules)
     from .dns.resolver import is_dns_name, resolve_then_trace
     resolution = None
     if is_dns_name(a.dst):                 # a name: the source resolves it first, as packets
@@ -127,7 +101,7 @@ def _print_tables(tables: dict) -> None:
 
 def cmd_run(a) -> int:
     from .runner import PcapRun
-    emu = _load(a.cluster, seed=a.seed, capture=False, rules=a.rules, trace=False)
+    emu = load_emulator(a.cluster, seed=a.seed, capture=False, rules=a.rules, trace=False)
     sys.stdout.flush()
     out = sys.stdout.buffer
     t0 = time.perf_counter()
@@ -176,7 +150,7 @@ class _progress:
 
 def cmd_rules(a) -> int:
     from .k8s.kubeproxy import generate_rules
-    c = _load_cluster(a.cluster)
+    c = load_cluster(a.cluster)
     names = [n.name for n in c.nodes]
     if a.node not in names:
         raise UsageError(f"--node {a.node}: no such node (nodes: {', '.join(names)})")
@@ -283,18 +257,7 @@ def _ttl(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ClusterInputError as e:
-        for prob in e.problems:
-            print(str(prob), file=sys.stderr)
-        return 2
-    except KdpError as e:
-        print(f"kdp: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return 0
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

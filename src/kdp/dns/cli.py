@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+from ..cli_common import load_emulator
+
 QUERY_TYPES = ("A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "SOA", "NS", "MX")
 
 
@@ -25,9 +27,8 @@ def add_parser(subparsers):
 
 
 def cmd_resolve(a) -> int:
-    from ..cli import _load
     from .resolver import resolve
-    emu = _load(a.cluster, seed=a.seed)
+    emu = load_emulator(a.cluster, seed=a.seed)
     res = resolve(emu, a.src, a.name, a.qtype)
     if a.json:
         print(json.dumps(res.as_dict(hops=a.hops), indent=2))

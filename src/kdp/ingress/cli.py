@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from ..cli_common import load_emulator
 from ..errors import UsageError
 
 
@@ -39,9 +40,8 @@ def _headers(items: list[str]) -> list[tuple[str, str]]:
 
 
 def cmd_http(a) -> int:
-    from ..cli import _load
     from .client import http_request
-    emu = _load(a.cluster, seed=a.seed)
+    emu = load_emulator(a.cluster, seed=a.seed)
     data = a.data.encode() if a.data is not None else None
     ex = http_request(emu, a.src, a.url, a.method, _headers(a.header), data)
     if a.json:

@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from ..cli_common import load_cluster, run_command
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     o = subparsers.add_parser("oracle", help="compare kdp against the real kernel (root; network namespaces)")
@@ -32,14 +34,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_oracle(a) -> int:
-    from ..cli import _load_cluster
     from ..errors import UsageError
     from . import netns
     from .report import report_dict, report_text
     from .runner import run_oracle
     from .scenarios import catalogue, select
 
-    cluster = _load_cluster(a.cluster)
+    cluster = load_cluster(a.cluster)
     scenarios = catalogue(cluster, a.seed, full=True)
     if a.list:
         for s in scenarios:
@@ -68,10 +69,11 @@ def cmd_oracle(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m kdp.oracle.cli oracle ...`: the kdp command line itself (one
-    place for argument parsing and error reporting)."""
-    from ..cli import main as kdp_main
-    return kdp_main(argv)
+    """`python -m kdp.oracle.cli oracle ...`: the same as `kdp oracle ...` (the
+    same parser, messages and exit statuses; no other subcommand)."""
+    p = argparse.ArgumentParser(prog="kdp")
+    add_parser(p.add_subparsers(dest="command", required=True))
+    return run_command(p.parse_args(argv))
 
 
 if __name__ == "__main__":
