@@ -6,10 +6,9 @@ from __future__ import annotations
 import struct
 from ipaddress import IPv4Address, ip_address
 
-from . import wire
+from . import assembly, wire
 from .datapath import Datapath, Outcome
 from .errors import UsageError
-from .k8s import cni
 from .k8s.model import Cluster
 from .net.sockets import keyed
 from .wire import ICMP, IPv4, Packet, TCP, UDP
@@ -34,7 +33,7 @@ class Emulator:
         nodes' `rulesFile` in the ClusterConfig)."""
         self.cluster = cluster
         self.seed = seed
-        self.topology = cni.build(cluster, seed, rules=self._dumps(cluster, rules or {}))
+        self.topology = assembly.build(cluster, seed, rules=self._dumps(cluster, rules or {}))
         self.datapath = Datapath(self.topology.namespaces, seed=seed, capture=capture)
         self.datapath.set_tracing(trace)
         self._flows = 0

@@ -2,7 +2,8 @@
 # plugin and kubelet do on real nodes: per node a root namespace (lo, eth0 on
 # the underlay, cbr0 for kubenet, docker0, routes), per pod the pause
 # container's namespace joined to the node by a veth pair, the edge router to
-# the outside world, and the sockets the containers listen on.
+# the outside world, and the sockets the containers listen on (echo apps;
+# assembly puts CoreDNS and the ingress controller behind theirs).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,10 +56,6 @@ def build(cluster: Cluster, seed: int = 0, rules: dict[str, tuple[str, str]] | N
                     socks.listen(p.port, p.protocol, f"{pod.name}/{c.name}")
         else:
             _pod(topo, pod, seed)
-    from .coredns import install         # CoreDNS on its pods' DNS ports, the VNet DNS outside
-    install(topo)
-    from ..ingress.controller import install as install_ingress   # ingress-nginx, HTTP backends
-    install_ingress(topo, seed)
     return topo
 
 
