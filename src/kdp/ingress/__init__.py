@@ -1,4 +1,5 @@
-# ingress: the Ingress API and an ingress controller (ingress-nginx) as real
-# packets: HTTP/1.1 on TCP (http), Ingress/IngressClass decoding, merging and
-# matching (rules), the controller app that proxies from its pod to the backend
-# pods (controller), the HTTP app on backend pods (backend) and `kdp http` (cli).
+# ingress: an ingress controller (ingress-nginx) as real packets: HTTP/1.1 on
+# TCP (http), Ingress/IngressClass class selection, merging and matching (rules;
+# the API objects and their decoding are k8s.ingressapi's), the controller app
+# that proxies from its pod to the backend pods (controller), the HTTP app on
+# backend pods (backend) and `kdp http` (cli).

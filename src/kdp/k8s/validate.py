@@ -9,6 +9,7 @@ from typing import Any
 
 from . import names
 from .clusterconfig import NodeIn, decode_config
+from .ingressapi import decode_ingress, decode_ingress_class
 from .load import Fields, Path, RawObject, Report, format_path, plain
 from .model import ClusterConfig, Container, ContainerPort, Service, ServicePort
 
@@ -497,8 +498,8 @@ def _decode_one(obj: RawObject, report: Report, inp: Inputs) -> None:
     elif kind == "Endpoints":
         inp.slices.extend(decode_endpoints(obj, report))
     elif kind in ("Ingress", "IngressClass"):
-        from ..ingress.rules import decode_ingress, decode_ingress_class   # checked here, used later
-        (decode_ingress if kind == "Ingress" else decode_ingress_class)(obj, report)
+        check = decode_ingress if kind == "Ingress" else decode_ingress_class
+        check(obj, report)                  # checked here, used later (ingress.rules)
         body = plain(obj.body)
         if obj.namespace:
             body.setdefault("metadata", {})["namespace"] = obj.namespace

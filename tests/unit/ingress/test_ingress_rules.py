@@ -1,8 +1,9 @@
-# ingress.rules: Ingress/IngressClass decoding and validation, which Ingresses
-# the controller serves, merging, and the matching rules of the Ingress spec
-# (exact and wildcard hosts, Exact/Prefix/ImplementationSpecific paths, longest
-# match, Exact over Prefix, defaultBackend, the controller's 404), then
-# backends resolved to endpoints with named and numbered ports.
+# ingress.rules and k8s.ingressapi: Ingress/IngressClass decoding and
+# validation, which Ingresses the controller serves, merging, and the matching
+# rules of the Ingress spec (exact and wildcard hosts, Exact/Prefix/
+# ImplementationSpecific paths, longest match, Exact over Prefix, defaultBackend,
+# the controller's 404), then backends resolved to endpoints with named and
+# numbered ports.
 from __future__ import annotations
 
 from ipaddress import IPv4Address as A
@@ -11,9 +12,9 @@ import pytest
 
 from kdp.errors import ClusterInputError
 from kdp.ingress.http import normalize_path
-from kdp.ingress.rules import (CATCH_ALL, Backend, IngressPath, build_set, decode_objects,
-                               from_cluster, resolve_backend)
+from kdp.ingress.rules import CATCH_ALL, build_set, from_cluster, resolve_backend
 from kdp.k8s import demo_cluster, demo_text, load_cluster_text
+from kdp.k8s.ingressapi import Backend, IngressPath, decode_objects
 from kdp.k8s.load import Report, parse_text
 from kdp.k8s.model import Cluster, ClusterConfig
 
