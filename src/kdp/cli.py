@@ -1,7 +1,8 @@
 # cli: the `kdp` command line (spec/cli.md): argument parsing with every
-# subcommand (resolve, http, bench and oracle come from their packages), running
-# the command, printing human or JSON output. Loading the CLUSTER argument and
-# turning kdp's errors into messages and exit status 2 are cli_common's.
+# subcommand (resolve, http, bench and oracle come from cli_resolve, cli_http,
+# bench and oracle.cli), running the command, printing human or JSON output.
+# Loading the CLUSTER argument and turning kdp's errors into messages and exit
+# status 2 are cli_common's.
 from __future__ import annotations
 
 import argparse
@@ -226,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
     from .bench import add_parser as add_bench
-    from .dns.cli import add_parser as add_resolve
-    from .ingress.cli import add_parser as add_http
+    from .cli_http import add_parser as add_http
+    from .cli_resolve import add_parser as add_resolve
     from .oracle.cli import add_parser as add_oracle
     add_resolve(sub)
     add_http(sub)

@@ -1,5 +1,5 @@
 # cli_common: what every `kdp` subcommand shares, whichever module defines it
-# (cli, dns.cli, ingress.cli, oracle.cli): the CLUSTER argument loaded into a
+# (cli, cli_resolve, cli_http, oracle.cli): the CLUSTER argument loaded into a
 # Cluster or an Emulator, --rules arguments, and running a parsed command with
 # every error kdp raises on purpose turned into a clear message and exit status 2.
 from __future__ import annotations

@@ -12,8 +12,8 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
+from kdp import cli_resolve as dns_cli
 from kdp import wire as pw
-from kdp.dns import cli as dns_cli
 from kdp.dns import wire
 from kdp.dns.resolver import resolve, resolve_then_trace, resolv_conf
 from kdp.emulator import Emulator

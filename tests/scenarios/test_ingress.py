@@ -13,10 +13,10 @@ from ipaddress import IPv4Address as A
 
 import pytest
 
+from kdp import cli_http as http_cli
 from kdp import wire
 from kdp.emulator import Emulator
 from kdp.errors import UsageError
-from kdp.ingress import cli as http_cli
 from kdp.ingress.client import http_request
 from kdp.ingress.http import parse_response
 from kdp.k8s import demo_text, load_cluster_text

@@ -1,13 +1,13 @@
-# dns.cli: `kdp resolve CLUSTER --from SRC NAME [--type T] [--json]`: resolve a
-# name from a pod or node as its stub resolver would, every query a packet
-# through the emulator; prints like dig plus the queries it took. Exit status 0
-# when the name resolved, 1 when it did not (NXDOMAIN, NODATA, SERVFAIL, no
-# response), 2 for bad input.
+# cli_resolve: `kdp resolve CLUSTER --from SRC NAME [--type T] [--json]`: resolve a
+# name from a pod or node as its stub resolver would (dns.resolver), every query a
+# packet through the emulator; prints like dig plus the queries it took. Exit
+# status 0 when the name resolved, 1 when it did not (NXDOMAIN, NODATA, SERVFAIL,
+# no response), 2 for bad input. Above the emulator, which builds on dns.
 from __future__ import annotations
 
 import json
 
-from ..cli_common import load_emulator
+from .cli_common import load_emulator
 
 QUERY_TYPES = ("A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "SOA", "NS", "MX")
 
@@ -27,7 +27,7 @@ def add_parser(subparsers):
 
 
 def cmd_resolve(a) -> int:
-    from .resolver import resolve
+    from .dns.resolver import resolve
     emu = load_emulator(a.cluster, seed=a.seed)
     res = resolve(emu, a.src, a.name, a.qtype)
     if a.json:
@@ -35,7 +35,7 @@ def cmd_resolve(a) -> int:
     else:
         print(res.text())
         if a.hops:
-            from ..render import trace_text
+            from .render import trace_text
             for i, q in enumerate(res.queries, 1):
                 print(f"\n;; query {i}: {q.summary()}")
                 for o in q.outcomes:

@@ -1,15 +1,15 @@
-# ingress.cli: `kdp http CLUSTER --from ext/ADDR|pod/NS/NAME|node/NAME --url
+# cli_http: `kdp http CLUSTER --from ext/ADDR|pod/NS/NAME|node/NAME --url
 # http://HOST[:PORT]/PATH [--method M] [--header K:V]... [--data TEXT] [--json]`:
 # one HTTP request as packets (ingress.client), printed like `curl -v` followed
 # by the controller's routing decision and both TCP connections hop by hop.
 # Exit status 0 when a response came back (whatever its status), 1 when none
-# did, 2 for bad input.
+# did, 2 for bad input. Above the emulator, which builds on ingress.
 from __future__ import annotations
 
 import json
 
-from ..cli_common import load_emulator
-from ..errors import UsageError
+from .cli_common import load_emulator
+from .errors import UsageError
 
 
 def add_parser(subparsers):
@@ -40,7 +40,7 @@ def _headers(items: list[str]) -> list[tuple[str, str]]:
 
 
 def cmd_http(a) -> int:
-    from .client import http_request
+    from .ingress.client import http_request
     emu = load_emulator(a.cluster, seed=a.seed)
     data = a.data.encode() if a.data is not None else None
     ex = http_request(emu, a.src, a.url, a.method, _headers(a.header), data)
@@ -90,7 +90,7 @@ def exchange_text(ex, hops: bool = False) -> str:
         lines += [f"   via: {v}" for v in c.via]
         lines += [f"   {i:>2}. {s.text()}" for i, s in enumerate(c.segments, 1)]
     if hops:
-        from ..render import trace_text
+        from .render import trace_text
         for name, o in ex.steps:
             lines += ["", f"== packet: {name}", trace_text(o, "summary")]
     return "\n".join(lines)
