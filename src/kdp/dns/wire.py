@@ -2,15 +2,17 @@
 # question, resource records, name compression on output and decompression with
 # loop protection on input, and dig-like text. Names are presentation-format
 # strings, absolute with a trailing dot ("a.b.svc.cluster.local."), with dig's
-# escapes (\. and \DDD) so any label bytes survive a round trip. Malformed input
-# raises DnsFormatError and nothing else.
+# escapes (\. and \DDD) so any label bytes survive a round trip; their parsing
+# is kdp.dnsname's (fqdn, canonical, name_labels are reached through here too).
+# Malformed input raises DnsFormatError and nothing else.
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from ..errors import KdpError
+from ..dnsname import MAX_NAME, DnsFormatError, fqdn, labels_to_name, name_labels
+from ..dnsname import canonical  # noqa: F401  (reached as wire.canonical)
 
 # --- numbers --------------------------------------------------------------------------
 
@@ -30,15 +32,9 @@ OP_QUERY, OP_IQUERY, OP_STATUS, OP_NOTIFY, OP_UPDATE = 0, 1, 2, 4, 5
 OPCODE_NAMES = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE"}
 
 HEADER_LEN = 12
-MAX_NAME = 255            # octets on the wire, including length bytes and the root
-MAX_LABEL = 63
 MAX_POINTERS = 128
 MIN_UDP = 512             # RFC 1035 UDP limit without EDNS
 MAX_MSG = 65535
-
-
-class DnsFormatError(KdpError):
-    """Bytes (or a name) that are not a well-formed DNS message (FORMERR)."""
 
 
 def type_code(text: str | int) -> int:
@@ -152,83 +148,11 @@ class Message:
         return encode(self)
 
 
-# --- names ----------------------------------------------------------------------------
-
-_SPECIAL = set(b'.\\"();@$')
-
-
-def label_text(label: bytes) -> str:
-    out = []
-    for b in label:
-        if b in _SPECIAL:
-            out.append("\\" + chr(b))
-        elif 0x21 <= b <= 0x7E:
-            out.append(chr(b))
-        else:
-            out.append(f"\\{b:03d}")
-    return "".join(out)
-
-
-def labels_to_name(labels) -> str:
-    return "".join(label_text(lb) + "." for lb in labels) or "."
-
-
-def name_labels(name: str) -> tuple[bytes, ...]:
-    """The labels of a presentation-format name (relative names are taken as
-    absolute). Raises DnsFormatError for empty labels, labels over 63 octets or
-    names over 255."""
-    if name in (".", ""):
-        return ()
-    labels, cur, i = [], bytearray(), 0
-    while i < len(name):
-        c = name[i]
-        if c == "\\":
-            digits = name[i + 1:i + 4]
-            if len(digits) == 3 and all(d in "0123456789" for d in digits):
-                v = int(digits)
-                if v > 255:
-                    raise DnsFormatError(f"bad escape in name {name!r}")
-                cur.append(v)
-                i += 4
-                continue
-            if i + 1 >= len(name):
-                raise DnsFormatError(f"name {name!r} ends with a backslash")
-            cur += name[i + 1].encode("utf-8")
-            i += 2
-            continue
-        if c == ".":
-            if not cur:
-                raise DnsFormatError(f"empty label in name {name!r}")
-            labels.append(bytes(cur))
-            cur = bytearray()
-        else:
-            cur += c.encode("utf-8")
-        i += 1
-    if cur:
-        labels.append(bytes(cur))
-    for lb in labels:
-        if len(lb) > MAX_LABEL:
-            raise DnsFormatError(f"label {label_text(lb)!r} is longer than {MAX_LABEL} octets")
-    if sum(len(lb) + 1 for lb in labels) + 1 > MAX_NAME:
-        raise DnsFormatError(f"name {name!r} is longer than {MAX_NAME} octets")
-    return tuple(labels)
-
-
-def fqdn(name: str) -> str:
-    """The name in canonical text form, absolute (trailing dot), case kept."""
-    return labels_to_name(name_labels(name))
-
-
-def canonical(name: str) -> str:
-    """The name for comparisons: absolute and ASCII-lowercased (RFC 4343)."""
-    return labels_to_name(tuple(lb.lower() for lb in name_labels(name)))
-
+# --- encoding -------------------------------------------------------------------------
 
 def _lower(label: bytes) -> bytes:
     return label.lower()            # bytes.lower() only folds ASCII A-Z
 
-
-# --- encoding -------------------------------------------------------------------------
 
 class _Writer:
     def __init__(self):

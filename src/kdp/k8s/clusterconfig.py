@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
+from ..dnsname import DnsFormatError, canonical
 from . import names
 from .load import Fields, Path
 from .model import ClusterConfig, ExternalHost, KubeProxyConfig, UpstreamRecord
@@ -133,7 +134,6 @@ def _external_hosts(f: Fields) -> list[ExternalHost]:
 
 def _dns_name(rf: Fields, key: str, text: str) -> str | None:
     """text as an absolute lowercase DNS name, or None (reported)."""
-    from ..dns.wire import DnsFormatError, canonical
     if not text or any(not 0x21 <= ord(c) <= 0x7E for c in text) or "\\" in text:
         rf.error((key,), f"{text!r} is not a DNS name (printable ASCII labels separated by dots)")
         return None
@@ -183,7 +183,6 @@ def _dns_upstream(s: Fields, domain: str) -> list[UpstreamRecord] | None:
     d.map("upstream")
     u = d.at("upstream")
     strict_keys(u, UPSTREAM_KEYS)
-    from ..dns.wire import canonical
     zone = canonical(domain) if domain else "."
     out: list[UpstreamRecord] = []
     for rf in u.items("records"):
