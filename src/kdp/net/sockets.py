@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 
 from .. import wire
 from ..wire import ACK, FIN, ICMP, IPv4, Packet, PSH, RST, SYN, TCP, UDP
-from ..watch import WATCH
+from ..watch import Watch
 
 BLANK_ETH = wire.Ether("00:00:00:00:00:00", "00:00:00:00:00:00", wire.ETH_P_IP)
 
@@ -155,8 +155,11 @@ class Delivery:
 
 
 class SocketTable:
-    def __init__(self, ns_name: str, seed: int = 0, icmp_echo: bool = True):
+    """Changes are reported to `watch` (the owning datapath's, once it has one)."""
+
+    def __init__(self, ns_name: str, seed: int = 0, icmp_echo: bool = True, watch: Watch | None = None):
         self.ns_name = ns_name
+        self.watch = watch if watch is not None else Watch()
         self.seed = seed
         self.icmp_echo = icmp_echo
         self.listeners: dict[tuple[str, int], Listener] = {}
@@ -168,7 +171,7 @@ class SocketTable:
 
     def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
         self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner, app or ECHO)
-        WATCH.bump()
+        self.watch.bump()
 
     def open_connections(self) -> dict:
         """TCP connections that are not closed (TIME_WAIT sockets only linger)."""
@@ -179,7 +182,7 @@ class SocketTable:
 
     def add_client(self, proto: str, lip: IPv4Address, lport: int, rip: IPv4Address, rport: int) -> None:
         self.clients.add((proto, lip, lport, rip, rport))
-        WATCH.touch(("sock", id(self), (lip, lport, rip, rport)))
+        self.watch.touch(("sock", id(self), (lip, lport, rip, rport)))
 
     # --- active connections ------------------------------------------------
     def connect(self, local_ip: IPv4Address, remote_ip: IPv4Address, remote_port: int,
@@ -207,7 +210,7 @@ class SocketTable:
                            remote_port) & 0xFFFF
         conn.handle = TcpHandle(self, key, "client", app, tag, auto_close, owner)
         self.tcp[key] = conn
-        WATCH.touch(("sock", id(self), key))
+        self.watch.touch(("sock", id(self), key))
         options = (struct.pack("!BBH", 2, 4, MSS) + b"\x04\x02\x08\x0a"
                    + struct.pack("!II", self._tsval(now), 0) + b"\x01\x03\x03" + bytes([window_scale()]))
         seg = TCP(local_port, remote_port, isn, 0, SYN, 64240, 0, 0, options)
@@ -341,7 +344,7 @@ class SocketTable:
         conn.ip_id = keyed(self.seed, "inet_id", self.ns_name, str(ip.dst), l4.dport, str(ip.src),
                            l4.sport) & 0xFFFF
         self.tcp[key] = conn
-        WATCH.touch(("sock", id(self), key))
+        self.watch.touch(("sock", id(self), key))
         options = synack_options(opts, self._tsval(now), mss=1460, wscale=conn.wscale)
         window = 65160 if ts_ok else 64240
         seg = TCP(l4.dport, l4.sport, isn, (l4.seq + 1) & 0xFFFFFFFF, SYN | ACK, window, 0, 0, options)

@@ -12,7 +12,7 @@ from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SR
                            NatContext, conntrack_in, icmp_reply_translation, manip_packet,
                            nat_initialized, null_binding, setup_nat)
 from kdp.conntrack.tuples import is_icmp_error
-from kdp.watch import WATCH
+from kdp.watch import Watch
 from kdp.wire import ICMP, TCP, UDP, Packet
 
 from .ext import ACCEPT, CONTINUE, DROP, RETURN
@@ -119,10 +119,12 @@ class Netfilter:
     force_statistic: None, or a callable taking a StatisticQuery and returning
     True/False (force the `-m statistic --mode random` rule to match or not)
     or None (let the keyed hash decide).
-    trace_misses: record rules that did not match in the trace (default)."""
+    trace_misses: record rules that did not match in the trace (default).
+    watch: where rule changes are reported (the owning datapath's change log)."""
 
     def __init__(self, ruleset: Ruleset | None = None, conntrack: ConntrackTable | None = None,
-                 info: NamespaceInfo | None = None, seed: int = 0, *, trace_misses: bool = True):
+                 info: NamespaceInfo | None = None, seed: int = 0, *, trace_misses: bool = True,
+                 watch: Watch | None = None):
         self.ruleset = ruleset if ruleset is not None else Ruleset.empty()
         self.ruleset.validate()
         self.conntrack = conntrack if conntrack is not None else ConntrackTable()
@@ -136,12 +138,13 @@ class Netfilter:
         # counted: None, or a list the flow cache's recorder reads: (rule or chain,
         # bytes) per counter increment, None for a volatile rule evaluated
         self.counted: list | None = None
+        self.watch = watch if watch is not None else Watch()
 
     def load(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset (conntrack, recent lists and nfacct stay)."""
         ruleset.validate()
         self.ruleset = ruleset
-        WATCH.bump()
+        self.watch.bump()
 
     def nat_context(self, now: float) -> NatContext:
         return NatContext(self.conntrack, now, self.seed, self.info.name)
