@@ -252,5 +252,5 @@ class Emulator:
             self.datapath.captures.clear()
 
     def inspect(self, spec: str) -> dict:
-        from .inspect import inspect_endpoint
+        from .inspection import inspect_endpoint
         return inspect_endpoint(self, spec)

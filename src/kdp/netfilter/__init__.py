@@ -6,7 +6,7 @@ from .engine import Netfilter, PacketCtx, ip_length
 from .ext import MATCHES, TARGETS
 from .model import SAVE_ORDER, TABLE_CHAINS, Chain, Rule, Ruleset, Table
 from .restore import parse_iptables_save, parse_rule
-from .types import (HOOKS, HookResult, HookState, NamespaceInfo, RulesetError, SkbMeta,
+from .boundary import (HOOKS, HookResult, HookState, NamespaceInfo, RulesetError, SkbMeta,
                     StaticNamespaceInfo, StatisticQuery, TraceEntry)
 
 __all__ = [

@@ -19,7 +19,7 @@ from .ext import ACCEPT, CONTINUE, DROP, RETURN
 from .model import Ruleset
 from .recent import RecentTables
 from .targets import ChainJump, Verdict
-from .types import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
+from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
                     StatisticQuery, TraceEntry)
 
 STAGES = {
