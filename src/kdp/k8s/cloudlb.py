@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from ..net.sockets import keyed
+from ..conntrack.keyed import keyed_hash
 from ..wire import Packet, TCP, UDP
 from .model import Cluster, Service, ServicePort
 
@@ -75,7 +75,8 @@ class CloudLoadBalancer:
         if not fe.healthy:
             return Choice(None, None, f"{fe.service.key}: no healthy backend (probe {fe.probe})",
                           "lb-no-healthy-backend")
-        h = keyed(self.seed, "lb", str(ip.src), l4.sport, str(ip.dst), l4.dport, proto)
+        h = keyed_hash(self.seed, "lb", str(ip.src), l4.sport, str(ip.dst), l4.dport, proto,
+                       seed_as_key=False)
         node, node_ip = fe.healthy[h % len(fe.healthy)]
         return Choice(node, node_ip, f"{fe.service.key} {ip.dst}:{l4.dport}/{proto} -> node {node} "
                       f"({len(fe.healthy)}/{len(fe.backends)} healthy by {fe.probe}); destination unchanged")

@@ -7,21 +7,16 @@
 # left blank); the datapath routes them out.
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from .. import wire
+from ..conntrack.keyed import keyed_hash
 from ..wire import ACK, FIN, ICMP, IPv4, Packet, PSH, RST, SYN, TCP, UDP
 from ..watch import Watch
 
 BLANK_ETH = wire.Ether("00:00:00:00:00:00", "00:00:00:00:00:00", wire.ETH_P_IP)
-
-
-def keyed(seed: int, *parts) -> int:
-    h = hashlib.blake2b(repr((seed,) + parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big")
 
 
 class EchoApp:
@@ -198,16 +193,18 @@ class SocketTable:
         self.connects += 1
         if local_port is None:
             for attempt in range(64):
-                local_port = 32768 + keyed(self.seed, "ephemeral", self.ns_name, str(lip), str(rip),
-                                           remote_port, self.connects, attempt) % 28232
+                local_port = 32768 + keyed_hash(self.seed, "ephemeral", self.ns_name, str(lip), str(rip),
+                                                remote_port, self.connects, attempt,
+                                                seed_as_key=False) % 28232
                 if (lip, local_port, rip, remote_port) not in self.tcp:
                     break
         key = (lip, local_port, rip, remote_port)
-        isn = keyed(self.seed, "isn", self.ns_name, str(lip), local_port, str(rip), remote_port) & 0xFFFFFFFF
+        isn = keyed_hash(self.seed, "isn", self.ns_name, str(lip), local_port, str(rip), remote_port,
+                         seed_as_key=False) & 0xFFFFFFFF
         conn = TcpConn("SYN_SENT", (isn + 1) & 0xFFFFFFFF, 0, isn=isn, queued=bytes(data),
                        close_queued=close)
-        conn.ip_id = keyed(self.seed, "inet_id", self.ns_name, str(lip), local_port, str(rip),
-                           remote_port) & 0xFFFF
+        conn.ip_id = keyed_hash(self.seed, "inet_id", self.ns_name, str(lip), local_port, str(rip),
+                                remote_port, seed_as_key=False) & 0xFFFF
         conn.handle = TcpHandle(self, key, "client", app, tag, auto_close, owner)
         self.tcp[key] = conn
         self.watch.touch(("sock", id(self), key))
@@ -300,7 +297,8 @@ class SocketTable:
         payload, detail = lst.app.datagram(l4.payload, (ip.src, l4.sport), (ip.dst, l4.dport), self._now)
         if payload is None:
             return Delivery("accepted", f"UDP :{l4.dport} ({lst.owner}): {detail}", owner=lst.owner)
-        ident = keyed(self.seed, "udp-id", self.ns_name, str(ip.dst), str(ip.src), l4.sport) & 0xFFFF
+        ident = keyed_hash(self.seed, "udp-id", self.ns_name, str(ip.dst), str(ip.src), l4.sport,
+                           seed_as_key=False) & 0xFFFF
         reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_UDP, 64, ident or 1, 2),
                        l4=UDP(l4.dport, l4.sport, 0, payload))
         return Delivery("answered", f"UDP :{l4.dport} ({lst.owner}) {detail}",
@@ -335,14 +333,15 @@ class SocketTable:
 
     def _syn(self, ip: IPv4, l4: TCP, lst: Listener, now: float) -> Delivery:
         key = (ip.dst, l4.dport, ip.src, l4.sport)
-        isn = keyed(self.seed, "isn", self.ns_name, str(ip.dst), l4.dport, str(ip.src), l4.sport) & 0xFFFFFFFF
+        isn = keyed_hash(self.seed, "isn", self.ns_name, str(ip.dst), l4.dport, str(ip.src), l4.sport,
+                         seed_as_key=False) & 0xFFFFFFFF
         opts = parse_tcp_options(l4.options)
         ts_ok = "ts" in opts
         conn = TcpConn("SYN_RECV", isn + 1, (l4.seq + 1) & 0xFFFFFFFF, ts_ok)
         conn.ts_recent = opts["ts"][0] if ts_ok else 0
         conn.wscale = window_scale() if "ws" in opts else 0
-        conn.ip_id = keyed(self.seed, "inet_id", self.ns_name, str(ip.dst), l4.dport, str(ip.src),
-                           l4.sport) & 0xFFFF
+        conn.ip_id = keyed_hash(self.seed, "inet_id", self.ns_name, str(ip.dst), l4.dport, str(ip.src),
+                                l4.sport, seed_as_key=False) & 0xFFFF
         self.tcp[key] = conn
         self.watch.touch(("sock", id(self), key))
         options = synack_options(opts, self._tsval(now), mss=1460, wscale=conn.wscale)
@@ -526,7 +525,7 @@ class SocketTable:
         return self._out(ip, seg, ident)
 
     def _tsval(self, now: float) -> int:
-        return (keyed(self.seed, "ts", self.ns_name) + int(now * 1000)) & 0xFFFFFFFF
+        return (keyed_hash(self.seed, "ts", self.ns_name, seed_as_key=False) + int(now * 1000)) & 0xFFFFFFFF
 
     def _ts_opt(self, conn: TcpConn, l4: TCP, now: float) -> bytes:
         if not conn.ts_ok:
@@ -536,7 +535,8 @@ class SocketTable:
 
     def _icmp_id(self, pkt: Packet) -> int:
         ip = pkt.ip
-        return keyed(self.seed, "ipid", self.ns_name, str(ip.src), str(ip.dst), ip.ident) & 0xFFFF
+        return keyed_hash(self.seed, "ipid", self.ns_name, str(ip.src), str(ip.dst), ip.ident,
+                          seed_as_key=False) & 0xFFFF
 
 
 def parse_tcp_options(raw: bytes) -> dict:
