@@ -55,7 +55,7 @@ class ArpMixin:
             ns.neigh.update(dev.name, a.spa, a.sha, self.now, create=False)
             self.hop(ev, dev, "arp", "ignore", f"who-has {a.tpa}: not a local address")
             if ev.leg == "request":
-                self.ends["request"].append(End("dropped", "arp-target-not-local", ns.name, ev.pkt))
+                self.ends["request"].append(End("dropped", errors.ARP_NOT_LOCAL, ns.name, ev.pkt))
             return
         waiting = ns.neigh.update(dev.name, a.spa, a.sha, self.now,
                                   create=ns.neigh.get(dev.name, a.spa) is not None)
@@ -104,7 +104,8 @@ class ArpMixin:
         entry = ns.neigh.incomplete(dev.name, nexthop, self.now)
         first = not entry.queue
         if len(entry.queue) >= ns.neigh.QUEUE_LEN:
-            self.drop(ev, dev, "arp", f"unresolved queue for {nexthop} full", "neighbour-queue-full")
+            self.drop(ev, dev, "arp", f"unresolved queue for {nexthop} full",
+                      errors.NEIGH_QUEUE_FULL)
             return
         entry.queue.append((pkt, ev, resume))
         if first:

@@ -124,7 +124,7 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
     def _outcome(self, leg: str) -> Outcome:
         ends = self.ends[leg]
         if not ends:
-            return Outcome("dropped", "lost", None, None)
+            return Outcome("dropped", errors.LOST, None, None)
         best = max(ends, key=lambda e: RANK[e.disposition])
         if best.disposition != "delivered":
             best = next(e for e in ends if e.disposition == best.disposition)

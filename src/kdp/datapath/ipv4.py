@@ -51,12 +51,12 @@ class Ipv4Mixin:
             return
         if not ns.ip_forward:
             self.drop(ev, dev, "route", f"{dst} is not local and forwarding is off",
-                      "forwarding-disabled")
+                      errors.FORWARDING_OFF)
             return
         if is_multicast_mac(pkt.eth.dst) and dev.kind != "loopback":
             # ip_forward(): only PACKET_HOST frames are forwarded
             self.drop(ev, dev, "route", f"{dst} arrived in a link-layer broadcast: not forwarded",
-                      "link-broadcast-not-forwarded")
+                      errors.LINK_BROADCAST)
             return
         nexthop = None
         if ns.lb is not None:

@@ -7,7 +7,7 @@ from .ext import MATCHES, TARGETS
 from .model import SAVE_ORDER, TABLE_CHAINS, Chain, Rule, Ruleset, Table
 from .restore import parse_iptables_save, parse_rule
 from .boundary import (HOOKS, HookResult, HookState, NamespaceInfo, RulesetError, SkbMeta,
-                    StaticNamespaceInfo, StatisticQuery, TraceEntry)
+                       StaticNamespaceInfo, StatisticQuery, TraceEntry)
 
 __all__ = [
     "Netfilter", "PacketCtx", "ip_length", "MATCHES", "TARGETS", "SAVE_ORDER", "TABLE_CHAINS",

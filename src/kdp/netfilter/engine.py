@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kdp import errors
 from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SRC, ConntrackTable,
                            NatContext, conntrack_in, icmp_reply_translation, manip_packet,
                            nat_initialized, null_binding, setup_nat)
@@ -15,12 +16,12 @@ from kdp.conntrack.tuples import is_icmp_error
 from kdp.watch import Watch
 from kdp.wire import ICMP, TCP, UDP, Packet
 
+from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
+                       StatisticQuery, TraceEntry)
 from .ext import ACCEPT, CONTINUE, DROP, RETURN
 from .model import Ruleset
 from .recent import RecentTables
 from .targets import ChainJump, Verdict
-from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
-                    StatisticQuery, TraceEntry)
 
 STAGES = {
     "PREROUTING": ("raw", "conntrack", "mangle", "nat"),
@@ -201,7 +202,7 @@ class Netfilter:
         if meta.ctinfo in (RELATED, RELATED_REPLY) and is_icmp_error(pc.pkt):
             new, ev = icmp_reply_translation(pc.pkt, ct, meta.ct_dir, manip)
             if new is None:
-                return DROP, "nat-icmp-translation"
+                return DROP, errors.NAT_ICMP_TRANSLATION
             if ev:
                 pc.event(ev, "nat")
                 pc.set_packet(new)
@@ -228,7 +229,7 @@ class Netfilter:
             return ACCEPT, None
         if not self.conntrack.confirm(ct, pc.now):
             pc.event(f"conntrack clash: {ct.orig} / reply {ct.reply} already in the table")
-            return DROP, "conntrack-clash"
+            return DROP, errors.CONNTRACK_CLASH
         pc.event(f"conntrack confirm {ct.orig}")
         return ACCEPT, None
 
@@ -286,7 +287,7 @@ class Netfilter:
                 if not t.goto:
                     stack.append((cur, idx))
                     if len(stack) > MAX_JUMP_DEPTH:
-                        return DROP, "netfilter-jump-depth"
+                        return DROP, errors.JUMP_DEPTH
                 cur, idx = table.chains[t.chain], 0
                 continue
             if isinstance(t, Verdict):
