@@ -13,7 +13,7 @@ from ..addr import is_multicast_mac
 from ..conntrack.keyed import keyed_hash
 from ..net.device import Device
 from ..net.namespace import Namespace
-from ..net.sockets import icmp_error
+from ..net.replies import icmp_error
 from ..wire import Packet
 
 

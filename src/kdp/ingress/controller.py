@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from ..conntrack.keyed import keyed_hash
-from ..net.sockets import TcpHandle
+from ..net.tcpstate import TcpHandle
 from .backend import BackendApp
 from .http import (HOP_BY_HOP, Headers, HttpError, Request, Response, build_request, error_response,
                    http_date, normalize_path, parse_request, parse_response)
