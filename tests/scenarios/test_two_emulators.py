@@ -60,10 +60,11 @@ def write_spoof_traffic(path: str, emu: Emulator) -> None:
 
 class Baton:
     """Runs callables in threads one at a time: a run hands over to the next
-    unfinished one when its frame count reaches one of its switch points."""
+    unfinished one when its frame count reaches one of its switch points.
+    log: (run, frames it had done) at each hand-over."""
 
     def __init__(self, n: int):
-        self.n, self.turn, self.done = n, 0, set()
+        self.n, self.turn, self.done, self.log = n, 0, set(), []
         self.cv = threading.Condition()
 
     def _next(self, me: int) -> int:
@@ -80,26 +81,27 @@ class Baton:
             while todo and seen[0] >= todo[0]:
                 todo.pop(0)
                 with self.cv:
+                    self.log.append((me, seen[0]))
                     self.turn = self._next(me)
                     self.cv.notify_all()
                     self.cv.wait_for(lambda: self.turn == me)
         return cb
 
     def run(self, fns: list) -> list:
-        results: list = [None] * self.n
+        results: list = [("error", RuntimeError("did not finish"))] * self.n
 
         def body(me: int) -> None:
             with self.cv:
                 self.cv.wait_for(lambda: self.turn == me)
             try:
                 results[me] = ("ok", fns[me]())
-            except BaseException as e:          # noqa: BLE001 - handed to the test below
+            except BaseException as e:          # noqa: BLE001 - raised in the test below
                 results[me] = ("error", e)
             with self.cv:
                 self.done.add(me)
                 self.turn = self._next(me)
                 self.cv.notify_all()
-        threads = [threading.Thread(target=body, args=(i,)) for i in range(self.n)]
+        threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(self.n)]
         for th in threads:
             th.start()
         for th in threads:
@@ -141,10 +143,11 @@ def test_interleaved_runs_on_two_emulators_are_each_as_if_alone(tmp_path):
     assert all('"reason": "not-for-this-host"' in ln for ln in lines[39:])
     assert alone_a[3]["fastpath_hits"] > 10 and alone_b[3]["fastpath_hits"] > 40
 
-    # A hands over when its count passes 8 and 24, B at 20: A replays frames up to
-    # 21, B runs to 20, A to 30, B to the end (its rule change at 30; its cache
-    # closes), A to the end: it learns web-1 and ext again, web-1's FDB entry
-    # moves at 38, and the frames to web-1 after it must not be replayed
+    # A hands over when its count passes 8 and 24, B at 20 (counts move by whole
+    # replayed batches): A runs frames 0-21, B 0-29, A 22-30, B 30 to the end (its
+    # rule change at 30; then its cache closes), A 31 to the end: it learns web-1
+    # and ext again, web-1's FDB entry moves at 38, and the frames to web-1 after
+    # it must not be replayed
     baton = Baton(2)
     got_a, got_b = baton.run([start(str(tmp_path), "mixed-a", a_pcap, a_events, baton.progress(0, [8, 24])),
                               start(str(tmp_path), "mixed-b", b_pcap, b_events, baton.progress(1, [20]))])
@@ -153,6 +156,7 @@ def test_interleaved_runs_on_two_emulators_are_each_as_if_alone(tmp_path):
         assert got[1] == alone[1], f"{name}: captures differ from the run alone"
         assert got[2] == alone[2], f"{name}: conntrack tables or counters differ from the run alone"
         assert got[3] == alone[3], f"{name}: summary (fast path hits) differs from the run alone"
+    assert baton.log == [(0, 22), (1, 30), (0, 31)]      # the schedule above, as it ran
 
 
 def test_a_rule_change_in_one_emulator_leaves_the_others_cached_flows(tmp_path):
