@@ -11,6 +11,8 @@
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
+from .errors import CONNTRACK_FULL
+
 cdef struct ct_entry_t:
     double timeout_at
     double created
@@ -1308,7 +1310,7 @@ cdef class CtTable:
         if res.code == CT_DROP_:
             if res.reason == R_NOMEM:
                 raise MemoryError("conntrack table")
-            return CtVerdict(None, None, None, None, False, "conntrack-table-full", None, None, 0)
+            return CtVerdict(None, None, None, None, False, CONNTRACK_FULL, None, None, 0)
         if res.code == CT_INVALID_:
             return CtVerdict(None, None, None, None, False, None,
                              _ct_reason(res.reason, res.arg1, res.arg2, inputs), None, 0)

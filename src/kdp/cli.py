@@ -40,7 +40,7 @@ def cmd_topology(a) -> int:
 
 
 def cmd_inspect(a) -> int:
-    from .inspect import inspect_text
+    from .inspection import inspect_text
     emu = load_emulator(a.cluster, capture=False)
     info = emu.inspect(a.target)
     print(json.dumps(info, indent=2) if a.json else inspect_text(info))

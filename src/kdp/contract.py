@@ -203,6 +203,8 @@ def check_nat_args(manip: str, min_ip=None, max_ip=None, min_port=None, max_port
         raise ValueError("give both ends of an address or port range, or neither")
 
 
+# The ICMP types that are errors (unreachable, source quench, redirect, time exceeded, parameter
+# problem): declared here only; kdp.wire and everything else import this one.
 ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 
 

@@ -7,10 +7,10 @@ import struct
 from ipaddress import IPv4Address, ip_address
 
 from . import assembly, wire
+from .conntrack.keyed import keyed_hash
 from .datapath import Datapath, Outcome
 from .errors import UsageError
 from .k8s.model import Cluster
-from .net.sockets import keyed
 from .wire import ICMP, IPv4, Packet, TCP, UDP
 
 PROTOS = {"tcp": wire.PROTO_TCP, "udp": wire.PROTO_UDP, "icmp": wire.PROTO_ICMP}
@@ -158,8 +158,8 @@ class Emulator:
             dport = d.port if d.port is not None else 80
         self._flows += 1
         if sport is None:
-            sport = 32768 + keyed(self.seed, "sport", src, dst, self._flows) % 28232
-        ident = keyed(self.seed, "ipid", src, dst, self._flows) & 0xFFFF
+            sport = 32768 + keyed_hash(self.seed, "sport", src, dst, self._flows, seed_as_key=False) % 28232
+        ident = keyed_hash(self.seed, "ipid", src, dst, self._flows, seed_as_key=False) & 0xFFFF
         srcip = s.ip if s.kind == "ext" else self.datapath.route_source(s.ns, d.ip)
         if srcip is None:
             raise UsageError(f"{src} has no route to {d.ip}")
@@ -171,9 +171,11 @@ class Emulator:
               time=None) -> Packet:
         eth = wire.Ether("00:00:00:00:00:00", "00:00:00:00:00:00", wire.ETH_P_IP)
         if proto == "tcp":
-            tsval = (keyed(self.seed, "ts", str(src)) + int(self._now(time) * 1000)) & 0xFFFFFFFF
+            tsval = (keyed_hash(self.seed, "ts", str(src), seed_as_key=False)
+                     + int(self._now(time) * 1000)) & 0xFFFFFFFF
             opts = LINUX_SYN_OPTIONS[:8] + struct.pack("!II", tsval, 0) + LINUX_SYN_OPTIONS[16:]
-            seq = keyed(self.seed, "isn", str(src), sport, str(dst), dport) & 0xFFFFFFFF
+            seq = keyed_hash(self.seed, "isn", str(src), sport, str(dst), dport,
+                             seed_as_key=False) & 0xFFFFFFFF
             l4 = TCP(sport, dport, seq, 0, flags if flags is not None else wire.SYN, 64240, 0, 0,
                      opts if flags in (None, wire.SYN) else b"", payload or b"")
             ip = IPv4(src, dst, wire.PROTO_TCP, ttl, ident, 2)
@@ -251,5 +253,5 @@ class Emulator:
             self.datapath.captures.clear()
 
     def inspect(self, spec: str) -> dict:
-        from .inspect import inspect_endpoint
+        from .inspection import inspect_endpoint
         return inspect_endpoint(self, spec)

@@ -41,8 +41,10 @@ class UsageError(KdpError):
     """A command-line argument names something that does not exist or makes no sense."""
 
 
-# Drop reasons. A dropped frame always carries one of these (or a rule reference
-# such as "rule:filter/KUBE-SERVICES#3").
+# Drop reasons. A dropped frame always carries one of these (or a reference to
+# where netfilter dropped it: "rule:filter/KUBE-SERVICES#3", "policy:filter/FORWARD",
+# "hook:INPUT", or the note a NAT target left). Code names them from here, never
+# as string literals.
 NO_ROUTE = "no-route"
 TTL_EXCEEDED = "ttl-exceeded"
 INVALID_CHECKSUM = "invalid-checksum"
@@ -57,3 +59,15 @@ CONNTRACK_FULL = "conntrack-table-full"
 HOP_LIMIT = "emulator-hop-limit"          # a loop: the frame was handed on too many times
 LINK_DOWN = "no-carrier"
 FRAGMENT = "fragment-not-supported"
+LOST = "lost"                             # the leg never ended anywhere (no drop, no delivery recorded)
+NO_SUCH_HOST = "no-such-host"             # the underlay has no host with the destination MAC
+BRIDGE_NO_HAIRPIN = "bridge-no-hairpin"   # the FDB points back out of the ingress port
+FORWARDING_OFF = "forwarding-disabled"    # not local and net.ipv4.ip_forward=0
+LINK_BROADCAST = "link-broadcast-not-forwarded"   # ip_forward() takes PACKET_HOST frames only
+NEIGH_QUEUE_FULL = "neighbour-queue-full"  # the unresolved neighbour's queue is full
+ARP_NOT_LOCAL = "arp-target-not-local"    # an ARP request for an address that is not ours
+NAT_ICMP_TRANSLATION = "nat-icmp-translation"  # an ICMP error's quoted packet cannot be un-NATed
+CONNTRACK_CLASH = "conntrack-clash"       # confirm found the tuple taken meanwhile
+JUMP_DEPTH = "netfilter-jump-depth"       # more nested chain jumps than the kernel allows
+LB_NO_RULE = "lb-no-rule"                 # the cloud load balancer has no rule for the frame
+LB_NO_BACKEND = "lb-no-healthy-backend"   # ... a rule, but no node passes its health probe

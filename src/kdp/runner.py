@@ -13,7 +13,7 @@ import os
 import struct
 from typing import BinaryIO
 
-from . import wire
+from . import errors, wire
 from .accel import FlowEngine
 from .datapath.flowcache import FlowCache
 from .errors import KdpError
@@ -31,7 +31,7 @@ class FastpathMismatch(KdpError):
 
 def run_record(index: int, outcome, err: str | None) -> dict:
     if outcome is None:
-        return {"index": index, "disposition": "dropped", "reason": "malformed-frame",
+        return {"index": index, "disposition": "dropped", "reason": errors.MALFORMED,
                 "delivered_to": None, "packet": None, "error": err}
     return {"index": index, "disposition": outcome.disposition, "reason": outcome.reason,
             "delivered_to": outcome.delivered_to,

@@ -10,6 +10,7 @@ from ipaddress import IPv4Address
 
 from .accel import csum_replace, inet_checksum
 from .addr import mac_from_bytes, mac_to_bytes
+from .contract import ICMP_ERROR_TYPES  # noqa: F401  (the ICMP error types, declared once there)
 from .errors import KdpError
 
 ETH_P_IP = 0x0800
@@ -23,7 +24,6 @@ FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 # ICMP types/codes used by the stack
 ICMP_ECHOREPLY, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
 ICMP_NET_UNREACH, ICMP_HOST_UNREACH, ICMP_PORT_UNREACH = 0, 1, 3
-ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 
 
 class MalformedFrame(KdpError):

@@ -18,7 +18,6 @@ from kdp.emulator import Emulator
 from kdp.k8s.kubeproxy import generate_rules
 from kdp.runner import FastpathMismatch, PcapRun
 from kdp.testing.plugin import load_profile
-from kdp.watch import WATCH
 
 from .svc_cluster import svc_cluster
 
@@ -191,7 +190,7 @@ def test_the_cache_lets_go_after_the_run(tmp_path):
     emu = Emulator(svc_cluster(), capture=False, trace=False)
     pcap = _write(tmp_path, steady([0], 10))
     emu.run_pcap(pcap, "pod/default/client", io.BytesIO())
-    assert WATCH.tokens is None and emu.datapath.rec is None
+    assert emu.datapath.watch.tokens is None and emu.datapath.rec is None
     nf = emu.topology.node_ns["n1"].netfilter
     assert nf.counted is None and nf.conntrack.recorder is None
 

@@ -6,7 +6,10 @@
 # Two kinds of hash:
 # - keyed_hash(): BLAKE2b over a joined string. Slow (~1 us), used once per
 #   *decision point* (decision_point(): a rule, a NAT manip) to name it with a
-#   64-bit id, and for choices that are not made per packet.
+#   64-bit id, and for choices that are not made per packet. The one keyed hash
+#   of kdp: with seed_as_key=False it is the construction the socket layer, the
+#   emulator's own packets, the DNS resolver and the cloud load balancer draw
+#   their ISNs, ports and IP IDs from.
 # - flow_hash(seed, point, tuple): the per-packet choice. A few rounds of the
 #   splitmix64 finaliser over 64-bit words; the compiled fast path computes the
 #   very same value in C (kdp._fastpath), so both paths choose alike.
@@ -19,12 +22,22 @@ _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
 
 
-def keyed_hash(seed: int, *parts: object) -> int:
-    """A 64-bit keyed hash of the parts (BLAKE2b keyed with the seed).
+def keyed_hash(seed: int, *parts: object, seed_as_key: bool = True) -> int:
+    """A 64-bit keyed hash of the parts: BLAKE2b, an 8-byte digest read big-endian.
 
     The same (seed, parts) always give the same value, in any process and in
     any order of evaluation: choices made from it do not depend on which flows
-    were seen before (unlike a shared RNG stream)."""
+    were seen before (unlike a shared RNG stream).
+
+    Two constructions, which give different values for the same arguments
+    (each caller keeps its own, so every output stays what it was):
+    - seed_as_key (conntrack, netfilter, NAT): BLAKE2b keyed with the seed's
+      low 64 bits, over the parts' str() joined by 0x1f;
+    - seed_as_key=False (sockets, the emulator's packets, DNS, the cloud LB):
+      unkeyed BLAKE2b over repr((seed, *parts))."""
+    if not seed_as_key:
+        data = repr((seed, *parts)).encode()
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
     key = (seed & _M64).to_bytes(8, "big")
     data = "\x1f".join(str(p) for p in parts).encode()
     return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=key).digest(), "big")

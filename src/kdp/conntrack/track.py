@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kdp import errors
 from kdp.wire import (ICMP, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP, UDP, Packet, l4_checksum_ok,
                       tcp_flag_str)
 
@@ -119,7 +120,7 @@ def _resolve(table: ConntrackTable, pkt: Packet, t: Tuple, now: float) -> CtResu
     events = [f"conntrack early-drop {e.orig}" for e in evicted]
     if not ok:
         events.append("nf_conntrack: table full, dropping packet")
-        return CtResult(drop="conntrack-table-full", events=events)
+        return CtResult(drop=errors.CONNTRACK_FULL, events=events)
     entry = table.new_entry(t, reply, now)
     if t.proto == PROTO_TCP:
         entry.tcp = TcpInfo()

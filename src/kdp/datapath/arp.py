@@ -10,7 +10,6 @@ from .. import errors, wire
 from ..addr import BROADCAST_MAC, ZERO_MAC, is_multicast_mac
 from ..net.device import Device
 from ..net.namespace import Namespace
-from ..watch import WATCH
 from ..wire import ARP, Ether, Packet
 from .outcome import End
 
@@ -56,7 +55,7 @@ class ArpMixin:
             ns.neigh.update(dev.name, a.spa, a.sha, self.now, create=False)
             self.hop(ev, dev, "arp", "ignore", f"who-has {a.tpa}: not a local address")
             if ev.leg == "request":
-                self.ends["request"].append(End("dropped", "arp-target-not-local", ns.name, ev.pkt))
+                self.ends["request"].append(End("dropped", errors.ARP_NOT_LOCAL, ns.name, ev.pkt))
             return
         waiting = ns.neigh.update(dev.name, a.spa, a.sha, self.now,
                                   create=ns.neigh.get(dev.name, a.spa) is not None)
@@ -64,12 +63,12 @@ class ArpMixin:
         if ev.leg in ("request", "reply"):       # an ARP reply that was itself the frame followed
             self.delivered(ev, ns, ev.pkt, f"ARP reply taken into {ns.name}'s neighbour table")
         if waiting:
-            ns.neigh.get(dev.name, a.spa).cache_header()     # output resolved it: the header is cached
+            ns.neigh.cache_header(ns.neigh.get(dev.name, a.spa))     # output resolved it: the header is cached
         for qpkt, qev, resume in waiting:
             if resume is not None:               # a bridged DNAT frame waiting for its MAC
                 entry = ns.neigh.get(dev.name, a.spa)
                 if entry is not None:
-                    entry.cache_header()
+                    ns.neigh.cache_header(entry)
                 resume(a.sha, True)
                 continue
             out = wire.set_macs(qpkt, dev.mac, a.sha)
@@ -92,11 +91,11 @@ class ArpMixin:
             # br_nf_pre_routing_finish_bridge: with a cached header the frame is bridged
             # at once; otherwise it goes out through the bridge device first
             via_output = not entry.hh
-            entry.cache_header()
+            ns.neigh.cache_header(entry)
             resume(mac, via_output)
             return
         if mac is not None:
-            entry.cache_header()
+            ns.neigh.cache_header(entry)
             out = wire.set_macs(pkt, dev.mac, mac)
             if self.tracing:
                 self.hop(ev, dev, "arp", "resolved", f"next hop {nexthop} is-at {mac}")
@@ -105,7 +104,8 @@ class ArpMixin:
         entry = ns.neigh.incomplete(dev.name, nexthop, self.now)
         first = not entry.queue
         if len(entry.queue) >= ns.neigh.QUEUE_LEN:
-            self.drop(ev, dev, "arp", f"unresolved queue for {nexthop} full", "neighbour-queue-full")
+            self.drop(ev, dev, "arp", f"unresolved queue for {nexthop} full",
+                      errors.NEIGH_QUEUE_FULL)
             return
         entry.queue.append((pkt, ev, resume))
         if first:
@@ -126,8 +126,7 @@ class ArpMixin:
         did = False
         for ns in self.namespaces.values():
             for entry in ns.neigh.pending():
-                entry.state = "FAILED"
-                WATCH.bump()
+                ns.neigh.fail(entry)
                 queued, entry.queue = entry.queue, []
                 for pkt, ev, _resume in queued:
                     dev = ns.devices.get(entry.dev)

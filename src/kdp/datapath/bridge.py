@@ -58,7 +58,7 @@ class BridgeMixin:
             self._flood(br, port, pkt, ev, nf=nf)
         elif out is port and not port.hairpin:
             self.drop(ev, port, "bridge", f"{br.name}: {dst} is behind the ingress port and hairpin is off",
-                      "bridge-no-hairpin")
+                      errors.BRIDGE_NO_HAIRPIN)
         else:
             if self.tracing:
                 self.hop(ev, port, "bridge", "forward", f"{br.name}: {dst} via port {out.name}"

@@ -8,6 +8,7 @@ from collections import deque
 from .. import errors
 from ..net.device import Device
 from ..net.namespace import Namespace
+from ..watch import Watch
 from ..wire import Packet
 from .arp import ArpMixin
 from .bridge import BridgeMixin
@@ -32,7 +33,16 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
         self.now = 0.0
         self.rec = None                 # the flow cache's recorder (kdp.datapath.flowcache)
         self.capture_sink = None        # callable(dev, now, pkt): streamed captures instead of the dict
+        self.watch = Watch()            # this datapath's change log (kdp.watch), no one else's
+        self.bind_watch()
         self._reset_record()
+
+    def bind_watch(self) -> None:
+        """Hand this datapath's change log to every table of its namespaces
+        that reports changes (again when a flow cache starts listening, for
+        tables set up since)."""
+        for ns in self.namespaces.values():
+            ns.report_changes_to(self.watch)
 
     # --- record of one injection ----------------------------------------
     def _reset_record(self) -> None:
@@ -114,7 +124,7 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
     def _outcome(self, leg: str) -> Outcome:
         ends = self.ends[leg]
         if not ends:
-            return Outcome("dropped", "lost", None, None)
+            return Outcome("dropped", errors.LOST, None, None)
         best = max(ends, key=lambda e: RANK[e.disposition])
         if best.disposition != "delivered":
             best = next(e for e in ends if e.disposition == best.disposition)

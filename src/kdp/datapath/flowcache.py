@@ -8,7 +8,8 @@
 # twin) keyed by the frame's headers, whose every capture is derived from the
 # frame and checked byte for byte against what the reference produced. State
 # the engine touches lives in slots, written back before the reference runs
-# again; entries are forgotten when what they rest on changes (kdp.watch).
+# again; entries are forgotten when what they rest on changes (the datapath's
+# change log, Datapath.watch: kdp.watch).
 from __future__ import annotations
 
 import math
@@ -19,7 +20,6 @@ from .._pureflow import apply_template, rst_source
 from ..conntrack.entry import SEEN_REPLY
 from ..contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT, OP_FDB_CHECK,
                         OP_FDB_LEARN, OP_GEN_RST)
-from ..watch import WATCH
 
 # Header bytes a capture may differ in from its source: MACs, TTL, addresses,
 # ports (checksums are adjusted, everything else is carried through).
@@ -45,7 +45,7 @@ class Recorder:
         self.rst: bytes | None = None
         self.legs: list[str] = []              # the leg of each entry of counted
         self.counted.clear()
-        self.generation = WATCH.generation
+        self.generation = self.dp.watch.generation
 
     # --- called from the reference path --------------------------------------
     def ct_before(self, table, entry) -> None:
@@ -70,7 +70,7 @@ class Recorder:
             return
         if e is None or e.port is not port:
             self.problems.append(f"{br.name} learns {mac}")
-            WATCH.touch(("fdb", id(br), mac))
+            self.dp.watch.touch(("fdb", id(br), mac))
             return
         self.ops.append(("fdb_learn", br, mac))
 
@@ -107,7 +107,7 @@ class Recorder:
             if _ct_state(entry) != state:
                 changed.append(("ct", eid))
                 self.problems.append("the conntrack entry changed")
-        if WATCH.generation != self.generation:
+        if self.dp.watch.generation != self.generation:
             self.problems.append("routes, rules, neighbours or listeners changed")
         return changed
 
@@ -142,7 +142,9 @@ class FlowCache:
         self.fdb_slot_key: dict[int, tuple] = {}
         self.removed: list = []
         self.tally: dict[str, int] = {}            # replayed frames per disposition
-        self.generation = WATCH.generation
+        datapath.bind_watch()
+        self.watch = datapath.watch
+        self.generation = self.watch.generation
         self.recorder = Recorder(datapath)
         self.carry_psh = False
         # id(ruleset) -> (ruleset, reads TCP flags): a ruleset is scanned once (rules
@@ -156,7 +158,7 @@ class FlowCache:
                 nf.counted = self.recorder.counted
                 nf.conntrack.recorder = self.recorder
                 nf.conntrack.on_remove = self._ct_removed
-        WATCH.tokens = []
+        self.watch.tokens = []
 
     def _set_carry_psh(self) -> None:
         """PSH changes no decision unless a rule reads TCP flags (--tcp-flags,
@@ -238,17 +240,18 @@ class FlowCache:
                 nf.counted = None
                 nf.conntrack.recorder = None
                 nf.conntrack.on_remove = None
-        WATCH.tokens = None
+        self.watch.tokens = None
 
     def _forget_changed(self, tokens: list) -> None:
         """Forget the entries resting on what changed (everything, when the
         generation moved)."""
-        tokens = tokens + self.removed + (WATCH.tokens or [])
+        watch = self.watch
+        tokens = tokens + self.removed + (watch.tokens or [])
         self.removed = []
-        if WATCH.tokens is not None:
-            WATCH.tokens.clear()
-        if WATCH.generation != self.generation:
-            self.generation = WATCH.generation
+        if watch.tokens is not None:
+            watch.tokens.clear()
+        if watch.generation != self.generation:
+            self.generation = watch.generation
             self.forget_all()
             self._set_carry_psh()
         for tok in tokens:

@@ -10,9 +10,10 @@ from ipaddress import IPv4Address
 
 from .. import errors, wire
 from ..addr import is_multicast_mac
+from ..conntrack.keyed import keyed_hash
 from ..net.device import Device
 from ..net.namespace import Namespace
-from ..net.sockets import icmp_error, keyed
+from ..net.replies import icmp_error
 from ..wire import Packet
 
 
@@ -50,12 +51,12 @@ class Ipv4Mixin:
             return
         if not ns.ip_forward:
             self.drop(ev, dev, "route", f"{dst} is not local and forwarding is off",
-                      "forwarding-disabled")
+                      errors.FORWARDING_OFF)
             return
         if is_multicast_mac(pkt.eth.dst) and dev.kind != "loopback":
             # ip_forward(): only PACKET_HOST frames are forwarded
             self.drop(ev, dev, "route", f"{dst} arrived in a link-layer broadcast: not forwarded",
-                      "link-broadcast-not-forwarded")
+                      errors.LINK_BROADCAST)
             return
         nexthop = None
         if ns.lb is not None:
@@ -168,7 +169,8 @@ class Ipv4Mixin:
         src = self.route_source(ns, pkt.ip.src)
         if src is None:
             return
-        ident = keyed(self.seed, "icmp-id", ns.name, str(pkt.ip.src), pkt.ip.ident) & 0xFFFF
+        ident = keyed_hash(self.seed, "icmp-id", ns.name, str(pkt.ip.src), pkt.ip.ident,
+                           seed_as_key=False) & 0xFFFF
         err = icmp_error(pkt, typ, code, ident, src=src)
         self.hop(ev, dev, "route", "icmp", f"sending {wire.icmp_str(err.l4)} to {pkt.ip.src}", ns)
         leg = answer_leg(ev.leg)

@@ -4,6 +4,7 @@
 # (br_dev_xmit). Also the per-device captures tcpdump would show.
 from __future__ import annotations
 
+from .. import errors
 from ..addr import is_multicast_mac
 from ..net.device import Bridge, Device
 from ..wire import Packet
@@ -14,7 +15,7 @@ class LinkMixin:
         """dev_queue_xmit(): dev sends pkt."""
         if not dev.up or not dev.carrier:
             if pkt.arp is None:
-                self.drop(ev, dev, "link", f"{dev.name} has no carrier", "no-carrier")
+                self.drop(ev, dev, "link", f"{dev.name} has no carrier", errors.LINK_DOWN)
             else:
                 self.hop(ev, dev, "link", "drop", f"{dev.name} has no carrier: ARP not sent")
             return
@@ -35,7 +36,7 @@ class LinkMixin:
             return
         if dev.kind == "bridge":
             return
-        self.drop(ev, dev, "link", "device has no peer or segment", "no-carrier")
+        self.drop(ev, dev, "link", "device has no peer or segment", errors.LINK_DOWN)
 
     def segment_xmit(self, dev: Device, pkt: Packet, ev) -> None:
         seg = dev.segment
@@ -45,7 +46,8 @@ class LinkMixin:
         else:
             targets = [d for d in seg.devices if d.mac == dst and d is not dev]
         if not targets:
-            self.drop(ev, dev, "underlay", f"no host with MAC {dst} on {seg.name}", "no-such-host")
+            self.drop(ev, dev, "underlay", f"no host with MAC {dst} on {seg.name}",
+                      errors.NO_SUCH_HOST)
             return
         for t in targets:
             if self.tracing:

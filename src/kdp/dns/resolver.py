@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address
 
 from .. import wire as pw
+from ..conntrack.keyed import keyed_hash
 from ..errors import UsageError
 from ..k8s.coredns import VNET_DNS
-from ..net.sockets import keyed
 from . import wire
 from .wire import DnsFormatError, Message
 
@@ -288,12 +288,12 @@ def _source(emu, ep, src, server) -> IPv4Address:
 
 def _udp(emu, ep, src, server, qname, qt, time) -> Exchange:
     n = _seq(emu)
-    sport = 32768 + keyed(emu.seed, "dns-sport", src, qname, qt, "udp", n) % 28232
-    ident = keyed(emu.seed, "dns-id", src, qname, qt, n) & 0xFFFF
+    sport = 32768 + keyed_hash(emu.seed, "dns-sport", src, qname, qt, "udp", n, seed_as_key=False) % 28232
+    ident = keyed_hash(emu.seed, "dns-id", src, qname, qt, n, seed_as_key=False) & 0xFFFF
     q = wire.query(qname, qt, ident)
     sip = _source(emu, ep, src, server)
     ex = Exchange(qname, qt, server, "udp", sip, sport, q)
-    ipid = keyed(emu.seed, "dns-ipid", src, n) & 0xFFFF
+    ipid = keyed_hash(emu.seed, "dns-ipid", src, n, seed_as_key=False) & 0xFFFF
     pkt = emu.build(sip, server, "udp", sport, DNS_PORT, ident=ipid, payload=q.encode(), time=time)
     ep.ns.sockets.add_client("udp", sip, sport, server, DNS_PORT)
     out = emu.datapath.originate(ep.ns, pkt, _now(emu, time))
@@ -320,11 +320,12 @@ def _tcp(emu, ep, src, server, q: Message, time) -> Exchange:
     response (in as many segments as it takes), then the client closes."""
     n = _seq(emu)
     question = q.questions[0]
-    sport = 32768 + keyed(emu.seed, "dns-sport", src, question.name, question.qtype, "tcp", n) % 28232
+    sport = 32768 + keyed_hash(emu.seed, "dns-sport", src, question.name, question.qtype, "tcp", n,
+                               seed_as_key=False) % 28232
     sip = _source(emu, ep, src, server)
     ex = Exchange(question.name, question.qtype, server, "tcp", sip, sport, q)
     now = _now(emu, time)
-    ipid = keyed(emu.seed, "dns-ipid", src, n) & 0xFFFF
+    ipid = keyed_hash(emu.seed, "dns-ipid", src, n, seed_as_key=False) & 0xFFFF
     syn = emu.build(sip, server, "tcp", sport, DNS_PORT, ident=ipid, time=time)
     ep.ns.sockets.add_client("tcp", sip, sport, server, DNS_PORT)
     out = emu.datapath.originate(ep.ns, syn, now)

@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from ..net.sockets import TcpHandle, keyed
+from ..conntrack.keyed import keyed_hash
+from ..net.tcpstate import TcpHandle
 from .backend import BackendApp
 from .http import (HOP_BY_HOP, Headers, HttpError, Request, Response, build_request, error_response,
                    http_date, normalize_path, parse_request, parse_response)
@@ -137,8 +138,8 @@ class ControllerApp:
             return self._local(rec, 503, now, f"{what}: {route.why}: {up.problem}")
         if h is None:                     # no socket layer behind us (the oracle's real sockets)
             return self._local(rec, 502, now, f"{what}: no socket context to open an upstream connection")
-        pick = keyed(self.seed, "ingress-upstream", self.pod_key, str(down[2]), down[3], str(down[0]),
-                     down[1], conn["n"]) % len(up.endpoints)
+        pick = keyed_hash(self.seed, "ingress-upstream", self.pod_key, str(down[2]), down[3], str(down[0]),
+                          down[1], conn["n"], seed_as_key=False) % len(up.endpoints)
         rec.endpoint = ep = up.endpoints[pick]
         data = self.upstream_request(req, down[0], down[3], rec)
         rec.handle = h.table.connect(down[2], ep.ip, ep.port, now, app=self, data=data, tag=rec,
@@ -165,7 +166,8 @@ class ControllerApp:
         """The request as ingress-nginx proxies it (proxy_set_header ... in nginx.conf)."""
         authority = req.authority or ""
         parts = (self.pod_key, str(client_ip), rec.downstream[1], len(self.log))
-        rid = f"{keyed(self.seed, 'request-id', *parts):016x}{keyed(self.seed, 'request-id-2', *parts):016x}"
+        rid = (f"{keyed_hash(self.seed, 'request-id', *parts, seed_as_key=False):016x}"
+               f"{keyed_hash(self.seed, 'request-id-2', *parts, seed_as_key=False):016x}")
         h = Headers()
         h.add("Host", authority)
         h.add("X-Request-ID", rid)

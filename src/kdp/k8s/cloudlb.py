@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from ..net.sockets import keyed
+from .. import errors
+from ..conntrack.keyed import keyed_hash
 from ..wire import Packet, TCP, UDP
 from .model import Cluster, Service, ServicePort
 
@@ -67,15 +68,18 @@ class CloudLoadBalancer:
             return None
         l4 = pkt.l4
         if not isinstance(l4, (TCP, UDP)):
-            return Choice(None, None, f"no load-balancing rule for {pkt.proto_name} to {ip.dst}", "lb-no-rule")
+            return Choice(None, None, f"no load-balancing rule for {pkt.proto_name} to {ip.dst}",
+                          errors.LB_NO_RULE)
         proto = "TCP" if isinstance(l4, TCP) else "UDP"
         fe = self.frontends.get((ip.dst, proto, l4.dport))
         if fe is None:
-            return Choice(None, None, f"no load-balancing rule for {ip.dst}:{l4.dport}/{proto}", "lb-no-rule")
+            return Choice(None, None, f"no load-balancing rule for {ip.dst}:{l4.dport}/{proto}",
+                          errors.LB_NO_RULE)
         if not fe.healthy:
             return Choice(None, None, f"{fe.service.key}: no healthy backend (probe {fe.probe})",
-                          "lb-no-healthy-backend")
-        h = keyed(self.seed, "lb", str(ip.src), l4.sport, str(ip.dst), l4.dport, proto)
+                          errors.LB_NO_BACKEND)
+        h = keyed_hash(self.seed, "lb", str(ip.src), l4.sport, str(ip.dst), l4.dport, proto,
+                       seed_as_key=False)
         node, node_ip = fe.healthy[h % len(fe.healthy)]
         return Choice(node, node_ip, f"{fe.service.key} {ip.dst}:{l4.dport}/{proto} -> node {node} "
                       f"({len(fe.healthy)}/{len(fe.backends)} healthy by {fe.probe}); destination unchanged")

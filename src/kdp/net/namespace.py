@@ -32,6 +32,14 @@ class Namespace:
     owner: Any = None                           # the Pod / Node object, when there is one
     lb: Any = None                              # the edge's cloud load balancer (k8s.cloudlb)
 
+    def report_changes_to(self, watch) -> None:
+        """Hand watch (kdp.watch.Watch, the owning datapath's change log) to
+        the tables of this namespace that report changes."""
+        self.routes.watch = self.neigh.watch = watch
+        for reporter in (self.sockets, self.netfilter):
+            if reporter is not None:
+                reporter.watch = watch
+
     def add_device(self, dev: Device) -> Device:
         dev.namespace = self
         self.devices[dev.name] = dev

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from ..watch import WATCH
+from ..watch import Watch
 
 
 @dataclass
@@ -18,18 +18,15 @@ class NeighEntry:
     queue: list = field(default_factory=list)   # packets waiting for the MAC
     hh: bool = False                    # the cached header: set once output used the entry
 
-    def cache_header(self) -> None:
-        """Output used the entry: its hardware header is cached from now on."""
-        if not self.hh:
-            self.hh = True
-            WATCH.bump()
-
 
 class NeighTable:
+    """Changes are reported to `watch` (the owning datapath's, once it has one)."""
+
     QUEUE_LEN = 101                     # kernel default unres_qlen_bytes ~ 101 packets of 1 KiB
 
-    def __init__(self) -> None:
+    def __init__(self, watch: Watch | None = None) -> None:
         self.entries: dict[tuple[str, IPv4Address], NeighEntry] = {}
+        self.watch = watch if watch is not None else Watch()
 
     def get(self, dev: str, ip: IPv4Address) -> NeighEntry | None:
         return self.entries.get((dev, ip))
@@ -47,21 +44,32 @@ class NeighTable:
             e = self.entries[(dev, ip)] = NeighEntry(ip, dev)
         if e.state == "PERMANENT":
             return []
-        WATCH.bump()
+        self.watch.bump()
         e.mac, e.state, e.updated = mac, "REACHABLE", now
         waiting, e.queue = e.queue, []
         return waiting
 
     def add_permanent(self, dev: str, ip: IPv4Address, mac: str) -> None:
         self.entries[(dev, ip)] = NeighEntry(ip, dev, mac, "PERMANENT")
-        WATCH.bump()
+        self.watch.bump()
 
     def incomplete(self, dev: str, ip: IPv4Address, now: float) -> NeighEntry:
         e = self.entries.get((dev, ip))
         if e is None or e.state == "FAILED":
             e = self.entries[(dev, ip)] = NeighEntry(ip, dev, updated=now)
-            WATCH.bump()
+            self.watch.bump()
         return e
+
+    def cache_header(self, e: NeighEntry) -> None:
+        """Output used the entry: its hardware header is cached from now on."""
+        if not e.hh:
+            e.hh = True
+            self.watch.bump()
+
+    def fail(self, e: NeighEntry) -> None:
+        """No answer came: the entry is FAILED (its queue is the caller's to drain)."""
+        e.state = "FAILED"
+        self.watch.bump()
 
     def pending(self) -> list[NeighEntry]:
         return [e for e in self.entries.values() if e.state == "INCOMPLETE" and e.queue]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from ..watch import WATCH
 from ipaddress import IPv4Address, IPv4Network
+
+from ..watch import Watch
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,20 @@ class Route:
 
 class RouteTable:
     """The main routing table. Lookups take the longest prefix, then the lowest
-    metric, then insertion order (as the kernel's FIB keeps the first route)."""
+    metric, then insertion order (as the kernel's FIB keeps the first route).
+    Changes are reported to `watch` (the owning datapath's, once it has one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: Watch | None = None) -> None:
         self.routes: list[Route] = []
+        self.watch = watch if watch is not None else Watch()
 
     def add(self, route: Route) -> None:
         self.routes.append(route)
-        WATCH.bump()
+        self.watch.bump()
 
     def remove_dev(self, dev: str) -> None:
         self.routes = [r for r in self.routes if r.dev != dev]
-        WATCH.bump()
+        self.watch.bump()
 
     def lookup(self, dst: IPv4Address) -> Route | None:
         best: Route | None = None

@@ -6,8 +6,8 @@ from .engine import Netfilter, PacketCtx, ip_length
 from .ext import MATCHES, TARGETS
 from .model import SAVE_ORDER, TABLE_CHAINS, Chain, Rule, Ruleset, Table
 from .restore import parse_iptables_save, parse_rule, restore_into
-from .types import (HOOKS, HookResult, HookState, NamespaceInfo, RulesetError, SkbMeta,
-                    StaticNamespaceInfo, StatisticQuery, TraceEntry)
+from .boundary import (HOOKS, HookResult, HookState, NamespaceInfo, RulesetError, SkbMeta,
+                       StaticNamespaceInfo, StatisticQuery, TraceEntry)
 
 __all__ = [
     "Netfilter", "PacketCtx", "ip_length", "MATCHES", "TARGETS", "SAVE_ORDER", "TABLE_CHAINS",

@@ -14,7 +14,7 @@ from kdp.conntrack.keyed import decision_point, flow_hash, random31
 from .ext import Match, register_match
 from .syntax import (SyntaxProblem, fmt_cidr, fmt_port_range, parse_cidr, parse_ip,
                      parse_port_range, parse_proto, parse_uint)
-from .types import StatisticQuery
+from .boundary import StatisticQuery
 
 CT_STATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
 CT_STATUS = {"EXPECTED": EXPECTED, "SEEN_REPLY": SEEN_REPLY, "ASSURED": ASSURED,

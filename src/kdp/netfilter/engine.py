@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kdp import errors
 from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SRC, ConntrackTable,
                            NatContext, conntrack_in, icmp_reply_translation, manip_packet,
                            nat_initialized, null_binding, setup_nat)
 from kdp.conntrack.tuples import is_icmp_error
-from kdp.watch import WATCH
+from kdp.watch import Watch
 from kdp.wire import ICMP, TCP, UDP, Packet
 
+from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
+                       StatisticQuery, TraceEntry)
 from .ext import ACCEPT, CONTINUE, DROP, RETURN
 from .model import Ruleset
 from .recent import RecentTables
 from .targets import ChainJump, Verdict
-from .types import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
-                    StatisticQuery, TraceEntry)
 
 STAGES = {
     "PREROUTING": ("raw", "conntrack", "mangle", "nat"),
@@ -119,10 +120,12 @@ class Netfilter:
     force_statistic: None, or a callable taking a StatisticQuery and returning
     True/False (force the `-m statistic --mode random` rule to match or not)
     or None (let the keyed hash decide).
-    trace_misses: record rules that did not match in the trace (default)."""
+    trace_misses: record rules that did not match in the trace (default).
+    watch: where rule changes are reported (the owning datapath's change log)."""
 
     def __init__(self, ruleset: Ruleset | None = None, conntrack: ConntrackTable | None = None,
-                 info: NamespaceInfo | None = None, seed: int = 0, *, trace_misses: bool = True):
+                 info: NamespaceInfo | None = None, seed: int = 0, *, trace_misses: bool = True,
+                 watch: Watch | None = None):
         self.ruleset = ruleset if ruleset is not None else Ruleset.empty()
         self.ruleset.validate()
         self.conntrack = conntrack if conntrack is not None else ConntrackTable()
@@ -136,12 +139,13 @@ class Netfilter:
         # counted: None, or a list the flow cache's recorder reads: (rule or chain,
         # bytes) per counter increment, None for a volatile rule evaluated
         self.counted: list | None = None
+        self.watch = watch if watch is not None else Watch()
 
     def load(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset (conntrack, recent lists and nfacct stay)."""
         ruleset.validate()
         self.ruleset = ruleset
-        WATCH.bump()
+        self.watch.bump()
 
     def nat_context(self, now: float) -> NatContext:
         return NatContext(self.conntrack, now, self.seed, self.info.name)
@@ -198,7 +202,7 @@ class Netfilter:
         if meta.ctinfo in (RELATED, RELATED_REPLY) and is_icmp_error(pc.pkt):
             new, ev = icmp_reply_translation(pc.pkt, ct, meta.ct_dir, manip)
             if new is None:
-                return DROP, "nat-icmp-translation"
+                return DROP, errors.NAT_ICMP_TRANSLATION
             if ev:
                 pc.event(ev, "nat")
                 pc.set_packet(new)
@@ -225,7 +229,7 @@ class Netfilter:
             return ACCEPT, None
         if not self.conntrack.confirm(ct, pc.now):
             pc.event(f"conntrack clash: {ct.orig} / reply {ct.reply} already in the table")
-            return DROP, "conntrack-clash"
+            return DROP, errors.CONNTRACK_CLASH
         pc.event(f"conntrack confirm {ct.orig}")
         return ACCEPT, None
 
@@ -283,7 +287,7 @@ class Netfilter:
                 if not t.goto:
                     stack.append((cur, idx))
                     if len(stack) > MAX_JUMP_DEPTH:
-                        return DROP, "netfilter-jump-depth"
+                        return DROP, errors.JUMP_DEPTH
                 cur, idx = table.chains[t.chain], 0
                 continue
             if isinstance(t, Verdict):

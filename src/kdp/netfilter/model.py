@@ -12,7 +12,7 @@ from ipaddress import IPv4Network
 from .ext import Match, Target
 from .syntax import fmt_cidr, fmt_proto, iface_match
 from .targets import ChainJump
-from .types import HOOKS, RulesetError
+from .boundary import HOOKS, RulesetError
 
 TABLE_CHAINS = {
     "raw": ("PREROUTING", "OUTPUT"),

@@ -9,7 +9,7 @@ from .ext import MATCHES, TARGETS, Extension, RuleSpec
 from .model import TABLE_CHAINS, Chain, Rule, Ruleset
 from .syntax import SyntaxProblem, parse_cidr, parse_iface, parse_proto, parse_uint, tokenize
 from .targets import TARGET_VERDICTS, ChainJump, Verdict
-from .types import RulesetError
+from .boundary import RulesetError
 
 CORE = {"-s": "s", "--source": "s", "--src": "s", "-d": "d", "--destination": "d",
         "--dst": "d", "-i": "i", "--in-interface": "i", "-o": "o", "--out-interface": "o",

@@ -16,9 +16,8 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 
-from ..net.sockets import TCP_RMEM
-
 from ..net.device import Bridge, Device
+from ..net.tcpstate import TCP_RMEM
 from . import netns as N
 
 UL_BRIDGE = "ul"

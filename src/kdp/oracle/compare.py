@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 
 from .. import wire
 from ..accel import inet_checksum
-from ..net.sockets import parse_tcp_options
+from ..net.tcpstate import parse_tcp_options
 from ..wire import ICMP, TCP, UDP, Packet
 
 

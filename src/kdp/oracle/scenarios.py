@@ -605,7 +605,7 @@ def tcp_session(cluster, seed, src, dst, dport, name, payload=b"hello oracle\n")
 
 
 def _segment(syn, k: int, payload: bytes, flags: int, sent: int):
-    from ..net.sockets import parse_tcp_options
+    from ..net.tcpstate import parse_tcp_options
 
     def make(inbound: list) -> bytes:
         segs = [q for q in inbound if q is not None and q.ip is not None and isinstance(q.l4, wire.TCP)

@@ -560,7 +560,7 @@ def _check_terminal(outcome, leg: str) -> None:
         if not outcome.delivered_to or outcome.packet is None:
             _fail(what, f"{leg} delivered but delivered_to={outcome.delivered_to!r}, "
                         f"packet={outcome.packet!r}")
-    elif not outcome.reason or outcome.reason == "lost":
+    elif not outcome.reason or outcome.reason == errors.LOST:
         _fail(what, f"{leg} {outcome.disposition} without a named reason ({outcome.reason!r})")
 
 

@@ -132,7 +132,7 @@ def test_template_refuses_changes_outside_the_header_fields():
 @given(frames)
 def test_rst_from_the_recorded_one_matches_tcp_v4_send_reset(f):
     from kdp import wire
-    from kdp.net.sockets import tcp_reset
+    from kdp.net.replies import tcp_reset
     pkt = wire.parse(f)
     expect = wire.emit(tcp_reset(pkt.ip, pkt.l4))
     base = wire.emit(tcp_reset(pkt.ip, wire.parse(tcp_frame(flags=f[47], seq=1, ack=2)).l4))

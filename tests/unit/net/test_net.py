@@ -67,3 +67,30 @@ def test_namespace_address_types():
     assert ns.addr_type(A("10.240.0.4"), dev="eth1") == "UNICAST"
     assert ns.source_address("eth0", A("8.8.8.8")) == A("10.240.0.4")
     assert ns.routes.lookup(A("10.240.3.3")).dev == "eth0"            # connected route added
+
+
+def test_a_namespace_hands_one_change_log_to_every_table_that_reports():
+    """Routes, neighbours, listeners and rules bump the log they were handed
+    (a datapath's, kdp.watch); sockets appearing are tokens while a cache
+    listens. A table of another namespace keeps its own log."""
+    from kdp.net.sockets import SocketTable
+    from kdp.netfilter import Netfilter, Ruleset
+    from kdp.watch import Watch
+    ns = Namespace("node/n", "node", "n")
+    ns.sockets, ns.netfilter = SocketTable(ns.name), Netfilter()
+    log, elsewhere = Watch(), RouteTable()
+    ns.report_changes_to(log)
+    ns.routes.add(Route(N("10.0.0.0/8"), "eth0"))
+    ns.neigh.add_permanent("eth0", A("10.0.0.2"), "02:00:00:00:00:02")
+    e = ns.neigh.incomplete("eth0", A("10.0.0.3"), 0.0)
+    ns.neigh.cache_header(e)
+    ns.neigh.cache_header(e)                               # once only
+    ns.neigh.fail(e)
+    ns.sockets.listen(80, "TCP", "web")
+    ns.netfilter.load(Ruleset.empty())
+    elsewhere.add(Route(N("0.0.0.0/0"), "eth0"))
+    assert log.generation == 7 and elsewhere.watch is not log and elsewhere.watch.generation == 1
+    ns.sockets.add_client("tcp", A("10.0.0.1"), 40000, A("10.0.0.2"), 80)  # nobody listening: not kept
+    log.tokens = []
+    ns.sockets.add_client("tcp", A("10.0.0.1"), 40001, A("10.0.0.2"), 80)
+    assert log.tokens == [("sock", id(ns.sockets), (A("10.0.0.1"), 40001, A("10.0.0.2"), 80))]

@@ -1,8 +1,10 @@
-# net.sockets: what a Linux host's stack and the apps behind its ports answer.
+# net.sockets: what a Linux host's stack and the apps behind its ports answer
+# (TCP through the table's TCP half, net.tcpstate).
 from ipaddress import IPv4Address as A
 
 from kdp import wire
-from kdp.net.sockets import SocketTable, parse_tcp_options, synack_options, tcp_reset
+from kdp.net.sockets import SocketTable
+from kdp.net.tcpstate import parse_tcp_options
 
 E = wire.Ether("02:00:00:00:00:02", "02:00:00:00:00:01", wire.ETH_P_IP)
 C, S = A("10.0.0.1"), A("10.0.0.2")
@@ -34,19 +36,10 @@ def test_syn_to_listener_gets_synack_with_linux_options():
     assert wire.l4_checksum_ok(a) and wire.ip_checksum_ok(a)
 
 
-def test_synack_options_without_timestamps():
-    assert synack_options({"mss": 1400, "sack": True}, 0, 1460) == bytes.fromhex("02040578" "01010402")
-
-
 def test_syn_to_closed_port_gets_rst_ack():
     d = table().deliver(syn(port=81), 0.0)
     r = d.answers[0].l4
     assert d.action == "closed" and r.flags == wire.RST | wire.ACK and r.ack == 1001 and r.seq == 0
-
-
-def test_ack_without_connection_gets_rst_with_its_ack_number():
-    r = tcp_reset(wire.IPv4(C, S, 6), wire.TCP(40000, 80, 5, 777, wire.ACK))
-    assert r.l4.flags == wire.RST and r.l4.seq == 777
 
 
 def test_data_is_echoed_and_fin_answered():
@@ -106,11 +99,6 @@ def test_client_socket_consumes_replies():
     t.add_client("tcp", C, 40000, S, 80)
     sa = wire.finalize(wire.Packet(E, ip=wire.IPv4(S, C, 6), l4=wire.TCP(80, 40000, 5, 1001, wire.SYN | wire.ACK)))
     assert t.deliver(sa, 0).action == "consumed"
-
-
-def test_window_scale_follows_tcp_rmem_like_the_kernel():
-    from kdp.net.sockets import window_scale
-    assert window_scale(6291456) == 7 and window_scale(33554432) == 10 and window_scale(65535) == 0
 
 
 def test_established_segments_count_ip_ids_up():

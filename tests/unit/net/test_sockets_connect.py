@@ -1,4 +1,4 @@
-# net.sockets active connections: an app's connect() (keyed ephemeral port,
+# net.tcpstate active connections, through net.sockets.SocketTable: an app's connect() (keyed ephemeral port,
 # SYN with Linux's options), the ACK and queued data on the SYN-ACK, data and
 # FIN handed to the app, close from either side, RST, and sends an app makes on
 # an accepted connection later (TcpHandle.send) - between two SocketTables
@@ -6,7 +6,8 @@
 from ipaddress import IPv4Address as A
 
 from kdp import wire
-from kdp.net.sockets import SocketTable, parse_tcp_options
+from kdp.net.sockets import SocketTable
+from kdp.net.tcpstate import parse_tcp_options
 
 C, S = A("10.0.0.1"), A("10.0.0.2")
 

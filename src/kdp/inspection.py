@@ -1,4 +1,4 @@
-# inspect: the `docker inspect`-like picture of one pod or node: the pause
+# inspection: the `docker inspect`-like picture of one pod or node: the pause
 # container owning the network namespace and the app containers sharing it,
 # addresses, veth peer, routes, neighbours and listening sockets.
 from __future__ import annotations

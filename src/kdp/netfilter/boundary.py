@@ -1,4 +1,4 @@
-# netfilter.types: the values that cross the netfilter boundary — the hook
+# netfilter.boundary: the values that cross the netfilter boundary — the hook
 # state the datapath passes in, the per-packet metadata (skb mark, attached
 # conntrack entry), the result and trace handed back, the namespace facts
 # netfilter asks the datapath for, and RulesetError. No rule logic here.
