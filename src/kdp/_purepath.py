@@ -3,38 +3,13 @@
 # missing or KDP_NO_EXTENSIONS=1. Operates on raw bytes only.
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
+from .checksum import pure_csum_replace as csum_replace  # noqa: F401  (part of the twin)
+from .checksum import pure_inet_checksum as inet_checksum
 from .contract import CHECKSUM_DTYPE, HEADER_DTYPE, batch_index_args, span_error
 
 IMPLEMENTATION = "python"
-
-
-def inet_checksum(data: bytes, initial: int = 0) -> int:
-    """RFC 1071 Internet checksum of data, starting from a 32-bit partial sum."""
-    if len(data) % 2:
-        data = bytes(data) + b"\x00"
-    total = initial + sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return (~total) & 0xFFFF
-
-
-def csum_replace(check: int, old: bytes, new: bytes) -> int:
-    """Incremental checksum update (RFC 1624 eqn. 3) for replacing old with new.
-
-    old and new have the same even length. This is what the kernel's
-    csum_replace4/inet_proto_csum_replace4 do, so a wrong checksum stays wrong.
-    """
-    total = (~check) & 0xFFFF
-    for i in range(0, len(old), 2):
-        total += (~((old[i] << 8) | old[i + 1])) & 0xFFFF
-        total += (new[i] << 8) | new[i + 1]
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return (~total) & 0xFFFF
 
 
 # Header summary of one Ethernet frame: a fixed tuple the batch driver and the

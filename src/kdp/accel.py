@@ -5,11 +5,10 @@
 # Array layouts shared by both twins are declared in kdp.contract.
 from __future__ import annotations
 
-import os
-
+from .checksum import extensions_disabled
 from .contract import CHECKSUM_DTYPE, HEADER_DTYPE, HEADER_FIELDS
 
-if os.environ.get("KDP_NO_EXTENSIONS", "") not in ("", "0"):
+if extensions_disabled():
     from . import _purepath as impl
 else:
     try:

@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
-from .accel import csum_replace, inet_checksum
+from .checksum import csum_replace, inet_checksum
 from .addr import mac_from_bytes, mac_to_bytes
 from .errors import KdpError
 
