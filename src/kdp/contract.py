@@ -252,3 +252,28 @@ OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST, OP_CAPTURE = 1, 2, 3, 4, 5
 FLOW_TEMPLATE = struct.Struct("<HIIB")
 FLOW_OVERWRITE = struct.Struct("<HB")
 FLOW_KEY_LEN = 36
+
+
+# --- the compiled module's proof ----------------------------------------------
+
+def check_compiled(mod) -> None:
+    """Raise LayoutMismatch unless every C struct of the compiled module `mod`
+    (kdp._fastpath; its descriptions in fast/layout.pxi) is exactly the record
+    declared here, and its conntrack result codes and flow key length are ours.
+    A mismatch is a build bug: LayoutMismatch is not an ImportError, so the
+    selector refuses the module loudly instead of falling back to the twins."""
+    check_layout("_fastpath.header_t", HEADER_DTYPE, mod.HEADER_STRUCT_SIZE,
+                 mod.HEADER_STRUCT_OFFSETS, mod.HEADER_STRUCT_SIZES)
+    for name, dtype, probe in (("m_rule_t", MATCH_RULE_DTYPE, mod.MATCH_RULE_STRUCT),
+                               ("m_sp_t", MATCH_SP_DTYPE, mod.MATCH_SP_STRUCT),
+                               ("m_ep_t", MATCH_EP_DTYPE, mod.MATCH_EP_STRUCT),
+                               ("m_cidr_t", MATCH_CIDR_DTYPE, mod.MATCH_CIDR_STRUCT),
+                               ("decision_t", DECISION_DTYPE, mod.DECISION_STRUCT),
+                               ("ct_entry_t", CT_ENTRY_DTYPE, mod.CT_ENTRY_STRUCT),
+                               ("flow_t", FLOW_DTYPE, mod.FLOW_STRUCT),
+                               ("ct_result_t", CT_RESULT_DTYPE, mod.CT_RESULT_STRUCT)):
+        check_layout(f"_fastpath.{name}", dtype, *probe)
+    if tuple(mod.CT_CODES) != (CT_OK, CT_INVALID, CT_DROP, CT_MISS):
+        raise LayoutMismatch("conntrack result codes differ from kdp.contract")
+    if mod.FLOW_KEY_STRUCT_LEN != FLOW_KEY_LEN:
+        raise LayoutMismatch("kdp.contract.FLOW_KEY_LEN and the compiled flow engine disagree")

@@ -1,4 +1,4 @@
-# _fp_flowcache.pxi (included by _fastpath.pyx): the flow cache's replay
+# fast/flowengine.pxi (included by kdp/_fastpath.pyx): the flow cache's replay
 # engine in C, twin of _pureflow.FlowEngine (same methods, same bytes). Keys a
 # raw frame, finds its cached decision in an open-addressing table, checks the
 # conntrack/FDB slots it rests on, then replays it: slot updates, captures
@@ -7,8 +7,6 @@
 from libc.math cimport rint, isnan, INFINITY
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memset
-
-from .contract import FLOW_KEY_LEN as _FLOW_KEY_LEN
 
 DEF KEYLEN = 36
 
@@ -733,4 +731,6 @@ cdef inline uint32_t _fl_bswap32(uint32_t v) noexcept nogil:
     return ((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | (v >> 24)
 
 
-assert _FLOW_KEY_LEN == KEYLEN, "kdp.contract.FLOW_KEY_LEN and _fp_flowcache.pxi disagree"
+# The key length this engine is built for (kdp.contract.FLOW_KEY_LEN, checked
+# by contract.check_compiled).
+FLOW_KEY_STRUCT_LEN = KEYLEN
