@@ -47,7 +47,7 @@ def _bind_contract():
     global MATCH_CIDR_DTYPE, MATCH_EP_DTYPE, MATCH_RULE_DTYPE, MATCH_SP_DTYPE
     global CtVerdict, check_nat_args, check_process_args
     import sys
-    from . import contract as c
+    from .fast import contract as c
     c.check_compiled(sys.modules[__name__])
     HEADER_DTYPE, CHECKSUM_DTYPE = c.HEADER_DTYPE, c.CHECKSUM_DTYPE
     batch_index_args, span_error = c.batch_index_args, c.span_error

@@ -25,7 +25,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import numpy as np
 
-from .contract import FLOW_DTYPE
+from .fast.contract import FLOW_DTYPE
 from .errors import UsageError
 
 NODE = "node-0"
@@ -214,7 +214,7 @@ def conntrack_flows(count: int, seed: int = 1) -> np.ndarray:
 def bench_conntrack(entries: int, *, repeats: int = 5, impl=None) -> dict:
     """Inserts/s (process_batch of new flows, confirmed) into an empty table and
     lookups/s (lookup_batch of both directions, random order) at `entries`."""
-    from .accel import CtTable
+    from .fast import CtTable
     from .conntrack.timeouts import Timeouts
     impl = impl or CtTable
     f = conntrack_flows(int(entries * 1.01) + 64)[:entries]

@@ -14,7 +14,7 @@ import struct
 from typing import BinaryIO
 
 from . import wire
-from .accel import FlowEngine
+from .fast import FlowEngine
 from .datapath.flowcache import FlowCache
 from .errors import KdpError
 from .io import PCAP_HEADER, open_pcap, pcap_record, read_pcap, truncated_record
@@ -289,7 +289,7 @@ class PcapRun:
 
     def _learn(self, frame: bytes, r: dict, line: bytes) -> None:
         """Cache the decision just recorded for frame (output line `line`)."""
-        from ._pureflow import frame_key
+        from .fast.flowengine import frame_key
         key = frame_key(frame, self.cache.carry_psh)
         if key is None:
             return

@@ -28,8 +28,8 @@ from typing import NamedTuple
 import numpy as np
 
 from kdp.conntrack.keyed import decision_point
-from kdp.contract import (DECISION_DTYPE, FLOW_DTYPE, MATCH_CIDR_DTYPE, MATCH_EP_DTYPE,
-                          MATCH_RULE_DTYPE, MATCH_SP_DTYPE, VERDICTS)
+from kdp.fast.contract import (DECISION_DTYPE, FLOW_DTYPE, MATCH_CIDR_DTYPE, MATCH_EP_DTYPE,
+                               MATCH_RULE_DTYPE, MATCH_SP_DTYPE, VERDICTS)
 from kdp.k8s import kubeproxy as kp
 from kdp.k8s import kubeproxy_chains as kc
 from kdp.k8s.model import Cluster
@@ -341,10 +341,10 @@ class Matcher:
     kernel's `recent` (session affinity) state."""
 
     def __init__(self, program: MatcherProgram):
-        from kdp import accel
+        from kdp import fast
         self.program = program
-        self.kernel = accel.matcher_kernel(program)
-        self.implementation = accel.matcher_implementation()
+        self.kernel = fast.matcher_kernel(program)
+        self.implementation = fast.matcher_implementation()
 
     def decide(self, proto: int, src, dst, sport: int, dport: int, now: float,
                in_local: bool = False) -> Decision:
@@ -358,7 +358,7 @@ class Matcher:
         over), as DECISION_DTYPE records."""
         flows = np.ascontiguousarray(flows)
         if flows.dtype != FLOW_DTYPE:
-            raise TypeError(f"flows must have dtype kdp.contract.FLOW_DTYPE, not {flows.dtype}")
+            raise TypeError(f"flows must have dtype kdp.fast.contract.FLOW_DTYPE, not {flows.dtype}")
         return self.kernel.decide_batch(flows)
 
     def recent(self) -> dict[str, list[tuple[str, list[float]]]]:

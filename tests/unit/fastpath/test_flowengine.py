@@ -7,9 +7,9 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kdp import _pureflow as pure
-from kdp.accel import IMPLEMENTATION
-from kdp.contract import FLOW_OP, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
+from kdp.fast import flowengine as pure
+from kdp.fast import IMPLEMENTATION
+from kdp.fast.contract import FLOW_OP, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
 from kdp.datapath.flowcache import derive_template
 
 compiled = pytest.mark.skipif(IMPLEMENTATION != "cython", reason="compiled module not loaded")

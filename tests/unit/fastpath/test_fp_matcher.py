@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from kdp import _purematch, contract
+from kdp.fast import contract, matcher
 from kdp.k8s import svcmatch
 from kdp.k8s.kubeproxy import generate_rules
 from kdp.k8s.svcmatch import Matcher, compile_matcher, node_addresses
@@ -40,7 +40,7 @@ def _matcher(cluster, node, text, seed, kernel) -> Matcher:
     m = compile_matcher(cluster, node, text, seed=seed)
     assert m is not None
     if kernel == "python":
-        m.kernel = _purematch.Kernel(m.program)
+        m.kernel = matcher.Kernel(m.program)
     else:
         m.kernel = _fastpath.MatcherKernel(m.program)
     return m

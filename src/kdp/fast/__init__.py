@@ -5,16 +5,16 @@
 # Array layouts shared by both twins are declared in kdp.contract.
 from __future__ import annotations
 
-from .checksum import extensions_disabled
+from ..checksum import extensions_disabled
 from .contract import CHECKSUM_DTYPE, HEADER_DTYPE, HEADER_FIELDS
 
 if extensions_disabled():
-    from . import _purepath as impl
+    from . import headers as impl
 else:
     try:
-        from . import _fastpath as impl  # type: ignore[attr-defined]
+        from .. import _fastpath as impl  # type: ignore[attr-defined]
     except ImportError:  # extension not built (e.g. running from a source tree)
-        from . import _purepath as impl
+        from . import headers as impl
 
 IMPLEMENTATION: str = impl.IMPLEMENTATION
 inet_checksum = impl.inet_checksum
@@ -31,17 +31,17 @@ def __getattr__(name: str):
     if name == "CtTable":
         if impl.IMPLEMENTATION == "cython":
             return impl.CtTable
-        from ._purect import CtTable
+        from .conntrack import CtTable
         return CtTable
     if name == "FlowEngine":
         if impl.IMPLEMENTATION == "cython":
             return impl.FlowEngine
-        from ._pureflow import FlowEngine
+        from .flowengine import FlowEngine
         return FlowEngine
     if name == "flow_hash":
         if impl.IMPLEMENTATION == "cython":
             return impl.flow_hash
-        from .conntrack.keyed import flow_hash
+        from ..conntrack.keyed import flow_hash
         return flow_hash
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -50,7 +50,7 @@ def matcher_kernel(program):
     """The per-packet kernel of a kdp.k8s.svcmatch.MatcherProgram."""
     if impl.IMPLEMENTATION == "cython":
         return impl.MatcherKernel(program)
-    from ._purematch import Kernel
+    from .matcher import Kernel
     return Kernel(program)
 
 

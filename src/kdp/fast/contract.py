@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import KdpError
+from ..errors import KdpError
 
 # Order and meaning are those of parse_headers()'s tuple; -1/0 where a field
 # does not apply (see _purepath.parse_headers).

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .contract import DECISION_DTYPE
-from .conntrack.keyed import flow_base, hash_step
+from ..conntrack.keyed import flow_base, hash_step
 
 IMPLEMENTATION = "python"
 IP_LIST_TOT, IP_PKT_LIST_TOT = 100, 20

@@ -11,7 +11,7 @@ import struct
 
 from .contract import (FLOW_KEY_LEN, FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT,
                        OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST)
-from .io import pcap_record  # noqa: F401  (the record format both twins write)
+from ..io import pcap_record  # noqa: F401  (the record format both twins write)
 
 IMPLEMENTATION = "python"
 HIT, MISS, END = 0, 1, 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checksum import pure_csum_replace as csum_replace  # noqa: F401  (part of the twin)
-from .checksum import pure_inet_checksum as inet_checksum
+from ..checksum import pure_csum_replace as csum_replace  # noqa: F401  (part of the twin)
+from ..checksum import pure_inet_checksum as inet_checksum
 from .contract import CHECKSUM_DTYPE, HEADER_DTYPE, batch_index_args, span_error
 
 IMPLEMENTATION = "python"
