@@ -1,63 +1,67 @@
-# accel: selects the compiled module (_fastpath) or its pure-Python twins
-# (_purepath; _purect for the conntrack table, _purematch for the service
-# matcher's kernel). KDP_NO_EXTENSIONS=1 forces the twins. Everything else in
-# kdp imports these routines from here, never from either module.
-# Array layouts shared by both twins are declared in kdp.contract.
+# fast: the selector of the fast path. Chooses, once at import, the compiled
+# module kdp._fastpath or its pure-Python twins in this package (headers,
+# conntrack, flowengine, matcher) by the rule kdp.checksum follows
+# (KDP_NO_EXTENSIONS=1, or an extension that is not built, gives the twins),
+# and exports what the chosen side provides under one set of names. Everything
+# else in kdp imports these from here, never from either twin; checksums come
+# from kdp.checksum. The array layouts both twins follow are kdp.fast.contract.
+#
+# Import order: kdp._fastpath may be loading when this runs (it binds the
+# contract at the end of its own import, which loads this package first). Its
+# attributes are all defined by then, but kdp.wire may be half loaded, and
+# kdp.checksum too (extensions_disabled is written before it imports the
+# extension): the compiled branch imports nothing but the contract and
+# kdp._fastpath; only the pure branch imports the twins (and through them
+# kdp.conntrack and kdp.wire).
 from __future__ import annotations
 
 from ..checksum import extensions_disabled
+from . import contract
 from .contract import CHECKSUM_DTYPE, HEADER_DTYPE, HEADER_FIELDS
 
-if extensions_disabled():
-    from . import headers as impl
-else:
+
+def _compiled():
+    """kdp._fastpath, proven against the contract; None when it is not wanted
+    or not built. A layout mismatch raises LayoutMismatch (no fallback)."""
+    if extensions_disabled():
+        return None
     try:
-        from .. import _fastpath as impl  # type: ignore[attr-defined]
+        from .. import _fastpath
     except ImportError:  # extension not built (e.g. running from a source tree)
-        from . import headers as impl
+        return None
+    contract.check_compiled(_fastpath)
+    return _fastpath
+
+
+_compiled_module = _compiled()
+if _compiled_module is not None:
+    impl = _compiled_module
+    CtTable = _compiled_module.CtTable
+    FlowEngine = _compiled_module.FlowEngine
+    MatcherKernel = _compiled_module.MatcherKernel
+    flow_hash = _compiled_module.flow_hash
+else:
+    from . import headers as impl
+    from ..conntrack.keyed import flow_hash
+    from .conntrack import CtTable
+    from .flowengine import FlowEngine
+    from .matcher import MatcherKernel
 
 IMPLEMENTATION: str = impl.IMPLEMENTATION
-inet_checksum = impl.inet_checksum
-csum_replace = impl.csum_replace
 parse_headers = impl.parse_headers
 parse_batch = impl.parse_batch
 checksum_batch = impl.checksum_batch
 
 
-# The compiled conntrack table and the service matcher's kernel, loaded on first
-# use (their pure twins import kdp.conntrack, which imports kdp.wire, which
-# imports this module).
-def __getattr__(name: str):
-    if name == "CtTable":
-        if impl.IMPLEMENTATION == "cython":
-            return impl.CtTable
-        from .conntrack import CtTable
-        return CtTable
-    if name == "FlowEngine":
-        if impl.IMPLEMENTATION == "cython":
-            return impl.FlowEngine
-        from .flowengine import FlowEngine
-        return FlowEngine
-    if name == "flow_hash":
-        if impl.IMPLEMENTATION == "cython":
-            return impl.flow_hash
-        from ..conntrack.keyed import flow_hash
-        return flow_hash
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def matcher_kernel(program):
     """The per-packet kernel of a kdp.k8s.svcmatch.MatcherProgram."""
-    if impl.IMPLEMENTATION == "cython":
-        return impl.MatcherKernel(program)
-    from .matcher import Kernel
-    return Kernel(program)
+    return MatcherKernel(program)
 
 
 def matcher_implementation() -> str:
-    return impl.IMPLEMENTATION
+    return IMPLEMENTATION
 
 
 __all__ = ["IMPLEMENTATION", "HEADER_FIELDS", "HEADER_DTYPE", "CHECKSUM_DTYPE",
-           "inet_checksum", "csum_replace", "parse_headers", "parse_batch", "checksum_batch",
-           "CtTable", "FlowEngine", "flow_hash", "matcher_kernel", "matcher_implementation"]
+           "parse_headers", "parse_batch", "checksum_batch", "CtTable", "FlowEngine",
+           "MatcherKernel", "flow_hash", "matcher_kernel", "matcher_implementation"]

@@ -36,7 +36,9 @@ class _Walk:
         self.rules, self.mark, self.ep = 1, False, None
 
 
-class Kernel:
+class MatcherKernel:
+    """Decisions over one MatcherProgram (the pure twin of kdp._fastpath.MatcherKernel)."""
+
     def __init__(self, prog):
         self.prog = prog
         self.seed = prog.seed

@@ -40,7 +40,7 @@ def _matcher(cluster, node, text, seed, kernel) -> Matcher:
     m = compile_matcher(cluster, node, text, seed=seed)
     assert m is not None
     if kernel == "python":
-        m.kernel = matcher.Kernel(m.program)
+        m.kernel = matcher.MatcherKernel(m.program)
     else:
         m.kernel = _fastpath.MatcherKernel(m.program)
     return m
