@@ -106,7 +106,7 @@ def main() -> int:
         results["capture_records_per_frame"] = round(records / max(1, n_frames), 2)
         # the key alone: the same keys, programs that do nothing, empty lines
         bare = FlowEngine(False)
-        from kdp.fast.flowengine import frame_key
+        from kdp.fast.replay import frame_key
         pos, seen = 24, set()
         while pos < len(buf):
             incl = struct.unpack_from("<I", buf, pos + 8)[0]

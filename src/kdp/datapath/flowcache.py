@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import wire
-from ..fast.flowengine import apply_template, rst_source
+from ..fast.replay import apply_template, rst_source
 from ..conntrack.entry import SEEN_REPLY
 from ..fast.contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT, OP_FDB_CHECK,
                         OP_FDB_LEARN, OP_GEN_RST)
