@@ -54,7 +54,7 @@ checksum_batch = impl.checksum_batch
 
 
 def matcher_kernel(program):
-    """The per-packet kernel of a kdp.k8s.svcmatch.MatcherProgram."""
+    """The per-packet kernel of a kdp.fast.svcmatch.MatcherProgram."""
     return MatcherKernel(program)
 
 

@@ -119,7 +119,7 @@ FLOW_DTYPE = np.dtype(
     align=True,
 )
 
-# The service matcher's answer for one first packet (kdp.k8s.svcmatch).
+# The service matcher's answer for one first packet (kdp.fast.svcmatch).
 VERDICTS: tuple[str, ...] = ("none", "dnat", "reject", "drop", "slow")
 V_NONE, V_DNAT, V_REJECT, V_DROP, V_SLOW = range(5)
 DECISION_DTYPE = np.dtype(
@@ -212,9 +212,9 @@ def check_process_args(proto: int, dport: int) -> None:
         raise ValueError(f"ICMP type {dport >> 8} is an error: use related()")
 
 
-# The compiled service matcher's program (kdp.k8s.svcmatch.MatcherProgram):
+# The compiled service matcher's program (kdp.fast.svcmatch.MatcherProgram):
 # dispatch rules (chained per hash key), service ports, the SVC/SVL chains'
-# endpoints and the KUBE-FW source ranges. Meanings in kdp.k8s.svcmatch.
+# endpoints and the KUBE-FW source ranges. Meanings in kdp.fast.svcmatch.
 MATCH_RULE_DTYPE = np.dtype([("next", np.int32), ("pos", np.int32), ("sp", np.int32),
                              ("kind", np.int8), ("flag", np.int8)], align=True)
 MATCH_SP_DTYPE = np.dtype([

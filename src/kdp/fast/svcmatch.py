@@ -1,10 +1,11 @@
-# k8s.svcmatch: the compiled service DNAT matcher — kube-proxy's iptables answer
+# fast.svcmatch: the compiled service DNAT matcher — kube-proxy's iptables answer
 # for the first packet of a connection, from hash lookups instead of the linear
 # KUBE-SERVICES walk. compile_matcher() builds a MatcherProgram (flat numpy
-# arrays, layouts in kdp.contract) from the node's Services, but only when the
+# arrays, layouts in kdp.fast.contract) from the node's Services, but only when the
 # node's ruleset is exactly what kdp.k8s.kubeproxy.generate_rules wrote (else
 # None: the reference walk decides); the per-packet kernels (decide, batch,
-# affinity tables) are kdp.accel's: _fastpath (C) or _purematch (pure Python).
+# affinity tables) are kdp.fast's: kdp._fastpath (C) or kdp.fast.matcher (pure
+# Python). Used by `kdp bench rules` and the equivalence tests, not by `kdp run`.
 #
 # What one decision covers (the reference: kdp.netfilter walking the rules):
 # nat PREROUTING/OUTPUT -> KUBE-SERVICES (cluster IP, external IP, LB IP rules;
@@ -337,7 +338,7 @@ def _mark_filtered_endpoints(prog: MatcherProgram, ep_protos: list[int]) -> None
 # --- the matcher ---------------------------------------------------------------------
 
 class Matcher:
-    """A compiled program plus its kernel (C or pure, per kdp.accel) and the
+    """A compiled program plus its kernel (C or pure, per kdp.fast) and the
     kernel's `recent` (session affinity) state."""
 
     def __init__(self, program: MatcherProgram):
