@@ -1,5 +1,5 @@
 # The compiled conntrack table (_fastpath.CtTable) against its twin, the
-# reference table (pure_ct.CtTable over kdp.conntrack): random packet sequences
+# reference table (kdp.fast.conntrack.CtTable over kdp.conntrack): random packet sequences
 # (Hypothesis) with NAT bindings, confirms, discards, ICMP errors, expiry, a
 # full table with early drop, removals and export/import give the same verdict
 # for every packet, the same entries (NAT tuples included) and the same export

@@ -1,7 +1,8 @@
-# Tests for kdp.accel and its two twins (headers, _fastpath): known answers,
-# incremental == full checksums, the twins agree byte for byte on random and
-# Scapy-built frames, batches == per-frame calls, the compiled struct follows
-# kdp.contract, and the selector really loads the compiled module.
+# Tests for the header twins (kdp.fast.headers, kdp._fastpath), kdp.checksum
+# and the kdp.fast selector: known answers, incremental == full checksums, the
+# twins agree byte for byte on random and Scapy-built frames, batches ==
+# per-frame calls, the compiled struct follows kdp.fast.contract, and the
+# selector really loads the compiled module.
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-# The compiled service matcher (kdp.fast.svcmatch; kernels _purematch and
+# The compiled service matcher (kdp.fast.svcmatch; kernels kdp.fast.matcher and
 # _fastpath.MatcherKernel) against the reference: the first packet walked
 # through the node's netfilter (kdp.fast.svcref). Random clusters (svc_gen) and
 # random first packets from pods, nodes, the node itself and outside, to every
