@@ -22,7 +22,7 @@ IMPLEMENTATION = "cython"
 
 # The contract's names the parts read as module globals at call time (array
 # dtypes, the verdict record, argument rules): None until _bind_contract() at
-# the end of this file sets them to kdp.contract's own objects.
+# the end of this file sets them to kdp.fast.contract's own objects.
 HEADER_DTYPE = CHECKSUM_DTYPE = batch_index_args = span_error = None
 CT_ENTRY_DTYPE = CT_RESULT_DTYPE = DECISION_DTYPE = FLOW_DTYPE = None
 MATCH_CIDR_DTYPE = MATCH_EP_DTYPE = MATCH_RULE_DTYPE = MATCH_SP_DTYPE = None

@@ -1,10 +1,10 @@
-# _purect: the pure-Python twin of the compiled conntrack table (_fastpath's
-# CtTable). It *is* the reference: every call goes through kdp.conntrack
+# fast.conntrack: the pure-Python twin of the compiled conntrack table
+# (kdp._fastpath.CtTable, still in _fp_conntrack.pxi). It *is* the reference: every call goes through kdp.conntrack
 # (ConntrackTable, conntrack_in, setup_nat, null_binding, confirm) on a packet
 # built from the integers the compiled API takes, so the two twins can be run
 # side by side on the same calls and compared (exports, stats, verdicts).
-# Selected by kdp.accel (KDP_NO_EXTENSIONS=1 or no extension); holds no
-# conntrack logic of its own.
+# Selected by kdp.fast (KDP_NO_EXTENSIONS=1 or no extension); holds no
+# conntrack logic of its own and must not grow any.
 from __future__ import annotations
 
 from dataclasses import replace

@@ -1,10 +1,10 @@
 # fast/headers.pxi (included by kdp/_fastpath.pyx): the compiled twin of
 # kdp.fast.headers and of kdp.checksum's pure functions. Internet checksums
 # (full and incremental), the per-frame header summary and their batch forms
-# filling the arrays declared in kdp.contract, on raw bytes. Owns no
+# filling the arrays declared in kdp.fast.contract, on raw bytes. Owns no
 # policy and no packet walk; kdp.checksum and kdp.fast choose between twins.
 
-# One HEADER_DTYPE record; the field order and types follow kdp.contract,
+# One HEADER_DTYPE record; the field order and types follow kdp.fast.contract,
 # which refuses this module if the layouts ever differ (fast/layout.pxi).
 cdef struct header_t:
     int32_t ethertype
@@ -214,7 +214,7 @@ def parse_headers(frame):
             h.l4_offset, h.sport, h.dport, h.ip_header_ok)
 
 
-# --- batches (layouts declared in kdp.contract) -----------------------
+# --- batches (layouts declared in kdp.fast.contract) -----------------------
 
 def parse_batch(frames):
     """parse_headers() of every frame, as one HEADER_DTYPE record per frame."""

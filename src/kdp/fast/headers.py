@@ -1,6 +1,9 @@
-# _purepath: the pure-Python twin of the compiled module _fastpath.pyx.
-# Same functions, same results; selected by kdp.accel when the extension is
-# missing or KDP_NO_EXTENSIONS=1. Operates on raw bytes only.
+# fast.headers: the pure-Python twin of the compiled header routines
+# (kdp._fastpath, fast/headers.pxi): the per-frame header summary and the batch
+# forms filling kdp.fast.contract's arrays, plus kdp.checksum's pure checksums
+# under the twin's names. Same functions, same results; selected by kdp.fast
+# when the extension is missing or KDP_NO_EXTENSIONS=1. Raw bytes only: no
+# packet objects, no policy.
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +16,7 @@ IMPLEMENTATION = "python"
 
 
 # Header summary of one Ethernet frame: a fixed tuple the batch driver and the
-# compiled twin agree on (see kdp.accel.HEADER_FIELDS).
+# compiled twin agree on (see kdp.fast.contract.HEADER_FIELDS).
 def parse_headers(frame: bytes) -> tuple:
     """(ethertype, l3_offset, ip_proto, src_ip, dst_ip, ttl, l4_offset, sport, dport,
     ip_header_ok) with integers; -1/0 where a field does not apply."""
@@ -48,7 +51,7 @@ def parse_headers(frame: bytes) -> tuple:
     return (ethertype, off, proto, src, dst, ttl, l4, sport, dport, ok)
 
 
-# --- batches (layouts declared in kdp.contract) ----------------------------
+# --- batches (layouts declared in kdp.fast.contract) -----------------------
 
 def parse_batch(frames) -> np.ndarray:
     """parse_headers() of every frame, as one HEADER_DTYPE record per frame."""

@@ -1,6 +1,6 @@
 # fast/layout.pxi (included by kdp/_fastpath.pyx after the structs): the size,
 # field offsets and (where given) field sizes of every C struct that is a
-# record of kdp.contract: the header summary, the conntrack table's and the
+# record of kdp.fast.contract: the header summary, the conntrack table's and the
 # service matcher's. contract.check_compiled() compares them with the dtypes
 # and refuses the module on a mismatch (LayoutMismatch); nothing is checked here.
 
@@ -107,5 +107,5 @@ DECISION_STRUCT = (sizeof(decision_t), {
     "verdict": _off(&_p_dec, &_p_dec.verdict), "masquerade": _off(&_p_dec, &_p_dec.masquerade),
     "service": _off(&_p_dec, &_p_dec.service), "rules": _off(&_p_dec, &_p_dec.rules)}, None)
 
-# The result codes kdp.contract names (CT_OK, CT_INVALID, CT_DROP, CT_MISS).
+# The result codes kdp.fast.contract names (CT_OK, CT_INVALID, CT_DROP, CT_MISS).
 CT_CODES = (CT_OK_, CT_INVALID_, CT_DROP_, CT_MISS_)

@@ -1,9 +1,10 @@
-# _purematch: the pure-Python kernel of the compiled service matcher
-# (kdp.fast.svcmatch), twin of _fastpath's MatcherKernel: one decision per first
+# fast.matcher: the pure-Python kernel of the compiled service matcher
+# (kdp.fast.svcmatch), twin of kdp._fastpath.MatcherKernel: one decision per first
 # packet over a MatcherProgram's arrays, with the `recent` (session affinity)
 # lists kept exactly as xt_recent keeps them (ip_list_tot 100 per list, the
 # last 20 stamps per address, LRU eviction, --reap of the oldest). Selected by
-# kdp.accel; the program's meaning is documented in kdp.fast.svcmatch.
+# kdp.fast; the program's meaning is documented in kdp.fast.svcmatch, which
+# alone builds programs (this kernel only reads them).
 from __future__ import annotations
 
 from collections import OrderedDict
