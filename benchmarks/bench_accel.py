@@ -1,4 +1,4 @@
-# Benchmarks of kdp.accel's twins side by side (pytest-benchmark): per-frame
+# Benchmarks of the header twins (kdp.fast.headers, kdp._fastpath) side by side (pytest-benchmark): per-frame
 # checksums and header parsing, and the batch parse of 10k frames against a
 # Scapy dissection of the same frames. Run:
 #   python -m pytest benchmarks/bench_accel.py -p no:cacheprovider --benchmark-columns=median,ops
