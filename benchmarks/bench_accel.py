@@ -1,6 +1,6 @@
-# Benchmarks of the header twins (kdp.fast.headers, kdp._fastpath) side by side (pytest-benchmark): per-frame
-# checksums and header parsing, and the batch parse of 10k frames against a
-# Scapy dissection of the same frames. Run:
+# Benchmarks of the header twins (kdp.fast.headers, kdp._fastpath) side by side
+# (pytest-benchmark): per-frame checksums and header parsing, and the batch parse
+# of 10k frames against a Scapy dissection of the same frames. Run:
 #   python -m pytest benchmarks/bench_accel.py -p no:cacheprovider --benchmark-columns=median,ops
 # Compare medians within a group (e.g. --benchmark-group-by=group).
 from __future__ import annotations
