@@ -1,6 +1,6 @@
-# Benchmarks of kdp.accel's twins side by side (pytest-benchmark): per-frame
-# checksums and header parsing, and the batch parse of 10k frames against a
-# Scapy dissection of the same frames. Run:
+# Benchmarks of the header twins (kdp.fast.headers, kdp._fastpath) side by side
+# (pytest-benchmark): per-frame checksums and header parsing, and the batch parse
+# of 10k frames against a Scapy dissection of the same frames. Run:
 #   python -m pytest benchmarks/bench_accel.py -p no:cacheprovider --benchmark-columns=median,ops
 # Compare medians within a group (e.g. --benchmark-group-by=group).
 from __future__ import annotations
@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from kdp import _purepath
+from kdp.fast import headers
 
 try:
     from kdp import _fastpath
@@ -18,7 +18,7 @@ except ImportError:
     _fastpath = None
 
 IMPLS = [
-    pytest.param(_purepath, id="python"),
+    pytest.param(headers, id="python"),
     pytest.param(_fastpath, id="cython",
                  marks=pytest.mark.skipif(_fastpath is None, reason="kdp._fastpath not built")),
 ]
@@ -59,14 +59,14 @@ def frames() -> list[bytes]:
 def test_checksum_ip_header(benchmark, impl, frames):
     header = frames[0][14:34]
     benchmark.group = "checksum 20B IPv4 header"
-    assert benchmark(impl.inet_checksum, header) == _purepath.inet_checksum(header)
+    assert benchmark(impl.inet_checksum, header) == headers.inet_checksum(header)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_checksum_1500B(benchmark, impl):
     data = bytes(random.Random(2).randbytes(1500))
     benchmark.group = "checksum 1500B"
-    assert benchmark(impl.inet_checksum, data) == _purepath.inet_checksum(data)
+    assert benchmark(impl.inet_checksum, data) == headers.inet_checksum(data)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -79,7 +79,7 @@ def test_csum_replace_addr(benchmark, impl):
 def test_parse_headers(benchmark, impl, frames):
     benchmark.group = "parse_headers per frame"
     frame = frames[0]
-    assert benchmark(impl.parse_headers, frame) == _purepath.parse_headers(frame)
+    assert benchmark(impl.parse_headers, frame) == headers.parse_headers(frame)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

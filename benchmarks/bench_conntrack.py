@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdp import _purect, bench
+from kdp import bench
+from kdp.fast import conntrack as pure_ct
 from kdp.conntrack import Timeouts
 
 try:
@@ -63,7 +64,7 @@ def test_compiled_lookups(benchmark, entries):
 @pytest.mark.parametrize("entries", [10_000])
 def test_reference_lookups(benchmark, entries):
     f = bench.conntrack_flows(entries + entries // 50)[:entries]
-    t = _purect.CtTable(entries, Timeouts.kube_proxy())
+    t = pure_ct.CtTable(entries, Timeouts.kube_proxy())
     t.process_batch(f)
     q = _lookups(f)[:20000]
     rows = q.tolist()

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 
 import make_pcap  # noqa: E402
 
-from kdp.accel import IMPLEMENTATION, FlowEngine  # noqa: E402
+from kdp.fast import IMPLEMENTATION, FlowEngine  # noqa: E402
 from kdp.emulator import Emulator  # noqa: E402
 from kdp.runner import PcapRun  # noqa: E402
 
@@ -106,7 +106,7 @@ def main() -> int:
         results["capture_records_per_frame"] = round(records / max(1, n_frames), 2)
         # the key alone: the same keys, programs that do nothing, empty lines
         bare = FlowEngine(False)
-        from kdp._pureflow import frame_key
+        from kdp.fast.replay import frame_key
         pos, seen = 24, set()
         while pos < len(buf):
             incl = struct.unpack_from("<I", buf, pos + 8)[0]

@@ -13,8 +13,8 @@ import os
 import pytest
 
 from kdp import bench
-from kdp.k8s.svcmatch import compile_matcher, node_addresses
-from kdp.k8s.svcref import reference_decision, reference_netfilter
+from kdp.fast.svcmatch import compile_matcher, node_addresses
+from kdp.fast.svcref import reference_decision, reference_netfilter
 
 SIZES = [int(x) for x in os.environ.get("KDP_BENCH_SERVICES", "100,1000,10000,100000").split(",")]
 REFERENCE_BATCH = {100: 2000, 1000: 500, 10000: 50, 100000: 5}

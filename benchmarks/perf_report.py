@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from kdp import accel, bench  # noqa: E402
+from kdp import bench, fast  # noqa: E402
 
 
 def machine() -> dict:
@@ -29,21 +29,21 @@ def machine() -> dict:
         except OSError:
             return ""
     return {"nproc": run("nproc"), "lscpu": run("lscpu | head -20"), "kernel": platform.release(),
-            "python": platform.python_version(), "implementation": accel.IMPLEMENTATION,
+            "python": platform.python_version(), "implementation": fast.IMPLEMENTATION,
             "loadavg_start": os.getloadavg()}
 
 
 def conntrack_section(log) -> list[dict]:
-    from kdp import _purect
+    from kdp.fast import conntrack as pure_ct
     out = []
     for n in (10_000, 1_000_000):
         r = bench.bench_conntrack(n, repeats=11)
-        r["impl"] = accel.IMPLEMENTATION
+        r["impl"] = fast.IMPLEMENTATION
         out.append(r)
         log(f"conntrack {n}: {r['inserts_per_second']:,.0f} inserts/s, "
             f"{r['lookups_per_second']:,.0f} lookups/s, {r['bytes_per_entry']} B/entry "
             f"(entry struct {r['entry_size']} B)")
-    r = bench.bench_conntrack(10_000, repeats=2, impl=_purect.CtTable)
+    r = bench.bench_conntrack(10_000, repeats=2, impl=pure_ct.CtTable)
     r["impl"] = "reference"
     out.append(r)
     log(f"conntrack reference 10000: {r['inserts_per_second']:,.0f} inserts/s, "

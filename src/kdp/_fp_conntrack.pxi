@@ -191,7 +191,7 @@ def _ct_init():
     from kdp.conntrack.entry import ORIGINAL, REPLY
     from kdp.conntrack.tuples import ICMP_INVERSE, ICMP_VALID_NEW
     from kdp.wire import ICMP_ERROR_TYPES
-    from .contract import CTINFOS, DIRECTIONS, TCP_INDEXES
+    from .fast.contract import CTINFOS, DIRECTIONS, TCP_INDEXES
     states = tcpct.STATES
     code = {s: i for i, s in enumerate(states)}
     code[tcpct.IV] = T_IV
@@ -1528,7 +1528,7 @@ cdef class CtTable:
         cdef uint32_t ref
         cdef int k
         from kdp.conntrack.tcp import STATES
-        from .contract import TCP_INDEXES
+        from .fast.contract import TCP_INDEXES
         by_id = {}
         for s in range(self.ent_cap):
             if self.ents[s].flags & F_INTABLE:

@@ -176,8 +176,8 @@ cdef class MatcherKernel:
         self.fast_mem = NULL
 
     def __init__(self, prog):
-        from .contract import (MATCH_CIDR_DTYPE, MATCH_EP_DTYPE, MATCH_RULE_DTYPE,
-                               MATCH_SP_DTYPE)
+        from .fast.contract import (MATCH_CIDR_DTYPE, MATCH_EP_DTYPE, MATCH_RULE_DTYPE,
+                                    MATCH_SP_DTYPE)
         self.prog = prog
         arrays = {
             "keys": _rows(prog.keys, np.dtype(np.uint64), "keys"),

@@ -1,6 +1,6 @@
 # bench: `kdp bench rules` — kube-proxy's iptables rules on first packets, the
 # reference walk (kdp.netfilter over the node's generated ruleset) against the
-# compiled service matcher (kdp.k8s.svcmatch), for synthetic clusters of N
+# compiled service matcher (kdp.fast.svcmatch), for synthetic clusters of N
 # ClusterIP services with K endpoints each; plus the conntrack table
 # measurements benchmarks/ and docs/performance.md use. Owns the workloads and
 # the timing; the CLI wiring is add_parser(); never changes kdp's behaviour.
@@ -25,7 +25,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import numpy as np
 
-from .contract import FLOW_DTYPE
+from .fast.contract import FLOW_DTYPE
 from .errors import UsageError
 
 NODE = "node-0"
@@ -104,8 +104,8 @@ def bench_reference(w: Workload, *, repeats: int = 3, budget_s: float = REFERENC
                     max_flows: int = 20000, seed: int = 0, log=None) -> dict:
     """The reference walk: as many first packets as fit the time budget (split
     over the repeats), at least 20 per repeat; median rate."""
-    from .k8s.svcmatch import node_addresses
-    from .k8s.svcref import reference_decision, reference_netfilter
+    from .fast.svcmatch import node_addresses
+    from .fast.svcref import reference_decision, reference_netfilter
     t0 = time.perf_counter()
     nf = reference_netfilter(w.text, f"node/{NODE}", node_addresses(w.cluster, NODE), seed,
                              trace=False)
@@ -133,7 +133,7 @@ def bench_reference(w: Workload, *, repeats: int = 3, budget_s: float = REFERENC
 def bench_compiled(w: Workload, *, repeats: int = 5, flows: int = 1_000_000, seed: int = 0,
                    log=None) -> dict:
     """The compiled matcher's batch kernel over `flows` first packets; median rate."""
-    from .k8s.svcmatch import compile_matcher
+    from .fast.svcmatch import compile_matcher
     t0 = time.perf_counter()
     m = compile_matcher(w.cluster, NODE, w.text, seed=seed)
     if m is None:
@@ -160,7 +160,7 @@ def _compiled_work(m, flows: np.ndarray, decisions: np.ndarray) -> float:
     """Mean rules the matcher evaluates: the iptables count minus the scan the
     hash lookup replaces (the PREROUTING jump and KUBE-SERVICES rules 1..pos
     become one lookup)."""
-    from .k8s.svcmatch import S_SVC, key_of
+    from .fast.svcmatch import S_SVC, key_of
     prog = m.program
     pos_of = {}
     for k, v in zip(prog.keys.tolist(), prog.vals.tolist()):
@@ -214,7 +214,7 @@ def conntrack_flows(count: int, seed: int = 1) -> np.ndarray:
 def bench_conntrack(entries: int, *, repeats: int = 5, impl=None) -> dict:
     """Inserts/s (process_batch of new flows, confirmed) into an empty table and
     lookups/s (lookup_batch of both directions, random order) at `entries`."""
-    from .accel import CtTable
+    from .fast import CtTable
     from .conntrack.timeouts import Timeouts
     impl = impl or CtTable
     f = conntrack_flows(int(entries * 1.01) + 64)[:entries]

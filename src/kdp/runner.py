@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from typing import BinaryIO
 
 from . import errors, wire
-from .accel import FlowEngine
+from .fast import FlowEngine
+from .fast.replay import HIT, RECORD_HEADER, frame_key
 from .datapath.flowcache import FlowCache
 from .errors import KdpError
 from .io import PCAP_HEADER, open_pcap, pcap_record, read_pcap, truncated_record
@@ -22,7 +22,6 @@ from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
 FLUSH_AT = 16 << 20             # buffered capture/output bytes that trigger a write
-HIT, MISS, END = 0, 1, 2
 
 
 class FastpathMismatch(KdpError):
@@ -150,7 +149,7 @@ class PcapRun:
             self._slow(raw, t, self.counts["frames"])
 
     def _run_blocks(self, f, path: str, unit: float, big: bool) -> None:
-        rec = struct.Struct(">IIII" if big else "<IIII")
+        rec = RECORD_HEADER[big]
         buf = b""
         pos = 0
         eof = False
@@ -289,7 +288,6 @@ class PcapRun:
 
     def _learn(self, frame: bytes, r: dict, line: bytes) -> None:
         """Cache the decision just recorded for frame (output line `line`)."""
-        from ._pureflow import frame_key
         key = frame_key(frame, self.cache.carry_psh)
         if key is None:
             return

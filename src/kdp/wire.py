@@ -8,15 +8,17 @@ import struct
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
-from .accel import csum_replace, inet_checksum
+from .checksum import csum_replace, inet_checksum
 from .addr import mac_from_bytes, mac_to_bytes
-from .contract import ICMP_ERROR_TYPES  # noqa: F401  (the ICMP error types, declared once there)
 from .errors import KdpError
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 PROTO_ICMP, PROTO_TCP, PROTO_UDP = 1, 6, 17
 PROTO_NAMES = {PROTO_ICMP: "icmp", PROTO_TCP: "tcp", PROTO_UDP: "udp"}
+# The ICMP types that are errors (unreachable, source quench, redirect, time exceeded, parameter
+# problem): declared here only; conntrack, netfilter and the fast path's contract import this one.
+ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 
 # TCP flag bits
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20

@@ -13,7 +13,8 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from kdp import _pureflow
+from kdp.fast import replay
+from kdp.fast.flowengine import FlowEngine as PureFlowEngine
 from kdp.emulator import Emulator
 from kdp.k8s.kubeproxy import generate_rules
 from kdp.runner import FastpathMismatch, PcapRun
@@ -30,7 +31,7 @@ FLAGS = {"S": 0x02, "A": 0x10, "PA": 0x18, "FA": 0x11, "R": 0x04}
 
 
 def _csum(b: bytes) -> int:
-    return (~_pureflow._fold(_pureflow._sum16(b, 0, len(b)))) & 0xFFFF
+    return (~replay._fold(replay._sum16(b, 0, len(b)))) & 0xFFFF
 
 
 def _frame(src_mac, dst_mac, src, dst, sport, dport, flags, seq, ack, ident, payload) -> bytes:
@@ -85,7 +86,7 @@ def run_mode(tmp, pcap, mode: str, ctmax: int, events, hairpin: str = "hairpin-v
     out = io.BytesIO()
     d = os.path.join(tmp, mode)
     kw = {"fastpath": mode != "reference", "validate": mode == "validate",
-          "engine": _pureflow.FlowEngine if mode == "pure" else None}
+          "engine": PureFlowEngine if mode == "pure" else None}
     ev = {i: fn for i, fn in (events or {}).items()}
     counts = PcapRun(emu, f"pod/default/{pod}", out, json_lines=True, out_dir=d,
                      events=ev, **kw).run(pcap)
@@ -210,7 +211,7 @@ def test_validation_catches_a_wrong_replay(tmp_path, monkeypatch):
     emu = Emulator(svc_cluster(), capture=False, trace=False)
     with pytest.raises(FastpathMismatch, match="line"):
         PcapRun(emu, "pod/default/client", io.BytesIO(), json_lines=True, out_dir=None,
-                validate=True, engine=_pureflow.FlowEngine).run(pcap)
+                validate=True, engine=PureFlowEngine).run(pcap)
 
 
 def test_an_entry_the_engine_cannot_reproduce_is_not_kept(tmp_path, monkeypatch):
@@ -364,7 +365,7 @@ def _run_text(tmp, text, at, pcap, mode) -> tuple:
     d = os.path.join(tmp, mode)
     counts = PcapRun(emu, at, out, json_lines=True, out_dir=d, fastpath=mode != "reference",
                      validate=mode == "validate",
-                     engine=_pureflow.FlowEngine if mode == "pure" else None).run(pcap)
+                     engine=PureFlowEngine if mode == "pure" else None).run(pcap)
     files = {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))}
     tables = [(ns.netfilter.conntrack.to_conntrack_l(emu.datapath.now),
                ns.netfilter.ruleset.to_iptables_save(counters=True))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from kdp.accel import csum_replace
+from kdp.checksum import csum_replace
 
 from .tuples import PROTO_ICMP, Tuple
 

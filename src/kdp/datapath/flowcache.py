@@ -4,7 +4,7 @@
 # learnt and looked up, sockets that answered without changing, rule counters)
 # and anything that makes it unrepeatable (a new entry, a state change, a
 # volatile rule, an app, ARP). A repeatable decision becomes a cache entry: a
-# replay program for the engine (kdp.accel.FlowEngine: compiled, or its pure
+# replay program for the engine (kdp.fast.FlowEngine: compiled, or its pure
 # twin) keyed by the frame's headers, whose every capture is derived from the
 # frame and checked byte for byte against what the reference produced. State
 # the engine touches lives in slots, written back before the reference runs
@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, field
 
 from .. import wire
-from .._pureflow import apply_template, rst_source
+from ..fast.replay import apply_template, rst_source
 from ..conntrack.entry import SEEN_REPLY
-from ..contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT, OP_FDB_CHECK,
+from ..fast.contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT, OP_FDB_CHECK,
                         OP_FDB_LEARN, OP_GEN_RST)
 
 # Header bytes a capture may differ in from its source: MACs, TTL, addresses,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from .. import wire
-from ..accel import inet_checksum
+from ..checksum import inet_checksum
 from ..net.tcpstate import parse_tcp_options
 from ..wire import ICMP, TCP, UDP, Packet
 

@@ -4,7 +4,7 @@
 from ipaddress import IPv4Address as IP
 
 from kdp import wire
-from kdp.accel import inet_checksum
+from kdp.checksum import inet_checksum
 from kdp.conntrack import (DST, SRC, NatContext, NatRange, Tuple, conntrack_in, icmp_reply_translation,
                            jhash2, keyed_hash, manip_packet, null_binding, setup_nat)
 from ct_helpers import A, B, table, tcp, udp

@@ -173,7 +173,7 @@ def test_icmp_error_from_the_backend_is_translated_back():
     assert checksums_ok(out)
     inner = out.l4.payload
     q_ip = inner[:20]
-    from kdp.accel import inet_checksum
+    from kdp.checksum import inet_checksum
     assert inet_checksum(q_ip) == 0
     assert q_ip[12:16] == wire.IPv4Address(CLIENT).packed and q_ip[16:20] == wire.IPv4Address(VIP).packed
     assert int.from_bytes(inner[20:22], "big") == 40000 and int.from_bytes(inner[22:24], "big") == 80
@@ -190,7 +190,7 @@ def test_icmp_error_from_a_router_after_snat_reaches_the_pod():
     assert str(back.ip.src) == "172.16.0.1" and checksums_ok(back)
     q = back.l4.payload
     assert q[12:16] == wire.IPv4Address(CLIENT).packed
-    from kdp.accel import inet_checksum
+    from kdp.checksum import inet_checksum
     assert inet_checksum(q[:20]) == 0                    # inner IP header checksum fixed
     # inner UDP checksum fixed too (full 8-byte header quoted): recompute over the original
     assert q[20:28] == wire.emit(p)[34:42]

@@ -1,20 +1,23 @@
-# contract: the one declaration of the array layouts shared by the compiled
-# fast path (_fastpath.pyx) and its pure twin (_purepath.py): the header-summary
-# record (HEADER_DTYPE, field order = HEADER_FIELDS), the checksum result dtype,
-# and the layout check that proves the .pyx struct matches. Both twins follow
-# this module; it holds no packet logic and imports nothing from kdp.
+# fast.contract: the one declaration of what the compiled fast path
+# (kdp._fastpath) and its pure twins in kdp.fast share: the array layouts (the
+# header-summary record, checksum results, conntrack flows/results/entries, the
+# service matcher's program and decisions, the flow cache's replay programs),
+# the argument rules both twins enforce, the check that proves the compiled
+# structs are these records (check_compiled), and one Protocol per component
+# that both twins satisfy. Holds no packet logic; imports nothing from kdp but
+# kdp.errors (kdp._fastpath and the selector import it while kdp.wire loads).
 from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import KdpError
+from ..errors import KdpError
 
 # Order and meaning are those of parse_headers()'s tuple; -1/0 where a field
-# does not apply (see _purepath.parse_headers).
+# does not apply (see kdp.fast.headers.parse_headers).
 HEADER_FIELDS: tuple[str, ...] = (
     "ethertype", "l3_offset", "ip_proto", "src_ip", "dst_ip", "ttl",
     "l4_offset", "sport", "dport", "ip_header_ok",
@@ -119,7 +122,7 @@ FLOW_DTYPE = np.dtype(
     align=True,
 )
 
-# The service matcher's answer for one first packet (kdp.k8s.svcmatch).
+# The service matcher's answer for one first packet (kdp.fast.svcmatch).
 VERDICTS: tuple[str, ...] = ("none", "dnat", "reject", "drop", "slow")
 V_NONE, V_DNAT, V_REJECT, V_DROP, V_SLOW = range(5)
 DECISION_DTYPE = np.dtype(
@@ -203,20 +206,18 @@ def check_nat_args(manip: str, min_ip=None, max_ip=None, min_port=None, max_port
         raise ValueError("give both ends of an address or port range, or neither")
 
 
-# The ICMP types that are errors (unreachable, source quench, redirect, time exceeded, parameter
-# problem): declared here only; kdp.wire and everything else import this one.
-ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
-
-
 def check_process_args(proto: int, dport: int) -> None:
     """CtTable.process() takes no ICMP errors (those go to related())."""
+    # Bound here, not at module level: _fastpath binds this contract while kdp.wire may still be
+    # importing its checksums (the compiled ones) from it.
+    from kdp.wire import ICMP_ERROR_TYPES
     if proto == 1 and (dport >> 8) in ICMP_ERROR_TYPES:
         raise ValueError(f"ICMP type {dport >> 8} is an error: use related()")
 
 
-# The compiled service matcher's program (kdp.k8s.svcmatch.MatcherProgram):
+# The compiled service matcher's program (kdp.fast.svcmatch.MatcherProgram):
 # dispatch rules (chained per hash key), service ports, the SVC/SVL chains'
-# endpoints and the KUBE-FW source ranges. Meanings in kdp.k8s.svcmatch.
+# endpoints and the KUBE-FW source ranges. Meanings in kdp.fast.svcmatch.
 MATCH_RULE_DTYPE = np.dtype([("next", np.int32), ("pos", np.int32), ("sp", np.int32),
                              ("kind", np.int8), ("flag", np.int8)], align=True)
 MATCH_SP_DTYPE = np.dtype([
@@ -235,7 +236,7 @@ MATCH_CIDR_DTYPE = np.dtype([("net", np.uint32), ("mask", np.uint32)], align=Tru
 
 # --- the flow cache's replay programs (kdp.datapath.flowcache) --------------
 # An entry's program is a sequence of FLOW_OP records, run in order after every
-# check has passed. Both twins (_pureflow.FlowEngine, _fastpath.FlowEngine)
+# check has passed. Both twins (kdp.fast.flowengine.FlowEngine, _fastpath.FlowEngine)
 # read exactly this layout.
 #   OP_CT        slot=conntrack slot, x=timeout it sets (NaN: leaves it), y=the
 #                latest time the decision holds (+inf: no bound). Check:
@@ -254,3 +255,126 @@ OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST, OP_CAPTURE = 1, 2, 3, 4, 5
 FLOW_TEMPLATE = struct.Struct("<HIIB")
 FLOW_OVERWRITE = struct.Struct("<HB")
 FLOW_KEY_LEN = 36
+
+
+# --- the components' interfaces ------------------------------------------------
+# What each compiled component and its pure twin both provide; kdp.fast exports
+# whichever was chosen, so callers may rely on these members only.
+# tests/unit/fast/test_protocols.py checks both twins against them.
+
+@runtime_checkable
+class HeadersTwin(Protocol):
+    """The header routines: kdp._fastpath and the module kdp.fast.headers."""
+
+    IMPLEMENTATION: str
+
+    def inet_checksum(self, data, initial: int = 0) -> int: ...
+    def csum_replace(self, check: int, old: bytes, new: bytes) -> int: ...
+    def parse_headers(self, frame) -> tuple: ...
+    def parse_batch(self, frames) -> np.ndarray: ...
+    def checksum_batch(self, frames, offsets, lengths) -> np.ndarray: ...
+
+
+@runtime_checkable
+class CtTableTwin(Protocol):
+    """One namespace's conntrack table on integers: kdp._fastpath.CtTable and
+    kdp.fast.conntrack.CtTable. Handles come from process()/related()/lookup()."""
+
+    seed: int
+    namespace: str
+
+    def process(self, proto: int, src: int, dst: int, sport: int, dport: int, flags: int,
+                now: float, *, prerouting: bool = True, checksum_ok: bool = True) -> CtVerdict: ...
+    def related(self, outer_src: int, outer_dst: int, icmp_type: int, icmp_code: int, proto: int,
+                src: int, dst: int, sport: int, dport: int, now: float, *,
+                prerouting: bool = True, checksum_ok: bool = True) -> CtVerdict: ...
+    def nat(self, handle: int, manip: str, now: float, min_ip: int | None = None,
+            max_ip: int | None = None, min_port: int | None = None, max_port: int | None = None,
+            *, random: bool = False, random_fully: bool = False,
+            persistent: bool = False) -> bool: ...
+    def null_binding(self, handle: int, manip: str, now: float) -> bool: ...
+    def confirm(self, handle: int, now: float) -> bool: ...
+    def discard(self, handle: int) -> None: ...
+    def set_mark(self, handle: int, mark: int) -> None: ...
+    def set_masq_dev(self, handle: int, dev: str | None) -> None: ...
+    def entry(self, handle: int) -> dict | None: ...
+    def remove(self, handle: int) -> None: ...
+    def lookup(self, proto: int, src: int, dst: int, sport: int, dport: int,
+               now: float) -> tuple[int, str] | None: ...
+    def sweep(self, now: float) -> int: ...
+    def flush(self) -> None: ...
+    def export(self) -> list[dict]: ...
+    def import_(self, items: list[dict]) -> None: ...
+    def to_conntrack_l(self, now: float) -> str: ...
+    @property
+    def stats(self) -> dict: ...
+    def __len__(self) -> int: ...
+    def lookup_batch(self, flows) -> np.ndarray: ...
+    def process_batch(self, flows, confirm: bool = True) -> np.ndarray: ...
+    def memory(self) -> dict: ...
+
+
+@runtime_checkable
+class MatcherKernelTwin(Protocol):
+    """Decisions over one kdp.fast.svcmatch.MatcherProgram:
+    kdp._fastpath.MatcherKernel and kdp.fast.matcher.MatcherKernel."""
+
+    def recent(self) -> dict[int, list[tuple[int, list[float]]]]: ...
+    def decide(self, proto: int, src: int, dst: int, sport: int, dport: int, now: float,
+               in_local: bool = False) -> tuple[int, int, int, int, int, int]: ...
+    def decide_batch(self, flows: np.ndarray) -> np.ndarray: ...
+    def decide_count(self, flows: np.ndarray, repeat: int = 1) -> tuple[int, int]: ...
+
+
+@runtime_checkable
+class FlowEngineTwin(Protocol):
+    """The flow cache's replay engine: kdp._fastpath.FlowEngine and
+    kdp.fast.flowengine.FlowEngine (constructed as FlowEngine(capture, text))."""
+
+    def ct_new(self, value: float) -> int: ...
+    def ct_get(self, slot: int) -> float: ...
+    def ct_set(self, slot: int, value: float) -> None: ...
+    def fdb_new(self, value: float) -> int: ...
+    def fdb_get(self, slot: int) -> float: ...
+    def fdb_set(self, slot: int, value: float) -> None: ...
+    def sink_new(self) -> int: ...
+    def sink_append(self, sink: int, t: float, data: bytes) -> None: ...
+    def sink_take(self, sink: int) -> bytes: ...
+    def buffered(self) -> int: ...
+    def out_take(self) -> bytes: ...
+    def set_carry_psh(self, on: bool) -> None: ...
+    def add(self, key: bytes, prog: bytes, blob: bytes, rst: bytes, prefix: bytes,
+            suffix: bytes, tail: bytes | None = None) -> int: ...
+    def remove(self, eid: int) -> None: ...
+    def take_hits(self, eid: int) -> tuple[int, float, int]: ...
+    def take_dirty_slots(self) -> tuple[list[int], list[int]]: ...
+    def take_dirty(self) -> tuple[list[int], list[int], list[int]]: ...
+    def lookup(self, frame: bytes) -> int: ...
+    def predict(self, eid: int, frame: bytes, now: float, index: int): ...
+    def run(self, buf, pos: int, end: int, index: int, now: float, unit: float,
+            big_endian: bool, limit: int = -1) -> tuple[int, int, int, float]: ...
+
+
+# --- the compiled module's proof ----------------------------------------------
+
+def check_compiled(mod) -> None:
+    """Raise LayoutMismatch unless every C struct of the compiled module `mod`
+    (kdp._fastpath; its descriptions in fast/layout.pxi) is exactly the record
+    declared here, and its conntrack result codes and flow key length are ours.
+    A mismatch is a build bug: LayoutMismatch is not an ImportError, so the
+    selector refuses the module loudly instead of falling back to the twins."""
+    check_layout("_fastpath.header_t", HEADER_DTYPE, mod.HEADER_STRUCT_SIZE,
+                 mod.HEADER_STRUCT_OFFSETS, mod.HEADER_STRUCT_SIZES)
+    for name, dtype, probe in (("m_rule_t", MATCH_RULE_DTYPE, mod.MATCH_RULE_STRUCT),
+                               ("m_sp_t", MATCH_SP_DTYPE, mod.MATCH_SP_STRUCT),
+                               ("m_ep_t", MATCH_EP_DTYPE, mod.MATCH_EP_STRUCT),
+                               ("m_cidr_t", MATCH_CIDR_DTYPE, mod.MATCH_CIDR_STRUCT),
+                               ("decision_t", DECISION_DTYPE, mod.DECISION_STRUCT),
+                               ("ct_entry_t", CT_ENTRY_DTYPE, mod.CT_ENTRY_STRUCT),
+                               ("flow_t", FLOW_DTYPE, mod.FLOW_STRUCT),
+                               ("ct_result_t", CT_RESULT_DTYPE, mod.CT_RESULT_STRUCT)):
+        check_layout(f"_fastpath.{name}", dtype, *probe)
+    if tuple(mod.CT_CODES) != (CT_OK, CT_INVALID, CT_DROP, CT_MISS):
+        raise LayoutMismatch("conntrack result codes differ from kdp.fast.contract")
+    if mod.FLOW_KEY_STRUCT_LEN != FLOW_KEY_LEN:
+        raise LayoutMismatch("kdp.fast.contract.FLOW_KEY_LEN and the compiled flow engine disagree")

@@ -1,44 +1,22 @@
-# _purepath: the pure-Python twin of the compiled module _fastpath.pyx.
-# Same functions, same results; selected by kdp.accel when the extension is
-# missing or KDP_NO_EXTENSIONS=1. Operates on raw bytes only.
+# fast.headers: the pure-Python twin of the compiled header routines
+# (kdp._fastpath, fast/headers.pxi): the per-frame header summary and the batch
+# forms filling kdp.fast.contract's arrays, plus kdp.checksum's pure checksums
+# under the twin's names. Same functions, same results; selected by kdp.fast
+# when the extension is missing or KDP_NO_EXTENSIONS=1. Raw bytes only: no
+# packet objects, no policy.
 from __future__ import annotations
-
-import struct
 
 import numpy as np
 
+from ..checksum import pure_csum_replace as csum_replace  # noqa: F401  (part of the twin)
+from ..checksum import pure_inet_checksum as inet_checksum
 from .contract import CHECKSUM_DTYPE, HEADER_DTYPE, batch_index_args, span_error
 
 IMPLEMENTATION = "python"
 
 
-def inet_checksum(data: bytes, initial: int = 0) -> int:
-    """RFC 1071 Internet checksum of data, starting from a 32-bit partial sum."""
-    if len(data) % 2:
-        data = bytes(data) + b"\x00"
-    total = initial + sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return (~total) & 0xFFFF
-
-
-def csum_replace(check: int, old: bytes, new: bytes) -> int:
-    """Incremental checksum update (RFC 1624 eqn. 3) for replacing old with new.
-
-    old and new have the same even length. This is what the kernel's
-    csum_replace4/inet_proto_csum_replace4 do, so a wrong checksum stays wrong.
-    """
-    total = (~check) & 0xFFFF
-    for i in range(0, len(old), 2):
-        total += (~((old[i] << 8) | old[i + 1])) & 0xFFFF
-        total += (new[i] << 8) | new[i + 1]
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return (~total) & 0xFFFF
-
-
 # Header summary of one Ethernet frame: a fixed tuple the batch driver and the
-# compiled twin agree on (see kdp.accel.HEADER_FIELDS).
+# compiled twin agree on (see kdp.fast.contract.HEADER_FIELDS).
 def parse_headers(frame: bytes) -> tuple:
     """(ethertype, l3_offset, ip_proto, src_ip, dst_ip, ttl, l4_offset, sport, dport,
     ip_header_ok) with integers; -1/0 where a field does not apply."""
@@ -73,7 +51,7 @@ def parse_headers(frame: bytes) -> tuple:
     return (ethertype, off, proto, src, dst, ttl, l4, sport, dport, ok)
 
 
-# --- batches (layouts declared in kdp.contract) ----------------------------
+# --- batches (layouts declared in kdp.fast.contract) -----------------------
 
 def parse_batch(frames) -> np.ndarray:
     """parse_headers() of every frame, as one HEADER_DTYPE record per frame."""

@@ -1,5 +1,5 @@
 # The compiled conntrack table (_fastpath.CtTable) against its twin, the
-# reference table (_purect.CtTable over kdp.conntrack): random packet sequences
+# reference table (kdp.fast.conntrack.CtTable over kdp.conntrack): random packet sequences
 # (Hypothesis) with NAT bindings, confirms, discards, ICMP errors, expiry, a
 # full table with early drop, removals and export/import give the same verdict
 # for every packet, the same entries (NAT tuples included) and the same export
@@ -13,7 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdp import _purect, contract
+from kdp import fast
+from kdp.fast import conntrack as pure_ct
+from kdp import wire
+from kdp.fast import contract
 from kdp.conntrack import Timeouts
 
 try:
@@ -22,7 +25,7 @@ except ImportError:  # pragma: no cover
     _fastpath = None
 
 needs_fastpath = pytest.mark.skipif(_fastpath is None, reason="kdp._fastpath is not built")
-TWINS = [pytest.param(_purect, id="python"),
+TWINS = [pytest.param(pure_ct, id="python"),
          pytest.param(_fastpath, id="cython", marks=needs_fastpath)]
 over_twins = pytest.mark.parametrize("impl", TWINS)
 
@@ -168,7 +171,7 @@ class Run:
 def _packet(run, tup, flags, pre, csum, then, nat_ip, now):
     t = run.t
     proto, src, dst, sport, dport = tup
-    if proto == 1 and (dport >> 8) in contract.ICMP_ERROR_TYPES:
+    if proto == 1 and (dport >> 8) in wire.ICMP_ERROR_TYPES:
         return ["icmp error"]
     if proto != 6:
         flags = 0
@@ -256,7 +259,7 @@ def _apply(run, op, now):
        kube=st.booleans(), loose=st.booleans())
 def test_twins_agree_on_random_packet_sequences(ops, max_entries, buckets, seed, kube, loose):
     tm = Timeouts.kube_proxy() if kube else Timeouts()
-    ref = _purect.CtTable(max_entries, tm, buckets=buckets, seed=seed, namespace="node/n1",
+    ref = pure_ct.CtTable(max_entries, tm, buckets=buckets, seed=seed, namespace="node/n1",
                           tcp_loose=loose)
     fast = _fastpath.CtTable(max_entries, tm, buckets=buckets, seed=seed, namespace="node/n1",
                              tcp_loose=loose)
@@ -274,7 +277,7 @@ def test_twins_agree_on_random_packet_sequences(ops, max_entries, buckets, seed,
 
 
 def _run_twins(ops, **kw):
-    ref, fast = _purect.CtTable(**kw), _fastpath.CtTable(**kw)
+    ref, fast = pure_ct.CtTable(**kw), _fastpath.CtTable(**kw)
     r_ref, r_fast, now = Run(ref), Run(fast), 0.0
     for i, op in enumerate(ops):
         now += op[1]
@@ -325,7 +328,7 @@ def test_twins_agree_on_long_seeded_runs(seed):
 @given(ops=st.lists(packet_ops(), min_size=1, max_size=40))
 def test_export_moves_between_twins(ops):
     """A reference export loads into the compiled table (and back) unchanged."""
-    ref = _purect.CtTable(0, namespace="n")
+    ref = pure_ct.CtTable(0, namespace="n")
     run, now = Run(ref), 0.0
     for op in ops:
         now += op[1]
@@ -333,7 +336,7 @@ def test_export_moves_between_twins(ops):
     fast = _fastpath.CtTable(0, namespace="n")
     fast.import_(ref.export())
     assert fast.export() == ref.export()
-    back = _purect.CtTable(0, namespace="n")
+    back = pure_ct.CtTable(0, namespace="n")
     back.import_(fast.export())
     assert back.export() == ref.export()
 
@@ -396,7 +399,7 @@ def test_export_array_is_the_entry_records():
 # --- rare paths, both twins side by side -------------------------------------------
 
 def _both(**kw):
-    return _purect.CtTable(**kw), _fastpath.CtTable(**kw)
+    return pure_ct.CtTable(**kw), _fastpath.CtTable(**kw)
 
 
 @needs_fastpath
@@ -509,20 +512,19 @@ def test_matcher_structs_follow_the_contract():
         contract.check_layout("probe", dtype, *probe)
 
 
-def test_accel_selects_the_conntrack_and_matcher_twins():
-    from kdp import accel
-    if accel.IMPLEMENTATION == "cython":
-        assert accel.CtTable is _fastpath.CtTable and accel.flow_hash is _fastpath.flow_hash
+def test_selector_chooses_the_conntrack_and_matcher_twins():
+    if fast.IMPLEMENTATION == "cython":
+        assert fast.CtTable is _fastpath.CtTable and fast.flow_hash is _fastpath.flow_hash
     else:
-        assert accel.CtTable is _purect.CtTable
-    assert accel.matcher_implementation() == accel.IMPLEMENTATION
+        assert fast.CtTable is pure_ct.CtTable
+    assert fast.matcher_implementation() == fast.IMPLEMENTATION
 
 
 @needs_fastpath
 def test_batches_of_both_twins_agree():
     rows = [(6, IPS[i % 4], IPS[(i + 1) % 4], 2000 + i % 7, 80, SYN if i < 20 else ACK, i * 0.5)
             for i in range(40)] + [(17, IPS[1], IPS[0], 53, 2000 + i, 0, 30.0) for i in range(9)]
-    ref, fast = _purect.CtTable(16, buckets=4), _fastpath.CtTable(16, buckets=4)
+    ref, fast = pure_ct.CtTable(16, buckets=4), _fastpath.CtTable(16, buckets=4)
     a, b = ref.process_batch(_flows(rows)), fast.process_batch(_flows(rows))
     keep = [n for n in contract.CT_RESULT_DTYPE.names if n != "handle"]
     assert a[keep].tolist() == b[keep].tolist()

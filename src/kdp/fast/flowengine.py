@@ -1,131 +1,19 @@
-# _pureflow: the pure-Python twin of the flow cache's replay engine in
-# _fastpath (_fp_flowcache.pxi). It keys raw frames, finds cached decisions,
-# checks the state they rest on (conntrack and FDB slots), replays them on the
-# frame's bytes (captures into per-device pcap buffers, the output line) and
-# stops at the first frame it cannot replay. Layouts: kdp.contract. What is
+# fast.flowengine: the pure-Python twin of the flow cache's replay engine
+# (kdp._fastpath.FlowEngine, fast/flowengine.pxi). It finds cached decisions
+# by frame key, checks the state they rest on (conntrack and FDB slots),
+# replays them on the frame's bytes (captures into per-device pcap buffers,
+# the output line) and stops at the first frame it cannot replay. The byte
+# helpers are kdp.fast.replay's, the layouts kdp.fast.contract's; what is
 # cached, and when it is forgotten, is kdp.datapath.flowcache's business.
 from __future__ import annotations
 
 import math
-import struct
 
-from .contract import (FLOW_KEY_LEN, FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT,
-                       OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST)
-from .io import pcap_record  # noqa: F401  (the record format both twins write)
+from ..io import pcap_record
+from .contract import FLOW_OP, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
+from .replay import END, HIT, MISS, RECORD_HEADER, apply_template, flag_str, frame_key, rst_source
 
 IMPLEMENTATION = "python"
-HIT, MISS, END = 0, 1, 2
-_REC = {False: struct.Struct("<IIII"), True: struct.Struct(">IIII")}
-
-
-def _sum16(b: bytes, start: int, end: int) -> int:
-    s = 0
-    for i in range(start, end - 1, 2):
-        s += (b[i] << 8) | b[i + 1]
-    if (end - start) & 1:
-        s += b[end - 1] << 8
-    return s
-
-
-def _fold(s: int) -> int:
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
-def adjust(check: int, delta: int) -> int:
-    """RFC 1624 eqn. 3 with a precomputed sum of ~old+new words."""
-    return (~_fold(((~check) & 0xFFFF) + delta)) & 0xFFFF
-
-
-def frame_key(f: bytes, carry_psh: bool = False) -> bytes | None:
-    """The bytes a cached decision is keyed on, or None when the frame is not
-    one the cache replays (not IPv4/TCP/UDP without options or fragments, or a
-    bad IP or L4 checksum). Everything else in the frame is carried through;
-    with carry_psh also TCP's PSH bit (when no rule reads TCP flags)."""
-    n = len(f)
-    if n < 34 or f[12] != 0x08 or f[13] != 0x00 or f[14] != 0x45:
-        return None
-    total = (f[16] << 8) | f[17]
-    if total < 28 or 14 + total > n or ((f[20] << 8) | f[21]) & 0x3FFF:
-        return None
-    if _fold(_sum16(f, 14, 34)) != 0xFFFF:
-        return None
-    proto, end = f[23], 14 + total
-    seg = total - 20
-    if proto == 6:
-        if seg < 20 or (f[46] >> 4) * 4 < 20 or (f[46] >> 4) * 4 > seg:
-            return None
-        csum_at = 50
-    elif proto == 17:
-        if seg < 8 or (f[40] == 0 and f[41] == 0):
-            return None
-        csum_at = 40
-    else:
-        return None
-    s = _sum16(f, 26, 34) + proto + seg + _sum16(f, 34, end) - ((f[csum_at] << 8) | f[csum_at + 1])
-    c = (~_fold(s)) & 0xFFFF
-    if proto == 17 and c == 0:
-        c = 0xFFFF
-    if c != ((f[csum_at] << 8) | f[csum_at + 1]):
-        return None
-    # TCP: the length is carried through (no decision reads it); UDP: kept,
-    # since the output line shows the payload length
-    key = f[0:16] + (b"\0\0" if proto == 6 else f[16:18]) + f[20:24] + f[26:38]
-    if proto == 6:
-        key += bytes([f[46], f[47] & ~0x08 if carry_psh else f[47]])
-    else:
-        key += f[38:40]
-    assert len(key) == FLOW_KEY_LEN
-    return key
-
-
-_FLAG_NAMES = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "."), (0x20, "U"))
-
-
-def flag_str(flags: int) -> bytes:
-    """kdp.wire.tcp_flag_str as bytes (the output line's "flags")."""
-    return ("".join(n for bit, n in _FLAG_NAMES if flags & bit) or "none").encode()
-
-
-def rst_source(base: bytes, f: bytes, mode: int, flag_len: int) -> bytes:
-    """tcp_v4_send_reset()'s segment for frame f, from the entry's recorded RST:
-    only seq or ack differ from one frame to the next (mode 1: the frame had
-    ACK; mode 2: ack = seq + payload + flag_len, the SYN/FIN count)."""
-    if mode == 1:
-        seq, ack = f[42:46], b"\0\0\0\0"
-    else:
-        payload = ((f[16] << 8) | f[17]) - 20 - (f[46] >> 4) * 4
-        v = (int.from_bytes(f[38:42], "big") + payload + flag_len) & 0xFFFFFFFF
-        seq, ack = b"\0\0\0\0", v.to_bytes(4, "big")
-    delta = 0
-    for old, new in ((base[38:42], seq), (base[42:46], ack)):
-        for i in (0, 2):
-            delta += ((~((old[i] << 8) | old[i + 1])) & 0xFFFF) + ((new[i] << 8) | new[i + 1])
-    csum = adjust((base[50] << 8) | base[51], delta)
-    return base[:38] + seq + ack + base[46:50] + csum.to_bytes(2, "big") + base[52:]
-
-
-def apply_template(src: bytes, blob: bytes, off: int) -> bytes:
-    """A capture: the source's bytes (to its IP total length) with the recorded
-    header fields written over and both checksums adjusted."""
-    n_over, ipdelta, l4delta, kind = FLOW_TEMPLATE.unpack_from(blob, off)
-    end = 14 + ((src[16] << 8) | src[17])
-    out = bytearray(src[:end])
-    p = off + FLOW_TEMPLATE.size
-    for _ in range(n_over):
-        pos, val = FLOW_OVERWRITE.unpack_from(blob, p)
-        out[pos] = val
-        p += FLOW_OVERWRITE.size
-    c = adjust((src[24] << 8) | src[25], ipdelta)
-    out[24], out[25] = c >> 8, c & 0xFF
-    if kind:
-        at = 50 if kind == 6 else 40
-        c = adjust((src[at] << 8) | src[at + 1], l4delta)
-        if kind == 17 and c == 0:
-            c = 0xFFFF
-        out[at], out[at + 1] = c >> 8, c & 0xFF
-    return bytes(out)
 
 
 class _Entry:
@@ -283,7 +171,7 @@ class FlowEngine:
         """Replay records of a classic pcap buffer from pos until a frame is not
         a hit (MISS: pos is at its record) or the buffer holds no whole record
         (END). Returns (status, pos, index, now)."""
-        rec = _REC[big_endian]
+        rec = RECORD_HEADER[big_endian]
         done = 0
         while True:
             if limit >= 0 and done >= limit:

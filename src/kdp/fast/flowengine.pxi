@@ -1,14 +1,12 @@
-# _fp_flowcache.pxi (included by _fastpath.pyx): the flow cache's replay
-# engine in C, twin of _pureflow.FlowEngine (same methods, same bytes). Keys a
+# fast/flowengine.pxi (included by kdp/_fastpath.pyx): the flow cache's replay
+# engine in C, twin of kdp.fast.flowengine.FlowEngine (same methods, same bytes). Keys a
 # raw frame, finds its cached decision in an open-addressing table, checks the
 # conntrack/FDB slots it rests on, then replays it: slot updates, captures
 # written straight into per-device pcap buffers, the output line. No Python
-# object is made per replayed frame. Layouts: kdp.contract (FLOW_*).
+# object is made per replayed frame. Layouts: kdp.fast.contract (FLOW_*).
 from libc.math cimport rint, isnan, INFINITY
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memset
-
-from .contract import FLOW_KEY_LEN as _FLOW_KEY_LEN
 
 DEF KEYLEN = 36
 
@@ -121,7 +119,7 @@ cdef inline uint32_t _be16(const unsigned char* p) noexcept nogil:
 
 cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key,
                     bint carry_psh) noexcept nogil:
-    """1 and the key in `key` when the frame is replayable (see _pureflow.frame_key)."""
+    """1 and the key in `key` when the frame is replayable (see kdp.fast.replay.frame_key)."""
     cdef uint32_t total, seg, proto, csum_at, s, c, doff
     if n < 34 or f[12] != 0x08 or f[13] != 0x00 or f[14] != 0x45:
         return 0
@@ -257,7 +255,7 @@ cdef inline void _rec_header(char* p, double t, uint32_t n) noexcept nogil:
 
 
 cdef class FlowEngine:
-    """Compiled twin of kdp._pureflow.FlowEngine."""
+    """Compiled twin of kdp.fast.flowengine.FlowEngine."""
 
     cdef bint capture, text, carry_psh
     cdef fl_entry* entries
@@ -733,4 +731,6 @@ cdef inline uint32_t _fl_bswap32(uint32_t v) noexcept nogil:
     return ((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | (v >> 24)
 
 
-assert _FLOW_KEY_LEN == KEYLEN, "kdp.contract.FLOW_KEY_LEN and _fp_flowcache.pxi disagree"
+# The key length this engine is built for (kdp.fast.contract.FLOW_KEY_LEN, checked
+# by contract.check_compiled).
+FLOW_KEY_STRUCT_LEN = KEYLEN

@@ -1,10 +1,11 @@
-# k8s.svcmatch: the compiled service DNAT matcher — kube-proxy's iptables answer
+# fast.svcmatch: the compiled service DNAT matcher — kube-proxy's iptables answer
 # for the first packet of a connection, from hash lookups instead of the linear
 # KUBE-SERVICES walk. compile_matcher() builds a MatcherProgram (flat numpy
-# arrays, layouts in kdp.contract) from the node's Services, but only when the
+# arrays, layouts in kdp.fast.contract) from the node's Services, but only when the
 # node's ruleset is exactly what kdp.k8s.kubeproxy.generate_rules wrote (else
 # None: the reference walk decides); the per-packet kernels (decide, batch,
-# affinity tables) are kdp.accel's: _fastpath (C) or _purematch (pure Python).
+# affinity tables) are kdp.fast's: kdp._fastpath (C) or kdp.fast.matcher (pure
+# Python). Used by `kdp bench rules` and the equivalence tests, not by `kdp run`.
 #
 # What one decision covers (the reference: kdp.netfilter walking the rules):
 # nat PREROUTING/OUTPUT -> KUBE-SERVICES (cluster IP, external IP, LB IP rules;
@@ -28,8 +29,8 @@ from typing import NamedTuple
 import numpy as np
 
 from kdp.conntrack.keyed import decision_point
-from kdp.contract import (DECISION_DTYPE, FLOW_DTYPE, MATCH_CIDR_DTYPE, MATCH_EP_DTYPE,
-                          MATCH_RULE_DTYPE, MATCH_SP_DTYPE, VERDICTS)
+from kdp.fast.contract import (DECISION_DTYPE, FLOW_DTYPE, MATCH_CIDR_DTYPE, MATCH_EP_DTYPE,
+                               MATCH_RULE_DTYPE, MATCH_SP_DTYPE, VERDICTS)
 from kdp.k8s import kubeproxy as kp
 from kdp.k8s import kubeproxy_chains as kc
 from kdp.k8s.model import Cluster
@@ -337,14 +338,14 @@ def _mark_filtered_endpoints(prog: MatcherProgram, ep_protos: list[int]) -> None
 # --- the matcher ---------------------------------------------------------------------
 
 class Matcher:
-    """A compiled program plus its kernel (C or pure, per kdp.accel) and the
+    """A compiled program plus its kernel (C or pure, per kdp.fast) and the
     kernel's `recent` (session affinity) state."""
 
     def __init__(self, program: MatcherProgram):
-        from kdp import accel
+        from kdp import fast
         self.program = program
-        self.kernel = accel.matcher_kernel(program)
-        self.implementation = accel.matcher_implementation()
+        self.kernel = fast.matcher_kernel(program)
+        self.implementation = fast.matcher_implementation()
 
     def decide(self, proto: int, src, dst, sport: int, dport: int, now: float,
                in_local: bool = False) -> Decision:
@@ -358,7 +359,7 @@ class Matcher:
         over), as DECISION_DTYPE records."""
         flows = np.ascontiguousarray(flows)
         if flows.dtype != FLOW_DTYPE:
-            raise TypeError(f"flows must have dtype kdp.contract.FLOW_DTYPE, not {flows.dtype}")
+            raise TypeError(f"flows must have dtype kdp.fast.contract.FLOW_DTYPE, not {flows.dtype}")
         return self.kernel.decide_batch(flows)
 
     def recent(self) -> dict[str, list[tuple[str, list[float]]]]:

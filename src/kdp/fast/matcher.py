@@ -1,9 +1,10 @@
-# _purematch: the pure-Python kernel of the compiled service matcher
-# (kdp.k8s.svcmatch), twin of _fastpath's MatcherKernel: one decision per first
+# fast.matcher: the pure-Python kernel of the compiled service matcher
+# (kdp.fast.svcmatch), twin of kdp._fastpath.MatcherKernel: one decision per first
 # packet over a MatcherProgram's arrays, with the `recent` (session affinity)
 # lists kept exactly as xt_recent keeps them (ip_list_tot 100 per list, the
 # last 20 stamps per address, LRU eviction, --reap of the oldest). Selected by
-# kdp.accel; the program's meaning is documented in kdp.k8s.svcmatch.
+# kdp.fast; the program's meaning is documented in kdp.fast.svcmatch, which
+# alone builds programs (this kernel only reads them).
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -11,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .contract import DECISION_DTYPE
-from .conntrack.keyed import flow_base, hash_step
+from ..conntrack.keyed import flow_base, hash_step
 
 IMPLEMENTATION = "python"
 IP_LIST_TOT, IP_PKT_LIST_TOT = 100, 20
@@ -36,7 +37,9 @@ class _Walk:
         self.rules, self.mark, self.ep = 1, False, None
 
 
-class Kernel:
+class MatcherKernel:
+    """Decisions over one MatcherProgram (the pure twin of kdp._fastpath.MatcherKernel)."""
+
     def __init__(self, prog):
         self.prog = prog
         self.seed = prog.seed

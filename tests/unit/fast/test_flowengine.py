@@ -1,5 +1,5 @@
 # The flow cache's replay engine: the compiled FlowEngine and its pure twin
-# (_pureflow) key, template, generate RSTs and write pcap records byte for byte
+# (kdp.fast.flowengine, over kdp.fast.replay) key, template, generate RSTs and write pcap records byte for byte
 # alike, on random frames (Hypothesis) and on the edge cases of the checksums.
 import math
 import struct
@@ -7,16 +7,17 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kdp import _pureflow as pure
-from kdp.accel import IMPLEMENTATION
-from kdp.contract import FLOW_OP, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
+from kdp.fast import IMPLEMENTATION, replay
+from kdp.fast.contract import FLOW_OP, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
+from kdp.fast.flowengine import FlowEngine as PureFlowEngine
+from kdp.io import pcap_record
 from kdp.datapath.flowcache import derive_template
 
 compiled = pytest.mark.skipif(IMPLEMENTATION != "cython", reason="compiled module not loaded")
 
 
 def _csum(b: bytes) -> int:
-    return (~pure._fold(pure._sum16(b, 0, len(b)))) & 0xFFFF
+    return (~replay._fold(replay._sum16(b, 0, len(b)))) & 0xFFFF
 
 
 def tcp_frame(src=b"\x0a\xf4\x00\x02", dst=b"\x0a\xf4\x02\x03", sport=40000, dport=80, flags=0x10,
@@ -42,7 +43,7 @@ def udp_frame(payload=b"hello", ident=3) -> bytes:
 
 
 def engines():
-    out = [pure.FlowEngine]
+    out = [PureFlowEngine]
     if IMPLEMENTATION == "cython":
         from kdp._fastpath import FlowEngine
         out.append(FlowEngine)
@@ -56,30 +57,30 @@ frames = st.builds(tcp_frame, seq=st.integers(0, 2**32 - 1), ack=st.integers(0, 
 
 
 def test_key_ignores_carried_fields_and_keeps_the_rest():
-    a = pure.frame_key(tcp_frame(seq=1, ack=2, ident=3, payload=b"x"))
-    b = pure.frame_key(tcp_frame(seq=9, ack=8, ident=7, payload=b"yyyy", window=5))
+    a = replay.frame_key(tcp_frame(seq=1, ack=2, ident=3, payload=b"x"))
+    b = replay.frame_key(tcp_frame(seq=9, ack=8, ident=7, payload=b"yyyy", window=5))
     assert a is not None and a == b
-    assert pure.frame_key(tcp_frame(ttl=63)) != a
-    assert pure.frame_key(tcp_frame(flags=0x18)) != a
-    assert pure.frame_key(tcp_frame(dport=81)) != a
+    assert replay.frame_key(tcp_frame(ttl=63)) != a
+    assert replay.frame_key(tcp_frame(flags=0x18)) != a
+    assert replay.frame_key(tcp_frame(dport=81)) != a
 
 
 def test_frames_the_cache_must_not_replay_have_no_key():
     f = tcp_frame()
-    assert pure.frame_key(f[:-1] + bytes([f[-1] ^ 1])) is None     # urgent pointer: checksum breaks
+    assert replay.frame_key(f[:-1] + bytes([f[-1] ^ 1])) is None     # urgent pointer: checksum breaks
     bad_tcp = bytearray(f)
     bad_tcp[50] ^= 0xFF                       # TCP checksum
-    assert pure.frame_key(bytes(bad_tcp)) is None
+    assert replay.frame_key(bytes(bad_tcp)) is None
     bad_ip = bytearray(f)
     bad_ip[24] ^= 0xFF                        # IP header checksum
-    assert pure.frame_key(bytes(bad_ip)) is None
+    assert replay.frame_key(bytes(bad_ip)) is None
     frag = bytearray(f)
     frag[20] |= 0x20                          # MF
-    assert pure.frame_key(bytes(frag)) is None
+    assert replay.frame_key(bytes(frag)) is None
     nocsum = bytearray(udp_frame())
     nocsum[40:42] = b"\0\0"                   # UDP without checksum
-    assert pure.frame_key(bytes(nocsum)) is None
-    assert pure.frame_key(f[:30]) is None
+    assert replay.frame_key(bytes(nocsum)) is None
+    assert replay.frame_key(f[:30]) is None
 
 
 @compiled
@@ -88,8 +89,8 @@ def test_frames_the_cache_must_not_replay_have_no_key():
 def test_compiled_and_pure_key_alike(f):
     from kdp._fastpath import FlowEngine
     e = FlowEngine(False)
-    p = pure.FlowEngine(False)
-    key = pure.frame_key(f)
+    p = PureFlowEngine(False)
+    key = replay.frame_key(f)
     for eng in (e, p):
         eng.add(key, b"", b"", b"", b"[", b"]\n")
     assert e.lookup(f) == p.lookup(f) == 0
@@ -115,7 +116,7 @@ def test_template_reproduces_a_rewrite_and_its_checksums(f, port, ttl):
     got[50:52] = struct.pack("!H", _csum(bytes(got[26:34]) + struct.pack("!BBH", 0, 6, len(seg)) + seg0))
     tmpl = derive_template(f, bytes(got))
     assert tmpl is not None
-    assert pure.apply_template(f, tmpl, 0) == bytes(got)
+    assert replay.apply_template(f, tmpl, 0) == bytes(got)
 
 
 def test_template_refuses_changes_outside_the_header_fields():
@@ -139,7 +140,7 @@ def test_rst_from_the_recorded_one_matches_tcp_v4_send_reset(f):
     flags = f[47]
     mode = 1 if flags & 0x10 else 2
     flag_len = 0 if mode == 1 else (1 if flags & 0x02 else 0) + (1 if flags & 0x01 else 0)
-    assert pure.rst_source(base, f, mode, flag_len) == expect
+    assert replay.rst_source(base, f, mode, flag_len) == expect
 
 
 def _program(sink: int, tmpl_off: int, ct_slot: int, fdb_slot: int, rst: bool) -> bytes:
@@ -179,11 +180,11 @@ def test_both_engines_replay_a_pcap_alike(text):
         fdb = eng.fdb_new(0.5)
         tmpl = derive_template(first, first[:6] + b"\x01\x02\x03\x04\x05\x06" + first[12:])
         base = tcp_frame(flags=0x04, sport=80, dport=40000, seq=5, ack=0)
-        eng.add(pure.frame_key(first), _program(sink, 0, ct, fdb, True), tmpl, base, b"<", b">\n")
+        eng.add(replay.frame_key(first), _program(sink, 0, ct, fdb, True), tmpl, base, b"<", b">\n")
         status, pos, index, now = eng.run(buf, 0, len(buf), 0, 0.0, 1e-6, False)
         results.append((status, pos, index, now, eng.out_take(), eng.sink_take(sink), eng.ct_get(ct),
                         eng.fdb_get(fdb), eng.take_hits(0), eng.take_dirty()))
-    assert results[0][0] == pure.MISS and results[0][2] == 40
+    assert results[0][0] == replay.MISS and results[0][2] == 40
     assert all(r == results[0] for r in results[1:])
 
 
@@ -196,7 +197,7 @@ def test_pcap_records_round_like_write_pcap():
         p = os.path.join(d, "x.pcap")
         write_pcap(p, [(t, b"ab") for t in times])
         data = open(p, "rb").read()[24:]
-    want = b"".join(pure.pcap_record(t, b"ab") for t in times)
+    want = b"".join(pcap_record(t, b"ab") for t in times)
     assert data == want
     for cls in engines():
         eng = cls(True)

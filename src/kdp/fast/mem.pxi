@@ -1,4 +1,4 @@
-# _fp_mem.pxi (included by _fastpath.pyx): memory for the big tables of the
+# fast/mem.pxi (included by kdp/_fastpath.pyx): memory for the big tables of the
 # compiled conntrack and matcher. Blocks of 2 MiB or more are mmap'ed 2 MiB
 # aligned with MADV_HUGEPAGE (random lookups into tens of MB otherwise spend
 # their time in page walks); smaller ones come from calloc. Always zeroed.

@@ -1,7 +1,32 @@
-# _fp_layout.pxi (included last by _fastpath.pyx): proof that the C structs of
-# the conntrack table and the service matcher are the records kdp.contract
-# declares (size, field offsets and, where given, field sizes); a mismatch
-# refuses to import (LayoutMismatch).
+# fast/layout.pxi (included by kdp/_fastpath.pyx after the structs): the size,
+# field offsets and (where given) field sizes of every C struct that is a
+# record of kdp.fast.contract: the header summary, the conntrack table's and the
+# service matcher's. contract.check_compiled() compares them with the dtypes
+# and refuses the module on a mismatch (LayoutMismatch); nothing is checked here.
+
+cdef header_t _probe
+
+
+cdef Py_ssize_t _at(void* field) noexcept:
+    return <char*>field - <char*>&_probe
+
+
+HEADER_STRUCT_SIZE = sizeof(header_t)
+HEADER_STRUCT_OFFSETS = {
+    "ethertype": _at(&_probe.ethertype), "l3_offset": _at(&_probe.l3_offset),
+    "ip_proto": _at(&_probe.ip_proto), "src_ip": _at(&_probe.src_ip),
+    "dst_ip": _at(&_probe.dst_ip), "ttl": _at(&_probe.ttl),
+    "l4_offset": _at(&_probe.l4_offset), "sport": _at(&_probe.sport),
+    "dport": _at(&_probe.dport), "ip_header_ok": _at(&_probe.ip_header_ok),
+}
+HEADER_STRUCT_SIZES = {
+    "ethertype": sizeof(_probe.ethertype), "l3_offset": sizeof(_probe.l3_offset),
+    "ip_proto": sizeof(_probe.ip_proto), "src_ip": sizeof(_probe.src_ip),
+    "dst_ip": sizeof(_probe.dst_ip), "ttl": sizeof(_probe.ttl),
+    "l4_offset": sizeof(_probe.l4_offset), "sport": sizeof(_probe.sport),
+    "dport": sizeof(_probe.dport), "ip_header_ok": sizeof(_probe.ip_header_ok),
+}
+
 
 cdef ct_entry_t _p_ent
 cdef flow_t _p_flow
@@ -82,20 +107,5 @@ DECISION_STRUCT = (sizeof(decision_t), {
     "verdict": _off(&_p_dec, &_p_dec.verdict), "masquerade": _off(&_p_dec, &_p_dec.masquerade),
     "service": _off(&_p_dec, &_p_dec.service), "rules": _off(&_p_dec, &_p_dec.rules)}, None)
 
-check_layout("_fastpath.m_rule_t", MATCH_RULE_DTYPE, *MATCH_RULE_STRUCT)
-check_layout("_fastpath.m_sp_t", MATCH_SP_DTYPE, *MATCH_SP_STRUCT)
-check_layout("_fastpath.m_ep_t", MATCH_EP_DTYPE, *MATCH_EP_STRUCT)
-check_layout("_fastpath.m_cidr_t", MATCH_CIDR_DTYPE, *MATCH_CIDR_STRUCT)
-check_layout("_fastpath.decision_t", DECISION_DTYPE, *DECISION_STRUCT)
-check_layout("_fastpath.ct_entry_t", CT_ENTRY_DTYPE, *CT_ENTRY_STRUCT)
-check_layout("_fastpath.flow_t", FLOW_DTYPE, *FLOW_STRUCT)
-check_layout("_fastpath.ct_result_t", CT_RESULT_DTYPE, *CT_RESULT_STRUCT)
-
-
-def _check_codes():
-    from . import contract as c
-    if (c.CT_OK, c.CT_INVALID, c.CT_DROP, c.CT_MISS) != (CT_OK_, CT_INVALID_, CT_DROP_, CT_MISS_):
-        raise c.LayoutMismatch("conntrack result codes differ from kdp.contract")
-
-
-_check_codes()
+# The result codes kdp.fast.contract names (CT_OK, CT_INVALID, CT_DROP, CT_MISS).
+CT_CODES = (CT_OK_, CT_INVALID_, CT_DROP_, CT_MISS_)

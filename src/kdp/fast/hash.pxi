@@ -1,7 +1,7 @@
-# _fp_hash.pxi (included by _fastpath.pyx): the per-packet choice hash of
+# fast/hash.pxi (included by kdp/_fastpath.pyx): the per-packet choice hash of
 # kdp.conntrack.keyed in C — flow_base/flow_hash (splitmix64 finaliser steps)
 # and the kernel's jhash2/reciprocal_scale. Must give exactly the values the
-# Python functions give (tests/unit/fastpath/test_fp_hash.py checks it).
+# Python functions give (tests/unit/fast/test_fp_hash.py checks it).
 
 cdef extern from *:
     """

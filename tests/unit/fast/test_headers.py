@@ -1,7 +1,8 @@
-# Tests for kdp.accel and its two twins (_purepath, _fastpath): known answers,
-# incremental == full checksums, the twins agree byte for byte on random and
-# Scapy-built frames, batches == per-frame calls, the compiled struct follows
-# kdp.contract, and the selector really loads the compiled module.
+# Tests for the header twins (kdp.fast.headers, kdp._fastpath), kdp.checksum
+# and the kdp.fast selector: known answers, incremental == full checksums, the
+# twins agree byte for byte on random and Scapy-built frames, batches ==
+# per-frame calls, the compiled struct follows kdp.fast.contract, and the
+# selector really loads the compiled module.
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from kdp import _purepath, contract
+from kdp.fast import contract, headers
 
 try:
     from kdp import _fastpath
@@ -27,7 +28,7 @@ except ImportError as exc:  # extension not built (source tree without pip insta
 needs_fastpath = pytest.mark.skipif(_fastpath is None, reason=FASTPATH_MISSING or "built")
 
 IMPLS = [
-    pytest.param(_purepath, id="python"),
+    pytest.param(headers, id="python"),
     pytest.param(_fastpath, id="cython", marks=needs_fastpath),
 ]
 over_impls = pytest.mark.parametrize("impl", IMPLS)
@@ -46,7 +47,7 @@ def ipv4_headers(draw, min_options: int = 0) -> bytes:
     body = bytearray(draw(st.binary(min_size=20 + 4 * words, max_size=20 + 4 * words)))
     body[0] = 0x40 | (5 + words)
     body[10:12] = b"\x00\x00"
-    body[10:12] = struct.pack("!H", _purepath.inet_checksum(bytes(body)))
+    body[10:12] = struct.pack("!H", headers.inet_checksum(bytes(body)))
     return bytes(body)
 
 
@@ -70,7 +71,7 @@ def frames(draw) -> bytes:
     ip[6:8] = struct.pack("!H", frag)
     if draw(st.booleans()):
         ip[10:12] = b"\x00\x00"
-        ip[10:12] = struct.pack("!H", _purepath.inet_checksum(bytes(ip[:(ip[0] & 15) * 4])))
+        ip[10:12] = struct.pack("!H", headers.inet_checksum(bytes(ip[:(ip[0] & 15) * 4])))
     frame = head + bytes(ip) + draw(st.binary(max_size=40))
     if draw(st.booleans()):
         frame = frame[:draw(st.integers(0, len(frame)))]
@@ -167,8 +168,8 @@ def test_csum_replace_equals_full_recomputation(impl, header, data):
 @given(data=st.binary(max_size=3000),
        initial=st.integers(0, 0xFFFFFFFF) | st.integers(-2**70, 2**70) | st.just(0))
 def test_twins_agree_on_inet_checksum(data, initial):
-    assert _fastpath.inet_checksum(data, initial) == _purepath.inet_checksum(data, initial)
-    assert _fastpath.inet_checksum(data) == _purepath.inet_checksum(data)
+    assert _fastpath.inet_checksum(data, initial) == headers.inet_checksum(data, initial)
+    assert _fastpath.inet_checksum(data) == headers.inet_checksum(data)
 
 
 @needs_fastpath
@@ -178,14 +179,14 @@ def test_twins_agree_on_inet_checksum(data, initial):
                         st.binary(min_size=2 * n, max_size=2 * n))))
 def test_twins_agree_on_csum_replace(check, pair):
     old, new = pair
-    assert _fastpath.csum_replace(check, old, new) == _purepath.csum_replace(check, old, new)
+    assert _fastpath.csum_replace(check, old, new) == headers.csum_replace(check, old, new)
 
 
 @needs_fastpath
 @HYP
 @given(frame=any_frames)
 def test_twins_agree_on_parse_headers(frame):
-    want = _purepath.parse_headers(frame)
+    want = headers.parse_headers(frame)
     got = _fastpath.parse_headers(frame)
     assert got == want
     assert all(type(v) is int for v in got)
@@ -207,8 +208,8 @@ def test_parse_batch_equals_per_frame(impl, batch):
 @HYP
 @given(batch=st.lists(any_frames, max_size=12))
 def test_twins_agree_on_parse_batch(batch):
-    assert _fastpath.parse_batch(batch).tolist() == _purepath.parse_batch(batch).tolist()
-    assert _fastpath.parse_batch(iter(batch)).tolist() == _purepath.parse_batch(tuple(batch)).tolist()
+    assert _fastpath.parse_batch(batch).tolist() == headers.parse_batch(batch).tolist()
+    assert _fastpath.parse_batch(iter(batch)).tolist() == headers.parse_batch(tuple(batch)).tolist()
 
 
 @st.composite
@@ -306,7 +307,7 @@ def test_scapy_frames_known_answers(impl):
 @pytest.mark.parametrize("name", sorted(SCAPY_FRAMES))
 def test_twins_agree_on_scapy_frames(name):
     frame = SCAPY_FRAMES[name]
-    assert _fastpath.parse_headers(frame) == _purepath.parse_headers(frame)
+    assert _fastpath.parse_headers(frame) == headers.parse_headers(frame)
 
 
 @over_impls
@@ -346,22 +347,23 @@ def test_layout_check_catches_a_mismatch():
         contract.check_layout("wide", contract.HEADER_DTYPE, size, offsets, {"src_ip": 8})
 
 
-def test_accel_exports_the_contract_fields():
-    from kdp import accel
-    assert accel.HEADER_FIELDS == contract.HEADER_FIELDS == contract.HEADER_DTYPE.names
-    for name in ("inet_checksum", "csum_replace", "parse_headers", "parse_batch",
-                 "checksum_batch"):
-        assert getattr(accel, name) is getattr(accel.impl, name)
+def test_selector_exports_the_contract_fields():
+    from kdp import checksum, fast
+    assert fast.HEADER_FIELDS == contract.HEADER_FIELDS == contract.HEADER_DTYPE.names
+    for name in ("parse_headers", "parse_batch", "checksum_batch"):
+        assert getattr(fast, name) is getattr(fast.impl, name)
+    for name in ("inet_checksum", "csum_replace"):
+        assert getattr(checksum, name) is getattr(fast.impl, name)
 
 
 @pytest.mark.skipif(os.environ.get("KDP_NO_EXTENSIONS", "") not in ("", "0"),
                     reason="KDP_NO_EXTENSIONS is set: the pure twin is expected")
 def test_installed_package_loads_the_compiled_module():
-    from kdp import accel
-    assert accel.IMPLEMENTATION == "cython", (
-        "kdp.accel fell back to the pure twin: the extension did not build or load "
+    from kdp import fast
+    assert fast.IMPLEMENTATION == "cython", (
+        "kdp.fast fell back to the pure twin: the extension did not build or load "
         f"({FASTPATH_MISSING or 'import of kdp._fastpath succeeded here'})")
-    assert accel.impl is _fastpath
+    assert fast.impl is _fastpath
     assert _fastpath.__file__.endswith((".so", ".pyd"))
 
 
@@ -369,14 +371,14 @@ def _selected(env_value: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "KDP_NO_EXTENSIONS"}
     if env_value is not None:
         env["KDP_NO_EXTENSIONS"] = env_value
-    code = "import kdp.accel as a; print(a.IMPLEMENTATION, a.parse_batch.__module__)"
+    code = "import kdp.fast as a; print(a.IMPLEMENTATION, a.parse_batch.__module__)"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=60, check=True)
     return done.stdout.strip()
 
 
 def test_env_var_selects_the_python_twin():
-    assert _selected("1") == "python kdp._purepath"
+    assert _selected("1") == "python kdp.fast.headers"
 
 
 @needs_fastpath

@@ -1,10 +1,10 @@
-# _purect: the pure-Python twin of the compiled conntrack table (_fastpath's
-# CtTable). It *is* the reference: every call goes through kdp.conntrack
+# fast.conntrack: the pure-Python twin of the compiled conntrack table
+# (kdp._fastpath.CtTable, still in _fp_conntrack.pxi). It *is* the reference: every call goes through kdp.conntrack
 # (ConntrackTable, conntrack_in, setup_nat, null_binding, confirm) on a packet
 # built from the integers the compiled API takes, so the two twins can be run
 # side by side on the same calls and compared (exports, stats, verdicts).
-# Selected by kdp.accel (KDP_NO_EXTENSIONS=1 or no extension); holds no
-# conntrack logic of its own.
+# Selected by kdp.fast (KDP_NO_EXTENSIONS=1 or no extension); holds no
+# conntrack logic of its own and must not grow any.
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,8 +12,10 @@ from ipaddress import IPv4Address
 
 import numpy as np
 
+from kdp.wire import ICMP_ERROR_TYPES
+
 from .contract import (CT_DROP, CT_INVALID, CT_MISS, CT_OK, CT_RESULT_DTYPE, CTINFOS, DIRECTIONS,
-                       FLOW_DTYPE, ICMP_ERROR_TYPES, CtVerdict, check_nat_args,
+                       FLOW_DTYPE, CtVerdict, check_nat_args,
                        check_process_args)
 
 IMPLEMENTATION = "python"

@@ -1,6 +1,6 @@
-# The compiled service matcher (kdp.k8s.svcmatch; kernels _purematch and
+# The compiled service matcher (kdp.fast.svcmatch; kernels kdp.fast.matcher and
 # _fastpath.MatcherKernel) against the reference: the first packet walked
-# through the node's netfilter (kdp.k8s.svcref). Random clusters (svc_gen) and
+# through the node's netfilter (kdp.fast.svcref). Random clusters (svc_gen) and
 # random first packets from pods, nodes, the node itself and outside, to every
 # kind of service address and port, over time (affinity hits, refreshes and
 # expiry): the same verdict, endpoint, masquerade mark and number of nat rules.
@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from kdp import _purematch, contract
-from kdp.k8s import svcmatch
+from kdp.fast import contract, matcher
+from kdp.fast import svcmatch
 from kdp.k8s.kubeproxy import generate_rules
-from kdp.k8s.svcmatch import Matcher, compile_matcher, node_addresses
-from kdp.k8s.svcref import reference_decision, reference_netfilter
+from kdp.fast.svcmatch import Matcher, compile_matcher, node_addresses
+from kdp.fast.svcref import reference_decision, reference_netfilter
 
 from .svc_gen import clusters, first_packets
 
@@ -40,7 +40,7 @@ def _matcher(cluster, node, text, seed, kernel) -> Matcher:
     m = compile_matcher(cluster, node, text, seed=seed)
     assert m is not None
     if kernel == "python":
-        m.kernel = _purematch.Kernel(m.program)
+        m.kernel = matcher.MatcherKernel(m.program)
     else:
         m.kernel = _fastpath.MatcherKernel(m.program)
     return m

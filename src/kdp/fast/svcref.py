@@ -1,4 +1,4 @@
-# k8s.svcref: the reference answer the compiled service matcher must equal —
+# fast.svcref: the reference answer the compiled service matcher must equal —
 # the first packet of a new flow walked through a node's netfilter (kdp.netfilter,
 # the authority) exactly as the datapath walks it: nat PREROUTING (arriving) or
 # OUTPUT (+ filter OUTPUT, locally generated), then filter FORWARD or INPUT by
