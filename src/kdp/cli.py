@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from .cli_common import load_cluster, load_emulator, run_command
+from .cli_common import input_file, load_cluster, load_emulator, output_dir, output_file, run_command
 from .errors import UsageError
 
 
@@ -26,6 +26,7 @@ def cmd_validate(a) -> int:
 
 def cmd_topology(a) -> int:
     from .topology import topology_json, topology_svg, topology_text
+    output_file(a.svg, "--svg")
     emu = load_emulator(a.cluster, capture=False)
     if a.svg:
         with open(a.svg, "w") as f:
@@ -102,6 +103,8 @@ def _print_tables(tables: dict) -> None:
 
 def cmd_run(a) -> int:
     from .runner import PcapRun
+    input_file(a.pcap, "--pcap")
+    output_dir(a.out, "--out")
     emu = load_emulator(a.cluster, seed=a.seed, capture=False, rules=a.rules, trace=False)
     sys.stdout.flush()
     out = sys.stdout.buffer
@@ -161,6 +164,7 @@ def cmd_rules(a) -> int:
 
 def cmd_demo(a) -> int:
     from .tour import run_tour
+    output_dir(a.out, "--out")
     return run_tour(out_dir=a.out, seed=a.seed)
 
 

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from ..cli_common import load_cluster, run_command
+from ..cli_common import load_cluster, output_dir, run_command
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,6 +41,8 @@ def cmd_oracle(a) -> int:
     from .scenarios import catalogue, select
 
     cluster = load_cluster(a.cluster)
+    if not a.list:
+        output_dir(a.keep_pcaps, "--keep-pcaps")
     scenarios = catalogue(cluster, a.seed, full=True)
     if a.list:
         for s in scenarios:
