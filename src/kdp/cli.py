@@ -77,7 +77,7 @@ def cmd_trace(a) -> int:
             print(f";;   {a.dst} -> {', '.join(str(x) for x in resolution.addresses)}\n")
         print(trace_text(out, a.detail))
         _print_tables(tables)
-    return 0
+    return 0 if out.disposition == "delivered" else 1
 
 
 def _tables(emu, a) -> dict:
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="load a real node's iptables-save dump instead of the generated rules")
     tr.add_argument("--conntrack", action="store_true", help="print each node's conntrack table after")
     tr.add_argument("--counters", action="store_true", help="print each node's rules with counters after")
-    tr.add_argument("--detail", choices=["full", "summary", "minimal"], default="full")
+    tr.add_argument("--detail", choices=["summary", "full", "minimal"], default="summary")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
 
