@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("cluster")
     tr.add_argument("--from", dest="src", required=True)
     tr.add_argument("--to", dest="dst", required=True)
-    tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default="tcp")
+    tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default=None)
     tr.add_argument("--sport", type=_port)
     tr.add_argument("--dport", type=_port)
     tr.add_argument("--ttl", type=_ttl, default=64)

@@ -20,9 +20,11 @@ LINUX_SYN_OPTIONS = bytes.fromhex("020405b4" "0402080a") + b"\x00" * 8 + bytes.f
 class Endpoint:
     """A resolved SRC/DST/ATTACH argument."""
 
-    def __init__(self, spec: str, kind: str, ip: IPv4Address, ns=None, port=None, protocol=None):
+    def __init__(self, spec: str, kind: str, ip: IPv4Address, ns=None, port=None, protocol=None,
+                 service=None):
         self.spec, self.kind, self.ip, self.ns = spec, kind, ip, ns
         self.port, self.protocol = port, protocol
+        self.service = service          # the Service of a svc/NS/NAME
 
 
 class Emulator:
@@ -92,9 +94,9 @@ class Emulator:
                 svc = c.service(ns, name)
                 if svc.cluster_ip is None:
                     raise UsageError(f"{spec}: service has no cluster IP (headless or ExternalName)")
-                first = svc.ports[0] if svc.ports else None
+                first = next((p for p in svc.ports if p.protocol.lower() in PROTOS), None)
                 return Endpoint(spec, "svc", svc.cluster_ip, None, first.port if first else None,
-                                first.protocol.lower() if first else None)
+                                first.protocol.lower() if first else None, service=svc)
         except KeyError:
             raise UsageError(f"{spec}: no such {kind} in the cluster") from None
         if kind == "ext":
@@ -143,19 +145,24 @@ class Emulator:
                 continue
             yield self.datapath.inject(dev, pkt, self._now(t)), None
 
-    def trace(self, src: str, dst: str, proto: str = "tcp", sport: int | None = None,
+    def trace(self, src: str, dst: str, proto: str | None = None, sport: int | None = None,
               dport: int | None = None, time: float | None = None, ttl: int = 64,
               payload: bytes | None = None, flags: int | None = None) -> Outcome:
-        """Send one packet from SRC's own stack to DST, as an app on SRC would."""
+        """Send one packet from SRC's own stack to DST, as an app on SRC would.
+        proto None: the protocol of a Service's first port (svc/NS/NAME), else tcp.
+        dport None: to a Service, its first port of that protocol (an error
+        naming its ports when it has none); otherwise 80."""
         s, d = self.resolve(src), self.resolve(dst)
         if s.ns is None:
             raise UsageError(f"{src}: a source must be pod/, node/ or ext/")
-        if d.kind == "svc" and d.protocol and proto == "tcp" and d.protocol != "tcp" and dport is None:
-            proto = d.protocol
+        if proto is None:
+            proto = d.protocol if d.kind == "svc" and d.protocol else "tcp"
         if proto not in PROTOS:
             raise UsageError(f"--proto {proto}: expected tcp, udp or icmp")
+        if dport is None and d.kind == "svc" and proto != "icmp":
+            dport = self._service_port(d, proto)
         if dport is None:
-            dport = d.port if d.port is not None else 80
+            dport = 80
         self._flows += 1
         if sport is None:
             sport = 32768 + keyed(self.seed, "sport", src, dst, self._flows) % 28232
@@ -166,6 +173,18 @@ class Emulator:
         pkt = self.build(srcip, d.ip, proto, sport, dport, ttl, ident, payload, flags, time)
         self._register_client(s.ns, pkt)
         return self.datapath.originate(s.ns, pkt, self._now(time))
+
+    @staticmethod
+    def _service_port(d: Endpoint, proto: str) -> int:
+        """The first port of the Service d names with protocol proto."""
+        svc = d.service
+        port = next((p.port for p in svc.ports if p.protocol.lower() == proto), None)
+        if port is None:
+            have = ", ".join(f"{p.port}/{p.protocol}" + (f" ({p.name})" if p.name else "")
+                             for p in svc.ports) or "none"
+            raise UsageError(f"{d.spec}: Service {svc.namespace}/{svc.name} has no {proto.upper()} "
+                             f"port (its ports: {have}); give --dport, or --proto of one of them")
+        return port
 
     def build(self, src, dst, proto, sport, dport, ttl=64, ident=0, payload=None, flags=None,
               time=None) -> Packet:
