@@ -12,7 +12,7 @@ import sys
 import time
 
 from .cli_common import input_file, load_cluster, load_emulator, output_dir, output_file, run_command
-from .errors import UsageError
+from .errors import UsageError, did_you_mean
 
 
 def cmd_validate(a) -> int:
@@ -157,7 +157,8 @@ def cmd_rules(a) -> int:
     c = load_cluster(a.cluster)
     names = [n.name for n in c.nodes]
     if a.node not in names:
-        raise UsageError(f"--node {a.node}: no such node (nodes: {', '.join(names)})")
+        raise UsageError(f"--node {a.node}: no such node"
+                         + (did_you_mean(a.node, names) or f" (nodes: {', '.join(names)})"))
     sys.stdout.write(generate_rules(c, a.node, nfacct=c.config.kube_proxy.nfacct))
     return 0
 

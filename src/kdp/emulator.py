@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, ip_address
 
 from . import assembly, wire
 from .datapath import Datapath, Outcome
-from .errors import UsageError
+from .errors import UsageError, close_matches, did_you_mean
 from .k8s.model import Cluster
 from .net.sockets import keyed
 from .wire import ICMP, IPv4, Packet, TCP, UDP
@@ -48,7 +48,8 @@ class Emulator:
             if node == "*":
                 wanted.update({n: path for n in names})
             elif node not in names:
-                raise UsageError(f"--rules {node}={path}: no such node (nodes: {', '.join(names)})")
+                raise UsageError(f"--rules {node}={path}: no such node"
+                                 + (did_you_mean(node, names) or f" (nodes: {', '.join(names)})"))
             else:
                 wanted[node] = path
         out = {}
@@ -98,7 +99,7 @@ class Emulator:
                 return Endpoint(spec, "svc", svc.cluster_ip, None, first.port if first else None,
                                 first.protocol.lower() if first else None, service=svc)
         except KeyError:
-            raise UsageError(f"{spec}: no such {kind} in the cluster") from None
+            raise UsageError(self._no_such(spec, kind, rest)) from None
         if kind == "ext":
             ip = self._ip(rest, spec)
             if any(ip in n for n in self.topology.namespaces["ext"].local_exclude):
@@ -107,6 +108,36 @@ class Emulator:
         if "/" in spec:
             raise UsageError(f"{spec}: expected pod/NS/NAME, node/NAME, svc/NS/NAME, ext/ADDR or an IPv4 address")
         return Endpoint(spec, "ip", self._ip(spec, spec))
+
+    def _no_such(self, spec: str, kind: str, rest: str) -> str:
+        """'no such pod' with what the cluster has that spec most likely meant:
+        a close name in the same namespace, else the same name in another one,
+        else what there is."""
+        c = self.cluster
+        if kind == "node":
+            names = [n.name for n in c.nodes]
+            found = close_matches(rest, names)
+            hint = (did_you_mean(spec, [f"node/{n}" for n in found]) if found
+                    else f" (nodes: {', '.join(names)})")
+            return f"{spec}: no such node{hint}"
+        ns, _, name = rest.partition("/")
+        if not name:
+            return f"{spec}: expected {kind}/NAMESPACE/NAME"
+        objs = c.pods if kind == "pod" else c.services
+        here = [o.name for o in objs if o.namespace == ns]
+        found = [f"{kind}/{ns}/{n}" for n in close_matches(name, here)]
+        if not found:
+            found = [f"{kind}/{o.namespace}/{o.name}" for o in objs if o.name == name]
+            found += [f"{kind}/{o.namespace}/{o.name}" for o in objs
+                      if o.name in close_matches(name, [o.name for o in objs])][:3 - len(found)]
+        hint = did_you_mean("", list(dict.fromkeys(found))) if found else ""
+        if not hint:
+            if ns not in c.namespaces:
+                hint = f" (there is no namespace {ns!r}; namespaces: {', '.join(c.namespaces)})"
+            elif here and len(here) <= 12:
+                hint = f" (in namespace {ns}: {', '.join(here)})"
+        what = {"pod": "pod", "svc": "Service"}[kind]
+        return f"{spec}: no such {what} in the cluster{hint}"
 
     @staticmethod
     def _ip(text: str, spec: str) -> IPv4Address:

@@ -20,13 +20,21 @@ class Problem:
     name: str | None
     field: str
     message: str
+    column: int | None = None       # for YAML syntax errors: where on the line
 
     def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        obj = self.name or "-"
-        if self.namespace:
-            obj = f"{self.namespace}/{obj}"
-        return f"{where}: {self.kind or '-'} {obj}: {self.field or '-'}: {self.message}"
+        """FILE[:LINE[:COLUMN]]: [KIND [NAMESPACE/]NAME: ][field.path: ]what is wrong --
+        the parts that are not known are left out, never printed as placeholders."""
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        parts = [where]
+        if self.kind or self.name:
+            obj = (f"{self.namespace}/" if self.namespace else "") + (self.name or "(no name)")
+            parts.append(f"{self.kind} {obj}" if self.kind else obj)
+        if self.field:
+            parts.append(self.field)
+        return ": ".join(parts + [self.message])
 
 
 class ClusterInputError(KdpError):
@@ -57,3 +65,24 @@ CONNTRACK_FULL = "conntrack-table-full"
 HOP_LIMIT = "emulator-hop-limit"          # a loop: the frame was handed on too many times
 LINK_DOWN = "no-carrier"
 FRAGMENT = "fragment-not-supported"
+
+
+def close_matches(word: str, candidates, n: int = 3) -> list[str]:
+    """The candidates a mistyped word most likely meant: those it begins (a
+    Deployment pod's name without its suffixes), then the closest spellings."""
+    import difflib
+    candidates = list(dict.fromkeys(candidates))
+    prefix = [c for c in candidates if word and c.startswith(word) and c != word]
+    close = difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)
+    return list(dict.fromkeys(prefix[:n] + close))[:n]
+
+
+def did_you_mean(word: str, candidates, n: int = 3) -> str:
+    """'; did you mean X?' (or 'X, Y or Z?') for a message, '' when nothing is close
+    (word '': the candidates themselves, already chosen)."""
+    found = close_matches(word, candidates, n) if word else list(candidates)[:n]
+    if not found:
+        return ""
+    if len(found) == 1:
+        return f"; did you mean {found[0]}?"
+    return f"; did you mean {', '.join(found[:-1])} or {found[-1]}?"

@@ -58,3 +58,4 @@ def test_a_file_kdp_cannot_write_inside_a_good_out_dir_is_a_clear_error(tmp_path
     r = kdp("demo", "--out", tmp_path)
     assert r.returncode == 2
     assert clean_error(r).strip().splitlines()[-1] == f"kdp: error: {tmp_path / 'traces.json'}: Is a directory"
+
