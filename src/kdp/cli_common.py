@@ -100,6 +100,8 @@ def run_command(args) -> int:
     except ClusterInputError as e:
         for prob in e.problems:
             print(str(prob), file=sys.stderr)
+        for w in e.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         return 2
     except KdpError as e:
         print(f"kdp: error: {e}", file=sys.stderr)

@@ -40,8 +40,9 @@ class Problem:
 class ClusterInputError(KdpError):
     """The cluster input is invalid; carries every problem found (exit status 2)."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], warnings: list[str] = ()):
         self.problems = list(problems)
+        self.warnings = list(warnings)      # found on the way; they often explain a problem
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

@@ -43,17 +43,21 @@ def demo_cluster() -> Cluster:
 
 def _resolve(texts: list[tuple[str, str]], report: Report) -> Cluster:
     cluster = None
+    inputs = None
     try:
         inputs = decode(load_texts(texts, report), report)
-        if inputs.config_ok:            # allocation over a broken config only adds noise
-            cluster = build(inputs, report)
+        # built even over a broken ClusterConfig, so every independent problem is
+        # found in one run; the checks resting on its broken fields stay silent
+        cluster = build(inputs, report)
     except Exception as exc:            # a kdp bug must still not end in a traceback
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        report.error(None, (), f"internal error while loading the cluster: "
-                     f"{type(exc).__name__}: {exc} ({os.path.basename(frame.filename)}:"
-                     f"{frame.lineno})", file="<kdp>")
+        if inputs is None or inputs.config_ok:   # over a broken config: a knock-on failure
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            report.error(None, (), f"internal error while loading the cluster: "
+                         f"{type(exc).__name__}: {exc} ({os.path.basename(frame.filename)}:"
+                         f"{frame.lineno})", file="<kdp>")
     if report.problems or cluster is None:
-        raise ClusterInputError(_ordered(report.problems, [f for f, _ in texts]))
+        raise ClusterInputError(_ordered(report.problems, [f for f, _ in texts]),
+                                list(dict.fromkeys(report.warnings)))
     cluster.warnings = list(dict.fromkeys(report.warnings))
     return cluster
 
