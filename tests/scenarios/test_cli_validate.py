@@ -95,3 +95,26 @@ def test_misspelt_service_and_port_fields_are_named_with_what_they_meant(tmp_pat
             "'containerport', ignored (the API server would reject it); did you mean 'containerPort'?") in lines
     assert any("spec.slector: unknown field 'slector'" in l and "did you mean 'selector'?" in l for l in lines)
     assert any("spec.ports[0].targetport" in l and "did you mean 'targetPort'?" in l for l in lines)
+
+
+@pytest.mark.parametrize("text, found", [("", "no Kubernetes objects at all"),
+                                         ("---\n# nothing yet\n", "no Kubernetes objects at all"),
+                                         ("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+                                          "only Namespace")])
+def test_an_empty_input_says_it_is_a_default_cluster_and_what_was_defaulted(tmp_path, text, found):
+    f = tmp_path / "empty.yaml"
+    f.write_text(text)
+    r = kdp("validate", f)
+    assert r.returncode == 0 and r.stdout.startswith("ok: 2 nodes")
+    warnings = clean_error(r).splitlines()
+    assert warnings[0] == (f"warning: {f}: no Pods, Deployments, Services or Nodes in the input ({found}): "
+                           "this is a default cluster")
+    assert any("no ClusterConfig: the defaults are used: networkPlugin kubenet, podCIDR 10.244.0.0/16, "
+               "serviceCIDR 10.0.0.0/16, dnsServiceIP 10.0.0.10" in w for w in warnings)
+    assert any("no nodes declared: 2 generated (aks-nodepool1-" in w for w in warnings)
+    assert any("cluster DNS kdp adds to every cluster" in w for w in warnings)
+
+
+def test_a_real_cluster_gets_no_such_warning():
+    r = kdp("validate", "demo")
+    assert r.returncode == 0 and "default cluster" not in r.stderr and "no ClusterConfig" not in r.stderr
