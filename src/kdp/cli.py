@@ -16,8 +16,9 @@ from .errors import UsageError, did_you_mean
 
 
 def cmd_validate(a) -> int:
+    from .ingress.controller import serving_warnings
     c = load_cluster(a.cluster)
-    for w in c.warnings:
+    for w in list(c.warnings) + serving_warnings(c):
         print(f"warning: {w}", file=sys.stderr)
     print(f"ok: {len(c.nodes)} nodes, {len(c.pods)} pods, {len(c.services)} services, "
           f"{len(c.namespaces)} namespaces ({c.config.network_plugin})")
