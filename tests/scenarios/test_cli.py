@@ -46,7 +46,7 @@ def test_topology_json_contract(capsys, demo):
     code, out, _ = run(capsys, "topology", "demo", "--json")
     doc = json.loads(out)
     assert code == 0
-    assert set(doc) == {"cluster", "nodes", "pods", "services"}
+    assert set(doc) == {"cluster", "nodes", "pods", "services", "ingresses"}
     assert doc["cluster"]["service_cidr"] == "10.2.0.0/24" and doc["cluster"]["dns_service_ip"] == "10.2.0.10"
     n = doc["nodes"][0]
     assert set(n) >= {"name", "ip", "mac", "pod_cidr", "bridge", "routes"}
