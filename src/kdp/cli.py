@@ -12,7 +12,8 @@ import sys
 import time
 
 from .cli_common import input_file, load_cluster, load_emulator, output_dir, output_file, run_command
-from .errors import UsageError, did_you_mean
+from .errors import UsageError
+from .suggest import did_you_mean
 
 
 def cmd_validate(a) -> int:

@@ -8,7 +8,8 @@ from ipaddress import IPv4Address, ip_address
 
 from . import assembly, wire
 from .datapath import Datapath, Outcome
-from .errors import UsageError, close_matches, did_you_mean
+from .errors import UsageError
+from .suggest import close_matches, did_you_mean
 from .k8s.model import Cluster
 from .net.sockets import keyed
 from .wire import ICMP, IPv4, Packet, TCP, UDP

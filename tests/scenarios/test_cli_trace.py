@@ -7,8 +7,6 @@
 import re
 import shlex
 
-import pytest
-
 from .kdp_cli import clean_error, kdp
 
 CLIENT = "pod/default/client"

@@ -8,7 +8,8 @@ import dataclasses
 from collections import defaultdict
 from ipaddress import IPv4Address, IPv4Network
 
-from ..errors import Problem, did_you_mean
+from ..errors import Problem
+from ..suggest import did_you_mean
 from . import names
 from .clusterconfig import NodeIn
 from .load import Path, Report, format_path, parse_text

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from ..errors import close_matches
+from ..suggest import close_matches
 from . import names
 from .clusterconfig import NodeIn, decode_config
 from .ingressapi import decode_ingress, decode_ingress_class
