@@ -257,14 +257,27 @@ def _counts(text: str) -> list[int]:
 
 def add_parser(subparsers) -> None:
     """Register `kdp bench rules` on the CLI's subparsers."""
-    b = subparsers.add_parser("bench", help="measure kdp's data-plane speed")
-    bsub = b.add_subparsers(dest="bench_command", required=True)
+    import argparse
+    examples = """examples:
+  kdp bench rules --services 100,1000,10000
+  kdp bench rules --services 5000 --endpoints 4 --impl compiled --json"""
+    b = subparsers.add_parser("bench", help="measure kdp's data-plane speed",
+                              description="Measure kdp's data-plane speed (docs/performance.md).",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples)
+    bsub = b.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     r = bsub.add_parser("rules", help="first packets through kube-proxy's rules: the iptables "
-                                      "walk vs the compiled matcher")
-    r.add_argument("--services", required=True, metavar="N[,N...]")
-    r.add_argument("--endpoints", type=int, default=2, metavar="K")
-    r.add_argument("--impl", choices=["reference", "compiled", "all"], default="all")
-    r.add_argument("--json", action="store_true")
+                                      "walk vs the compiled matcher",
+                        description="First packets per second through kube-proxy's rules for N "
+                                    "synthetic ClusterIP services: the iptables walk (reference) "
+                                    "and the compiled matcher.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples)
+    r.add_argument("--services", required=True, metavar="N[,N...]",
+                   help="how many services (a comma-separated list: one measurement each)")
+    r.add_argument("--endpoints", type=int, default=2, metavar="K",
+                   help="ready endpoints per service, 1-64 (default 2)")
+    r.add_argument("--impl", choices=["reference", "compiled", "all"], default="all",
+                   help="which implementation to time (default all)")
+    r.add_argument("--json", action="store_true", help="print the results as JSON")
     r.set_defaults(func=cmd_bench_rules)
 
 

@@ -11,13 +11,15 @@ import os
 import sys
 import time
 
-from .cli_common import load_cluster, load_emulator, run_command
+from .cli_common import input_file, load_cluster, load_emulator, output_dir, output_file, run_command
 from .errors import UsageError
+from .suggest import did_you_mean
 
 
 def cmd_validate(a) -> int:
+    from .ingress.controller import serving_warnings
     c = load_cluster(a.cluster)
-    for w in c.warnings:
+    for w in list(c.warnings) + serving_warnings(c):
         print(f"warning: {w}", file=sys.stderr)
     print(f"ok: {len(c.nodes)} nodes, {len(c.pods)} pods, {len(c.services)} services, "
           f"{len(c.namespaces)} namespaces ({c.config.network_plugin})")
@@ -26,6 +28,7 @@ def cmd_validate(a) -> int:
 
 def cmd_topology(a) -> int:
     from .topology import topology_json, topology_svg, topology_text
+    output_file(a.svg, "--svg")
     emu = load_emulator(a.cluster, capture=False)
     if a.svg:
         with open(a.svg, "w") as f:
@@ -76,7 +79,7 @@ def cmd_trace(a) -> int:
             print(f";;   {a.dst} -> {', '.join(str(x) for x in resolution.addresses)}\n")
         print(trace_text(out, a.detail))
         _print_tables(tables)
-    return 0
+    return 0 if out.disposition == "delivered" else 1
 
 
 def _tables(emu, a) -> dict:
@@ -102,6 +105,8 @@ def _print_tables(tables: dict) -> None:
 
 def cmd_run(a) -> int:
     from .runner import PcapRun
+    input_file(a.pcap, "--pcap")
+    output_dir(a.out, "--out")
     emu = load_emulator(a.cluster, seed=a.seed, capture=False, rules=a.rules, trace=False)
     sys.stdout.flush()
     out = sys.stdout.buffer
@@ -154,77 +159,148 @@ def cmd_rules(a) -> int:
     c = load_cluster(a.cluster)
     names = [n.name for n in c.nodes]
     if a.node not in names:
-        raise UsageError(f"--node {a.node}: no such node (nodes: {', '.join(names)})")
+        raise UsageError(f"--node {a.node}: no such node"
+                         + (did_you_mean(a.node, names) or f" (nodes: {', '.join(names)})"))
     sys.stdout.write(generate_rules(c, a.node, nfacct=c.config.kube_proxy.nfacct))
     return 0
 
 
 def cmd_demo(a) -> int:
     from .tour import run_tour
+    output_dir(a.out, "--out")
     return run_tour(out_dir=a.out, seed=a.seed)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kdp", description="Packet-level emulator of the Kubernetes data plane.")
-    sub = p.add_subparsers(dest="command", required=True)
+CLUSTER_HELP = "a YAML file, a directory of YAML files, or 'demo' (the built-in example cluster)"
+SEED_HELP = "seed of every random choice (endpoint, ports, IDs); the same seed, the same output (default 0)"
+RULES_HELP = ("load a real node's iptables-save dump instead of the rules kdp generates: FILE for "
+              "every node, NODE=FILE for one (repeatable)")
+EPILOGS = {
+    "demo": """examples:
+  kdp demo                      # the tour: topology, then each kind of traffic, hop by hop
+  kdp demo --out demo-out       # also every device's pcap (Wireshark) and the traces as JSON
+  kdp demo --seed 7             # other random choices (endpoints, ports)""",
+    "validate": """examples:
+  kdp validate demo
+  kdp validate examples/cluster            # a directory: every *.yaml / *.yml in it
+  kdp validate cluster.yaml                # kubectl get pods,svc,endpointslices -A -o yaml works too
 
-    d = sub.add_parser("demo", help="build the demo cluster and tour its data plane")
-    d.add_argument("--out", help="write per-device pcaps and trace JSON here")
-    d.add_argument("--seed", type=int, default=0)
+exit status: 0 valid (warnings on stderr), 2 problems (one per line: FILE:LINE: KIND NS/NAME: field: what)""",
+    "topology": """examples:
+  kdp topology demo                         # nodes, routes, veth pairs, pods, services, ingresses
+  kdp topology demo --json | jq '.services[] | {name, cluster_ip}'
+  kdp topology examples/cluster --svg net.svg""",
+    "rules": """examples:
+  kdp rules demo --node aks-nodepool1-71771131-vmss000000
+  kdp rules demo --node aks-nodepool1-71771131-vmss000000 | grep KUBE-SVC
+  kdp rules examples/cluster --node node-a > node-a.rules   # loads with iptables-restore""",
+    "inspect": """examples:
+  kdp inspect demo pod/default/client
+  kdp inspect demo node/aks-nodepool1-71771131-vmss000000
+  kdp inspect demo pod/default/client --json""",
+    "trace": """examples:
+  kdp trace demo --from pod/default/client --to svc/backend/service-a
+  kdp trace demo --from pod/default/client --to service-a.backend          # a DNS name: resolved first
+  kdp trace demo --from ext/198.51.100.20 --to 20.50.60.70 --dport 80 --detail full
+
+SRC: pod/NS/NAME, node/NAME or ext/ADDR; DST also svc/NS/NAME, an IPv4 address or a DNS name.
+exit status: 0 delivered, 1 dropped or rejected (or the name did not resolve), 2 usage or input error""",
+    "run": """examples:
+  kdp run demo --pcap capture.pcap --at pod/default/client
+  kdp run demo --pcap capture.pcap --at pod/default/client --out out/ --json
+  kdp run demo --pcap capture.pcap --at pod/default/client --no-fastpath --conntrack
+
+(examples/pcaps/make_pcaps.py writes a capture.pcap of the demo client's traffic)""",
+}
+
+
+def _sub(sub, name: str, help: str, description: str | None = None):
+    return sub.add_parser(name, help=help, description=description or help[:1].upper() + help[1:] + ".",
+                          epilog=EPILOGS.get(name), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(
+        prog="kdp", description="Packet-level emulator of the Kubernetes data plane.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  kdp demo                                          # start here: the guided tour
+  kdp trace demo --from pod/default/client --to svc/backend/service-a
+  kdp validate my-cluster/                          # your own manifests (docs/cluster.md)
+
+'kdp COMMAND --help' shows each command's options and examples; docs/cli.md has them all.""")
+    p.add_argument("--version", action="version", version=f"kdp {__version__}",
+                   help="print kdp's version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = _sub(sub, "demo", "build the demo cluster and tour its data plane")
+    d.add_argument("--out", metavar="DIR", help="also write every device's pcap (DIR/pcap/) and the "
+                   "traces (DIR/traces.json) here")
+    d.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     d.set_defaults(func=cmd_demo)
 
-    v = sub.add_parser("validate", help="load and check a cluster")
-    v.add_argument("cluster")
+    v = _sub(sub, "validate", "load and check a cluster, reporting every problem")
+    v.add_argument("cluster", help=CLUSTER_HELP)
     v.set_defaults(func=cmd_validate)
 
-    t = sub.add_parser("topology", help="show namespaces, devices, bridges, routes")
-    t.add_argument("cluster")
-    t.add_argument("--json", action="store_true")
-    t.add_argument("--svg", metavar="FILE")
+    t = _sub(sub, "topology", "show nodes, routes, bridges, veth pairs, pods, services and ingresses")
+    t.add_argument("cluster", help=CLUSTER_HELP)
+    t.add_argument("--json", action="store_true", help="print the stable JSON document (docs/cli.md)")
+    t.add_argument("--svg", metavar="FILE", help="write a picture of nodes, bridges, veths and pods to FILE")
     t.set_defaults(func=cmd_topology)
 
-    ru = sub.add_parser("rules", help="the node's iptables rules (kube-proxy, kubelet, CNI) as iptables-save")
-    ru.add_argument("cluster")
-    ru.add_argument("--node", required=True)
-    ru.add_argument("--format", choices=["iptables-save"], default="iptables-save")
+    ru = _sub(sub, "rules", "the node's iptables rules (kube-proxy, kubelet, CNI) as iptables-save")
+    ru.add_argument("cluster", help=CLUSTER_HELP)
+    ru.add_argument("--node", required=True, help="the node whose rules to print (see kdp topology)")
+    ru.add_argument("--format", choices=["iptables-save"], default="iptables-save",
+                    help="output format (only iptables-save, as the real command prints it)")
     ru.set_defaults(func=cmd_rules)
 
-    i = sub.add_parser("inspect", help="the pause container, containers and network of a pod or node")
-    i.add_argument("cluster")
-    i.add_argument("target", metavar="pod/NS/NAME|node/NAME")
-    i.add_argument("--json", action="store_true")
+    i = _sub(sub, "inspect", "the pause container, containers and network of a pod or node")
+    i.add_argument("cluster", help=CLUSTER_HELP)
+    i.add_argument("target", metavar="pod/NS/NAME|node/NAME", help="the pod or node to show")
+    i.add_argument("--json", action="store_true", help="print it as JSON")
     i.set_defaults(func=cmd_inspect)
 
-    tr = sub.add_parser("trace", help="follow one packet hop by hop")
-    tr.add_argument("cluster")
-    tr.add_argument("--from", dest="src", required=True)
-    tr.add_argument("--to", dest="dst", required=True)
-    tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default="tcp")
-    tr.add_argument("--sport", type=_port)
-    tr.add_argument("--dport", type=_port)
-    tr.add_argument("--ttl", type=_ttl, default=64)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--rules", action="append", metavar="[NODE=]FILE",
-                    help="load a real node's iptables-save dump instead of the generated rules")
+    tr = _sub(sub, "trace", "follow one packet (and its answer) hop by hop")
+    tr.add_argument("cluster", help=CLUSTER_HELP)
+    tr.add_argument("--from", dest="src", required=True, metavar="SRC",
+                    help="the sender: pod/NS/NAME, node/NAME or ext/ADDR (an off-cluster host)")
+    tr.add_argument("--to", dest="dst", required=True, metavar="DST",
+                    help="pod/NS/NAME, node/NAME, svc/NS/NAME, ext/ADDR, an IPv4 address, or a DNS name "
+                         "(resolved from SRC first)")
+    tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default=None,
+                    help="the packet: a TCP SYN, a UDP datagram or an ICMP echo request (default: the "
+                         "protocol of a Service's first port, else tcp)")
+    tr.add_argument("--sport", type=_port, metavar="N", help="source port (default: an ephemeral port)")
+    tr.add_argument("--dport", type=_port, metavar="N",
+                    help="destination port (default: a Service's first port of --proto, else 80)")
+    tr.add_argument("--ttl", type=_ttl, default=64, metavar="N", help="IP TTL as sent (default 64)")
+    tr.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    tr.add_argument("--rules", action="append", metavar="[NODE=]FILE", help=RULES_HELP)
     tr.add_argument("--conntrack", action="store_true", help="print each node's conntrack table after")
     tr.add_argument("--counters", action="store_true", help="print each node's rules with counters after")
-    tr.add_argument("--detail", choices=["full", "summary", "minimal"], default="full")
-    tr.add_argument("--json", action="store_true")
+    tr.add_argument("--detail", choices=["summary", "full", "minimal"], default="summary",
+                    help="summary (default): the hops and the rules that decided; full: every ARP "
+                         "exchange and every rule walked; minimal: only the outcomes")
+    tr.add_argument("--json", action="store_true", help="print the trace as JSON (every hop)")
     tr.set_defaults(func=cmd_trace)
 
-    r = sub.add_parser("run", help="feed a pcap through the emulator")
-    r.add_argument("cluster")
-    r.add_argument("--pcap", required=True)
-    r.add_argument("--at", required=True, metavar="ATTACH")
-    r.add_argument("--out", metavar="DIR")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--rules", action="append", metavar="[NODE=]FILE",
-                    help="load a real node's iptables-save dump instead of the generated rules")
+    r = _sub(sub, "run", "feed a pcap through the emulator, frame by frame")
+    r.add_argument("cluster", help=CLUSTER_HELP)
+    r.add_argument("--pcap", required=True, metavar="FILE", help="the capture to replay (pcap or pcapng, Ethernet)")
+    r.add_argument("--at", required=True, metavar="ATTACH",
+                   help="where the frames are transmitted: pod/NS/NAME or node/NAME (its eth0), or "
+                        "ext/ADDR (the wire from an off-cluster host)")
+    r.add_argument("--out", metavar="DIR", help="write one pcap per device that saw traffic here")
+    r.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    r.add_argument("--rules", action="append", metavar="[NODE=]FILE", help=RULES_HELP)
     r.add_argument("--conntrack", action="store_true", help="print each node's conntrack table after")
     r.add_argument("--counters", action="store_true", help="print each node's rules with counters after")
     r.add_argument("--no-fastpath", action="store_true",
                    help="every frame takes the reference path (no flow cache); output is identical")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print one JSON line per frame and a summary line")
     r.set_defaults(func=cmd_run)
     from .bench import add_parser as add_bench
     from .cli_http import add_parser as add_http

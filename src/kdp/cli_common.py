@@ -1,9 +1,12 @@
 # cli_common: what every `kdp` subcommand shares, whichever module defines it
 # (cli, cli_resolve, cli_http, oracle.cli): the CLUSTER argument loaded into a
-# Cluster or an Emulator, --rules arguments, and running a parsed command with
-# every error kdp raises on purpose turned into a clear message and exit status 2.
+# Cluster or an Emulator, --rules arguments, the checks of the files and
+# directories a command writes (made before any work, so a bad path costs
+# nothing), and running a parsed command with every error kdp raises on purpose
+# (and any OSError on a named path) turned into `kdp: error: ...`, exit status 2.
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -24,9 +27,9 @@ def rules_arg(items: list[str]) -> dict[str, str]:
     for item in items:
         node, sep, path = item.partition("=")
         if sep and not os.path.exists(item):
-            out[node] = path
+            out[node] = input_file(path, f"--rules {node}=FILE")
         else:
-            out["*"] = item
+            out["*"] = input_file(item, "--rules")
     return out
 
 
@@ -40,16 +43,74 @@ def load_cluster(spec: str):
     return load_cluster(spec)
 
 
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def output_dir(path: str | None, option: str) -> str | None:
+    """The directory an option (--out, --keep-pcaps) writes into, created now
+    (with its parents) so that a path that cannot be a directory is reported
+    before any work: `PATH: reason` as a UsageError."""
+    if not path:
+        return path
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{path}: {option} needs a directory, and this is an existing file")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{path}: {option}: cannot create the directory: {_reason(e)}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: {option}: the directory is not writable")
+    return path
+
+
+def output_file(path: str | None, option: str) -> str | None:
+    """A file an option (--svg) writes: its directory must exist and be
+    writable, and the path must not be a directory. Checked before any work."""
+    if not path:
+        return path
+    parent = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: {option} needs a file name, and this is a directory")
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise UsageError(f"{path}: {option}: cannot write the file: {parent} {what}")
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{path}: {option}: cannot write the file: permission denied")
+    return path
+
+
+def input_file(path: str, option: str) -> str:
+    """A file an option reads (--pcap, --rules): it must exist and be a readable file."""
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: {option}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: {option} needs a file, and this is a directory")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{path}: {option}: the file is not readable (permission denied)")
+    return path
+
+
 def run_command(args) -> int:
-    """Run a parsed command (args.func); kdp's own errors are printed, status 2."""
+    """Run a parsed command (args.func); kdp's own errors are printed, status 2.
+    An OSError that names a path (a file kdp could not read or write after all
+    the checks) is reported the same way: `kdp: error: PATH: reason`."""
     try:
         return args.func(args)
     except ClusterInputError as e:
         for prob in e.problems:
             print(str(prob), file=sys.stderr)
+        for w in e.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         return 2
     except KdpError as e:
         print(f"kdp: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        if e.filename is None and e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"kdp: error: {where}{_reason(e)}", file=sys.stderr)
+        return 2

@@ -13,18 +13,31 @@ from .errors import UsageError
 
 
 def add_parser(subparsers):
+    import argparse
     p = subparsers.add_parser(
-        "http", help="make an HTTP request as packets (through the ingress controller for ingress hosts)")
-    p.add_argument("cluster")
-    p.add_argument("--from", dest="src", required=True, metavar="ext/ADDR|pod/NS/NAME|node/NAME")
-    p.add_argument("--url", required=True, metavar="http://HOST[:PORT]/PATH")
-    p.add_argument("--method", "-X", default="GET", type=str.upper)
+        "http", help="make an HTTP request as packets (through the ingress controller for ingress hosts)",
+        description="One HTTP/1.1 exchange as packets, printed like curl -v, then the ingress "
+                    "controller's routing decision and both TCP connections.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  kdp http demo --from ext/198.51.100.20 --url http://shop.example.com/api/items
+  kdp http demo --from pod/default/client --url http://shop.example.com/ --json
+  kdp http demo --from ext/198.51.100.20 --url http://20.50.60.80/ -H 'Host: nope.example' --hops
+
+exit status: 0 a response came back (whatever its status), 1 none did, 2 usage or input error""")
+    p.add_argument("cluster", help="a YAML file, a directory of YAML files, or 'demo'")
+    p.add_argument("--from", dest="src", required=True, metavar="ext/ADDR|pod/NS/NAME|node/NAME",
+                   help="the client: an off-cluster host, a pod or a node")
+    p.add_argument("--url", required=True, metavar="http://HOST[:PORT]/PATH",
+                   help="what to request; an Ingress host goes to the controller's load balancer, "
+                        "other names through the client's resolver")
+    p.add_argument("--method", "-X", default="GET", type=str.upper, help="request method (default GET)")
     p.add_argument("--header", "-H", action="append", default=[], metavar="NAME:VALUE",
                    help="add a request header (repeatable; `Name:` with no value removes a default one)")
     p.add_argument("--data", "-d", default=None, help="request body (sets Content-Length)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hops", action="store_true", help="also print every packet's full hops")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--hops", action="store_true",
+                   help="also print every packet hop by hop (as kdp trace's summary)")
+    p.add_argument("--json", action="store_true", help="print the exchange as JSON")
     p.set_defaults(func=cmd_http)
     return p
 

@@ -10,6 +10,7 @@ from . import assembly, wire
 from .conntrack.keyed import keyed_hash
 from .datapath import Datapath, Outcome
 from .errors import UsageError
+from .suggest import close_matches, did_you_mean
 from .k8s.model import Cluster
 from .wire import ICMP, IPv4, Packet, TCP, UDP
 
@@ -20,9 +21,11 @@ LINUX_SYN_OPTIONS = bytes.fromhex("020405b4" "0402080a") + b"\x00" * 8 + bytes.f
 class Endpoint:
     """A resolved SRC/DST/ATTACH argument."""
 
-    def __init__(self, spec: str, kind: str, ip: IPv4Address, ns=None, port=None, protocol=None):
+    def __init__(self, spec: str, kind: str, ip: IPv4Address, ns=None, port=None, protocol=None,
+                 service=None):
         self.spec, self.kind, self.ip, self.ns = spec, kind, ip, ns
         self.port, self.protocol = port, protocol
+        self.service = service          # the Service of a svc/NS/NAME
 
 
 class Emulator:
@@ -46,7 +49,8 @@ class Emulator:
             if node == "*":
                 wanted.update({n: path for n in names})
             elif node not in names:
-                raise UsageError(f"--rules {node}={path}: no such node (nodes: {', '.join(names)})")
+                raise UsageError(f"--rules {node}={path}: no such node"
+                                 + (did_you_mean(node, names) or f" (nodes: {', '.join(names)})"))
             else:
                 wanted[node] = path
         out = {}
@@ -92,11 +96,11 @@ class Emulator:
                 svc = c.service(ns, name)
                 if svc.cluster_ip is None:
                     raise UsageError(f"{spec}: service has no cluster IP (headless or ExternalName)")
-                first = svc.ports[0] if svc.ports else None
+                first = next((p for p in svc.ports if p.protocol.lower() in PROTOS), None)
                 return Endpoint(spec, "svc", svc.cluster_ip, None, first.port if first else None,
-                                first.protocol.lower() if first else None)
+                                first.protocol.lower() if first else None, service=svc)
         except KeyError:
-            raise UsageError(f"{spec}: no such {kind} in the cluster") from None
+            raise UsageError(self._no_such(spec, kind, rest)) from None
         if kind == "ext":
             ip = self._ip(rest, spec)
             if any(ip in n for n in self.topology.namespaces["ext"].local_exclude):
@@ -105,6 +109,36 @@ class Emulator:
         if "/" in spec:
             raise UsageError(f"{spec}: expected pod/NS/NAME, node/NAME, svc/NS/NAME, ext/ADDR or an IPv4 address")
         return Endpoint(spec, "ip", self._ip(spec, spec))
+
+    def _no_such(self, spec: str, kind: str, rest: str) -> str:
+        """'no such pod' with what the cluster has that spec most likely meant:
+        a close name in the same namespace, else the same name in another one,
+        else what there is."""
+        c = self.cluster
+        if kind == "node":
+            names = [n.name for n in c.nodes]
+            found = close_matches(rest, names)
+            hint = (did_you_mean(spec, [f"node/{n}" for n in found]) if found
+                    else f" (nodes: {', '.join(names)})")
+            return f"{spec}: no such node{hint}"
+        ns, _, name = rest.partition("/")
+        if not name:
+            return f"{spec}: expected {kind}/NAMESPACE/NAME"
+        objs = c.pods if kind == "pod" else c.services
+        here = [o.name for o in objs if o.namespace == ns]
+        found = [f"{kind}/{ns}/{n}" for n in close_matches(name, here)]
+        if not found:
+            found = [f"{kind}/{o.namespace}/{o.name}" for o in objs if o.name == name]
+            found += [f"{kind}/{o.namespace}/{o.name}" for o in objs
+                      if o.name in close_matches(name, [o.name for o in objs])][:3 - len(found)]
+        hint = did_you_mean("", list(dict.fromkeys(found))) if found else ""
+        if not hint:
+            if ns not in c.namespaces:
+                hint = f" (there is no namespace {ns!r}; namespaces: {', '.join(c.namespaces)})"
+            elif here and len(here) <= 12:
+                hint = f" (in namespace {ns}: {', '.join(here)})"
+        what = {"pod": "pod", "svc": "Service"}[kind]
+        return f"{spec}: no such {what} in the cluster{hint}"
 
     @staticmethod
     def _ip(text: str, spec: str) -> IPv4Address:
@@ -143,19 +177,24 @@ class Emulator:
                 continue
             yield self.datapath.inject(dev, pkt, self._now(t)), None
 
-    def trace(self, src: str, dst: str, proto: str = "tcp", sport: int | None = None,
+    def trace(self, src: str, dst: str, proto: str | None = None, sport: int | None = None,
               dport: int | None = None, time: float | None = None, ttl: int = 64,
               payload: bytes | None = None, flags: int | None = None) -> Outcome:
-        """Send one packet from SRC's own stack to DST, as an app on SRC would."""
+        """Send one packet from SRC's own stack to DST, as an app on SRC would.
+        proto None: the protocol of a Service's first port (svc/NS/NAME), else tcp.
+        dport None: to a Service, its first port of that protocol (an error
+        naming its ports when it has none); otherwise 80."""
         s, d = self.resolve(src), self.resolve(dst)
         if s.ns is None:
             raise UsageError(f"{src}: a source must be pod/, node/ or ext/")
-        if d.kind == "svc" and d.protocol and proto == "tcp" and d.protocol != "tcp" and dport is None:
-            proto = d.protocol
+        if proto is None:
+            proto = d.protocol if d.kind == "svc" and d.protocol else "tcp"
         if proto not in PROTOS:
             raise UsageError(f"--proto {proto}: expected tcp, udp or icmp")
+        if dport is None and d.kind == "svc" and proto != "icmp":
+            dport = self._service_port(d, proto)
         if dport is None:
-            dport = d.port if d.port is not None else 80
+            dport = 80
         self._flows += 1
         if sport is None:
             sport = 32768 + keyed_hash(self.seed, "sport", src, dst, self._flows, seed_as_key=False) % 28232
@@ -166,6 +205,18 @@ class Emulator:
         pkt = self.build(srcip, d.ip, proto, sport, dport, ttl, ident, payload, flags, time)
         self._register_client(s.ns, pkt)
         return self.datapath.originate(s.ns, pkt, self._now(time))
+
+    @staticmethod
+    def _service_port(d: Endpoint, proto: str) -> int:
+        """The first port of the Service d names with protocol proto."""
+        svc = d.service
+        port = next((p.port for p in svc.ports if p.protocol.lower() == proto), None)
+        if port is None:
+            have = ", ".join(f"{p.port}/{p.protocol}" + (f" ({p.name})" if p.name else "")
+                             for p in svc.ports) or "none"
+            raise UsageError(f"{d.spec}: Service {svc.namespace}/{svc.name} has no {proto.upper()} "
+                             f"port (its ports: {have}); give --dport, or --proto of one of them")
+        return port
 
     def build(self, src, dst, proto, sport, dport, ttl=64, ident=0, payload=None, flags=None,
               time=None) -> Packet:

@@ -20,20 +20,29 @@ class Problem:
     name: str | None
     field: str
     message: str
+    column: int | None = None       # for YAML syntax errors: where on the line
 
     def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        obj = self.name or "-"
-        if self.namespace:
-            obj = f"{self.namespace}/{obj}"
-        return f"{where}: {self.kind or '-'} {obj}: {self.field or '-'}: {self.message}"
+        """FILE[:LINE[:COLUMN]]: [KIND [NAMESPACE/]NAME: ][field.path: ]what is wrong --
+        the parts that are not known are left out, never printed as placeholders."""
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        parts = [where]
+        if self.kind or self.name:
+            obj = (f"{self.namespace}/" if self.namespace else "") + (self.name or "(no name)")
+            parts.append(f"{self.kind} {obj}" if self.kind else obj)
+        if self.field:
+            parts.append(self.field)
+        return ": ".join(parts + [self.message])
 
 
 class ClusterInputError(KdpError):
     """The cluster input is invalid; carries every problem found (exit status 2)."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], warnings: list[str] = ()):
         self.problems = list(problems)
+        self.warnings = list(warnings)      # found on the way; they often explain a problem
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

@@ -40,8 +40,9 @@ def run_record(index: int, outcome, err: str | None) -> dict:
 def run_line(r: dict) -> str:
     where = r["delivered_to"] or r["reason"]
     p = r["packet"] or {}
+    port = lambda key: f":{p[key]}" if p.get(key) is not None else ""     # none for ICMP, ARP
     return (f"#{r['index']:<5} {r['disposition']:<9} {where or '-':<40} "
-            f"{p.get('proto', '?')} {p.get('src')}:{p.get('sport')} > {p.get('dst')}:{p.get('dport')}")
+            f"{p.get('proto', '?')} {p.get('src')}{port('sport')} > {p.get('dst')}{port('dport')}")
 
 
 class PcapRun:

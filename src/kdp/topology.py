@@ -47,11 +47,92 @@ def topology_json(topo: Topology) -> dict:
                        "node_port": p.node_port, "protocol": p.protocol} for p in s.ports],
             "endpoints": [{"ip": str(e.ip), "port": e.port, "node": e.node, "ready": e.ready}
                           for e in s.endpoints],
+            "external_traffic_policy": s.external_traffic_policy,
+            "internal_traffic_policy": s.internal_traffic_policy,
+            "session_affinity": s.session_affinity,
+            "session_affinity_timeout": s.affinity_timeout if s.session_affinity == "ClientIP" else None,
+            "load_balancer_source_ranges": [str(n) for n in s.load_balancer_source_ranges],
+            "health_check_node_port": s.health_check_node_port,
+            "external_name": s.external_name,
         })
     return {"cluster": {"name": cfg.name, "network_plugin": cfg.network_plugin,
                         "pod_cidr": str(cfg.pod_cidr), "service_cidr": str(cfg.service_cidr),
                         "dns_service_ip": str(cfg.dns_service_ip), "cluster_domain": cfg.cluster_domain},
-            "nodes": nodes, "pods": pods, "services": services}
+            "nodes": nodes, "pods": pods, "services": services, "ingresses": ingresses_json(topo)}
+
+
+def _ingresses(topo: Topology) -> list[tuple]:
+    """(Ingress, why it is not served or None) for every Ingress of the cluster."""
+    dep = getattr(topo, "ingress", None)
+    if dep is None:
+        return []
+    ignored = dict(dep.iset.ignored)
+    ours = {i.key for i in dep.iset.ingresses}
+    out = []
+    for ing in dep.iset.every:
+        if ing.key in ours:
+            out.append((ing, None if dep.controllers else "no ingress-nginx controller pod"))
+        else:
+            out.append((ing, ignored.get(ing.key, "not a class of ingress-nginx")))
+    return out
+
+
+def ingresses_json(topo: Topology) -> list[dict]:
+    out = []
+    for ing, why in _ingresses(topo):
+        out.append({
+            "namespace": ing.namespace, "name": ing.name,
+            "class": ing.class_name or ing.annotation_class, "served": why is None, "not_served_why": why,
+            "default_backend": ing.default_backend.as_dict() if ing.default_backend else None,
+            "rules": [{"host": r.host, "paths": [{"path": p.path or "/", "path_type": p.path_type,
+                                                   "backend": p.backend.as_dict()} for p in r.paths]}
+                      for r in ing.rules]})
+    return out
+
+
+def _service_text(s) -> list[str]:
+    """A Service: its addresses and ports, then what else decides its traffic."""
+    ports = ",".join(f"{p.port}/{p.protocol}" + (f"(node {p.node_port})" if p.node_port else "")
+                     for p in s.ports)
+    if s.type == "ExternalName":
+        return [f"svc {s.namespace}/{s.name} ExternalName -> {s.external_name} (a DNS CNAME; no "
+                "cluster IP, no proxying)" + (f" {ports}" if ports else "")]
+    eps = ", ".join(f"{e.ip}:{e.port}/{e.protocol}" + ("" if e.ready else " (not ready)")
+                    for e in s.endpoints) or "no endpoints"
+    out = [f"svc {s.namespace}/{s.name} {s.type} {s.cluster_ip or 'None (headless)'} {ports} -> {eps}"]
+    extra = []
+    if s.load_balancer_ips:
+        extra.append("load balancer " + ", ".join(str(i) for i in s.load_balancer_ips))
+    elif s.type == "LoadBalancer":
+        extra.append("load balancer: no address")
+    if s.external_ips:
+        extra.append("externalIPs " + ", ".join(str(i) for i in s.external_ips))
+    if s.type in ("NodePort", "LoadBalancer"):
+        extra.append(f"externalTrafficPolicy {s.external_traffic_policy}"
+                     + (f" (health check node port {s.health_check_node_port})"
+                        if s.health_check_node_port else ""))
+    if s.internal_traffic_policy != "Cluster":
+        extra.append(f"internalTrafficPolicy {s.internal_traffic_policy}")
+    if s.session_affinity == "ClientIP":
+        extra.append(f"sessionAffinity ClientIP ({s.affinity_timeout}s)")
+    if s.load_balancer_source_ranges:
+        extra.append("loadBalancerSourceRanges " + ", ".join(str(n) for n in s.load_balancer_source_ranges))
+    if extra:
+        out.append("    " + "; ".join(extra))
+    return out
+
+
+def _ingress_text(topo: Topology) -> list[str]:
+    out = []
+    for ing, why in _ingresses(topo):
+        cls = ing.class_name or ing.annotation_class or "default class"
+        out.append(f"ingress {ing.key} (class {cls})" + (f": NOT SERVED: {why}" if why else ""))
+        if ing.default_backend is not None:
+            out.append(f"    default -> {ing.default_backend.describe()}")
+        for r in ing.rules:
+            for p in r.paths:
+                out.append(f"    {r.host or '*'}{p.path or '/'} ({p.path_type}) -> {p.backend.describe()}")
+    return out
 
 
 def topology_text(topo: Topology) -> str:
@@ -65,6 +146,7 @@ def topology_text(topo: Topology) -> str:
         br = ns.devices.get("cbr0")
         out.append(f"node {node.name}  eth0 {node.ip} {ns.devices['eth0'].mac}"
                    + (f"  cbr0 {br.addresses[0]} {br.mac}" if br else ""))
+        out += [f"  route {r}" for r in ns.routes if r.kind == "unicast"]
         for pod in c.pods:
             if pod.node != node.name:
                 continue
@@ -77,11 +159,8 @@ def topology_text(topo: Topology) -> str:
             out.append(f"  {hv.name} <-> {pod.namespace}/{pod.name} eth0 {pod.ip} {pns.devices['eth0'].mac}"
                        f"  ports {ports}")
     for s in c.services:
-        ports = ",".join(f"{p.port}/{p.protocol}" + (f"(node {p.node_port})" if p.node_port else "")
-                         for p in s.ports)
-        eps = ", ".join(f"{e.ip}:{e.port}/{e.protocol}" + ("" if e.ready else " (not ready)")
-                        for e in s.endpoints) or "no endpoints"
-        out.append(f"svc {s.namespace}/{s.name} {s.type} {s.cluster_ip or 'None'} {ports} -> {eps}")
+        out += _service_text(s)
+    out += _ingress_text(topo)
     return "\n".join(out)
 
 

@@ -126,5 +126,11 @@ def run_tour(out_dir: str | None = None, seed: int = 0, echo=print) -> int:
         with open(os.path.join(out_dir, "traces.json"), "w") as f:
             json.dump(traces, f, indent=2)
         echo(f"\nwrote {len(files)} device captures to {out_dir}/pcap and traces to {out_dir}/traces.json")
-    echo("\nnext: kdp trace demo --from pod/default/client --to pod/backend/<pod> --dport 8080 --detail full")
+    svc_a = next(p for p in emu.cluster.pods if p.labels.get("app") == "service-a")
+    echo("\nnext steps:")
+    echo(f"  kdp trace demo --from pod/default/client --to pod/backend/{svc_a.name} --dport 8080")
+    echo("  kdp trace demo --from pod/default/client --to service-a.backend      # resolves the name first")
+    echo("  kdp topology demo; kdp inspect demo pod/default/client; kdp rules demo --node "
+         f"{emu.cluster.nodes[0].name}")
+    echo("  (a trace shows the hops and the rules that decided; --detail full shows every rule walked)")
     return 0

@@ -46,7 +46,7 @@ def test_topology_json_contract(capsys, demo):
     code, out, _ = run(capsys, "topology", "demo", "--json")
     doc = json.loads(out)
     assert code == 0
-    assert set(doc) == {"cluster", "nodes", "pods", "services"}
+    assert set(doc) == {"cluster", "nodes", "pods", "services", "ingresses"}
     assert doc["cluster"]["service_cidr"] == "10.2.0.0/24" and doc["cluster"]["dns_service_ip"] == "10.2.0.10"
     n = doc["nodes"][0]
     assert set(n) >= {"name", "ip", "mac", "pod_cidr", "bridge", "routes"}
@@ -197,7 +197,7 @@ def test_trace_with_a_real_nodes_dump_instead_of_generated_rules(capsys, tmp_pat
     code, out, _ = run(capsys, "trace", "demo", "--from", "pod/default/client", "--to", "svc/backend/service-a",
                        "--rules", f"{node}={dump}", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["disposition"] == "dropped" and doc["reason"] == "rule:filter/FORWARD#1"
+    assert code == 1 and doc["disposition"] == "dropped" and doc["reason"] == "rule:filter/FORWARD#1"
 
 
 def test_rules_dump_with_unsupported_match_names_the_line(capsys, tmp_path):
@@ -228,7 +228,7 @@ def test_cluster_config_rules_file_per_node(capsys, tmp_path):
         "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec: {nodeName: n2, containers: [{name: c}]}\n")
     code, out, _ = run(capsys, "trace", str(tmp_path), "--from", "pod/default/a", "--to", "pod/default/b", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["disposition"] == "dropped" and doc["reason"] == "policy:filter/FORWARD"
+    assert code == 1 and doc["disposition"] == "dropped" and doc["reason"] == "policy:filter/FORWARD"
     (tmp_path / "cluster.yaml").write_text(
         (tmp_path / "cluster.yaml").read_text().replace("n1.rules", "missing.rules"))
     code, _, err = run(capsys, "validate", str(tmp_path))

@@ -409,5 +409,41 @@ def resolve_then_trace(emu, src: str, name: str, qtype: str | int = "A", time: f
         return res, None
     ip = addrs[0]
     svc = next((s for s in emu.cluster.services if s.cluster_ip == ip), None)
-    dst = f"svc/{svc.namespace}/{svc.name}" if svc is not None else str(ip)
-    return res, emu.trace(src, dst, time=time, **trace_kw)
+    if svc is not None:
+        return res, emu.trace(src, f"svc/{svc.namespace}/{svc.name}", time=time, **trace_kw)
+    headless = _headless_service(emu, res, ip)
+    if headless is not None and trace_kw.get("dport") is None and trace_kw.get("proto") != "icmp":
+        trace_kw = dict(trace_kw, **_headless_port(headless, ip, trace_kw.get("proto"), name))
+    return res, emu.trace(src, str(ip), time=time, **trace_kw)
+
+
+def _headless_service(emu, res: Resolution, ip):
+    """The headless Service whose name (or a pod's hostname under it) was
+    answered with ip, else None."""
+    q = res.server_query
+    if q is None:
+        return None
+    labels = q.name.rstrip(".").split(".")
+    tail = ["svc"] + emu.cluster.config.cluster_domain.strip(".").split(".")
+    if len(labels) < len(tail) + 2 or labels[-len(tail):] != tail:
+        return None
+    ns, name = labels[-len(tail) - 1], labels[-len(tail) - 2]
+    svc = next((s for s in emu.cluster.services if (s.namespace, s.name) == (ns, name)), None)
+    if svc is None or svc.cluster_ip is not None or not any(e.ip == ip for e in svc.endpoints):
+        return None
+    return svc
+
+
+def _headless_port(svc, ip, proto: str | None, name: str) -> dict:
+    """dport (and proto) for a trace to ip, an endpoint of the headless svc: the
+    port the endpoint serves the Service's first port (of proto) on."""
+    for sp in svc.ports:
+        if proto is not None and sp.protocol.lower() != proto:
+            continue
+        ep = next((e for e in svc.endpoints if e.ip == ip and e.port_name == sp.name
+                   and e.protocol == sp.protocol), None)
+        if ep is not None and ep.protocol.lower() in ("tcp", "udp"):
+            return {"dport": ep.port, "proto": ep.protocol.lower()}
+    have = ", ".join(f"{p.port}/{p.protocol}" for p in svc.ports) or "none"
+    raise UsageError(f"{name}: headless Service {svc.namespace}/{svc.name} has no "
+                     f"{(proto or 'TCP or UDP').upper()} port on {ip} (its ports: {have}); give --dport")

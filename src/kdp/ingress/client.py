@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from .. import wire
 from ..errors import UsageError
 from ..wire import TCP
+from .controller import no_controller, no_lb_address
 from .http import Headers, HttpError, Request, Response, build_request, parse_response
 
 SPLIT_OVER = 64                 # requests longer than this go out in two segments
@@ -148,9 +149,12 @@ def _target(emu, src: str, host: str, port: int):
         return ip, "an IPv4 address", None
     dep = getattr(emu.topology, "ingress", None)
     if dep is not None and dep.iset.serves_host(host):
+        if not dep.controllers:
+            raise UsageError(f"{host} is a host of an Ingress, but {no_controller(dep.iset)}")
         if dep.lb_ip is None:
-            raise UsageError(f"{host} is an ingress host, but the controller's service has no "
-                             "load balancer IP: give an address in the URL")
+            raise UsageError(f"{host} is a host of an Ingress, but "
+                             f"{no_lb_address(dep.service, [p for p, _ in dep.controllers])}: "
+                             + _reach_instead(emu, dep, host))
         return dep.lb_ip, (f"ingress host: the controller's load balancer {dep.lb_ip} "
                            f"({dep.service.key}), as if the public DNS pointed there"), None
     from ..dns.resolver import resolve
@@ -161,6 +165,21 @@ def _target(emu, src: str, host: str, port: int):
                          "names it (to send it to the controller anyway, put the controller's "
                          f"address in the URL and add --header 'Host: {host}')")
     return addrs[0], f"DNS from {src}: {res.status} ({len(res.queries)} quer{'y' if len(res.queries) == 1 else 'ies'})", res
+
+
+def _reach_instead(emu, dep, host: str) -> str:
+    """How to send the request to the controller without a load balancer address."""
+    svc = dep.service
+    if svc is None:
+        pod = dep.controllers[0][0]
+        return f"send it to a controller pod: --url http://{pod.ip}/ --header 'Host: {host}' (from inside the cluster)"
+    port = svc.ports[0] if svc.ports else None
+    if port is not None and port.node_port:
+        node = emu.cluster.nodes[0]
+        return (f"send it to a node's NodePort instead: --url http://{node.ip}:{port.node_port}/ "
+                f"--header 'Host: {host}'")
+    return (f"send it to the Service's cluster IP from inside the cluster instead: --url "
+            f"http://{svc.cluster_ip}:{port.port if port else 80}/ --header 'Host: {host}'")
 
 
 def http_request(emu, src: str, url: str, method: str = "GET", headers=(), data: bytes | None = None,

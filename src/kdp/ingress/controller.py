@@ -306,6 +306,53 @@ def controller_service(cluster, pods):
     return found[0] if found else None
 
 
+RECOGNISED = (f"kdp recognises a controller by its pods' label {NAME_LABEL}={CONTROLLER_NAME}, "
+              f"with {COMPONENT_LABEL}=controller when that label is set")
+
+
+def no_controller(iset: IngressSet) -> str:
+    """Why the Ingresses of iset go unserved when the cluster has no controller pod."""
+    keys = [i.key for i in iset.ingresses]
+    names = ", ".join(keys[:3]) + (" ..." if len(keys) > 3 else "")
+    return (f"the cluster has no ingress-nginx controller pod, so Ingress{'es' * (len(keys) > 1)} "
+            f"{names} {'are' if len(keys) > 1 else 'is'} not served and nothing answers HTTP for "
+            f"{'their' if len(keys) > 1 else 'its'} hosts ({RECOGNISED})")
+
+
+def no_lb_address(service, pods) -> str:
+    """Why outside clients cannot reach the controller through a load balancer."""
+    if service is None:
+        return (f"no Service selects the ingress-nginx controller pods "
+                f"({', '.join(p.key for p in pods)}): nothing outside the cluster reaches them")
+    ports = ", ".join(f"{p.port}" + (f" (nodePort {p.node_port})" if p.node_port else "")
+                      for p in service.ports)
+    return (f"the ingress-nginx controller's Service {service.key} (type {service.type}, ports "
+            f"{ports}) has no load balancer address (status.loadBalancer.ingress or "
+            "spec.loadBalancerIP)")
+
+
+def serving_warnings(cluster) -> list[str]:
+    """What `kdp validate` warns about ingress: Ingresses no controller serves
+    (no controller pod, or a class kdp does not model), a controller Service
+    without a load balancer address, and backends that will answer 503."""
+    if not cluster.ingresses and not cluster.ingress_classes:
+        return []
+    iset = from_cluster(cluster)
+    pods = controller_pods(cluster)
+    out = []
+    if iset.ingresses and not pods:
+        out += [f"Ingress {ing.key}: not served: the cluster has no ingress-nginx controller pod "
+                f"({RECOGNISED})" for ing in iset.ingresses]
+    out += [f"Ingress {key}: not served by ingress-nginx, the controller kdp models: {why}"
+            for key, why in iset.ignored]
+    if pods:
+        service = controller_service(cluster, pods)
+        if service is None or not service.load_balancer_ips:
+            out.append(no_lb_address(service, pods) + ": its Ingresses' hosts do not resolve to it "
+                       "for clients outside the cluster")
+    return out + list(iset.warnings) + list(iset.conflicts) + check_backends(cluster, iset)
+
+
 def _sockets(topo, pod):
     ns = topo.node_ns.get(pod.node) if pod.host_network else topo.pod_ns.get(pod.key)
     return ns.sockets if ns is not None else None

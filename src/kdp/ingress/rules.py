@@ -115,6 +115,7 @@ class IngressSet:
     servers: dict[str, Server]
     conflicts: list[str]
     warnings: list[str] = field(default_factory=list)
+    every: list[Ingress] = field(default_factory=list)   # all the cluster's Ingresses, as given
 
     def hosts(self) -> list[str]:
         return [h for h in self.servers if h != CATCH_ALL]
@@ -212,7 +213,7 @@ def build_set(ingresses: list[Ingress], classes: list[IngressClass],
                     continue
                 srv.paths.append(p)
     return IngressSet(controller, [c for c in classes if c.controller == controller], ours,
-                      ignored, servers, conflicts)
+                      ignored, servers, conflicts, every=list(ingresses))
 
 
 def from_cluster(cluster: Cluster, controller: str = CONTROLLER) -> IngressSet:

@@ -47,14 +47,18 @@ class NodeIn:
     rules_file: str | None = None  # a real node's iptables-save dump to load instead
 
 
-def strict_keys(f: Fields, allowed: tuple[str, ...]) -> None:
-    """Unknown keys in the mapping at f are problems (they are usually typos)."""
+def strict_keys(f: Fields, allowed: tuple[str, ...]) -> set[str]:
+    """Unknown keys in the mapping at f are problems (they are usually typos).
+    Returns the known keys suggested for them (what the user probably meant)."""
+    meant = set()
     for key in f.map():
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else \
                 f"; known fields: {', '.join(allowed)}"
             f.error((str(key),), f"unknown field {key!r}{hint}")
+            meant.update(close)
+    return meant
 
 
 def _choice(f: Fields, key: str, allowed: tuple[str, ...], default: str) -> str:
@@ -259,13 +263,19 @@ def _rules_file(nf: Fields) -> str | None:
     return path
 
 
-def decode_config(f: Fields) -> tuple[ClusterConfig, int | None, list[NodeIn]]:
-    """The ClusterConfig at f, its node count (spec.nodes: N) and node list (spec.nodes: [...])."""
+def decode_config(f: Fields) -> tuple[ClusterConfig, int | None, list[NodeIn], frozenset[str]]:
+    """The ClusterConfig at f, its node count (spec.nodes: N), node list (spec.nodes:
+    [...]) and the spec fields whose value is unsure: those reported as wrong
+    (their default stands in) and those a misspelt field probably meant. A check
+    that rests on an unsure field is skipped: its complaint would be a knock-on
+    error of the one already reported."""
     cfg = ClusterConfig(name=f.obj.name, source=f.obj.source)
     f.check(("metadata", "name"), f.obj.name, names.dns1123_subdomain)
     s = f.at("spec")
+    before = len(f.report.problems)
+    spec_ok = isinstance(s.raw(), dict) or not s.has()
     s.map()
-    strict_keys(s, SPEC_KEYS)
+    unsure = set(strict_keys(s, SPEC_KEYS))
     cfg.network_plugin = _choice(s, "networkPlugin", PLUGINS, cfg.network_plugin)
     cfg.hairpin_mode = _choice(s, "hairpinMode", HAIRPIN_MODES, cfg.hairpin_mode)
     for key, attr in (("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr"),
@@ -291,17 +301,31 @@ def decode_config(f: Fields) -> tuple[ClusterConfig, int | None, list[NodeIn]]:
         nets = [s.net("nonMasqueradeCIDRs", i) for i in range(len(s.list("nonMasqueradeCIDRs")))]
         cfg.non_masquerade_cidrs = [n for n in nets if n is not None]
     count, nodes = _nodes(s)
-    check_ranges(cfg, s)
-    return cfg, count, nodes
+    for p in f.report.problems[before:]:
+        if p.field.startswith("spec."):
+            unsure.add(re.split(r"[.\[]", p.field[len("spec."):], maxsplit=1)[0])
+    if not spec_ok:
+        unsure.update(SPEC_KEYS)
+    if "serviceCIDR" in unsure and not s.has("dnsServiceIP"):
+        unsure.add("dnsServiceIP")          # derived from the serviceCIDR
+    check_ranges(cfg, s, frozenset(unsure))
+    return cfg, count, nodes, frozenset(unsure)
 
 
-def check_ranges(cfg: ClusterConfig, s: Fields) -> None:
-    """The address ranges must fit together: no overlaps, dnsServiceIP inside serviceCIDR."""
+def check_ranges(cfg: ClusterConfig, s: Fields, unsure: frozenset[str] = frozenset()) -> None:
+    """The address ranges must fit together: no overlaps, dnsServiceIP inside serviceCIDR.
+    A check involving an unsure field (see decode_config) is skipped."""
+    def sure(*keys: str) -> bool:
+        return not unsure.intersection(keys)
+
     kubenet = cfg.network_plugin == "kubenet"
-    if kubenet and cfg.node_pod_prefix < cfg.pod_cidr.prefixlen:
+    if kubenet and cfg.node_pod_prefix < cfg.pod_cidr.prefixlen and sure(
+            "networkPlugin", "nodePodPrefix", "podCIDR"):
         s.error(("nodePodPrefix",), f"nodePodPrefix /{cfg.node_pod_prefix} is larger than "
                 f"podCIDR {cfg.pod_cidr}")
-    if cfg.dns_service_ip not in cfg.service_cidr:
+    if not sure("dnsServiceIP", "serviceCIDR"):
+        pass
+    elif cfg.dns_service_ip not in cfg.service_cidr:
         s.error(("dnsServiceIP",), f"dnsServiceIP {cfg.dns_service_ip} is outside serviceCIDR "
                 f"{cfg.service_cidr}")
     elif cfg.dns_service_ip == cfg.service_cidr.network_address:
@@ -313,10 +337,10 @@ def check_ranges(cfg: ClusterConfig, s: Fields) -> None:
         ranges.insert(0, ("podCIDR", cfg.pod_cidr))
     for i, (name_b, net_b) in enumerate(ranges):
         for name_a, net_a in ranges[:i]:
-            if net_a.overlaps(net_b):
+            if net_a.overlaps(net_b) and sure(name_a, name_b, "networkPlugin"):
                 s.error((name_b,), f"{name_b} {net_b} overlaps {name_a} {net_a}")
     for i, host in enumerate(cfg.external_hosts):
         for name, net in ranges[:-1]:
-            if host.address in net:
+            if host.address in net and sure(name, "networkPlugin"):
                 s.error(("externalHosts", i, "address"), f"external host {host.address} is "
                         f"inside {name} {net}; off-cluster hosts need an address outside it")

@@ -9,6 +9,7 @@ from collections import defaultdict
 from ipaddress import IPv4Address, IPv4Network
 
 from ..errors import Problem
+from ..suggest import did_you_mean
 from . import names
 from .clusterconfig import NodeIn
 from .load import Path, Report, format_path, parse_text
@@ -18,18 +19,25 @@ from .validate import (DeploymentIn, Inputs, PodIn, ServiceIn, SliceIn, decode_d
 
 DEFAULT_NODE_COUNT = 2
 AZURE_RESERVED = 4          # Azure keeps .0-.3 of every subnet (.1 is the gateway)
+# the ClusterConfig fields a pod or node pod range rests on
+POD_RANGE = ("networkPlugin", "podCIDR", "nodePodPrefix")
+POD_IP = POD_RANGE + ("vnetSubnet", "maxPods", "nodes")
 
 
 def build(inp: Inputs, report: Report) -> Cluster:
-    cfg = inp.config
+    """The cluster the inputs describe. With ClusterConfig fields in doubt
+    (inp.config_unsure: reported wrong, their defaults standing in), it is still
+    built so that every independent problem is found, but the checks that rest
+    on those fields stay silent: their complaints would be knock-on errors."""
+    cfg, unsure = inp.config, inp.config_unsure
     nodes = place_nodes(inp, report)
     pods = expand_deployments(inp)
-    schedule(pods, nodes, cfg)
+    schedule(pods, nodes, cfg, unsure)
     add_cluster_dns(inp, pods, nodes, report)
-    assign_pod_ips(pods, nodes, cfg)
+    assign_pod_ips(pods, nodes, cfg, unsure)
     services = sorted(inp.services, key=lambda s: (s.svc.namespace, s.svc.name))
-    allocate_cluster_ips(services, cfg, report)
-    allocate_node_ports(services, cfg)
+    allocate_cluster_ips(services, cfg, report, unsure)
+    allocate_node_ports(services, cfg, unsure)
     placed = sorted((p for p in pods if p.ip is not None), key=lambda p: (p.namespace, p.name))
     build_endpoints(services, placed, nodes, inp.slices)
     return Cluster(
@@ -39,7 +47,15 @@ def build(inp: Inputs, report: Report) -> Cluster:
         ingresses=inp.ingresses, ingress_classes=inp.ingress_classes)
 
 
-def _config_error(inp: Inputs, report: Report, path: Path, message: str) -> None:
+def sure(unsure: frozenset[str], *keys: str) -> bool:
+    """False when a check rests on a ClusterConfig field in doubt (see build)."""
+    return not unsure.intersection(keys)
+
+
+def _config_error(inp: Inputs, report: Report, path: Path, message: str, *,
+                  rests_on: tuple[str, ...] = ()) -> None:
+    if not sure(inp.config_unsure, *rests_on):
+        return
     if inp.config_f is not None:
         inp.config_f.error(("spec",) + path, message)
     else:                   # no ClusterConfig: the defaults do not fit the objects
@@ -71,7 +87,7 @@ def _declared_nodes(inp: Inputs, report: Report) -> list[NodeIn]:
     total = inp.node_count if inp.node_count is not None else len(decl) or DEFAULT_NODE_COUNT
     if len(decl) > total:
         _config_error(inp, report, ("nodes",), f"spec.nodes is {total} but {len(decl)} "
-                      "nodes are declared")
+                      "nodes are declared", rests_on=("nodes",))
     i = 0
     while len(decl) < total:
         name = names.node_name(inp.config.name, i)
@@ -82,7 +98,10 @@ def _declared_nodes(inp: Inputs, report: Report) -> list[NodeIn]:
     return decl
 
 
-def _node_error(inp: Inputs, report: Report, n: NodeIn, path: Path, message: str) -> None:
+def _node_error(inp: Inputs, report: Report, n: NodeIn, path: Path, message: str,
+                rests_on: tuple[str, ...]) -> None:
+    if not sure(inp.config_unsure, *rests_on):
+        return
     if n.f is not None:
         n.f.error(path, message)
     else:
@@ -107,7 +126,7 @@ def place_nodes(inp: Inputs, report: Report) -> list[Node]:
         elif n.ip in taken:
             msg = f"node IP {n.ip} is already used by node {taken[n.ip]}"
         if msg:
-            _node_error(inp, report, n, n.ip_path, msg)
+            _node_error(inp, report, n, n.ip_path, msg, ("vnetSubnet",))
             n.ip = None
         else:
             taken[n.ip] = n.name
@@ -116,7 +135,7 @@ def place_nodes(inp: Inputs, report: Report) -> list[Node]:
         while n.ip is None:
             if cursor >= int(vnet.broadcast_address):
                 _config_error(inp, report, ("vnetSubnet",), f"vnetSubnet {vnet} has no free "
-                              f"address for node {n.name}")
+                              f"address for node {n.name}", rests_on=("vnetSubnet", "nodes"))
                 return []
             addr = IPv4Address(cursor)
             cursor += 1
@@ -128,12 +147,14 @@ def place_nodes(inp: Inputs, report: Report) -> list[Node]:
     else:
         for n in decl:
             if n.pod_cidr is not None:
-                n.f.warn(n.cidr_path, "podCIDR is ignored with networkPlugin azure")
+                if sure(inp.config_unsure, "networkPlugin"):
+                    n.f.warn(n.cidr_path, "podCIDR is ignored with networkPlugin azure")
                 n.pod_cidr = None
         needed = max(int(ip) for ip in taken) + 1 + len(decl) * cfg.max_pods_per_node
         if needed > int(vnet.broadcast_address):
             _config_error(inp, report, ("vnetSubnet",), f"vnetSubnet {vnet} is too small for "
-                          f"{len(decl)} nodes with maxPods {cfg.max_pods_per_node} each")
+                          f"{len(decl)} nodes with maxPods {cfg.max_pods_per_node} each",
+                          rests_on=("vnetSubnet", "maxPods", "nodes", "networkPlugin"))
             return []
     base = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
     return [Node(n.name, n.ip, n.pod_cidr,
@@ -148,7 +169,7 @@ def _pod_cidrs(inp: Inputs, report: Report, decl: list[NodeIn]) -> bool:
     if room < len(decl):
         _config_error(inp, report, ("podCIDR",), f"podCIDR {cfg.pod_cidr} has room for {room} "
                       f"node pod ranges of /{cfg.node_pod_prefix}, but the cluster has "
-                      f"{len(decl)} nodes")
+                      f"{len(decl)} nodes", rests_on=POD_RANGE + ("nodes",))
         return False
     taken: list[tuple[IPv4Network, str]] = []
     for n in decl:
@@ -163,7 +184,7 @@ def _pod_cidrs(inp: Inputs, report: Report, decl: list[NodeIn]) -> bool:
         elif other:
             msg = f"node pod CIDR {n.pod_cidr} overlaps the pod CIDR of node {other}"
         if msg:
-            _node_error(inp, report, n, n.cidr_path, msg)
+            _node_error(inp, report, n, n.cidr_path, msg, POD_RANGE)
             n.pod_cidr = None
         else:
             taken.append((n.pod_cidr, n.name))
@@ -173,7 +194,8 @@ def _pod_cidrs(inp: Inputs, report: Report, decl: list[NodeIn]) -> bool:
             sub = next(candidates, None)
             if sub is None:
                 _config_error(inp, report, ("podCIDR",), f"podCIDR {cfg.pod_cidr} has no free "
-                              f"/{cfg.node_pod_prefix} for node {n.name}")
+                              f"/{cfg.node_pod_prefix} for node {n.name}",
+                              rests_on=POD_RANGE + ("nodes",))
                 return False
             if not any(net.overlaps(sub) for net, _ in taken):
                 n.pod_cidr = sub
@@ -278,7 +300,8 @@ def expand_deployments(inp: Inputs) -> list[PodIn]:
     return pods
 
 
-def schedule(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig) -> None:
+def schedule(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig,
+             unsure: frozenset[str] = frozenset()) -> None:
     """Pinned pods stay; the rest go to the matching node with fewest pods (ties: name)."""
     load = {n.name: 0 for n in nodes}
     order = sorted(pods, key=lambda p: (p.namespace, p.name))
@@ -288,8 +311,9 @@ def schedule(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig) -> None:
         if p.spec.node_name in load:
             p.node = p.spec.node_name
             load[p.node] += 1
-        elif nodes:
-            p.spec.f.error(("nodeName",), f"node {p.spec.node_name!r} does not exist")
+        elif nodes and sure(unsure, "nodes"):
+            p.spec.f.error(("nodeName",), f"node {p.spec.node_name!r} does not exist"
+                           + did_you_mean(p.spec.node_name, [n.name for n in nodes]))
     by_name = sorted(nodes, key=lambda n: n.name)
     for p in order:
         if p.node is not None or p.spec.node_name is not None or not nodes:
@@ -298,10 +322,12 @@ def schedule(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig) -> None:
         fits = [n for n in by_name if all(n.labels.get(k) == v for k, v in sel.items())]
         room = [n for n in fits if load[n.name] < cfg.max_pods_per_node]
         if not fits:
-            p.spec.f.error(("nodeSelector",), f"no node has the labels {fmt_labels(sel)}")
+            if sure(unsure, "nodes"):
+                p.spec.f.error(("nodeSelector",), f"no node has the labels {fmt_labels(sel)}")
         elif not room:
-            p.spec.f.error((), f"no node has room for pod {p.key} (maxPods "
-                           f"{cfg.max_pods_per_node})")
+            if sure(unsure, "nodes", "maxPods"):
+                p.spec.f.error((), f"no node has room for pod {p.key} (maxPods "
+                               f"{cfg.max_pods_per_node})")
         else:
             best = min(room, key=lambda n: load[n.name])
             p.node = best.name
@@ -339,7 +365,8 @@ def _free_addresses(node: Node, index: int, first_pod_ip: int, cfg: ClusterConfi
     return range(start, start + cfg.max_pods_per_node)
 
 
-def assign_pod_ips(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig) -> None:
+def assign_pod_ips(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig,
+                   unsure: frozenset[str] = frozenset()) -> None:
     """Explicit status.podIP first (checked), then the lowest free address per node."""
     by_name = {n.name: n for n in nodes}
     node_ips = {n.ip: n.name for n in nodes}
@@ -348,7 +375,7 @@ def assign_pod_ips(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig) -> 
     for p in order:
         node = by_name[p.node]
         if p.spec.host_network:
-            if p.pod_ip is not None and p.pod_ip != node.ip:
+            if p.pod_ip is not None and p.pod_ip != node.ip and sure(unsure, "vnetSubnet", "nodes"):
                 p.f.error(("status", "podIP"), f"a hostNetwork pod has its node's IP {node.ip}, "
                           f"not {p.pod_ip}")
             p.ip = node.ip
@@ -359,7 +386,8 @@ def assign_pod_ips(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig) -> 
         if msg is None and p.pod_ip in used:
             msg = f"pod IP {p.pod_ip} is already used by pod {used[p.pod_ip]}"
         if msg:
-            p.f.error(("status", "podIP"), msg)
+            if sure(unsure, *POD_IP):
+                p.f.error(("status", "podIP"), msg)
         else:
             p.ip, used[p.pod_ip] = p.pod_ip, p.key
     first_pod_ip = max(int(n.ip) for n in nodes) + 1 if nodes else 0
@@ -375,7 +403,8 @@ def assign_pod_ips(pods: list[PodIn], nodes: list[Node], cfg: ClusterConfig) -> 
                 break
         else:
             where = node.pod_cidr or f"its block of {cfg.max_pods_per_node} addresses"
-            p.f.error((), f"node {node.name} has no free pod IP for pod {p.key} in {where}")
+            if sure(unsure, *POD_IP):
+                p.f.error((), f"node {node.name} has no free pod IP for pod {p.key} in {where}")
 
 
 def _model_pod(p: PodIn) -> Pod:
@@ -386,7 +415,8 @@ def _model_pod(p: PodIn) -> Pod:
 
 # --- services -------------------------------------------------------------------------
 
-def allocate_cluster_ips(services: list[ServiceIn], cfg: ClusterConfig, report: Report) -> None:
+def allocate_cluster_ips(services: list[ServiceIn], cfg: ClusterConfig, report: Report,
+                         unsure: frozenset[str] = frozenset()) -> None:
     net, dns = cfg.service_cidr, cfg.dns_service_ip
     used: dict[IPv4Address, str] = {}
     for s in services:
@@ -405,7 +435,8 @@ def allocate_cluster_ips(services: list[ServiceIn], cfg: ClusterConfig, report: 
         elif ip in used:
             msg = f"clusterIP {ip} is already used by service {used[ip]}"
         if msg:
-            s.f.error(s.cluster_ip_path, msg)
+            if sure(unsure, "serviceCIDR", "dnsServiceIP"):
+                s.f.error(s.cluster_ip_path, msg)
             s.svc.cluster_ip, s.cluster_ip_mode = None, "auto"
         else:
             used[ip] = s.svc.key
@@ -420,19 +451,26 @@ def allocate_cluster_ips(services: list[ServiceIn], cfg: ClusterConfig, report: 
                 IPv4Address(cursor) in used or IPv4Address(cursor) == dns):
             cursor += 1
         if cursor >= int(net.broadcast_address):
-            s.f.error(s.cluster_ip_path, f"serviceCIDR {net} has no free address left")
+            if sure(unsure, "serviceCIDR", "dnsServiceIP"):
+                s.f.error(s.cluster_ip_path, f"serviceCIDR {net} has no free address left")
             continue
         s.svc.cluster_ip = IPv4Address(cursor)
         used[s.svc.cluster_ip] = s.svc.key
 
 
-def allocate_node_ports(services: list[ServiceIn], cfg: ClusterConfig) -> None:
+def allocate_node_ports(services: list[ServiceIn], cfg: ClusterConfig,
+                        unsure: frozenset[str] = frozenset()) -> None:
     lo, hi = cfg.node_port_range
     used: dict[tuple[int, str], str] = {}
+    given = cfg.node_port_range != (30000, 32767)
+    origin = ("the ClusterConfig's spec.nodePortRange" if given else
+              "the default; a ClusterConfig's spec.nodePortRange changes it")
 
     def reserve(s: ServiceIn, path: Path, port: int, proto: str) -> bool:
         if not lo <= port <= hi:
-            s.f.error(path, f"nodePort {port} is outside the node port range {lo}-{hi}")
+            if sure(unsure, "nodePortRange"):
+                s.f.error(path, f"{path[-1]} {port} is outside the cluster's node port range "
+                          f"{lo}-{hi} ({origin})")
         elif (port, proto) in used:
             s.f.error(path, f"nodePort {port}/{proto} is already used by service "
                       f"{used[port, proto]}")
@@ -460,7 +498,8 @@ def allocate_node_ports(services: list[ServiceIn], cfg: ClusterConfig) -> None:
         while cursors[proto] <= hi and (cursors[proto], proto) in used:
             cursors[proto] += 1
         if cursors[proto] > hi:
-            s.f.error(path, f"the node port range {lo}-{hi} has no free {proto} port left")
+            if sure(unsure, "nodePortRange"):
+                s.f.error(path, f"the node port range {lo}-{hi} has no free {proto} port left")
             return None
         used[cursors[proto], proto] = s.svc.key
         return cursors[proto]

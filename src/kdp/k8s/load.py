@@ -55,7 +55,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> LineDict:
             raise yaml.constructor.ConstructorError(
                 None, None, "mapping keys must be scalars", key_node.start_mark)
         if key in out.key_lines:
-            loader.duplicates.append((key, key_node.start_mark.line + 1))
+            loader.duplicates.append((key, key_node.start_mark.line + 1, key_node.start_mark.column + 1))
         out[key] = loader.construct_object(value_node, deep=True)
         out.key_lines[key] = key_node.start_mark.line + 1
     return out
@@ -156,16 +156,18 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
     def _problem(self, obj: RawObject | None, path: Iterable, message: str,
-                 file: str | None, line: int | None) -> Problem:
+                 file: str | None, line: int | None, column: int | None = None) -> Problem:
         path = tuple(path)
         if obj is None:
-            return Problem(file or "<input>", line, "", None, None, format_path(path), message)
+            return Problem(file or "<input>", line, "", None, None, format_path(path), message,
+                           column)
         return Problem(obj.file, obj.line_of(path), obj.kind, obj.namespace, obj.name,
                        format_path(path), message)
 
     def error(self, obj: RawObject | None, path: Iterable, message: str, *,
-              file: str | None = None, line: int | None = None) -> None:
-        self.problems.append(self._problem(obj, path, message, file, line))
+              file: str | None = None, line: int | None = None,
+              column: int | None = None) -> None:
+        self.problems.append(self._problem(obj, path, message, file, line, column))
 
     def warn(self, obj: RawObject | None, path: Iterable, message: str) -> None:
         self.warnings.append(str(self._problem(obj, path, message, None, None)))
@@ -379,10 +381,10 @@ def parse_text(file: str, text: str, report: Report) -> list[RawObject]:
         opened = getattr(exc, "context_mark", None)
         if opened and "<stream end>" in str(getattr(exc, "problem", "")):
             mark = opened               # an unclosed bracket or quote: where it was opened
-        what = " ".join(str(s) for s in (getattr(exc, "context", None),
+        what = ", ".join(str(s) for s in (getattr(exc, "context", None),
                                           getattr(exc, "problem", None)) if s) or str(exc)
         report.error(None, (), f"invalid YAML: {what}", file=file,
-                     line=mark.line + 1 if mark else None)
+                     line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None)
     except RecursionError:
         report.error(None, (), "invalid YAML: nested too deeply", file=file)
     return objects
@@ -395,8 +397,9 @@ def _parse(loader: Any, file: str, report: Report, objects: list[RawObject]) -> 
         while loader.check_node():
             node = loader.get_node()
             doc = loader.construct_document(node)
-            for key, line in loader.duplicates:
-                report.error(None, (), f"duplicate key {key!r} in a mapping", file=file, line=line)
+            for key, line, column in loader.duplicates:
+                report.error(None, (), f"duplicate key {key!r} in a mapping", file=file, line=line,
+                             column=column)
             loader.duplicates.clear()
             if doc is None:
                 continue

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
+from ..suggest import close_matches
 from . import names
 from .clusterconfig import NodeIn, decode_config
 from .ingressapi import decode_ingress, decode_ingress_class
@@ -21,6 +22,17 @@ API_VERSIONS = {
     "ClusterConfig": {"kdp.dev/v1alpha1"},
 }
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+# Every field of these Kubernetes 1.33 types, so a misspelt one (which the API
+# server's strict field validation rejects, and which would silently change the
+# data path here) is named with what it probably meant.
+SERVICE_SPEC_FIELDS = (
+    "allocateLoadBalancerNodePorts", "clusterIP", "clusterIPs", "externalIPs", "externalName",
+    "externalTrafficPolicy", "healthCheckNodePort", "internalTrafficPolicy", "ipFamilies",
+    "ipFamilyPolicy", "loadBalancerClass", "loadBalancerIP", "loadBalancerSourceRanges", "ports",
+    "publishNotReadyAddresses", "selector", "sessionAffinity", "sessionAffinityConfig",
+    "trafficDistribution", "type")
+SERVICE_PORT_FIELDS = ("appProtocol", "name", "nodePort", "port", "protocol", "targetPort")
+CONTAINER_PORT_FIELDS = ("containerPort", "hostIP", "hostPort", "name", "protocol")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -110,6 +122,7 @@ class Inputs:
     config: ClusterConfig = field(default_factory=ClusterConfig)
     config_f: Fields | None = None
     config_ok: bool = True
+    config_unsure: frozenset[str] = frozenset()   # ClusterConfig spec fields in doubt
     node_count: int | None = None
     config_nodes: list[NodeIn] = field(default_factory=list)
     node_objects: list[NodeIn] = field(default_factory=list)
@@ -123,6 +136,20 @@ class Inputs:
 
 
 # --- decoders -----------------------------------------------------------------------
+
+def unknown_fields(f: Fields, allowed: tuple[str, ...]) -> None:
+    """A warning for each key of the mapping at f that the Kubernetes type does not
+    have, with the closest field it has: kdp ignores it, as the API server's
+    strict validation would refuse it."""
+    raw = f.raw()
+    if not isinstance(raw, dict):
+        return
+    for key in raw:
+        if key not in allowed:
+            close = close_matches(str(key), allowed, 1)
+            f.warn((str(key),), f"unknown field {str(key)!r}, ignored (the API server would reject "
+                   "it)" + (f"; did you mean {close[0]!r}?" if close else ""))
+
 
 def decode_pod_spec(f: Fields) -> PodSpecIn:
     if isinstance(f.raw(), dict) and not f.list("containers", required=True) \
@@ -141,6 +168,7 @@ def decode_pod_spec(f: Fields) -> PodSpecIn:
         ports: list[ContainerPort] = []
         port_names: dict[str, int] = {}       # unique per container, as Kubernetes checks
         for j, pf in enumerate(cf.items("ports")):
+            unknown_fields(pf, CONTAINER_PORT_FIELDS)
             port = pf.int("containerPort", required=True, lo=1, hi=65535)
             proto = pf.protocol("protocol")
             pname = pf.str("name")
@@ -227,6 +255,7 @@ def _service_port(pf: Fields, svc_type: str) -> tuple[ServicePort, int | None] |
     if not isinstance(pf.raw(), dict):
         pf.error((), "must be a mapping (a service port)")
         return None
+    unknown_fields(pf, SERVICE_PORT_FIELDS)
     pname = pf.str("name")
     pf.check(("name",), pname, names.dns1123_label)
     port = pf.int("port", required=True, lo=1, hi=65535)
@@ -239,7 +268,7 @@ def _service_port(pf: Fields, svc_type: str) -> tuple[ServicePort, int | None] |
         target = raw
     elif pf.has("targetPort"):
         target = pf.int("targetPort", lo=1, hi=65535, default=port)
-    node_port = pf.int("nodePort", lo=1, hi=65535)
+    node_port = pf.int("nodePort")         # the cluster's range is checked when it is allocated
     if node_port is not None and svc_type not in ("NodePort", "LoadBalancer"):
         pf.error(("nodePort",), f"nodePort is only allowed for NodePort and LoadBalancer "
                  f"services, not {svc_type}")
@@ -299,6 +328,7 @@ def decode_service(obj: RawObject, report: Report) -> ServiceIn:
     f = Fields(obj, report)
     f.check(("metadata", "name"), obj.name, names.dns1035_label)
     f.map("spec", required=True)
+    unknown_fields(f.at("spec"), SERVICE_SPEC_FIELDS)
     svc_type = f.str("spec", "type", default="ClusterIP")
     if svc_type not in SERVICE_TYPES:
         f.error(("spec", "type"), f"must be one of {', '.join(SERVICE_TYPES)}, got {svc_type!r}")
@@ -336,7 +366,7 @@ def decode_service(obj: RawObject, report: Report) -> ServiceIn:
         if not svc.load_balancer_ips and f.has("spec", "loadBalancerIP"):
             if (ip := f.ip("spec", "loadBalancerIP")) is not None:
                 svc.load_balancer_ips.append(ip)
-    svc.health_check_node_port = f.int("spec", "healthCheckNodePort", lo=1, hi=65535)
+    svc.health_check_node_port = f.int("spec", "healthCheckNodePort")   # range: allocation
     sin.publish_not_ready = f.bool("spec", "publishNotReadyAddresses")
     sin.allocate_node_ports = svc_type == "NodePort" or (svc_type == "LoadBalancer" and f.bool(
         "spec", "allocateLoadBalancerNodePorts", default=True))
@@ -456,7 +486,8 @@ def decode(objects: list[RawObject], report: Report) -> Inputs:
     if configs and _check_common(configs[0], report):
         before = len(report.problems)
         inp.config_f = Fields(configs[0], report)
-        inp.config, inp.node_count, inp.config_nodes = decode_config(inp.config_f)
+        inp.config, inp.node_count, inp.config_nodes, inp.config_unsure = decode_config(
+            inp.config_f)
         inp.config_ok = len(report.problems) == before
     for obj in unique:
         if obj.namespace:

@@ -9,11 +9,20 @@ import argparse
 import json
 import sys
 
-from ..cli_common import load_cluster, run_command
+from ..cli_common import load_cluster, output_dir, run_command
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    o = subparsers.add_parser("oracle", help="compare kdp against the real kernel (root; network namespaces)")
+    o = subparsers.add_parser(
+        "oracle", help="compare kdp against the real kernel (root; network namespaces)",
+        description="Build the cluster in real network namespaces, run every scenario's frames "
+                    "through both kdp and the kernel, and compare every device's capture.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  kdp oracle demo --list                              # the scenarios (no root needed)
+  sudo "$(command -v kdp)" oracle demo                # all of them (root; sudo resets PATH)
+  sudo "$(command -v kdp)" oracle demo --scenario same-node-tcp-syn -v --keep-pcaps oracle-pcaps
+
+exit status: 0 every scenario agrees, 1 some differ, 2 errors (including not root)""")
     o.add_argument("cluster", help="a YAML file, a directory, or 'demo'")
     o.add_argument("--scenario", action="append", metavar="NAME",
                    help="run only this scenario (repeatable; default: all that apply)")
@@ -26,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     o.add_argument("--tcp-rmem", metavar='"MIN DEFAULT MAX"',
                    help="net.ipv4.tcp_rmem in the real twin (e.g. \"4096 131072 6291456\", the older "
                         "kernels' default giving window scale 7); default: the host kernel's")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     o.add_argument("--list", action="store_true", help="list the scenarios that apply and exit")
     o.add_argument("--verbose", "-v", action="store_true", help="field-by-field diff of every differing frame")
     o.set_defaults(func=cmd_oracle)
@@ -41,6 +50,8 @@ def cmd_oracle(a) -> int:
     from .scenarios import catalogue, select
 
     cluster = load_cluster(a.cluster)
+    if not a.list:
+        output_dir(a.keep_pcaps, "--keep-pcaps")
     scenarios = catalogue(cluster, a.seed, full=True)
     if a.list:
         for s in scenarios:

@@ -54,7 +54,7 @@ def test_missing_file_is_a_problem(tmp_path):
         load_cluster(str(tmp_path / "nope.yaml"))
     p = info.value.problems[0]
     assert p.file.endswith("nope.yaml") and "no such file" in p.message
-    assert str(p).endswith(": - -: -: no such file or directory")
+    assert str(p) == f"{tmp_path / 'nope.yaml'}: no such file or directory"     # no "- -: -:" placeholders
 
 
 def test_non_utf8_file_is_a_problem(tmp_path):

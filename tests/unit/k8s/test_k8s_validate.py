@@ -407,7 +407,8 @@ def test_headless_node_port_service():
 def test_node_port_out_of_range():
     p = find(problems(svc(spec="  type: NodePort\n  ports: [{port: 80, nodePort: 8080}]\n")),
              "spec.ports[0].nodePort")
-    assert p.message == "nodePort 8080 is outside the node port range 30000-32767"
+    assert p.message == ("nodePort 8080 is outside the cluster's node port range 30000-32767 (the "
+                         "default; a ClusterConfig's spec.nodePortRange changes it)")
 
 
 def test_node_port_collision():
