@@ -56,9 +56,9 @@ class ManifestCluster(Cluster):
     and whether kdp.testing generated it (`generated`). Prints as
     cluster_from_yaml(\"\"\"...manifests...\"\"\") or cluster_from_path('...')."""
 
-    yaml: str | None
-    path: str | None
-    generated: bool
+    yaml: str | None = None         # class defaults: dataclasses.replace() builds one without them
+    path: str | None = None
+    generated: bool = False
 
     @classmethod
     def adopt(cls, cluster: Cluster, yaml: str | None = None, path: str | None = None,
@@ -71,7 +71,9 @@ class ManifestCluster(Cluster):
     def __repr__(self) -> str:
         if self.path is not None:
             return f"cluster_from_path({self.path!r})"
-        return _yaml_literal(self.yaml or "", "cluster_from_yaml")
+        if self.yaml:
+            return _yaml_literal(self.yaml, "cluster_from_yaml")
+        return Cluster.__repr__(self)           # a copy that lost its source
 
     def _repr_pretty_(self, p, cycle) -> None:
         p.text(repr(self))
