@@ -1,5 +1,6 @@
-# Small hand-written clusters for the minimal examples of known kdp bugs (the
-# properties themselves run on generated clusters).
+# Small hand-written clusters for the minimal examples of known kdp bugs and
+# of kube-proxy's known exceptions (the properties themselves run on
+# generated clusters).
 #
 #   azure CNI, two nodes          n1 10.240.0.4: client      n2 10.240.0.5: web
 AZURE = """
@@ -56,4 +57,20 @@ kind: Service
 metadata: {name: web-local, namespace: default}
 spec: {type: NodePort, externalTrafficPolicy: Local, selector: {app: web},
        ports: [{port: 80, protocol: UDP, nodePort: 30053}]}
+"""
+
+# kubernetes/kubernetes#74383 (add to KUBENET + LOCAL_NODE_PORT): a TCP server on n1 behind a
+# NodePort with externalTrafficPolicy Local; client (n1) calling n2's nodePort reaches it unSNATed
+LOCAL_NODE_PORT_TCP = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-1, namespace: default, labels: {app: api}}
+spec: {nodeName: n1, containers: [{name: api, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api-local, namespace: default}
+spec: {type: NodePort, externalTrafficPolicy: Local, selector: {app: api},
+       ports: [{port: 8080, nodePort: 30080}]}
 """

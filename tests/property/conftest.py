@@ -1,8 +1,24 @@
 # Property tests of the Kubernetes network model with kdp's public testing kit
-# (kdp.testing: strategies, invariants, the pytest plugin). The plugin's
-# fixtures and Hypothesis profiles are taken here explicitly, because
-# `pytest_plugins` is only honoured in a top-level conftest; HYPOTHESIS_PROFILE
-# picks the profile (ci by default: 25 derandomized examples; thorough: 500).
-from kdp.testing.plugin import kdp_demo, kdp_emulator, load_profile  # noqa: F401
+# (kdp.testing: strategies, invariants, the pytest plugin). The plugin comes
+# from kdp's installed pytest11 entry point; every test collected here is a
+# kdp test (marked `kdp`), so Hypothesis runs it under the plugin's profile:
+# kdp-ci by default (25 derandomized examples), kdp-thorough (500) with
+# --kdp-profile=kdp-thorough or HYPOTHESIS_PROFILE=kdp-thorough.
+from pathlib import Path
 
-PROFILE = load_profile()
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def pytest_configure(config):
+    if not config.pluginmanager.has_plugin("kdp.testing.plugin"):
+        raise pytest.UsageError("tests/property needs kdp's pytest plugin: install kdp "
+                                "(pip install -e '.[test]') so its pytest11 entry point loads it")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.kdp)

@@ -15,12 +15,10 @@ def test_conntrack_entries_are_symmetric_and_expire(cluster, data):
     opened = data.draw(st.lists(flows(cluster), min_size=1, max_size=5,
                                 unique_by=lambda f: (f.src, f.sport)), label="flows at t=0")
     for flow in opened:
-        emu.trace(*flow, time=0.0)
-    conntrack_symmetric_and_expiring(emu, 0.0)
+        conntrack_symmetric_and_expiring(emu, flow, emu.trace(*flow, time=0.0))
     later = data.draw(st.sampled_from([1.0, 29.0, 31.0, 61.0, 121.0, 601.0]), label="later")
     last = data.draw(flows(cluster), label="flow later")
-    emu.trace(*last, time=later)
-    conntrack_symmetric_and_expiring(emu, later)
+    conntrack_symmetric_and_expiring(emu, last, emu.trace(*last, time=later))   # checked at `later`
     if later > 600:         # only SYNs were answered: nothing from t=0 reached ESTABLISHED
         for ns in emu.topology.node_ns.values():
             old = [e for e in ns.netfilter.conntrack if e.created == 0.0]

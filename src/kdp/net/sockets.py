@@ -124,8 +124,6 @@ class SocketTable(TcpSockets):
     def _icmp(self, pkt: Packet, now: float) -> Delivery:
         ip, l4 = pkt.ip, pkt.l4
         if l4.type == wire.ICMP_ECHO and self.icmp_echo:
-            if ("icmp", ip.dst, l4.ident, ip.src, 0) in self.clients:
-                return Delivery("consumed", "echo request to own client socket")
             reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_ICMP, 64, self._icmp_id(pkt), 0),
                            l4=ICMP(wire.ICMP_ECHOREPLY, 0, 0, l4.rest, l4.payload))
             return Delivery("answered", "ICMP echo reply", [wire.finalize(reply)], "kernel")

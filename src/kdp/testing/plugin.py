@@ -1,10 +1,14 @@
-# testing.plugin: the pytest plugin for property tests with kdp. Registers
-# the Hypothesis profiles `ci` (small, derandomized: the same examples on every
-# run) and `thorough` (500 examples), loads the one HYPOTHESIS_PROFILE names
-# (default `ci`) unless the test suite already loaded its own, and provides
-# fixtures that build emulators. Active when kdp is installed (entry point
-# pytest11 "kdp.testing.plugin") or with `pytest_plugins = ["kdp.testing.plugin"]`
-# in a top-level conftest.py. Owns no invariants or strategies.
+# testing.plugin: the pytest plugin of kdp's property-testing kit. Registers
+# the Hypothesis profiles `kdp-ci` (bounded, derandomized) and `kdp-thorough`
+# (many random examples) and applies one of them to kdp tests only: tests that
+# use its fixtures (kdp_emulator, kdp_demo) or carry @pytest.mark.kdp, and that
+# have no @settings of their own. Every other Hypothesis test keeps the
+# settings its suite chose: the plugin never loads a profile for the session.
+# Provides the fixtures, the `kdp` marker, the --kdp-profile option (ini:
+# kdp_profile) and load_profile() for suites that ask for a kdp profile
+# everywhere. Active when kdp is installed (entry point pytest11
+# "kdp.testing.plugin") or with `pytest_plugins = ["kdp.testing.plugin"]` in a
+# top-level conftest.py. Owns no invariants or strategies.
 from __future__ import annotations
 
 import os
@@ -12,48 +16,110 @@ import os
 import pytest
 
 try:                                    # kdp installed without its [test] extra: fixtures only
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis.errors import InvalidArgument
 except ImportError:                     # pragma: no cover
     settings = None
 
-DEFAULT_PROFILE = "ci"
+CI, THOROUGH = "kdp-ci", "kdp-thorough"
+DEFAULT_PROFILE = CI
 ENV = "HYPOTHESIS_PROFILE"
+OPTION, INI = "--kdp-profile", "kdp_profile"
+MARKER = "kdp"
+FIXTURES = ("kdp_emulator", "kdp_demo")
+PREFIX = "kdp-"
 
 
 def _profiles() -> dict:
+    """kdp's profiles. Phases are chosen for an emulator, where one example
+    costs milliseconds to seconds: no `explain` phase anywhere (after
+    shrinking it re-runs the failing example once per part of its input, which
+    made a failing run ~10x longer than finding and shrinking the failure), no
+    `target` phase in kdp-ci (kdp's strategies call no target()). Shrinking
+    stays: the minimal cluster is the useful output of a failure."""
     slow = [HealthCheck.too_slow]
     return {
-        # CI: small and the same examples on every run (derandomized, no database)
-        "ci": settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                       print_blob=True, suppress_health_check=slow),
-        # before a release, or hunting: many random examples, failures kept in .hypothesis/
-        "thorough": settings(max_examples=500, deadline=None, print_blob=True,
-                             suppress_health_check=slow),
+        # every CI run: the same 25 examples each time (derandomized, no example database)
+        CI: settings(max_examples=25, deadline=None, derandomize=True, database=None,
+                     print_blob=True, suppress_health_check=slow,
+                     phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)),
+        # hunting, before a release: 500 random examples, failures kept in .hypothesis/
+        THOROUGH: settings(max_examples=500, deadline=None, print_blob=True,
+                           suppress_health_check=slow,
+                           phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target,
+                                   Phase.shrink)),
     }
 
 
 def register_profiles() -> None:
-    """Register kdp's profiles, each also as kdp-NAME (which nobody else overwrites)."""
+    """Register kdp-ci and kdp-thorough (names nobody else uses; no other
+    profile is touched)."""
     if settings is None:
         return
     for name, prof in _profiles().items():
         settings.register_profile(name, prof)
-        settings.register_profile(f"kdp-{name}", prof)
+
+
+def _registered(name: str) -> bool:
+    try:
+        settings.get_profile(name)
+    except InvalidArgument:
+        return False
+    return True
+
+
+def _current_profile() -> str | None:
+    try:
+        return settings.get_current_profile_name()
+    except (AttributeError, AssertionError):      # hypothesis without it, or nothing loaded
+        return getattr(settings, "_current_profile", None)
+
+
+def choose_profile(config=None) -> tuple[str, str]:
+    """(profile for kdp tests, where that choice came from): --kdp-profile,
+    else $HYPOTHESIS_PROFILE when it names a kdp- profile, else the ini
+    option kdp_profile, else the session's profile when it is a kdp- one
+    (--hypothesis-profile=kdp-thorough, load_profile()), else kdp-ci."""
+    if config is not None:
+        opt = config.getoption(OPTION, default=None)
+        if opt:
+            return opt, OPTION
+    env = os.environ.get(ENV, "")
+    if env.startswith(PREFIX):
+        return env, f"${ENV}"
+    if config is not None:
+        ini = config.getini(INI)
+        if ini:
+            return ini, f"ini option {INI}"
+    current = _current_profile() if settings is not None else None
+    if current and current.startswith(PREFIX):
+        return current, "the session's Hypothesis profile"
+    return DEFAULT_PROFILE, "default"
+
+
+def _check(name: str, source: str) -> None:
+    if not _registered(name):
+        raise pytest.UsageError(f"kdp: {source} names Hypothesis profile {name!r}, which is not "
+                                f"registered: kdp's are {CI} and {THOROUGH} (or register your own "
+                                f"with hypothesis.settings.register_profile in a conftest.py)")
 
 
 def load_profile(name: str | None = None) -> str | None:
-    """Load `name`, else $HYPOTHESIS_PROFILE, else `ci`; return the profile loaded.
-    Without an explicit name, a profile the test suite already loaded is kept."""
+    """Load a Hypothesis profile for the whole session, so every test without
+    its own @settings uses it (what a suite of only kdp tests may want; the
+    plugin already applies kdp's profile to kdp tests). `name`: a registered
+    profile; without it, the one the plugin would choose for kdp tests
+    ($HYPOTHESIS_PROFILE when it names a kdp- profile, else kdp-ci). Returns
+    the name loaded."""
     if settings is None:
         return None
     register_profiles()
-    current = getattr(settings, "_current_profile", "default")
+    source = "load_profile()"
     if name is None:
-        name = os.environ.get(ENV)
-        if name is None:
-            if current not in (None, "default"):
-                return current
-            name = DEFAULT_PROFILE
+        name, source = choose_profile()
+    if not _registered(name):
+        raise ValueError(f"load_profile: Hypothesis profile {name!r} ({source}) is not registered; "
+                         f"kdp's are {CI} and {THOROUGH}")
     settings.load_profile(name)
     return name
 
@@ -61,15 +127,58 @@ def load_profile(name: str | None = None) -> str | None:
 register_profiles()
 
 
+# --- pytest hooks ----------------------------------------------------------------
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("kdp", "kdp property tests")
+    group.addoption(OPTION, metavar="PROFILE", default=None,
+                    help=f"Hypothesis profile for kdp tests (those using kdp's fixtures or marked "
+                         f"@pytest.mark.kdp): {CI} (default) or {THOROUGH}, or any registered "
+                         f"profile. Other tests are not affected.")
+    parser.addini(INI, default="", help=f"default for {OPTION}")
+
+
 def pytest_configure(config) -> None:
-    if getattr(config.option, "hypothesis_profile", None):
-        return                                  # --hypothesis-profile wins (hypothesis loads it)
-    config._kdp_profile = load_profile()
+    config.addinivalue_line("markers", f"{MARKER}: a kdp property test: Hypothesis runs it "
+                                       f"under kdp's profile ({OPTION}, default {CI})")
 
 
-def pytest_report_header(config) -> str:
-    name = getattr(config, "_kdp_profile", None) or getattr(settings, "_current_profile", None)
-    return f"kdp: hypothesis profile {name!r} (set {ENV}=ci|thorough)"
+def pytest_report_header(config) -> str | None:
+    if settings is None:
+        return None
+    name, source = choose_profile(config)
+    return (f"kdp: Hypothesis profile {name!r} ({source}) for kdp tests (using "
+            f"{' or '.join(FIXTURES)}, or marked {MARKER}); other tests unchanged")
+
+
+def is_kdp_test(item) -> bool:
+    """Whether pytest item is a kdp test: marked kdp, or using a kdp fixture."""
+    if item.get_closest_marker(MARKER) is not None:
+        return True
+    return any(f in getattr(item, "fixturenames", ()) for f in FIXTURES)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items) -> None:
+    if settings is None:
+        return
+    chosen = None
+    for item in items:
+        fn = getattr(item, "obj", None)
+        fn = getattr(fn, "__func__", fn)                # a test method: its function
+        if not getattr(fn, "is_hypothesis_test", False) or not is_kdp_test(item):
+            continue
+        if getattr(fn, "_kdp_profile", None) is not None:
+            continue                                    # applied already (parametrized test)
+        if chosen is None:
+            chosen, source = choose_profile(config)
+            _check(chosen, source)
+        try:
+            settings(settings.get_profile(chosen))(fn)
+        except InvalidArgument:                         # the test has its own @settings: kept
+            fn._kdp_profile = "own @settings"
+        else:
+            fn._kdp_profile = chosen
 
 
 # --- fixtures ----------------------------------------------------------------------
@@ -77,19 +186,13 @@ def pytest_report_header(config) -> str:
 @pytest.fixture(scope="session")
 def kdp_emulator():
     """A factory: kdp_emulator(cluster="demo", seed=0, **Emulator kwargs) -> a new
-    Emulator. `cluster` is a resolved Cluster, YAML text or "demo". Session
-    scoped and stateless, so @given tests may use it (every call builds a fresh
-    emulator)."""
-    from ..emulator import Emulator
-    from ..k8s import load_cluster_text
+    Emulator. `cluster` is a Cluster, YAML text, a path to a manifest file or
+    directory, or "demo". Session scoped and stateless, so @given tests may use
+    it (every call builds a fresh emulator); tests that use it run under kdp's
+    Hypothesis profile."""
+    from .replay import emulator
 
-    def make(cluster="demo", seed: int = 0, **kw) -> Emulator:
-        if isinstance(cluster, str):
-            if cluster == "demo":
-                return Emulator.demo(seed=seed, **kw)
-            cluster = load_cluster_text(cluster)
-        return Emulator(cluster, seed=seed, **kw)
-    return make
+    return emulator
 
 
 @pytest.fixture
