@@ -317,7 +317,10 @@ from .contract import (CT_ENTRY_DTYPE, CT_RESULT_DTYPE, DECISION_DTYPE, FLOW_DTY
 
 include "_fp_hash.pxi"
 include "_fp_mem.pxi"
-include "_fp_conntrack.pxi"
+include "fast/conntrack_store.pxi"
+include "fast/conntrack_life.pxi"
+include "fast/conntrack_nat.pxi"
+include "fast/conntrack.pxi"
 include "_fp_matcher.pxi"
 include "_fp_layout.pxi"
 include "_fp_flowcache.pxi"
