@@ -407,8 +407,49 @@ cdef class CtTable:
             return out
         cdef const flow_t* fl = <const flow_t*><uintptr_t>arr.ctypes.data
         cdef ct_result_t* rs = <ct_result_t*><uintptr_t>out.ctypes.data
+        cdef ct_t* ct = &self.ct
+        cdef Py_ssize_t i, a, b
+        cdef tup_t t[64]
+        cdef uint64_t h[64]
+        cdef uint32_t cand[64]
+        cdef uint32_t r, s
+        cdef int shift = 64 - ct.idx_bits
+        cdef Py_ssize_t D = 16
         with nogil:
-            ct_lookup_run(&self.ct, fl, n, rs)
+            for i in range(n + 2 * D):
+                if i < n:                               # stage 1: hash, prefetch the slot
+                    a = i & 63
+                    t[a].src = fl[i].src
+                    t[a].dst = fl[i].dst
+                    t[a].sport = fl[i].sport
+                    t[a].dport = fl[i].dport
+                    t[a].proto = fl[i].proto
+                    h[a] = ct_th(ct, &t[a])
+                    KDP_PREFETCH(&ct.idx[h[a] >> shift])
+                b = i - D
+                if 0 <= b < n:                          # stage 2: prefetch the likely entry
+                    r = ct_idx_candidate(ct, h[b & 63])
+                    cand[b & 63] = r
+                    if r != 0:
+                        KDP_PREFETCH(&ct.ents[(r - 1) >> 1])
+                b = i - 2 * D
+                if 0 <= b < n:                          # stage 3: compare, expire, answer
+                    a = b & 63
+                    _ct_result_clear(&rs[b])
+                    r = cand[a]
+                    if r == 0:
+                        continue
+                    if not ((ct.ents[(r - 1) >> 1].flags & F_INTABLE)
+                            and _dir_eq(&ct.ents[(r - 1) >> 1], (r - 1) & 1, &t[a])):
+                        r = ct_idx_find(ct, &t[a], h[a])
+                        if r == 0:
+                            continue
+                    s = (r - 1) >> 1
+                    if ct.ents[s].timeout_at <= fl[b].now:
+                        ct.st_expired += 1
+                        ct_remove(ct, s)
+                        continue
+                    _ct_result_hit(&rs[b], &ct.ents[s], s, (r - 1) & 1)
         return out
 
     def process_batch(self, flows, bint confirm=True):
@@ -431,52 +472,6 @@ cdef class CtTable:
 
 
 # --- the batch loops (without the GIL) -------------------------------------------------
-
-cdef void ct_lookup_run(ct_t* ct, const flow_t* fl, Py_ssize_t n,
-                        ct_result_t* rs) noexcept nogil:
-    """lookup_batch()'s software pipeline over n records."""
-    cdef Py_ssize_t i, a, b
-    cdef tup_t t[64]
-    cdef uint64_t h[64]
-    cdef uint32_t cand[64]
-    cdef uint32_t r, s
-    cdef int shift = 64 - ct.idx_bits
-    cdef Py_ssize_t D = 16
-    for i in range(n + 2 * D):
-        if i < n:                               # stage 1: hash, prefetch the slot
-            a = i & 63
-            t[a].src = fl[i].src
-            t[a].dst = fl[i].dst
-            t[a].sport = fl[i].sport
-            t[a].dport = fl[i].dport
-            t[a].proto = fl[i].proto
-            h[a] = ct_th(ct, &t[a])
-            KDP_PREFETCH(&ct.idx[h[a] >> shift])
-        b = i - D
-        if 0 <= b < n:                          # stage 2: prefetch the likely entry
-            r = ct_idx_candidate(ct, h[b & 63])
-            cand[b & 63] = r
-            if r != 0:
-                KDP_PREFETCH(&ct.ents[(r - 1) >> 1])
-        b = i - 2 * D
-        if 0 <= b < n:                          # stage 3: compare, expire, answer
-            a = b & 63
-            _ct_result_clear(&rs[b])
-            r = cand[a]
-            if r == 0:
-                continue
-            if not ((ct.ents[(r - 1) >> 1].flags & F_INTABLE)
-                    and _dir_eq(&ct.ents[(r - 1) >> 1], (r - 1) & 1, &t[a])):
-                r = ct_idx_find(ct, &t[a], h[a])
-                if r == 0:
-                    continue
-            s = (r - 1) >> 1
-            if ct.ents[s].timeout_at <= fl[b].now:
-                ct.st_expired += 1
-                ct_remove(ct, s)
-                continue
-            _ct_result_hit(&rs[b], &ct.ents[s], s, (r - 1) & 1)
-
 
 cdef bint ct_process_run(ct_t* ct, const flow_t* fl, Py_ssize_t n, ct_result_t* rs,
                          bint confirm) noexcept nogil:
