@@ -1,8 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 # _fastpath: the one compiled extension, the C twin of kdp.fast's pure modules.
-# Holds only the includes of its parts (fast/*.pxi; the conntrack table and the
-# service matcher still in _fp_conntrack.pxi / _fp_matcher.pxi) and the glue
-# that binds the layout contract. Owns no policy; kdp.checksum and kdp.fast
+# Holds only the includes of its parts (fast/*.pxi) and the glue that binds
+# the layout contract. Owns no policy; kdp.checksum and kdp.fast
 # choose between this module and the pure twins.
 #
 # Import order: kdp.checksum imports this module while kdp.wire is loading, so
@@ -31,8 +30,12 @@ CtVerdict = check_nat_args = check_process_args = None
 include "fast/headers.pxi"
 include "fast/hash.pxi"
 include "fast/mem.pxi"
-include "_fp_conntrack.pxi"
-include "_fp_matcher.pxi"
+include "fast/conntrack_store.pxi"
+include "fast/conntrack_life.pxi"
+include "fast/conntrack_nat.pxi"
+include "fast/conntrack.pxi"
+include "fast/recent.pxi"
+include "fast/matcher.pxi"
 include "fast/layout.pxi"
 include "fast/flowengine.pxi"
 

@@ -1,5 +1,5 @@
 # fast.conntrack: the pure-Python twin of the compiled conntrack table
-# (kdp._fastpath.CtTable, still in _fp_conntrack.pxi). It *is* the reference: every call goes through kdp.conntrack
+# (kdp._fastpath.CtTable, in fast/conntrack*.pxi). It *is* the reference: every call goes through kdp.conntrack
 # (ConntrackTable, conntrack_in, setup_nat, null_binding, confirm) on a packet
 # built from the integers the compiled API takes, so the two twins can be run
 # side by side on the same calls and compared (exports, stats, verdicts).

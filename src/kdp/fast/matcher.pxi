@@ -1,10 +1,10 @@
-# _fp_matcher.pxi (included by _fastpath.pyx): the compiled service matcher's
+# fast/matcher.pxi (included by _fastpath.pyx): the compiled service matcher's
 # kernel, MatcherKernel — the C twin of kdp._purematch.Kernel over a
 # kdp.k8s.svcmatch.MatcherProgram (arrays of the MATCH_* dtypes in
 # kdp.contract). One decision: a hash lookup of (dst, proto, dport), the
 # per-service chains as the iptables walk takes them (statistic choices from
-# flow_hash, `recent` affinity lists kept as xt_recent keeps them), the mark,
-# the filter verdicts; the batch loop runs without the GIL.
+# flow_hash, `recent` affinity lists: recent.pxi's rc_t), the mark, the filter
+# verdicts; the batch loop runs without the GIL.
 
 cdef struct m_rule_t:
     int32_t next
@@ -92,21 +92,6 @@ cdef struct m_walk_t:
     bint hint_local
     uint32_t hint_hits       # 0: none
 
-# xt_recent: one address in one list, its last IP_PKT_LIST_TOT stamps
-cdef struct rc_entry_t:
-    uint32_t addr
-    int32_t table
-    int32_t prev            # LRU neighbours within the list (prev: older)
-    int32_t next
-    uint8_t n
-    uint8_t start
-    double stamps[20]
-
-cdef struct rc_list_t:
-    int32_t head            # oldest
-    int32_t tail
-    int32_t count
-
 cdef enum:
     MK_INT = 0
     MK_EXT = 1
@@ -127,8 +112,6 @@ cdef enum:
     MV_NONE = 0
     MV_DNAT = 1
     MV_DROP = 3
-    RC_LIST_TOT = 100
-    RC_PKT_TOT = 20
 
 cdef uint64_t _M_EMPTY = 0xFFFFFFFFFFFFFFFFULL
 cdef uint32_t _M_ALWAYS = 0xFFFFFFFFU
@@ -160,18 +143,10 @@ cdef class MatcherKernel:
     cdef uint32_t cluster_net, cluster_mask
     cdef bint localnet_drop, localhost_np
     cdef int32_t n_ks, n_np
-    # recent
-    cdef rc_entry_t* rc
-    cdef int32_t rc_cap, rc_free, rc_used
-    cdef rc_list_t* lists
-    cdef int32_t n_lists
-    cdef int32_t* rc_idx
-    cdef int rc_bits
+    cdef rc_t rc                        # the `recent` lists (recent.pxi)
 
     def __cinit__(self):
-        self.rc = NULL
-        self.lists = NULL
-        self.rc_idx = NULL
+        memset(&self.rc, 0, sizeof(rc_t))
         self.slots = NULL
         self.fast_mem = NULL
 
@@ -230,17 +205,8 @@ cdef class MatcherKernel:
         self.localhost_np = prog.localhost_nodeports
         self.n_ks = prog.n_ks
         self.n_np = prog.n_np
-        self.n_lists = len(prog.recent_names)
-        self.lists = <rc_list_t*>malloc(max(1, self.n_lists) * sizeof(rc_list_t))
-        if self.lists == NULL:
+        if rc_open(&self.rc, len(prog.recent_names)) < 0:
             raise MemoryError()
-        for r in range(self.n_lists):
-            self.lists[r].head = self.lists[r].tail = -1
-            self.lists[r].count = 0
-        self.rc_cap = 0
-        self.rc_free = -1
-        self.rc_used = 0
-        self.rc_bits = 0
 
     cdef _build_fast(self, Py_ssize_t n):
         """The m_fast_t table of every cluster IP rule that qualifies."""
@@ -304,9 +270,7 @@ cdef class MatcherKernel:
         return True
 
     def __dealloc__(self):
-        free(self.rc)
-        free(self.lists)
-        free(self.rc_idx)
+        rc_close(&self.rc)
         free(self.slots)
         if self.fast_mem != NULL:
             kdp_free(self.fast_mem, &self.fast_reg)
@@ -345,179 +309,9 @@ cdef class MatcherKernel:
     cdef inline bint _in_cluster(self, uint32_t ip) noexcept nogil:
         return (ip & self.cluster_mask) == self.cluster_net
 
-    # --- recent (xt_recent) --------------------------------------------------------
-    cdef inline uint64_t _rc_key(self, int32_t table, uint32_t addr) noexcept nogil:
-        return ((<uint64_t>table) << 32) | addr
-
-    cdef inline uint32_t _rc_home(self, uint64_t key) noexcept nogil:
-        return <uint32_t>((key * 0x9E3779B97F4A7C15ULL) >> (64 - self.rc_bits))
-
-    cdef int32_t _rc_find(self, int32_t table, uint32_t addr) noexcept nogil:
-        cdef uint32_t mask, h
-        cdef int32_t e
-        if self.rc_bits == 0:
-            return -1
-        mask = (1U << self.rc_bits) - 1
-        h = self._rc_home(self._rc_key(table, addr))
-        while True:
-            e = self.rc_idx[h]
-            if e < 0:
-                return -1
-            if self.rc[e].addr == addr and self.rc[e].table == table:
-                return e
-            h = (h + 1) & mask
-
-    cdef void _rc_idx_put(self, int32_t e) noexcept nogil:
-        cdef uint32_t mask = (1U << self.rc_bits) - 1
-        cdef uint32_t h = self._rc_home(self._rc_key(self.rc[e].table, self.rc[e].addr))
-        while self.rc_idx[h] >= 0:
-            h = (h + 1) & mask
-        self.rc_idx[h] = e
-
-    cdef void _rc_idx_del(self, int32_t e) noexcept nogil:
-        cdef uint32_t mask = (1U << self.rc_bits) - 1
-        cdef uint32_t i = self._rc_home(self._rc_key(self.rc[e].table, self.rc[e].addr))
-        cdef uint32_t j, k
-        while self.rc_idx[i] != e:
-            i = (i + 1) & mask
-        j = i
-        while True:
-            j = (j + 1) & mask
-            if self.rc_idx[j] < 0:
-                break
-            k = self._rc_home(self._rc_key(self.rc[self.rc_idx[j]].table,
-                                           self.rc[self.rc_idx[j]].addr))
-            if (i <= j and i < k and k <= j) or (i > j and (i < k or k <= j)):
-                continue
-            self.rc_idx[i] = self.rc_idx[j]
-            i = j
-        self.rc_idx[i] = -1
-
-    cdef int _rc_grow(self) noexcept nogil:
-        cdef int32_t cap = 64 if self.rc_cap == 0 else self.rc_cap * 2, i
-        cdef int bits = 7
-        cdef rc_entry_t* p = <rc_entry_t*>realloc(self.rc, <size_t>cap * sizeof(rc_entry_t))
-        if p == NULL:
-            return -1
-        self.rc = p
-        for i in range(self.rc_cap, cap):
-            p[i].next = i + 1 if i + 1 < cap else self.rc_free
-            p[i].table = -1
-        self.rc_free = self.rc_cap
-        self.rc_cap = cap
-        while (1 << bits) < 2 * cap:
-            bits += 1
-        free(self.rc_idx)
-        self.rc_idx = <int32_t*>malloc((<size_t>1 << bits) * sizeof(int32_t))
-        if self.rc_idx == NULL:
-            return -1
-        memset(self.rc_idx, 0xFF, (<size_t>1 << bits) * sizeof(int32_t))
-        self.rc_bits = bits
-        for i in range(self.rc_cap):
-            if self.rc[i].table >= 0:
-                self._rc_idx_put(i)
-        return 0
-
-    cdef void _rc_unlink(self, int32_t e) noexcept nogil:
-        cdef rc_list_t* l = &self.lists[self.rc[e].table]
-        if self.rc[e].prev >= 0:
-            self.rc[self.rc[e].prev].next = self.rc[e].next
-        else:
-            l.head = self.rc[e].next
-        if self.rc[e].next >= 0:
-            self.rc[self.rc[e].next].prev = self.rc[e].prev
-        else:
-            l.tail = self.rc[e].prev
-
-    cdef void _rc_append(self, int32_t e) noexcept nogil:
-        cdef rc_list_t* l = &self.lists[self.rc[e].table]
-        self.rc[e].prev = l.tail
-        self.rc[e].next = -1
-        if l.tail >= 0:
-            self.rc[l.tail].next = e
-        else:
-            l.head = e
-        l.tail = e
-
-    cdef void _rc_delete(self, int32_t e) noexcept nogil:
-        self._rc_idx_del(e)
-        self._rc_unlink(e)
-        self.lists[self.rc[e].table].count -= 1
-        self.rc[e].table = -1
-        self.rc[e].next = self.rc_free
-        self.rc_free = e
-        self.rc_used -= 1
-
-    cdef inline double _rc_last(self, int32_t e) noexcept nogil:
-        return self.rc[e].stamps[(self.rc[e].start + self.rc[e].n - 1) % RC_PKT_TOT]
-
-    cdef bint _rcheck(self, int32_t table, uint32_t addr, double seconds,
-                      double now) noexcept nogil:
-        """--rcheck --seconds S --reap."""
-        cdef int32_t e = self._rc_find(table, addr), oldest
-        cdef double since
-        cdef bint hit = False
-        cdef int i
-        if e < 0:
-            return False
-        since = now - seconds
-        for i in range(self.rc[e].n):
-            if not (since > self.rc[e].stamps[(self.rc[e].start + i) % RC_PKT_TOT]):
-                hit = True
-                break
-        oldest = self.lists[table].head
-        if since > self._rc_last(oldest):
-            self._rc_delete(oldest)
-        return hit
-
-    cdef int _rc_set(self, int32_t table, uint32_t addr, double now) noexcept nogil:
-        """--set."""
-        cdef int32_t e = self._rc_find(table, addr)
-        cdef rc_entry_t* p
-        if e < 0:
-            if self.lists[table].count >= RC_LIST_TOT:
-                self._rc_delete(self.lists[table].head)
-            if self.rc_free < 0 or 2 * (self.rc_used + 1) > (1 << self.rc_bits):
-                if self._rc_grow() < 0:
-                    return -1
-            e = self.rc_free
-            self.rc_free = self.rc[e].next
-            p = &self.rc[e]
-            p.addr = addr
-            p.table = table
-            p.n = 1
-            p.start = 0
-            p.stamps[0] = now
-            self._rc_append(e)
-            self._rc_idx_put(e)
-            self.lists[table].count += 1
-            self.rc_used += 1
-            return 0
-        p = &self.rc[e]
-        if p.n < RC_PKT_TOT:
-            p.stamps[(p.start + p.n) % RC_PKT_TOT] = now
-            p.n += 1
-        else:
-            p.stamps[p.start] = now
-            p.start = (p.start + 1) % RC_PKT_TOT
-        self._rc_unlink(e)
-        self._rc_append(e)
-        return 0
-
     def recent(self):
         """{list index: [(address, stamps)]} in LRU order (oldest first)."""
-        out = {}
-        cdef int32_t t, e
-        for t in range(self.n_lists):
-            e = self.lists[t].head
-            items = []
-            while e >= 0:
-                items.append((self.rc[e].addr, [self.rc[e].stamps[(self.rc[e].start + i) % RC_PKT_TOT]
-                                                for i in range(self.rc[e].n)]))
-                e = self.rc[e].next
-            if items:
-                out[t] = items
-        return out
+        return rc_lists(&self.rc)
 
     # --- the chains ----------------------------------------------------------------
     cdef inline bint _svc(self, m_walk_t* w, const m_sp_t* sp, bint local_chain) noexcept nogil:
@@ -536,7 +330,7 @@ cdef class MatcherKernel:
         if sp.affinity:
             for i in range(off, off + n):
                 w.rules += 1
-                if self._rcheck(self.eps[i].table, w.src, sp.affinity_seconds, w.now):
+                if rc_check(&self.rc, self.eps[i].table, w.src, sp.affinity_seconds, w.now):
                     return self._sep(w, i, True)
         if 0 < n <= 4:
             # Few endpoints: every statistic rule's draw at once, the first hit by
@@ -574,7 +368,7 @@ cdef class MatcherKernel:
             w.mark = True
         w.rules += 1
         if affinity:
-            self._rc_set(self.eps[i].table, w.src, w.now)
+            rc_set(&self.rc, self.eps[i].table, w.src, w.now)
         w.ep = i
         return True
 

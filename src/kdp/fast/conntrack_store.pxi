@@ -1,0 +1,692 @@
+# fast/conntrack_store.pxi (included by _fastpath.pyx): the storage of the
+# compiled conntrack table — twin of kdp/conntrack/table.py's storage. Owns the
+# table state ct_t and what keeps it: 64-byte C entries in a pool; both tuples
+# of every confirmed entry in one open-addressing index (linear probing,
+# backward-shift delete); the NAT by-source multimap; a binary heap of
+# (timeout, entry) items swept as the reference's heap is; capacity with the
+# same early-drop buckets (bucket = reciprocal_scale of the same flow_hash).
+# Packets, states and NAT are in conntrack_life.pxi and conntrack_nat.pxi; the
+# Python-facing CtTable in conntrack.pxi.
+
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+cdef struct ct_entry_t:
+    double timeout_at
+    double created
+    uint32_t osrc
+    uint32_t odst
+    uint16_t osport
+    uint16_t odport
+    uint32_t rsrc
+    uint32_t rdst
+    uint16_t rsport
+    uint16_t rdport
+    uint32_t id
+    uint32_t seq            # insertion order in the table (free entries: next free slot)
+    uint32_t mark
+    uint16_t status
+    uint16_t tcp
+    uint8_t proto
+    uint8_t masq_dev
+    uint8_t flags
+    uint8_t pad[5]
+
+cdef struct tup_t:
+    uint32_t src
+    uint32_t dst
+    uint16_t sport
+    uint16_t dport
+    uint8_t proto
+
+cdef struct heap_item_t:
+    double t
+    uint32_t slot
+    uint32_t id
+
+# status bits (IPS_*), as kdp.conntrack.entry
+cdef enum:
+    S_SEEN_REPLY = 1 << 1
+    S_ASSURED = 1 << 2
+    S_CONFIRMED = 1 << 3
+    S_SRC_NAT = 1 << 4
+    S_DST_NAT = 1 << 5
+    S_SRC_NAT_DONE = 1 << 7
+    S_DST_NAT_DONE = 1 << 8
+    S_DYING = 1 << 9
+
+# entry flags
+cdef enum:
+    F_USED = 1
+    F_TCP = 2
+    F_INTABLE = 4
+    F_BYSRC = 8
+
+cdef enum:
+    EMPTY_SLOT = 0xFFFFFFFF
+    REF_BITS = 27           # index values: 5-bit hash tag << 27 | (slot << 1 | dir) + 1
+    REF_MASK = (1 << 27) - 1
+    MAX_SLOTS = 1 << 25      # entries (refs must stay below 2**27)
+    EVICTION_RANGE = 8
+    P_ICMP = 1
+    P_TCP = 6
+    P_UDP = 17
+
+# The state of one table (CtTable owns one). Every function of the
+# conntrack_*.pxi files works on a ct_t*.
+cdef struct ct_t:
+    # the entry pool (free entries chained through .seq)
+    ct_entry_t* ents
+    kdp_region ents_reg, idx_reg, bys_reg
+    uint32_t ent_cap
+    uint32_t free_head
+    uint32_t n_used
+    uint32_t n_table
+    # the tuple index
+    uint32_t* idx
+    uint32_t idx_cap
+    int idx_bits
+    # the by-source multimap
+    uint32_t* bys
+    uint32_t bys_cap
+    int bys_bits
+    uint32_t n_bys
+    # the expiry heap, and early drop's scratch list
+    heap_item_t* heap
+    size_t heap_len
+    size_t heap_cap
+    uint32_t* scratch
+    uint32_t scratch_cap
+    # configuration and keys (nat_points: conntrack_nat.pxi)
+    uint64_t max_entries
+    uint64_t buckets
+    bint tcp_loose
+    bint checksum
+    uint64_t seed64
+    uint64_t smix
+    uint64_t smix_bucket
+    uint64_t bysrc_point
+    uint64_t nat_points[2][8]
+    # timeouts (conntrack_life.pxi fills them from kdp.conntrack.timeouts)
+    double to_tcp[10]
+    double to_tcp_close
+    double to_tcp_unack
+    double to_udp
+    double to_udp_stream
+    double to_icmp
+    double to_generic
+    # entry ids, table order, counters
+    uint64_t next_id
+    uint32_t next_seq
+    int64_t st_found, st_new, st_insert, st_insert_failed, st_drop, st_early_drop
+    int64_t st_invalid, st_expired
+
+
+# --- the tuples of an entry ---------------------------------------------------
+
+cdef inline void _orig_of(const ct_entry_t* e, tup_t* t) noexcept nogil:
+    t.src = e.osrc
+    t.dst = e.odst
+    t.sport = e.osport
+    t.dport = e.odport
+    t.proto = e.proto
+
+
+cdef inline void _reply_of(const ct_entry_t* e, tup_t* t) noexcept nogil:
+    t.src = e.rsrc
+    t.dst = e.rdst
+    t.sport = e.rsport
+    t.dport = e.rdport
+    t.proto = e.proto
+
+
+cdef inline bint _dir_eq(const ct_entry_t* e, int d, const tup_t* t) noexcept nogil:
+    if e.proto != t.proto:
+        return False
+    if d == 0:
+        return e.osrc == t.src and e.odst == t.dst and e.osport == t.sport and e.odport == t.dport
+    return e.rsrc == t.src and e.rdst == t.dst and e.rsport == t.sport and e.rdport == t.dport
+
+
+cdef inline bint _tup_eq(const tup_t* a, const tup_t* b) noexcept nogil:
+    return (a.proto == b.proto and a.src == b.src and a.dst == b.dst and a.sport == b.sport
+            and a.dport == b.dport)
+
+
+# --- opening and closing the storage ------------------------------------------
+
+cdef int ct_store_keys(ct_t* ct) except -1:
+    """The bucket and by-source hash keys of seed64 (set before)."""
+    from kdp.conntrack.keyed import decision_point
+    from kdp.conntrack.table import BUCKET_SALT
+    ct.smix_bucket = _seed_mix(ct.seed64 ^ <uint64_t>BUCKET_SALT)
+    ct.bysrc_point = <uint64_t>decision_point("ct-bysource")
+    return 0
+
+
+cdef int ct_store_open(ct_t* ct, uint32_t cap) noexcept nogil:
+    """Pool, index, by-source map and heap for cap entries; -1: no memory."""
+    cdef uint32_t i
+    ct.ents = <ct_entry_t*>kdp_alloc(cap * sizeof(ct_entry_t), &ct.ents_reg)
+    ct.heap_cap = 1024
+    ct.heap = <heap_item_t*>malloc(ct.heap_cap * sizeof(heap_item_t))
+    if ct.ents == NULL or ct.heap == NULL:
+        return -1
+    ct.ent_cap = cap
+    for i in range(cap):
+        ct.ents[i].seq = i + 1 if i + 1 < cap else EMPTY_SLOT
+    ct.free_head = 0
+    ct.idx_bits = 4
+    while (1 << ct.idx_bits) < 4 * cap:
+        ct.idx_bits += 1
+    ct.idx_cap = 1 << ct.idx_bits
+    ct.idx = <uint32_t*>kdp_alloc(ct.idx_cap * sizeof(uint32_t), &ct.idx_reg)
+    ct.bys_bits = ct.idx_bits - 1
+    ct.bys_cap = 1 << ct.bys_bits
+    ct.bys = <uint32_t*>kdp_alloc(ct.bys_cap * sizeof(uint32_t), &ct.bys_reg)
+    if ct.idx == NULL or ct.bys == NULL:
+        return -1
+    return 0
+
+
+cdef void ct_store_close(ct_t* ct) noexcept nogil:
+    if ct.ents != NULL:
+        kdp_free(ct.ents, &ct.ents_reg)
+    if ct.idx != NULL:
+        kdp_free(ct.idx, &ct.idx_reg)
+    if ct.bys != NULL:
+        kdp_free(ct.bys, &ct.bys_reg)
+    free(ct.heap)
+    free(ct.scratch)
+
+
+# --- the entry pool -------------------------------------------------------------
+
+cdef int ct_pool_grow(ct_t* ct) noexcept nogil:
+    cdef uint32_t cap = ct.ent_cap * 2, i
+    cdef ct_entry_t* p
+    if cap > MAX_SLOTS:
+        return -1
+    cdef kdp_region reg
+    p = <ct_entry_t*>kdp_alloc(<size_t>cap * sizeof(ct_entry_t), &reg)
+    if p == NULL:
+        return -1
+    memcpy(p, ct.ents, <size_t>ct.ent_cap * sizeof(ct_entry_t))
+    kdp_free(ct.ents, &ct.ents_reg)
+    ct.ents = p
+    ct.ents_reg = reg
+    for i in range(ct.ent_cap, cap):
+        p[i].seq = i + 1 if i + 1 < cap else ct.free_head
+    ct.free_head = ct.ent_cap
+    ct.ent_cap = cap
+    return 0
+
+
+cdef int64_t ct_slot_new(ct_t* ct) noexcept nogil:
+    cdef uint32_t s
+    if ct.free_head == EMPTY_SLOT:
+        if ct_pool_grow(ct) < 0:
+            return -1
+    s = ct.free_head
+    ct.free_head = ct.ents[s].seq
+    memset(&ct.ents[s], 0, sizeof(ct_entry_t))
+    ct.ents[s].flags = F_USED
+    ct.n_used += 1
+    return s
+
+
+cdef int64_t ct_slot_take(ct_t* ct, uint32_t want) noexcept nogil:
+    """Allocate this free slot (unlink it from the free list)."""
+    cdef uint32_t prev = EMPTY_SLOT, cur = ct.free_head
+    while cur != EMPTY_SLOT and cur != want:
+        prev = cur
+        cur = ct.ents[cur].seq
+    if cur == EMPTY_SLOT:
+        return ct_slot_new(ct)
+    if prev == EMPTY_SLOT:
+        ct.free_head = ct.ents[cur].seq
+    else:
+        ct.ents[prev].seq = ct.ents[cur].seq
+    memset(&ct.ents[cur], 0, sizeof(ct_entry_t))
+    ct.ents[cur].flags = F_USED
+    ct.n_used += 1
+    return cur
+
+
+cdef inline void ct_slot_free(ct_t* ct, uint32_t s) noexcept nogil:
+    ct.ents[s].flags = 0
+    ct.ents[s].id = 0
+    ct.ents[s].seq = ct.free_head
+    ct.free_head = s
+    ct.n_used -= 1
+
+
+# --- hashing ----------------------------------------------------------------------
+
+cdef inline uint64_t ct_th(const ct_t* ct, const tup_t* t) noexcept nogil:
+    return _flow_base_s(ct.smix_bucket, t.proto, t.src, t.dst, t.sport, t.dport)
+
+
+cdef inline uint64_t ct_ref_hash(const ct_t* ct, uint32_t ref) noexcept nogil:
+    cdef tup_t t
+    ref &= REF_MASK
+    cdef const ct_entry_t* e = &ct.ents[(ref - 1) >> 1]
+    if (ref - 1) & 1:
+        _reply_of(e, &t)
+    else:
+        _orig_of(e, &t)
+    return ct_th(ct, &t)
+
+
+cdef inline uint64_t ct_bh(const ct_t* ct, uint8_t proto, uint32_t src,
+                           uint16_t sport) noexcept nogil:
+    return _hstep(_flow_base_s(ct.smix, proto, src, 0, sport, 0), ct.bysrc_point)
+
+
+cdef inline uint32_t ct_bucket_of_hash(const ct_t* ct, uint64_t h) noexcept nogil:
+    return <uint32_t>(((h >> 32) * ct.buckets) >> 32)
+
+
+# --- the tuple index ----------------------------------------------------------------
+
+cdef uint32_t ct_idx_find(const ct_t* ct, const tup_t* t, uint64_t h) noexcept nogil:
+    """The ref ((slot << 1 | dir) + 1) of tuple t (hash h), or 0."""
+    cdef uint32_t mask = ct.idx_cap - 1
+    cdef uint32_t pos = <uint32_t>(h >> (64 - ct.idx_bits))
+    cdef uint32_t tag = <uint32_t>(h & 31)
+    cdef uint32_t v, r
+    while True:
+        v = ct.idx[pos]
+        if v == 0:
+            return 0
+        if (v >> REF_BITS) == tag:
+            r = v & REF_MASK
+            if _dir_eq(&ct.ents[(r - 1) >> 1], (r - 1) & 1, t):
+                return r
+        pos = (pos + 1) & mask
+
+
+cdef inline uint32_t ct_idx_candidate(const ct_t* ct, uint64_t h) noexcept nogil:
+    """The first ref in h's probe run whose tag matches (usually the hit)."""
+    cdef uint32_t mask = ct.idx_cap - 1
+    cdef uint32_t pos = <uint32_t>(h >> (64 - ct.idx_bits))
+    cdef uint32_t tag = <uint32_t>(h & 31)
+    cdef uint32_t v
+    while True:
+        v = ct.idx[pos]
+        if v == 0 or (v >> REF_BITS) == tag:
+            return v & REF_MASK
+        pos = (pos + 1) & mask
+
+
+cdef void ct_idx_put(ct_t* ct, uint32_t ref, uint64_t h) noexcept nogil:
+    cdef uint32_t mask = ct.idx_cap - 1
+    cdef uint32_t pos = <uint32_t>(h >> (64 - ct.idx_bits))
+    while ct.idx[pos] != 0:
+        pos = (pos + 1) & mask
+    ct.idx[pos] = ((<uint32_t>(h & 31)) << REF_BITS) | ref
+
+
+cdef void ct_idx_del(ct_t* ct, uint32_t ref, uint64_t h) noexcept nogil:
+    cdef uint32_t mask = ct.idx_cap - 1
+    cdef uint32_t shift = 64 - ct.idx_bits
+    cdef uint32_t i = <uint32_t>(h >> shift)
+    cdef uint32_t j, k
+    cdef uint32_t n = 0
+    while (ct.idx[i] & REF_MASK) != ref:
+        if ct.idx[i] == 0 or n > ct.idx_cap:
+            return
+        i = (i + 1) & mask
+        n += 1
+    j = i
+    while True:                     # backward-shift deletion
+        j = (j + 1) & mask
+        if ct.idx[j] == 0:
+            break
+        k = <uint32_t>(ct_ref_hash(ct, ct.idx[j]) >> shift)
+        if (i <= j and i < k and k <= j) or (i > j and (i < k or k <= j)):
+            continue
+        ct.idx[i] = ct.idx[j]
+        i = j
+    ct.idx[i] = 0
+
+
+cdef int ct_idx_rehash(ct_t* ct) noexcept nogil:
+    cdef int bits = ct.idx_bits + 1
+    cdef uint32_t cap = 1 << bits
+    cdef uint32_t* old = ct.idx
+    cdef kdp_region old_reg = ct.idx_reg
+    cdef uint32_t oldcap = ct.idx_cap, i, r
+    if bits > 31:
+        return -1
+    ct.idx = <uint32_t*>kdp_alloc(<size_t>cap * sizeof(uint32_t), &ct.idx_reg)
+    if ct.idx == NULL:
+        ct.idx = old
+        ct.idx_reg = old_reg
+        return -1
+    ct.idx_bits = bits
+    ct.idx_cap = cap
+    for i in range(oldcap):
+        r = old[i] & REF_MASK
+        if r != 0:
+            ct_idx_put(ct, r, ct_ref_hash(ct, r))
+    kdp_free(old, &old_reg)
+    return 0
+
+
+# --- the by-source multimap (nf_nat_bysource) ------------------------------------
+
+cdef void ct_bys_put(ct_t* ct, uint32_t s) noexcept nogil:
+    cdef const ct_entry_t* e = &ct.ents[s]
+    cdef uint32_t mask = ct.bys_cap - 1
+    cdef uint32_t pos = <uint32_t>(ct_bh(ct, e.proto, e.osrc, e.osport) >> (64 - ct.bys_bits))
+    while ct.bys[pos] != 0:
+        pos = (pos + 1) & mask
+    ct.bys[pos] = s + 1
+    ct.n_bys += 1
+
+
+cdef void ct_bys_del(ct_t* ct, uint32_t s) noexcept nogil:
+    cdef const ct_entry_t* e = &ct.ents[s]
+    cdef uint32_t mask = ct.bys_cap - 1
+    cdef uint32_t shift = 64 - ct.bys_bits
+    cdef uint32_t i = <uint32_t>(ct_bh(ct, e.proto, e.osrc, e.osport) >> shift)
+    cdef uint32_t j, k, n = 0
+    cdef const ct_entry_t* o
+    while ct.bys[i] != s + 1:
+        if ct.bys[i] == 0 or n > ct.bys_cap:
+            return
+        i = (i + 1) & mask
+        n += 1
+    j = i
+    while True:
+        j = (j + 1) & mask
+        if ct.bys[j] == 0:
+            break
+        o = &ct.ents[ct.bys[j] - 1]
+        k = <uint32_t>(ct_bh(ct, o.proto, o.osrc, o.osport) >> shift)
+        if (i <= j and i < k and k <= j) or (i > j and (i < k or k <= j)):
+            continue
+        ct.bys[i] = ct.bys[j]
+        i = j
+    ct.bys[i] = 0
+    ct.n_bys -= 1
+
+
+cdef int ct_bys_rehash(ct_t* ct) noexcept nogil:
+    cdef int bits = ct.bys_bits + 1
+    cdef uint32_t cap = 1 << bits
+    cdef uint32_t* old = ct.bys
+    cdef kdp_region old_reg = ct.bys_reg
+    cdef uint32_t oldcap = ct.bys_cap, i
+    if bits > 31:
+        return -1
+    ct.bys = <uint32_t*>kdp_alloc(<size_t>cap * sizeof(uint32_t), &ct.bys_reg)
+    if ct.bys == NULL:
+        ct.bys = old
+        ct.bys_reg = old_reg
+        return -1
+    ct.bys_bits = bits
+    ct.bys_cap = cap
+    ct.n_bys = 0
+    for i in range(oldcap):
+        if old[i] != 0:
+            ct_bys_put(ct, old[i] - 1)
+    kdp_free(old, &old_reg)
+    return 0
+
+
+# --- the expiry heap (as ConntrackTable._heap: (timeout, entry) items) --------------
+
+cdef inline bint ct_item_before(const ct_t* ct, size_t a, size_t b) noexcept nogil:
+    return ct.heap[a].t < ct.heap[b].t
+
+
+cdef int ct_heap_push(ct_t* ct, double t, uint32_t slot, uint32_t id) noexcept nogil:
+    cdef size_t i, p
+    cdef heap_item_t tmp
+    cdef heap_item_t* nh
+    if ct.heap_len == ct.heap_cap:
+        nh = <heap_item_t*>realloc(ct.heap, ct.heap_cap * 2 * sizeof(heap_item_t))
+        if nh == NULL:
+            return -1
+        ct.heap = nh
+        ct.heap_cap *= 2
+    i = ct.heap_len
+    ct.heap_len += 1
+    ct.heap[i].t = t
+    ct.heap[i].slot = slot
+    ct.heap[i].id = id
+    while i > 0:
+        p = (i - 1) >> 1
+        if not ct_item_before(ct, i, p):
+            break
+        tmp = ct.heap[i]
+        ct.heap[i] = ct.heap[p]
+        ct.heap[p] = tmp
+        i = p
+    return 0
+
+
+cdef void ct_heap_sift_down(ct_t* ct, size_t i) noexcept nogil:
+    cdef size_t n = ct.heap_len, l, r, m
+    cdef heap_item_t tmp
+    while True:
+        l = 2 * i + 1
+        if l >= n:
+            return
+        r = l + 1
+        m = r if (r < n and ct_item_before(ct, r, l)) else l
+        if not ct_item_before(ct, m, i):
+            return
+        tmp = ct.heap[i]
+        ct.heap[i] = ct.heap[m]
+        ct.heap[m] = tmp
+        i = m
+
+
+cdef heap_item_t ct_heap_pop(ct_t* ct) noexcept nogil:
+    cdef heap_item_t top = ct.heap[0]
+    ct.heap_len -= 1
+    if ct.heap_len:
+        ct.heap[0] = ct.heap[ct.heap_len]
+        ct_heap_sift_down(ct, 0)
+    return top
+
+
+cdef void ct_heap_rebuild(ct_t* ct) noexcept nogil:
+    cdef uint32_t s
+    cdef size_t i
+    ct.heap_len = 0
+    for s in range(ct.ent_cap):
+        if ct.ents[s].flags & F_INTABLE:
+            ct.heap[ct.heap_len].t = ct.ents[s].timeout_at
+            ct.heap[ct.heap_len].slot = s
+            ct.heap[ct.heap_len].id = ct.ents[s].id
+            ct.heap_len += 1
+    if ct.heap_len > 1:
+        i = (ct.heap_len - 2) // 2 + 1
+        while i > 0:
+            i -= 1
+            ct_heap_sift_down(ct, i)
+
+
+cdef inline bint ct_live(const ct_t* ct, uint32_t slot, uint32_t id) noexcept nogil:
+    return (slot < ct.ent_cap and (ct.ents[slot].flags & F_INTABLE) != 0
+            and ct.ents[slot].id == id)
+
+
+cdef int64_t ct_sweep(ct_t* ct, double now) noexcept nogil:
+    """ConntrackTable.sweep()."""
+    cdef int64_t n = 0
+    cdef heap_item_t it
+    cdef ct_entry_t* e
+    while ct.heap_len and ct.heap[0].t <= now:
+        it = ct_heap_pop(ct)
+        if not ct_live(ct, it.slot, it.id):
+            continue
+        e = &ct.ents[it.slot]
+        if e.timeout_at <= now:
+            ct_remove(ct, it.slot)
+            ct.st_expired += 1
+            n += 1
+        else:
+            ct_heap_push(ct, e.timeout_at, it.slot, it.id)
+    if ct.heap_len > 2 * <size_t>ct.n_table + 1024:
+        ct_heap_rebuild(ct)
+    return n
+
+
+# --- the table: insert, remove, lookup -----------------------------------------------
+
+cdef void ct_remove(ct_t* ct, uint32_t s) noexcept nogil:
+    """ConntrackTable.remove(): unindex a table entry and free its slot; an
+    entry not in the table only becomes DYING."""
+    cdef ct_entry_t* e = &ct.ents[s]
+    cdef tup_t o, r
+    e.status |= S_DYING
+    if not (e.flags & F_INTABLE):
+        return
+    _orig_of(e, &o)
+    _reply_of(e, &r)
+    if _tup_eq(&o, &r):                 # one index entry (the reply mapping)
+        ct_idx_del(ct, (s << 1) + 2, ct_th(ct, &o))
+    else:
+        ct_idx_del(ct, (s << 1) + 1, ct_th(ct, &o))
+        ct_idx_del(ct, (s << 1) + 2, ct_th(ct, &r))
+    if e.flags & F_BYSRC:
+        ct_bys_del(ct, s)
+    e.flags &= ~(F_INTABLE | F_BYSRC)
+    ct.n_table -= 1
+    ct_slot_free(ct, s)
+
+
+cdef int ct_insert(ct_t* ct, uint32_t s) noexcept nogil:
+    """ConntrackTable._insert()."""
+    cdef ct_entry_t* e = &ct.ents[s]
+    cdef tup_t o, r
+    cdef uint64_t ho
+    cdef uint32_t pos, mask
+    if (<uint64_t>ct.n_table + 1) * 4 > ct.idx_cap:
+        if ct_idx_rehash(ct) < 0:
+            return -1
+    if (<uint64_t>ct.n_bys + 1) * 2 > ct.bys_cap:
+        if ct_bys_rehash(ct) < 0:
+            return -1
+    e = &ct.ents[s]
+    e.flags |= F_INTABLE
+    e.seq = ct.next_seq
+    ct.next_seq += 1
+    ct.n_table += 1
+    _orig_of(e, &o)
+    _reply_of(e, &r)
+    ho = ct_th(ct, &o)
+    if _tup_eq(&o, &r):
+        ct_idx_put(ct, (s << 1) + 2, ho)      # the later (reply) mapping wins
+    else:
+        ct_idx_put(ct, (s << 1) + 1, ho)
+        ct_idx_put(ct, (s << 1) + 2, ct_th(ct, &r))
+    if e.status & S_SRC_NAT_DONE:
+        ct_bys_put(ct, s)
+        e.flags |= F_BYSRC
+    return ct_heap_push(ct, e.timeout_at, s, e.id)
+
+
+cdef int64_t ct_lookup(ct_t* ct, const tup_t* t, double now, int* direction) noexcept nogil:
+    """ConntrackTable.lookup() with lazy expiry: slot or -1."""
+    cdef uint32_t r = ct_idx_find(ct, t, ct_th(ct, t))
+    cdef uint32_t s
+    if r == 0:
+        return -1
+    s = (r - 1) >> 1
+    if ct.ents[s].timeout_at <= now:
+        ct.st_expired += 1
+        ct_remove(ct, s)
+        return -1
+    direction[0] = (r - 1) & 1
+    return s
+
+
+# --- capacity: early drop (ConntrackTable.make_room) ---------------------------------
+
+cdef int ct_collect_bucket(const ct_t* ct, uint32_t b, uint32_t* out, int cap) noexcept nogil:
+    """Slots of the table entries with a tuple in early-drop bucket b."""
+    cdef uint64_t lo32 = ((<uint64_t>b << 32) + ct.buckets - 1) // ct.buckets
+    cdef uint64_t hi32 = ((<uint64_t>(b + 1) << 32) + ct.buckets - 1) // ct.buckets
+    cdef int shift = 32 - ct.idx_bits
+    cdef uint32_t mask = ct.idx_cap - 1
+    cdef uint64_t p_lo = lo32 >> shift
+    cdef uint64_t span = ((hi32 - 1) >> shift) - p_lo
+    cdef uint64_t steps = 0
+    cdef uint32_t r, s
+    cdef int n = 0, k
+    cdef bint seen
+    while steps <= <uint64_t>ct.idx_cap + span:
+        r = ct.idx[(p_lo + steps) & mask] & REF_MASK
+        if r == 0:
+            if steps > span:
+                break
+        elif ct_bucket_of_hash(ct, ct_ref_hash(ct, r)) == b:
+            s = (r - 1) >> 1
+            seen = False
+            for k in range(n):
+                if out[k] == s:
+                    seen = True
+                    break
+            if not seen and n < cap:
+                out[n] = s
+                n += 1
+        steps += 1
+    return n
+
+
+cdef int ct_early_drop(ct_t* ct, const tup_t* orig, double now) noexcept nogil:
+    """ConntrackTable._early_drop(): evict the non-ASSURED entries of the first
+    bucket (of up to 8 from the new tuple's) holding any. Returns how many."""
+    cdef uint32_t start = ct_bucket_of_hash(ct, ct_th(ct, orig))
+    cdef uint64_t i, lim = EVICTION_RANGE if ct.buckets > EVICTION_RANGE else ct.buckets
+    cdef int n, k, victims
+    cdef uint32_t s, b
+    cdef uint32_t* nb
+    if ct.scratch_cap < 2 * ct.n_table + 2:
+        nb = <uint32_t*>realloc(ct.scratch, (2 * <size_t>ct.n_table + 2) * sizeof(uint32_t))
+        if nb == NULL:
+            return 0
+        ct.scratch = nb
+        ct.scratch_cap = 2 * ct.n_table + 2
+    for i in range(lim):
+        b = <uint32_t>((start + i) % ct.buckets)
+        n = ct_collect_bucket(ct, b, ct.scratch, ct.scratch_cap)
+        victims = 0
+        for k in range(n):
+            s = ct.scratch[k]
+            if ct.ents[s].timeout_at <= now:
+                ct_remove(ct, s)
+                ct.st_expired += 1
+                ct.scratch[k] = EMPTY_SLOT
+            elif not (ct.ents[s].status & S_ASSURED):
+                victims += 1
+            else:
+                ct.scratch[k] = EMPTY_SLOT
+        for k in range(n):
+            if ct.scratch[k] != EMPTY_SLOT:
+                ct_remove(ct, ct.scratch[k])
+        if victims:
+            return victims
+    return 0
+
+
+cdef int ct_make_room(ct_t* ct, const tup_t* orig, double now) noexcept nogil:
+    """ConntrackTable.make_room(): 1 ok, 0 table full (drop)."""
+    cdef int ev
+    if ct.max_entries == 0 or ct.n_table < ct.max_entries:
+        return 1
+    ct_sweep(ct, now)
+    if ct.n_table < ct.max_entries:
+        return 1
+    ev = ct_early_drop(ct, orig, now)
+    if ev:
+        ct.st_early_drop += ev
+        return 1
+    ct.st_drop += 1
+    return 0
