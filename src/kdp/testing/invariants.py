@@ -66,9 +66,9 @@ def _begin(name: str, emu, flow, outcome) -> _Check:
     return _Check(name, emu, flow, outcome)
 
 
-def _deprecated(old: str, new: str) -> None:
+def _deprecated(old: str, new: str, stacklevel: int = 3) -> None:
     warnings.warn(f"{old} is deprecated: call {new} (kdp.testing's one invariant shape)",
-                  DeprecationWarning, stacklevel=3)
+                  DeprecationWarning, stacklevel=stacklevel)
 
 
 def _is_flow(x) -> bool:
@@ -960,20 +960,27 @@ def no_frame_lost_or_duplicated(emu, flow=None, outcome=None):
     new bytes). Known exceptions: a bridge flooding a unicast frame (each copy
     is filtered and answered on its own, as in the kernel), a loop kdp cut
     short. Returns the Outcome."""
-    if isinstance(emu, Outcome):                # 0.1: (outcome)
-        _deprecated("no_frame_lost_or_duplicated(outcome)", "no_frame_lost_or_duplicated(emu, flow, outcome)")
-        _frames_check(_Check("no frame lost", None, None, emu), emu)
-        return emu
-    cx = _begin("no frame lost", emu, flow, outcome) if flow is not None else \
-        _Check("no frame lost", emu, None, _need(outcome, "no_frame_lost_or_duplicated"))
-    _frames_check(cx, cx.outcome)
-    return cx.outcome
+    return _outcome_invariant("no frame lost", "no_frame_lost_or_duplicated", _frames_check,
+                              emu, flow, outcome)
 
 
 def _need(outcome, name: str):
     if not isinstance(outcome, Outcome):
         raise TypeError(f"{name}(emu, flow, outcome): give the flow, or the outcome of emu.send()")
     return outcome
+
+
+def _outcome_invariant(title: str, name: str, check, emu, flow, outcome):
+    """The shape of the invariants that read only an Outcome: (emu, flow, outcome=None), or
+    (emu, None, outcome) for what emu.send returned, or 0.1's (outcome), deprecated."""
+    if isinstance(emu, Outcome):                # 0.1: (outcome)
+        _deprecated(f"{name}(outcome)", f"{name}(emu, flow, outcome)", stacklevel=4)
+        check(_Check(title, None, None, emu), emu)
+        return emu
+    cx = _begin(title, emu, flow, outcome) if flow is not None else \
+        _Check(title, emu, None, _need(outcome, name))
+    check(cx, cx.outcome)
+    return cx.outcome
 
 
 def _frames_check(cx: _Check, outcome) -> None:
@@ -1052,14 +1059,8 @@ def ttl_and_checksums_right(emu, flow=None, outcome=None):
     ttl_and_checksums_right(emu, None, outcome)). Known exceptions: 0x0000
     where an all-zero message's full checksum is 0xffff (the kernel's
     incremental update leaves it; RFC 1624). Returns the Outcome."""
-    if isinstance(emu, Outcome):                # 0.1: (outcome)
-        _deprecated("ttl_and_checksums_right(outcome)", "ttl_and_checksums_right(emu, flow, outcome)")
-        _ttl_check(_Check("TTL and checksums", None, None, emu), emu)
-        return emu
-    cx = _begin("TTL and checksums", emu, flow, outcome) if flow is not None else \
-        _Check("TTL and checksums", emu, None, _need(outcome, "ttl_and_checksums_right"))
-    _ttl_check(cx, cx.outcome)
-    return cx.outcome
+    return _outcome_invariant("TTL and checksums", "ttl_and_checksums_right", _ttl_check,
+                              emu, flow, outcome)
 
 
 def _ttl_check(cx: _Check, outcome) -> None:
