@@ -112,10 +112,18 @@ class Recorder:
         return changed
 
 
+# Entry fields that are not part of the state a cached decision rests on: the
+# timeout (slots carry it) and the recorder's own note of the last refresh.
+_CT_VOLATILE = ("timeout_at", "refresh", "tcp")
+
+
 def _ct_state(e) -> tuple:
-    d = e.to_dict()
-    d.pop("timeout_at")
-    return tuple(sorted((k, repr(v)) for k, v in d.items()))
+    """Everything of a conntrack entry but its timeout, as a comparable tuple
+    (every field, so a field added later is covered too)."""
+    tcp = e.tcp
+    return (tuple(v for k, v in vars(e).items() if k not in _CT_VOLATILE),
+            None if tcp is None else tuple(tuple(v) if isinstance(v, list) else v
+                                           for v in vars(tcp).values()))
 
 
 @dataclass

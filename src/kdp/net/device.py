@@ -11,13 +11,63 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .namespace import Namespace
 
+# Bumped by every change to any device's address list: a namespace's cached
+# view of its local and broadcast addresses (Namespace.is_local) is rebuilt
+# when the epoch it was built at is stale.
+ADDRESS_EPOCH = [0]
+
+
+class AddressList(list):
+    """A device's addresses (IPv4Interface): a list that bumps ADDRESS_EPOCH
+    whenever it changes."""
+
+    def _changed(self) -> None:
+        ADDRESS_EPOCH[0] += 1
+
+    def append(self, x) -> None:
+        super().append(x)
+        self._changed()
+
+    def extend(self, xs) -> None:
+        super().extend(xs)
+        self._changed()
+
+    def insert(self, i, x) -> None:
+        super().insert(i, x)
+        self._changed()
+
+    def remove(self, x) -> None:
+        super().remove(x)
+        self._changed()
+
+    def pop(self, i=-1):
+        x = super().pop(i)
+        self._changed()
+        return x
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+    def __setitem__(self, i, x) -> None:
+        super().__setitem__(i, x)
+        self._changed()
+
+    def __delitem__(self, i) -> None:
+        super().__delitem__(i)
+        self._changed()
+
+    def __iadd__(self, xs):
+        self.extend(xs)
+        return self
+
 
 @dataclass(eq=False)
 class Device:
     name: str
     kind: str                                   # loopback | veth | bridge | ether
     mac: str
-    addresses: list[IPv4Interface] = field(default_factory=list)
+    addresses: list[IPv4Interface] = field(default_factory=AddressList)
     mtu: int = 1500
     up: bool = True
     namespace: Namespace | None = None
@@ -27,6 +77,11 @@ class Device:
     segment: Segment | None = None              # ether: the L2 segment it is plugged into
     proxy_arp: bool = False
     promisc: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.addresses, AddressList):
+            self.addresses = AddressList(self.addresses)
+        ADDRESS_EPOCH[0] += 1
 
     @property
     def carrier(self) -> bool:
@@ -40,7 +95,10 @@ class Device:
 
     def has_address(self, ip: IPv4Address) -> bool:
         n = int(ip)                         # int() of an interface is its address
-        return any(int(a) == n for a in self.addresses)
+        for a in self.addresses:
+            if int(a) == n:
+                return True
+        return False
 
     def primary_address(self, toward: IPv4Address | None = None) -> IPv4Address | None:
         """inet_select_addr(): an address of this device, preferring one whose

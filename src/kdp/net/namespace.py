@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from .device import Device
+from .device import ADDRESS_EPOCH, Device
 from .neigh import NeighTable
 from .route import Route, RouteTable
 
@@ -51,14 +51,26 @@ class Namespace:
             self.routes.add(Route(iface.network, dev.name, src=iface.ip, scope="link", **route_kw))
 
     # --- addressing -------------------------------------------------------
+    def _address_view(self) -> tuple[frozenset, frozenset]:
+        """(local address ints, broadcast address ints) of this namespace's
+        devices, rebuilt when an address list or the device set changed."""
+        key = (ADDRESS_EPOCH[0], len(self.devices))
+        view = self.__dict__.get("_view")
+        if view is None or view[0] != key:
+            local = frozenset(int(a) for d in self.devices.values() for a in d.addresses)
+            bcast = frozenset(int(a.network.broadcast_address) for d in self.devices.values()
+                              for a in d.addresses if a.network.prefixlen < 31)
+            view = self.__dict__["_view"] = (key, local, bcast)
+        return view[1], view[2]
+
     def is_local(self, ip: IPv4Address) -> bool:
-        if ip.is_loopback:
+        n = int(ip)
+        if n >> 24 == 127:                        # 127.0.0.0/8: ip.is_loopback
             return True
-        for dev in self.devices.values():
-            if dev.has_address(ip):
-                return True
+        if n in self._address_view()[0]:
+            return True
         if self.catch_all:
-            return not any(ip in n for n in self.local_exclude)
+            return not any(ip in net for net in self.local_exclude)
         return False
 
     def local_device_for(self, ip: IPv4Address) -> Device | None:
@@ -70,8 +82,7 @@ class Namespace:
     def is_broadcast(self, ip: IPv4Address) -> bool:
         if ip == LIMITED_BROADCAST:
             return True
-        return any(a.network.prefixlen < 31 and ip == a.network.broadcast_address
-                   for d in self.devices.values() for a in d.addresses)
+        return int(ip) in self._address_view()[1]
 
     def addr_type(self, ip: IPv4Address, dev: str | None = None) -> str:
         """The kernel's inet_addr_type(), optionally limited to one device."""
