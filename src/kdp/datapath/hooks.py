@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from ..net.namespace import Namespace
+from ..netfilter.boundary import HookState, SkbMeta
 from ..wire import Packet
 from .ipv4 import answer_leg
 
@@ -13,7 +14,6 @@ class HookMixin:
     def new_meta(self, ns: Namespace):
         if ns.netfilter is None:
             return None
-        from ..netfilter import SkbMeta
         return SkbMeta()
 
     def nf_hook(self, ns: Namespace, hook: str, pkt: Packet, ev, in_dev=None, out_dev=None,
@@ -22,13 +22,11 @@ class HookMixin:
         nf = ns.netfilter
         if nf is None:
             return pkt
-        from ..netfilter import HookState
         if ev.meta is None:
             ev.meta = self.new_meta(ns)
         rec = self.rec
         counted = len(rec.counted) if rec is not None else 0
-        res = nf.hook(HookState(hook=hook, packet=pkt, in_dev=in_dev, out_dev=out_dev,
-                                physin=physin, physout=physout, now=self.now), ev.meta)
+        res = nf.hook(HookState(hook, pkt, in_dev, out_dev, physin, physout, self.now), ev.meta)
         if rec is not None:                 # which leg each counter increment belongs to
             rec.legs.extend([ev.leg] * (len(rec.counted) - counted))
         dev = ns.devices.get(in_dev or out_dev or "lo")

@@ -75,9 +75,9 @@ class StaticNamespaceInfo:
         return addrs[0].ip if addrs else None
 
 
-@dataclass(frozen=True)
-class HookState:
-    """The arguments of one hook call (struct nf_hook_state)."""
+class HookState(NamedTuple):
+    """The arguments of one hook call (struct nf_hook_state); a NamedTuple:
+    immutable, and cheap to make once per hook per packet."""
 
     hook: str
     packet: Packet

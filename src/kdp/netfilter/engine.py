@@ -159,14 +159,8 @@ class Netfilter:
             return res                      # ARP and other non-IPv4 frames: not iptables' business
         pc = PacketCtx(self, state, meta, res)
         for stage in STAGES[state.hook]:
-            if stage == "conntrack":
-                verdict, reason = self._conntrack(pc)
-            elif stage == "nat":
-                verdict, reason = self._nat(pc)
-            elif stage == "confirm":
-                verdict, reason = self._confirm(pc)
-            else:
-                verdict, reason = self._walk(pc, stage)
+            special = _STAGE_METHODS.get(stage)
+            verdict, reason = special(self, pc) if special is not None else self._walk(pc, stage)
             if verdict == DROP:
                 res.verdict, res.reason, res.rejected = DROP, reason, pc.rejected
                 break
@@ -252,22 +246,30 @@ class Netfilter:
         trace_misses = self.trace_misses and self.tracing
         res = pc.res
         trace = res.trace
+        rules = cur.rules
         while True:
-            if idx >= len(cur.rules):
+            if idx >= len(rules):
                 if cur is not start:
                     pc.trace(table_name, cur.name, 0, "", "return", "return")
                     if stack:
                         cur, idx = stack.pop()
+                        rules = cur.rules
                         continue
                 return self._policy(pc, start)
-            rule = cur.rules[idx]
+            rule = rules[idx]
             idx += 1
             pc.chain, pc.rule_number = cur.name, idx
             res.rules_evaluated += 1
-            if counted is not None and rule.volatile:
-                matched = rule.ip_matches(pc) and _matches_noting_volatile(rule, pc, counted)
+            if not rule.ip_matches(pc):
+                matched = False
+            elif counted is not None and rule.volatile:
+                matched = _matches_noting_volatile(rule, pc, counted)
             else:
-                matched = rule.ip_matches(pc) and all(m.matches(pc) for m in rule.matches)
+                matched = True
+                for m in rule.matches:
+                    if not m.matches(pc):
+                        matched = False
+                        break
             if not matched:
                 if trace_misses:
                     trace.append(TraceEntry(table_name, cur.name, idx, rule.text, "no match"))
@@ -289,12 +291,14 @@ class Netfilter:
                     if len(stack) > MAX_JUMP_DEPTH:
                         return DROP, errors.JUMP_DEPTH
                 cur, idx = table.chains[t.chain], 0
+                rules = cur.rules
                 continue
             if isinstance(t, Verdict):
                 pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.verdict}")
                 if t.verdict == RETURN:
                     if stack:
                         cur, idx = stack.pop()
+                        rules = cur.rules
                         continue
                     return self._policy(pc, start)
                 if t.verdict == DROP:
@@ -318,6 +322,11 @@ class Netfilter:
         if chain.policy == DROP:
             return DROP, f"policy:{pc.table}/{chain.name}"
         return ACCEPT, None
+
+
+# The stages that are not a table walk, by name (Netfilter.hook).
+_STAGE_METHODS = {"conntrack": Netfilter._conntrack, "nat": Netfilter._nat,
+                  "confirm": Netfilter._confirm}
 
 
 def _matches_noting_volatile(rule, pc: PacketCtx, counted: list) -> bool:
