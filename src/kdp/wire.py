@@ -281,7 +281,7 @@ def finalize(pkt: Packet) -> Packet:
     ip, l4 = pkt.ip, pkt.l4
     if l4 is not None:
         l4 = replace(l4, checksum=l4_checksum_of(ip, l4))
-        l4_len = len(emit_l4(l4))
+        l4_len = l4_length(l4)
     else:
         l4_len = len(pkt.payload)
     ip = IPv4(ip.src, ip.dst, ip.proto, ip.ttl, ip.ident, ip.flags, ip.frag, ip.tos,
@@ -289,10 +289,19 @@ def finalize(pkt: Packet) -> Packet:
     return Packet(pkt.eth, pkt.arp, ip, l4, pkt.payload)
 
 
+def l4_length(l4: L4) -> int:
+    """len(emit_l4(l4)), without emitting it."""
+    if isinstance(l4, TCP):
+        return 20 + len(l4.options) + len(l4.payload)
+    if isinstance(l4, (UDP, ICMP)):
+        return 8 + len(l4.payload)
+    return len(emit_l4(l4))
+
+
 def ip_checksum_ok(pkt: Packet) -> bool:
     if pkt.ip is None:
         return True
-    l4_len = len(emit_l4(pkt.l4)) if pkt.l4 is not None else len(pkt.payload)
+    l4_len = l4_length(pkt.l4) if pkt.l4 is not None else len(pkt.payload)
     return inet_checksum(ip_header(pkt.ip, l4_len)) == 0
 
 

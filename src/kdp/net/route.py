@@ -46,6 +46,11 @@ class RouteTable:
     def __init__(self, watch: Watch | None = None) -> None:
         self.routes: list[Route] = []
         self.watch = watch if watch is not None else Watch()
+        # lookup results by destination address (an int); valid while the
+        # route list is the one they were computed from (the same object, held
+        # here so its identity cannot be reused, and the same length)
+        self._cache: dict[int, Route | None] = {}
+        self._cache_of: tuple = (None, -1)
 
     def add(self, route: Route) -> None:
         self.routes.append(route)
@@ -56,13 +61,24 @@ class RouteTable:
         self.watch.bump()
 
     def lookup(self, dst: IPv4Address) -> Route | None:
+        routes = self.routes
+        held, length = self._cache_of
+        if held is not routes or length != len(routes):
+            self._cache, self._cache_of = {}, (routes, len(routes))
+        n = int(dst)
+        try:
+            return self._cache[n]
+        except KeyError:
+            pass
         best: Route | None = None
-        for r in self.routes:             # linkdown routes still match (ignore_routes_with_linkdown=0)
-            if dst not in r.dst:
+        for r in routes:                  # linkdown routes still match (ignore_routes_with_linkdown=0)
+            if n & int(r.dst.netmask) != int(r.dst.network_address):
                 continue
             if best is None or r.dst.prefixlen > best.dst.prefixlen or \
                     (r.dst.prefixlen == best.dst.prefixlen and r.metric < best.metric):
                 best = r
+        if len(self._cache) < 65536:
+            self._cache[n] = best
         return best
 
     def __iter__(self):
