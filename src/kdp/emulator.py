@@ -260,14 +260,14 @@ class Emulator:
         iptables-save dump; without, the rules kube-proxy writes for the cluster
         as it stands now (after changing its Services or endpoints). Cached
         flow decisions are forgotten (kdp.watch)."""
-        from .k8s.kubeproxy import generate_rules
+        from .k8s.kubeproxy import node_rules
         from .netfilter import parse_iptables_save
         try:
             ns = self.topology.node_ns[node]
         except KeyError:
             raise UsageError(f"no node {node!r}") from None
         if text is None:
-            text = generate_rules(self.cluster, node, nfacct=self.cluster.config.kube_proxy.nfacct)
+            text = node_rules(self.cluster, node)
             source = source or f"kube-proxy rules of {node}"
         ns.netfilter.load(parse_iptables_save(text, source=source or f"rules for {node}"))
 
