@@ -275,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--to", dest="dst", required=True, metavar="DST",
                     help="pod/NS/NAME, node/NAME, svc/NS/NAME, ext/ADDR, an IPv4 address, or a DNS name "
                          "(resolved from SRC first)")
-    tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default=None,
-                    help="the packet: a TCP SYN, a UDP datagram or an ICMP echo request (default: the "
+    tr.add_argument("--proto", choices=["tcp", "udp", "sctp", "icmp"], default=None,
+                    help="the packet: a TCP SYN, a UDP datagram, an SCTP INIT or an ICMP echo request (default: the "
                          "protocol of a Service's first port, else tcp)")
     tr.add_argument("--sport", type=_port, metavar="N", help="source port (default: an ephemeral port)")
     tr.add_argument("--dport", type=_port, metavar="N",

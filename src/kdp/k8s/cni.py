@@ -158,7 +158,7 @@ def _pod(topo: Topology, pod: Pod, seed: int) -> None:
     ns.sockets = SocketTable(ns.name, seed)
     for c in pod.containers:
         for p in c.ports:
-            if p.protocol in ("TCP", "UDP"):
+            if p.protocol in ("TCP", "UDP", "SCTP"):
                 ns.sockets.listen(p.port, p.protocol, c.name)
 
 
