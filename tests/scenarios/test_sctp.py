@@ -171,3 +171,18 @@ def test_sctp_match_options_and_chunk_walk():
     assert "! --chunk-types any ABORT" in str(anyrule)
     with pytest.raises(Exception, match="unknown SCTP chunk type"):
         parse_rule("filter", "INPUT", "-p sctp -m sctp --chunk-types any BOGUS".split())
+
+
+def test_without_the_sctp_module_the_related_icmp_quotes_a_fixed_crc(emu):
+    """A pod whose kernel has no sctp module answers ICMP protocol unreachable; on
+    the way back the node un-NATs the quoted INIT and recomputes its CRC32c over
+    the quoted bytes (sctp_manip_pkt), as the kernel oracle shows."""
+    emu.namespace("pod/default/s1").sockets.sctp_stack = False
+    out = emu.trace("pod/default/client", "svc/default/s")
+    r = out.reply.packet
+    assert out.reply.delivered_to == "pod/default/client" and (r.l4.type, r.l4.code) == (3, 2)
+    inner = r.l4.payload
+    assert inner[16:20] == bytes([10, 0, 0, 1]) and struct.unpack("!H", inner[22:24])[0] == 80
+    from kdp.checksum import crc32c
+    body = inner[20:28] + b"\0\0\0\0" + inner[32:]
+    assert struct.unpack("<I", inner[28:32])[0] == crc32c(body)

@@ -74,6 +74,9 @@ class SocketTable(TcpSockets):
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.tcp: dict[tuple, TcpConn] = {}
         self.sctp: dict[tuple, tuple] = {}        # SCTP associations (net.sctpsock)
+        # the kernel's sctp module is loaded (the first SCTP socket on the host loads
+        # it); without it SCTP gets ICMP protocol unreachable like any unknown protocol
+        self.sctp_stack = True
         self.clients: set[tuple] = set()          # (proto, local ip, local port, remote ip, remote port)
         self.outbox: list[Packet] = []            # segments apps queued (send/connect/close)
         self.connects = 0                         # connect() calls: keys the ephemeral ports
@@ -120,7 +123,7 @@ class SocketTable(TcpSockets):
             return self._tcp(ip, l4, now)
         if isinstance(l4, UDP):
             return self._udp(ip, l4)
-        if isinstance(l4, SCTP):
+        if isinstance(l4, SCTP) and self.sctp_stack:
             return sctp_deliver(self, ip, l4)
         return Delivery("closed", f"no socket for IP protocol {ip.proto}",
                         [icmp_error(pkt, wire.ICMP_DEST_UNREACH, 2, self._icmp_id(pkt))])
