@@ -192,7 +192,6 @@ exit status: 0 valid (warnings on stderr), 2 problems (one per line: FILE:LINE: 
   kdp topology examples/cluster --svg net.svg""",
     "rules": """examples:
   kdp rules demo --node aks-nodepool1-71771131-vmss000000
-  kdp rules demo --node aks-nodepool1-71771131-vmss000000 | grep KUBE-SVC
   kdp rules examples/cluster --node node-a > node-a.rules   # loads with iptables-restore
   kdp rules demo --node aks-nodepool1-71771131-vmss000000 --source kubelet""",
     "inspect": """examples:
