@@ -186,3 +186,18 @@ def test_without_the_sctp_module_the_related_icmp_quotes_a_fixed_crc(emu):
     from kdp.checksum import crc32c
     body = inner[20:28] + b"\0\0\0\0" + inner[32:]
     assert struct.unpack("<I", inner[28:32])[0] == crc32c(body)
+
+
+def test_kdp_testing_invariants_hold_for_sctp_flows(emu):
+    from kdp.testing.invariants import check_flow
+    from kdp.testing.strategies import Flow
+    for flow in (Flow("pod/default/client", "svc/default/s", "sctp", 40000, 80),
+                 Flow("ext/8.8.8.8", "10.240.0.4", "sctp", 40001, 30099)):
+        assert check_flow(emu, flow).delivered_to == "pod/default/s1"
+
+
+def test_multiport_matches_sctp_ports():
+    from kdp.netfilter import parse_rule
+    m = parse_rule("filter", "INPUT", "-p sctp -m multiport --dports 80,90:99 -j DROP".split()).matches[0]
+    assert m.matches(type("PC", (), {"l4": _pkt(b"", dport=95).l4})())
+    assert not m.matches(type("PC", (), {"l4": _pkt(b"", dport=100).l4})())
