@@ -44,3 +44,20 @@ def test_be_liberal_agrees_with_the_kernel():
     got = [p.kernel.pkt for dr in r.devices for p in dr.pairs if p.kernel and p.kernel.pkt
            and p.kernel.pkt.ip and isinstance(p.kernel.pkt.l4, wire.TCP)]
     assert any(p.l4.flags & wire.RST for p in got)               # web-2's RST came back
+
+
+def test_masquerade_without_random_fully_keeps_the_port_in_the_kernel_too():
+    """iptablesRandomFully: false — plain MASQUERADE keeps a free source port: the
+    kernel's conntrack shows the client's port in the reply tuple, as kdp does."""
+    from ipaddress import IPv4Address as A
+
+    from kdp.emulator import Emulator
+    c = cluster("iptablesRandomFully: false")
+    st = first_frame(c, 1, "ext/198.18.0.9", "10.240.0.4", proto="tcp", sport=5000, dport=30080)
+    results = _agree(c, [Scenario("nodeport-plain-masquerade", "NodePort from outside, MASQUERADE "
+                                  "without --random-fully", [st], needs_rules=True)])
+    lines = results["nodeport-plain-masquerade"].kernel_conntrack["node/n1"]
+    # whichever endpoint the kernel drew (web-1 on n1: SNAT to cbr0's address; else the node IP)
+    assert any("src=198.18.0.9" in ln and "sport=8080 dport=5000 " in ln for ln in lines), lines
+    out = Emulator(c, seed=1).trace("ext/198.18.0.9", "10.240.0.4", dport=30080, sport=5000)
+    assert out.packet.ip.src != A("198.18.0.9") and out.packet.l4.sport == 5000
