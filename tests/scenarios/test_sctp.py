@@ -201,3 +201,18 @@ def test_multiport_matches_sctp_ports():
     m = parse_rule("filter", "INPUT", "-p sctp -m multiport --dports 80,90:99 -j DROP".split()).matches[0]
     assert m.matches(type("PC", (), {"l4": _pkt(b"", dport=95).l4})())
     assert not m.matches(type("PC", (), {"l4": _pkt(b"", dport=100).l4})())
+
+
+def test_sctp_rules_print_back_as_the_real_iptables_save_printed_them():
+    """Lines the real iptables-save printed for these rules (1.8, in a netns; the gated
+    tests/unit/netfilter/test_nf_oracle_save.py checks them live)."""
+    from kdp.netfilter import parse_iptables_save
+    lines = ["-A INPUT -p sctp -m sctp ! --sport 1000:2000 --dport 80 -j ACCEPT",
+             "-A INPUT -p sctp -m sctp --chunk-types only DATA:Be,INIT -j DROP",
+             "-A INPUT -p sctp -m sctp ! --chunk-types all ABORT:T,SHUTDOWN_COMPLETE:t -j DROP",
+             "-A INPUT -p sctp -m sctp --chunk-types any ALL -j DROP",
+             "-A INPUT -p sctp -m sctp --chunk-types only NONE -j DROP"]
+    text = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" + \
+        "\n".join(lines) + "\nCOMMIT\n"
+    saved = parse_iptables_save(text, "t").to_iptables_save()
+    assert [ln for ln in saved.splitlines() if ln.startswith("-A")] == lines
