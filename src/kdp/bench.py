@@ -87,10 +87,10 @@ class Workload:
 
 
 def workload(services: int, endpoints: int) -> Workload:
-    from .k8s.kubeproxy import generate_rules
+    from .k8s.kubeproxy import node_rules
     t0 = time.perf_counter()
     cluster = synthetic_cluster(services, endpoints)
-    text = generate_rules(cluster, NODE, nfacct=cluster.config.kube_proxy.nfacct)
+    text = node_rules(cluster, NODE)
     return Workload(services, endpoints, cluster, text, time.perf_counter() - t0)
 
 

@@ -155,13 +155,13 @@ class _progress:
 
 
 def cmd_rules(a) -> int:
-    from .k8s.kubeproxy import generate_rules
+    from .k8s.kubeproxy import node_rules
     c = load_cluster(a.cluster)
     names = [n.name for n in c.nodes]
     if a.node not in names:
         raise UsageError(f"--node {a.node}: no such node"
                          + (did_you_mean(a.node, names) or f" (nodes: {', '.join(names)})"))
-    sys.stdout.write(generate_rules(c, a.node, nfacct=c.config.kube_proxy.nfacct))
+    sys.stdout.write(node_rules(c, a.node, a.source))
     return 0
 
 
@@ -192,8 +192,8 @@ exit status: 0 valid (warnings on stderr), 2 problems (one per line: FILE:LINE: 
   kdp topology examples/cluster --svg net.svg""",
     "rules": """examples:
   kdp rules demo --node aks-nodepool1-71771131-vmss000000
-  kdp rules demo --node aks-nodepool1-71771131-vmss000000 | grep KUBE-SVC
-  kdp rules examples/cluster --node node-a > node-a.rules   # loads with iptables-restore""",
+  kdp rules examples/cluster --node node-a > node-a.rules   # loads with iptables-restore
+  kdp rules demo --node aks-nodepool1-71771131-vmss000000 --source kubelet""",
     "inspect": """examples:
   kdp inspect demo pod/default/client
   kdp inspect demo node/aks-nodepool1-71771131-vmss000000
@@ -255,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--node", required=True, help="the node whose rules to print (see kdp topology)")
     ru.add_argument("--format", choices=["iptables-save"], default="iptables-save",
                     help="output format (only iptables-save, as the real command prints it)")
+    ru.add_argument("--source", choices=["all", "kube-proxy", "kubelet", "ip-masq-agent"],
+                    default="all",
+                    help="only the rules one component writes (default all: the whole node); "
+                         "kube-proxy's view is what its own iptables-restore input holds")
     ru.set_defaults(func=cmd_rules)
 
     i = _sub(sub, "inspect", "the pause container, containers and network of a pod or node")
@@ -270,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--to", dest="dst", required=True, metavar="DST",
                     help="pod/NS/NAME, node/NAME, svc/NS/NAME, ext/ADDR, an IPv4 address, or a DNS name "
                          "(resolved from SRC first)")
-    tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default=None,
-                    help="the packet: a TCP SYN, a UDP datagram or an ICMP echo request (default: the "
+    tr.add_argument("--proto", choices=["tcp", "udp", "sctp", "icmp"], default=None,
+                    help="the packet: a TCP SYN, a UDP datagram, an SCTP INIT or an ICMP echo request (default: the "
                          "protocol of a Service's first port, else tcp)")
     tr.add_argument("--sport", type=_port, metavar="N", help="source port (default: an ephemeral port)")
     tr.add_argument("--dport", type=_port, metavar="N",

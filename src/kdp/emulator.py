@@ -12,9 +12,10 @@ from .datapath import Datapath, Outcome
 from .errors import UsageError
 from .suggest import close_matches, did_you_mean
 from .k8s.model import Cluster
-from .wire import ICMP, IPv4, Packet, TCP, UDP
+from .wire import ICMP, SCTP, IPv4, Packet, TCP, UDP
 
-PROTOS = {"tcp": wire.PROTO_TCP, "udp": wire.PROTO_UDP, "icmp": wire.PROTO_ICMP}
+PROTOS = {"tcp": wire.PROTO_TCP, "udp": wire.PROTO_UDP, "icmp": wire.PROTO_ICMP,
+          "sctp": wire.PROTO_SCTP}
 LINUX_SYN_OPTIONS = bytes.fromhex("020405b4" "0402080a") + b"\x00" * 8 + bytes.fromhex("01030307")
 
 
@@ -190,7 +191,7 @@ class Emulator:
         if proto is None:
             proto = d.protocol if d.kind == "svc" and d.protocol else "tcp"
         if proto not in PROTOS:
-            raise UsageError(f"--proto {proto}: expected tcp, udp or icmp")
+            raise UsageError(f"--proto {proto}: expected tcp, udp, sctp or icmp")
         if dport is None and d.kind == "svc" and proto != "icmp":
             dport = self._service_port(d, proto)
         if dport is None:
@@ -233,6 +234,11 @@ class Emulator:
         elif proto == "udp":
             l4 = UDP(sport, dport, 0, payload if payload is not None else b"kdp probe\n")
             ip = IPv4(src, dst, wire.PROTO_UDP, ttl, ident, 2)
+        elif proto == "sctp":           # an INIT, as connect() on an SCTP socket sends first
+            tag = keyed_hash(self.seed, "sctp-tag", str(src), sport, str(dst), dport,
+                             seed_as_key=False) & 0xFFFFFFFF or 1
+            l4 = SCTP(sport, dport, 0, 0, wire.sctp_init(tag, tag ^ 0x5A5A5A5A))
+            ip = IPv4(src, dst, wire.PROTO_SCTP, ttl, ident, 2)
         else:
             body = payload if payload is not None else bytes(range(0x10, 0x10 + 56))
             l4 = ICMP(wire.ICMP_ECHO, 0, 0, (sport << 16) | 1, body)
@@ -249,6 +255,9 @@ class Emulator:
             ns.sockets.add_client("udp", ip.src, l4.sport, ip.dst, l4.dport)
         elif isinstance(l4, ICMP) and l4.type == wire.ICMP_ECHO:
             ns.sockets.add_client("icmp", ip.src, l4.ident, ip.dst, 0)
+        elif isinstance(l4, SCTP) and l4.vtag == 0:        # the INIT's association, COOKIE_WAIT
+            tag = int.from_bytes(l4.chunks[4:8], "big")
+            ns.sockets.sctp[(ip.src, l4.sport, ip.dst, l4.dport)] = (0, tag, "COOKIE_WAIT")
 
     def _now(self, time: float | None) -> float:
         return self.datapath.now if time is None else float(time)
@@ -260,14 +269,14 @@ class Emulator:
         iptables-save dump; without, the rules kube-proxy writes for the cluster
         as it stands now (after changing its Services or endpoints). Cached
         flow decisions are forgotten (kdp.watch)."""
-        from .k8s.kubeproxy import generate_rules
+        from .k8s.kubeproxy import node_rules
         from .netfilter import parse_iptables_save
         try:
             ns = self.topology.node_ns[node]
         except KeyError:
             raise UsageError(f"no node {node!r}") from None
         if text is None:
-            text = generate_rules(self.cluster, node, nfacct=self.cluster.config.kube_proxy.nfacct)
+            text = node_rules(self.cluster, node)
             source = source or f"kube-proxy rules of {node}"
         ns.netfilter.load(parse_iptables_save(text, source=source or f"rules for {node}"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .wire import ICMP, Packet, TCP, UDP
+from .wire import ICMP, SCTP, Packet, TCP, UDP
 
 
 def packet_fields(pkt: Packet) -> dict:
@@ -22,6 +22,9 @@ def packet_fields(pkt: Packet) -> dict:
         d["icmp_type"], d["icmp_code"] = pkt.l4.type, pkt.l4.code
     if isinstance(pkt.l4, UDP):
         d["length"] = len(pkt.l4.payload)
+    if isinstance(pkt.l4, SCTP):
+        from .wire import sctp_chunk_str
+        d["chunks"], d["vtag"] = sctp_chunk_str(pkt.l4), pkt.l4.vtag
     return d
 
 
@@ -30,7 +33,8 @@ DEFAULT_DETAIL = "summary"
 LEG_MARK = {"request": "->", "reply": "<-", "arp": "  "}
 
 # the conntrack bookkeeping a summary leaves out (the rewrites and the trouble stay)
-_CT_ROUTINE = ("conntrack new ", "conntrack confirm ", "conntrack tcp ", "conntrack udp stream",
+_CT_ROUTINE = ("conntrack new ", "conntrack confirm ", "conntrack tcp ", "conntrack sctp ",
+               "conntrack udp stream",
                "conntrack established ", "conntrack related ", "nat bind ")
 _NF_HOP = re.compile(r"(?P<table>[a-z]+)/(?P<chain>[^\s:#]+)(?:#\d+)?: (?P<rest>.*)\Z", re.S)
 

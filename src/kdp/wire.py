@@ -1,5 +1,5 @@
 # wire: parse an Ethernet frame once into a small frozen representation
-# (Ethernet, ARP, IPv4, TCP/UDP/ICMP) and emit it back to bytes. Checksums are
+# (Ethernet, ARP, IPv4, TCP/UDP/ICMP/SCTP) and emit it back to bytes. Checksums are
 # carried as fields: rewrites update them incrementally, as the kernel does, and
 # locally built packets get full checksums. No Scapy here (see kdp.io).
 from __future__ import annotations
@@ -8,20 +8,30 @@ import struct
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
-from .checksum import csum_replace, inet_checksum
+from .checksum import crc32c, csum_replace, inet_checksum
 from .addr import mac_from_bytes, mac_to_bytes
 from .errors import KdpError
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
-PROTO_ICMP, PROTO_TCP, PROTO_UDP = 1, 6, 17
-PROTO_NAMES = {PROTO_ICMP: "icmp", PROTO_TCP: "tcp", PROTO_UDP: "udp"}
+PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_SCTP = 1, 6, 17, 132
+PROTO_NAMES = {PROTO_ICMP: "icmp", PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_SCTP: "sctp"}
 # The ICMP types that are errors (unreachable, source quench, redirect, time exceeded, parameter
 # problem): declared here only; conntrack, netfilter and the fast path's contract import this one.
 ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 
 # TCP flag bits
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+# SCTP chunk types (RFC 9260 section 3.2) and the T bit of ABORT / SHUTDOWN COMPLETE
+SCTP_CHUNK_NAMES = {0: "DATA", 1: "INIT", 2: "INIT_ACK", 3: "SACK", 4: "HEARTBEAT",
+                    5: "HEARTBEAT_ACK", 6: "ABORT", 7: "SHUTDOWN", 8: "SHUTDOWN_ACK", 9: "ERROR",
+                    10: "COOKIE_ECHO", 11: "COOKIE_ACK", 12: "ECN_ECNE", 13: "ECN_CWR",
+                    14: "SHUTDOWN_COMPLETE", 15: "AUTH", 64: "I_DATA", 128: "ASCONF_ACK",
+                    130: "RE_CONFIG", 132: "PAD", 192: "FORWARD_TSN", 193: "ASCONF",
+                    194: "I_FORWARD_TSN"}
+SCTP_DATA, SCTP_INIT, SCTP_INIT_ACK, SCTP_ABORT = 0, 1, 2, 6
+SCTP_FLAG_T = 0x01
 
 # ICMP types/codes used by the stack
 ICMP_ECHOREPLY, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
@@ -105,7 +115,63 @@ class ICMP:
         return self.rest & 0xFFFF
 
 
-L4 = TCP | UDP | ICMP
+@dataclass(frozen=True, slots=True)
+class SCTP:
+    """The SCTP common header and its chunks (raw bytes, see sctp_chunks). `checksum`
+    is the CRC32c as a number (the wire carries it little-endian)."""
+
+    sport: int
+    dport: int
+    vtag: int = 0
+    checksum: int = 0
+    chunks: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    type: int
+    flags: int
+    length: int             # the chunk length field (header included, padding not)
+    value: bytes
+
+    @property
+    def name(self) -> str:
+        return SCTP_CHUNK_NAMES.get(self.type, f"chunk-{self.type}")
+
+
+def sctp_chunks(l4: SCTP) -> list[Chunk]:
+    """The chunks of an SCTP packet in order (as for_each_sctp_chunk walks them: a
+    zero-length chunk ends the walk; conntrack calls such a packet INVALID)."""
+    out, b, off = [], l4.chunks, 0
+    while off + 4 <= len(b):
+        typ, flags, length = struct.unpack("!BBH", b[off:off + 4])
+        out.append(Chunk(typ, flags, length, bytes(b[off + 4:off + max(length, 4)])))
+        if length < 4:
+            break
+        off += (length + 3) & ~3
+    return out
+
+
+def sctp_chunk(typ: int, value: bytes = b"", flags: int = 0) -> bytes:
+    """One chunk's bytes, padded to 4."""
+    raw = struct.pack("!BBH", typ, flags, 4 + len(value)) + value
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def sctp_init(init_tag: int, tsn: int, ack: bool = False) -> bytes:
+    """An INIT (or INIT ACK) chunk: initiate tag, a_rwnd 106496, 10 streams each way,
+    the initial TSN (INIT ACK: with a state cookie parameter)."""
+    value = struct.pack("!IIHHI", init_tag, 106496, 10, 10, tsn)
+    if ack:
+        value += struct.pack("!HH", 7, 4 + 16) + struct.pack("!IIII", init_tag, tsn, 0, 0)
+    return sctp_chunk(SCTP_INIT_ACK if ack else SCTP_INIT, value)
+
+
+def sctp_chunk_str(l4: SCTP) -> str:
+    return ",".join(c.name for c in sctp_chunks(l4)) or "no chunks"
+
+
+L4 = TCP | UDP | ICMP | SCTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +181,7 @@ class Packet:
     eth: Ether
     arp: ARP | None = None
     ip: IPv4 | None = None
-    l4: TCP | UDP | ICMP | None = None
+    l4: TCP | UDP | ICMP | SCTP | None = None
     payload: bytes = b""
 
     # --- convenient views -------------------------------------------------
@@ -129,7 +195,7 @@ class Packet:
 
     @property
     def ports(self) -> tuple[int | None, int | None]:
-        if isinstance(self.l4, (TCP, UDP)):
+        if isinstance(self.l4, (TCP, UDP, SCTP)):
             return self.l4.sport, self.l4.dport
         return None, None
 
@@ -149,6 +215,9 @@ class Packet:
             return f"UDP {ip.src}:{l4.sport} > {ip.dst}:{l4.dport} len {len(l4.payload)} ttl {ip.ttl}"
         if isinstance(l4, ICMP):
             return f"ICMP {ip.src} > {ip.dst} {icmp_str(l4)} ttl {ip.ttl}"
+        if isinstance(l4, SCTP):
+            return (f"SCTP {ip.src}:{l4.sport} > {ip.dst}:{l4.dport} [{sctp_chunk_str(l4)}] "
+                    f"vtag {l4.vtag:#x} ttl {ip.ttl}")
         return f"IP {ip.src} > {ip.dst} proto {ip.proto} ttl {ip.ttl}"
 
 
@@ -223,6 +292,9 @@ def _parse_l4(proto: int, b: bytes) -> L4 | None:
     if proto == PROTO_ICMP and len(b) >= 8:
         typ, code, csum, rest = struct.unpack("!BBHI", b[:8])
         return ICMP(typ, code, csum, rest, bytes(b[8:]))
+    if proto == PROTO_SCTP and len(b) >= 12:
+        sport, dport, vtag = struct.unpack("!HHI", b[:8])
+        return SCTP(sport, dport, vtag, struct.unpack("<I", b[8:12])[0], bytes(b[12:]))
     return None
 
 
@@ -257,6 +329,10 @@ def emit_l4(l4: L4, checksum: int | None = None) -> bytes:
     if isinstance(l4, UDP):
         csum = l4.checksum if checksum is None else checksum
         return struct.pack("!HHHH", l4.sport, l4.dport, 8 + len(l4.payload), csum) + l4.payload
+    if isinstance(l4, SCTP):
+        csum = l4.checksum if checksum is None else checksum
+        return struct.pack("!HHI", l4.sport, l4.dport, l4.vtag) + struct.pack("<I", csum) + \
+            l4.chunks
     csum = l4.checksum if checksum is None else checksum
     return struct.pack("!BBHI", l4.type, l4.code, csum, l4.rest) + l4.payload
 
@@ -267,6 +343,8 @@ def l4_checksum_of(ip: IPv4, l4: L4) -> int:
     body = emit_l4(l4, checksum=0)
     if isinstance(l4, ICMP):
         return inet_checksum(body)
+    if isinstance(l4, SCTP):
+        return crc32c(body)                 # no pseudo header
     pseudo = ip.src.packed + ip.dst.packed + struct.pack("!BBH", 0, ip.proto, len(body))
     csum = inet_checksum(pseudo + body)
     if isinstance(l4, UDP) and csum == 0:
@@ -354,7 +432,12 @@ def rewrite_addr(pkt: Packet, *, src: IPv4Address | None = None, dst: IPv4Addres
             l4csum = csum_replace(l4csum, ip.dst.packed, dst.packed)
         new_dst = dst
     new_l4 = l4
-    if isinstance(l4, (TCP, UDP)):
+    if isinstance(l4, SCTP):
+        # sctp_manip_pkt(): the ports, then the CRC32c computed afresh (not adjusted)
+        new_l4 = SCTP(l4.sport if sport is None else sport, l4.dport if dport is None else dport,
+                      l4.vtag, 0, l4.chunks)
+        new_l4 = SCTP(new_l4.sport, new_l4.dport, l4.vtag, crc32c(emit_l4(new_l4, 0)), l4.chunks)
+    elif isinstance(l4, (TCP, UDP)):
         new_sport, new_dport = l4.sport, l4.dport
         if sport is not None and l4.sport != sport:
             if pseudo:

@@ -363,6 +363,82 @@ def test_full_conntrack_table(tmp_path):
     assert seen.get("conntrack-table-full", 0) > 20 and seen["delivered"] > 500, seen
 
 
+def test_node_options_agree(tmp_path):
+    """A node with conntrackTCPBeLiberal (no INVALID drop rule: bad-checksum
+    segments go on), MASQUERADE without --random-fully and NodePorts only on the
+    primary address: every mode alike, conntrack included."""
+    cluster = tmp_path / "cluster.yaml"
+    text = CLUSTER_DATA.read_text()
+    cluster.write_text(text.replace("    masqueradeAll: false\n", "    masqueradeAll: false\n"
+                                    "    conntrackTCPBeLiberal: true\n    iptablesRandomFully: false\n"
+                                    "    nodePortAddresses: [primary]\n", 1))
+    recs = generated(900, flows=20, mix="full", seed=10)
+    rng = random.Random(10)
+    kinds = ["bad-l4-checksum", "fin-ack", "rst"] * 3
+    recs = edited(recs, list(zip(sorted(rng.sample(range(150, 900), len(kinds))), kinds)))
+    ref = assert_equivalent(run_modes(write(tmp_path / "opts.pcap", recs), tmp_path,
+                                      cluster=str(cluster), args=("--conntrack",)), ("conntrack",))
+    seen = reasons(ref)
+    assert not seen.get("rule:filter/KUBE-FORWARD#1") and seen["delivered"] > 400, seen
+
+
+SCTP_OBJECTS = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sctp-echo, namespace: default, labels: {app: sctp-echo}}
+spec:
+  nodeName: aks-nodepool1-71771131-vmss000001
+  containers: [{name: echo, image: echo, ports: [{containerPort: 9999, protocol: SCTP}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sctp-echo, namespace: default}
+spec: {selector: {app: sctp-echo}, ports: [{port: 80, targetPort: 9999, protocol: SCTP}]}
+"""
+
+
+def test_sctp_service_frames_agree(tmp_path):
+    """A cluster with an SCTP Service: INITs (new and retransmitted), a DATA chunk
+    no association knows (INVALID) and a bad CRC32c amid TCP/UDP traffic; the fast
+    path leaves SCTP to the reference walk and every mode agrees."""
+    from kdp import wire
+    from kdp.emulator import Emulator
+    from kdp.k8s import load_cluster
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(CLUSTER_DATA.read_text() + SCTP_OBJECTS)
+    emu = Emulator(load_cluster(str(cluster)))
+    client, cbr0 = emu.attach_device(AT).mac, emu.topology.node_ns[NODE0].devices["cbr0"].mac
+    vip = emu.cluster.service("default", "sctp-echo").cluster_ip
+    recs = generated(600, flows=20, mix="full", seed=11)
+    t0 = recs[0][0]
+
+    def frame(sport, l4):
+        pkt = emu.build(wire.IPv4Address(mp.CLIENT_IP), vip, "sctp", sport, 80, ident=sport & 0xFFFF)
+        pkt = wire.finalize(wire.Packet(wire.Ether(cbr0, client, wire.ETH_P_IP), ip=pkt.ip,
+                                        l4=l4 or pkt.l4))
+        return wire.emit(pkt)
+
+    data = wire.SCTP(0, 80, 0x1234, 0, wire.sctp_chunk(0, b"\0" * 12 + b"x"))
+    extra = []
+    for i, sport in enumerate(range(47000, 47030)):
+        extra.append((t0 + 1000 + i * 40_000, frame(sport, None)))
+        extra.append((t0 + 3000 + i * 40_000, frame(sport, None)))           # retransmit
+        if i % 5 == 0:
+            extra.append((t0 + 5000 + i * 40_000, frame(sport, wire.SCTP(sport, 80, 0x1234, 0,
+                                                                         data.chunks))))
+    bad = bytearray(frame(47100, None))
+    bad[-1] ^= 0xFF
+    extra.append((t0 + 7000, bytes(bad)))
+    recs = sorted(recs + extra, key=lambda r: r[0])
+    ref = assert_equivalent(run_modes(write(tmp_path / "sctp.pcap", recs), tmp_path,
+                                      cluster=str(cluster), args=("--conntrack", "--counters")),
+                            ("conntrack", "counters"))
+    got = [r for r in records(ref.lines) if r["packet"]["proto"] == "sctp"]
+    assert sum(r["delivered_to"] == "pod/default/sctp-echo" for r in got) == 60, reasons(ref)
+    assert sum(r["disposition"] == "dropped" for r in got) == 7, reasons(ref)
+
+
 def test_state_after_the_run_agrees(tmp_path):
     """Stricter than the output contract: conntrack -L and the rule counters
     (iptables-save -c) after the run are the same whether frames took the

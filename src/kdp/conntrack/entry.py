@@ -59,6 +59,17 @@ class TcpInfo:
 
 
 @dataclass(eq=False)
+class SctpInfo:
+    """struct ip_ct_sctp: the state, the verification tags and INIT flags per direction."""
+
+    state: str = "NONE"
+    vtag: list[int] = field(default_factory=lambda: [0, 0])
+    init: list[bool] = field(default_factory=lambda: [False, False])
+    flags: int = 0
+    last_dir: str = ORIGINAL
+
+
+@dataclass(eq=False)
 class ConntrackEntry:
     """One connection. `reply` is the tuple reply packets carry *before*
     un-NAT; it differs from orig.invert() exactly when the entry has a NAT
@@ -72,6 +83,7 @@ class ConntrackEntry:
     timeout_at: float = 0.0
     mark: int = 0
     tcp: TcpInfo | None = None
+    sctp: SctpInfo | None = None
     udp_stream_at: float = 0.0
     masq_dev: str | None = None
     # the timeout the last packet set (timeout_at = now + refresh), None when
@@ -95,6 +107,8 @@ class ConntrackEntry:
 
     @property
     def proto_state(self) -> str | None:
+        if self.sctp is not None:
+            return self.sctp.state
         return self.tcp.state if self.tcp is not None else None
 
     def status_names(self) -> list[str]:
@@ -104,7 +118,7 @@ class ConntrackEntry:
         return max(0.0, self.timeout_at - now)
 
     def __repr__(self) -> str:
-        st = f" {self.proto_state}" if self.tcp is not None else ""
+        st = f" {self.proto_state}" if self.proto_state is not None else ""
         return (f"<ConntrackEntry #{self.id}{st} {self.orig} | {self.reply.endpoints()} "
                 f"{'|'.join(self.status_names())}>")
 
@@ -116,6 +130,10 @@ class ConntrackEntry:
         if self.tcp is not None:
             d["tcp"] = {"state": self.tcp.state, "last_index": self.tcp.last_index,
                         "last_dir": self.tcp.last_dir, "close_init": list(self.tcp.close_init)}
+        if self.sctp is not None:
+            s = self.sctp
+            d["sctp"] = {"state": s.state, "vtag": list(s.vtag), "init": list(s.init),
+                         "flags": s.flags, "last_dir": s.last_dir}
         return d
 
     @classmethod
@@ -126,4 +144,7 @@ class ConntrackEntry:
         if "tcp" in d:
             t = d["tcp"]
             e.tcp = TcpInfo(t["state"], t["last_index"], t["last_dir"], list(t["close_init"]))
+        if "sctp" in d:
+            s = d["sctp"]
+            e.sctp = SctpInfo(s["state"], list(s["vtag"]), list(s["init"]), s["flags"], s["last_dir"])
         return e

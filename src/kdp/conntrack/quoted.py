@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import struct
 
-from kdp.checksum import csum_replace
+from kdp.checksum import crc32c, csum_replace
 
-from .tuples import PROTO_ICMP, Tuple
+from .tuples import PROTO_ICMP, PROTO_SCTP, Tuple
 
 _TCP, _UDP = 6, 17
 
@@ -49,6 +49,14 @@ def rewrite_quoted(payload: bytes, target: Tuple, source_side: bool) -> bytes | 
                 c = 0xFFFF
             _put16(b, coff, c)
         b[poff:poff + 2] = new_port
+    elif proto == PROTO_SCTP and l4_len >= 8:
+        # sctp_manip_pkt() on the quoted header: the port, then (a whole common
+        # header quoted) the CRC32c computed afresh over what is quoted from there
+        poff = l4 + (0 if source_side else 2)
+        b[poff:poff + 2] = struct.pack("!H", target.sport if source_side else target.dport)
+        if l4_len >= 12:
+            b[l4 + 8:l4 + 12] = b"\0\0\0\0"
+            b[l4 + 8:l4 + 12] = struct.pack("<I", crc32c(bytes(b[l4:])))
     elif proto == PROTO_ICMP and l4_len >= 8:
         old_id = bytes(b[l4 + 4:l4 + 6])
         new_id = struct.pack("!H", target.sport)

@@ -233,8 +233,8 @@ def bucket_of(seed: int, buckets: int, t: Tuple) -> int:
 def conntrack_line(e: ConntrackEntry, now: float) -> str:
     proto = e.orig.proto
     parts = [f"{_L_NAMES.get(proto, 'unknown'):<8} {proto} {int(e.remaining(now))}"]
-    if e.tcp is not None:
-        parts.append(e.tcp.state)
+    if e.proto_state is not None:
+        parts.append(e.proto_state)
     parts.append(e.orig.conntrack_fields())
     if not e.status & SEEN_REPLY:
         parts.append("[UNREPLIED]")

@@ -24,6 +24,14 @@ class Timeouts:
     udp_stream: float = 120
     icmp: float = 30
     generic: float = 600
+    sctp_closed: float = 10             # nf_conntrack_sctp_timeout_* (Linux 6.4+)
+    sctp_cookie_wait: float = 3
+    sctp_cookie_echoed: float = 3
+    sctp_established: float = 210
+    sctp_shutdown_sent: float = 3
+    sctp_shutdown_recd: float = 3
+    sctp_shutdown_ack_sent: float = 3
+    sctp_heartbeat_sent: float = 30
 
     @classmethod
     def kernel(cls) -> "Timeouts":

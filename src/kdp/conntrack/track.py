@@ -1,5 +1,5 @@
 # conntrack.track: nf_conntrack_in() — for one packet at PREROUTING/OUTPUT,
-# find or create the entry, run the protocol tracker (TCP/UDP/ICMP/generic),
+# find or create the entry, run the protocol tracker (TCP/UDP/ICMP/SCTP/generic),
 # classify ICMP errors as RELATED to the connection they quote, and say what
 # rules will see (ctinfo) or why the packet is INVALID. Does not rewrite
 # packets (conntrack.nat) and does not confirm (the table's confirm()).
@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kdp import errors
-from kdp.wire import (ICMP, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP, UDP, Packet, l4_checksum_ok,
-                      tcp_flag_str)
+from kdp.wire import (ICMP, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SCTP, TCP, UDP, Packet,
+                      l4_checksum_ok, sctp_chunks, tcp_flag_str)
 
+from . import sctp as sctpct
 from . import tcp as tcpct
 from .entry import (ASSURED, ESTABLISHED, ESTABLISHED_REPLY, NEW, ORIGINAL, RELATED,
                     RELATED_REPLY, REPLY, SEEN_REPLY, ConntrackEntry, TcpInfo, ctinfo_state)
@@ -95,7 +96,7 @@ def _proto_error(table: ConntrackTable, pkt: Packet, prerouting: bool) -> str | 
         return "invalid tcp flag combination"
     if isinstance(l4, ICMP) and l4.type > NR_ICMP_TYPES:
         return f"invalid icmp type {l4.type}"
-    if prerouting and table.checksum and isinstance(l4, (TCP, UDP, ICMP)) \
+    if prerouting and table.checksum and isinstance(l4, (TCP, UDP, ICMP, SCTP)) \
             and not l4_checksum_ok(pkt):
         return f"bad {pkt.proto_name} checksum"
     return None
@@ -144,6 +145,8 @@ def _handle(table: ConntrackTable, res: CtResult, pkt: Packet, now: float) -> st
         elif old != new:
             res.events.append(f"conntrack tcp {old} -> {new}")
         return outcome
+    if isinstance(l4, SCTP):
+        return _sctp(res, l4, tmo, now)
     if pkt.ip.proto == PROTO_UDP:
         if e.status & SEEN_REPLY:
             extra, stream = tmo.udp, False
@@ -165,6 +168,26 @@ def _handle(table: ConntrackTable, res: CtResult, pkt: Packet, now: float) -> st
         return tcpct.ACCEPT
     e.timeout_at, e.refresh = now + tmo.generic, tmo.generic
     return tcpct.ACCEPT
+
+
+def _sctp(res: CtResult, sh: SCTP, tmo, now: float) -> str:
+    """nf_conntrack_sctp_packet(): chunk checks, a new entry's first chunks, then
+    the verification tags and the state table (conntrack.sctp)."""
+    e = res.entry
+    chunks = sctp_chunks(sh)
+    why = sctpct.basic_checks(chunks)
+    if why is None and (res.new or e.sctp is None):
+        why = sctpct.sctp_new(e, sh, chunks)
+    if why is not None:
+        res.invalid = why
+        return tcpct.INVALID
+    outcome, old, new, why = sctpct.sctp_packet(e, res.direction, sh, chunks, tmo, now,
+                                                confirmed=not res.new)
+    if outcome == tcpct.INVALID:
+        res.invalid = why
+    elif old != new:
+        res.events.append(f"conntrack sctp {old} -> {new}")
+    return outcome
 
 
 def _icmp_error(table: ConntrackTable, pkt: Packet, now: float, prerouting: bool) -> CtResult:

@@ -7,9 +7,10 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from kdp.wire import ICMP, ICMP_ERROR_TYPES, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP, UDP, Packet
+from kdp.wire import (ICMP, ICMP_ERROR_TYPES, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCTP,
+                      TCP, UDP, Packet)
 
-PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp"}
+PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_SCTP: "sctp"}
 PORT_PROTOS = (PROTO_TCP, PROTO_UDP, 132, 33, 136)   # tcp udp sctp dccp udplite
 
 # ICMP query types and their answers (nf_conntrack_proto_icmp invmap).
@@ -92,11 +93,11 @@ def packet_tuple(pkt: Packet) -> Tuple | None:
     if ip is None:
         return None
     l4 = pkt.l4
-    if isinstance(l4, (TCP, UDP)):
+    if isinstance(l4, (TCP, UDP, SCTP)):
         return Tuple(ip.proto, ip.src, ip.dst, l4.sport, l4.dport)
     if isinstance(l4, ICMP):
         return Tuple(PROTO_ICMP, ip.src, ip.dst, l4.ident, (l4.type << 8) | l4.code)
-    if ip.proto in (PROTO_TCP, PROTO_UDP, PROTO_ICMP) or ip.frag or ip.flags & 1:
+    if ip.proto in (PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_SCTP) or ip.frag or ip.flags & 1:
         return None
     return Tuple(ip.proto, ip.src, ip.dst)
 

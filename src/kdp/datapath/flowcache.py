@@ -58,6 +58,9 @@ class Recorder:
         if e is None or res.new or res.drop or id(e) not in self.before:
             self.problems.append("conntrack did not find an established entry")
             return
+        if e.orig.proto == wire.PROTO_SCTP:
+            self.problems.append("SCTP is left to the reference path")
+            return
         now = self.dp.now
         bound = math.inf
         if e.orig.proto == wire.PROTO_UDP and e.status & SEEN_REPLY and now <= e.udp_stream_at:

@@ -105,7 +105,7 @@ def matching_options(cluster: Cluster, node_name: str, text: str) -> kp.Options 
     """The generate_rules() options whose output is `text` (comments and blank
     lines aside), the node's configured ones tried first; None if none is."""
     want = _normal(text)
-    first = kp.Options(nfacct=cluster.config.kube_proxy.nfacct)
+    first = kp.node_options(cluster)
     tried = [first] + [kp.Options(rf, nf, lib, kl) for rf in (True, False) for nf in (True, False)
                        for lib in (False, True) for kl in (True, False)]
     seen = set()
@@ -120,12 +120,7 @@ def matching_options(cluster: Cluster, node_name: str, text: str) -> kp.Options 
 
 def node_addresses(cluster: Cluster, node_name: str) -> list[IPv4Interface]:
     """The addresses kdp's CNI gives the node's namespace (k8s.cni._node)."""
-    cfg, node = cluster.config, cluster.node(node_name)
-    out = [IPv4Interface("127.0.0.1/8"), IPv4Interface(f"{node.ip}/{cfg.vnet_subnet.prefixlen}")]
-    if cfg.network_plugin == "kubenet" and node.pod_cidr is not None:
-        out.append(IPv4Interface(f"{node.pod_cidr.network_address + 1}/{node.pod_cidr.prefixlen}"))
-    out.append(cfg.docker_bridge)
-    return out
+    return kp.node_local_addresses(cluster, node_name)
 
 
 # --- compile -----------------------------------------------------------------------
@@ -265,6 +260,8 @@ def compile_program(cluster: Cluster, node_name: str, opts: kp.Options, seed: in
         return None
     if b.detect not in ("ClusterCIDR", "None"):
         return None                     # InterfaceNamePrefix: -i matches the matcher cannot see
+    if g.nodeport_ips() is not None:
+        return None                     # --nodeport-addresses: per-address NODEPORTS jumps
     for p in g.ports:
         b.port(p)
     n_ks = b.pos["nat:KUBE-SERVICES"] + 1               # + the final NODEPORTS rule

@@ -24,7 +24,8 @@ SPEC_KEYS = ("networkPlugin", "podCIDR", "nodePodPrefix", "serviceCIDR", "dnsSer
              "dns")
 PROXY_KEYS = ("mode", "masqueradeAll", "clusterCIDR", "detectLocalMode", "interfaceNamePrefix",
               "localhostNodePorts", "conntrackMax",
-              "conntrackTCPEstablished", "conntrackTCPCloseWait", "nfacct")
+              "conntrackTCPEstablished", "conntrackTCPCloseWait", "nfacct", "nodePortAddresses",
+              "iptablesRandomFully", "conntrackTCPBeLiberal")
 NODE_KEYS = ("name", "ip", "podCIDR", "labels", "rulesFile")
 HOST_KEYS = ("address", "tcpPorts", "udpPorts")
 DNS_KEYS = ("upstream",)
@@ -116,7 +117,40 @@ def _kube_proxy(f: Fields) -> KubeProxyConfig:
                                             kp.conntrack_tcp_established)
     kp.conntrack_tcp_close_wait = _seconds(f, "conntrackTCPCloseWait", kp.conntrack_tcp_close_wait)
     kp.nfacct = f.bool("nfacct", default=kp.nfacct)
+    kp.node_port_addresses = _node_port_addresses(f)
+    kp.iptables_random_fully = f.bool("iptablesRandomFully", default=kp.iptables_random_fully)
+    kp.conntrack_tcp_be_liberal = f.bool("conntrackTCPBeLiberal",
+                                         default=kp.conntrack_tcp_be_liberal)
     return kp
+
+
+def _node_port_addresses(f: Fields) -> tuple | None:
+    """kube-proxy's --nodeport-addresses: the keyword "primary" alone, or CIDRs
+    (parsed as kube-proxy's ParseCIDRSloppy does: host bits allowed). Absent or
+    empty: None, every local address takes NodePorts."""
+    if not f.has("nodePortAddresses"):
+        return None
+    out: list = []
+    for i, af in enumerate(f.items("nodePortAddresses")):
+        text = af.str(required=True)
+        if text is None:
+            continue
+        if text == "primary":
+            out.append("primary")
+            continue
+        try:
+            net = IPv4Network(text.strip(), strict=False) if "/" in text else None
+        except ValueError:
+            net = None
+        if net is None:
+            af.error((), f"{text!r} is not a CIDR (like 10.240.0.0/16) or the keyword 'primary'")
+            continue
+        out.append(net)
+    if "primary" in out and len(out) > 1:
+        f.error(("nodePortAddresses",), "'primary' must be the only entry (kube-proxy refuses it "
+                "mixed with CIDRs)")
+        return None
+    return tuple(out) or None
 
 
 def _ports(f: Fields, key: str, default: tuple[int, ...]) -> tuple[int, ...]:

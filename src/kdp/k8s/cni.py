@@ -158,7 +158,7 @@ def _pod(topo: Topology, pod: Pod, seed: int) -> None:
     ns.sockets = SocketTable(ns.name, seed)
     for c in pod.containers:
         for p in c.ports:
-            if p.protocol in ("TCP", "UDP"):
+            if p.protocol in ("TCP", "UDP", "SCTP"):
                 ns.sockets.listen(p.port, p.protocol, c.name)
 
 
@@ -168,10 +168,10 @@ def node_netfilter(cluster: Cluster, node: Node, ns: Namespace, seed: int, dump=
     kube-proxy configures it."""
     from ..conntrack import ConntrackTable, Timeouts
     from ..netfilter import Netfilter, parse_iptables_save
-    from .kubeproxy import generate_rules
+    from .kubeproxy import node_rules
     kp = cluster.config.kube_proxy
     if dump is None:
-        text, source = generate_rules(cluster, node.name, nfacct=kp.nfacct), f"kube-proxy rules of {node.name}"
+        text, source = node_rules(cluster, node.name), f"kube-proxy rules of {node.name}"
     else:
         text, source = dump
     table = ConntrackTable(max_entries=kp.conntrack_max,

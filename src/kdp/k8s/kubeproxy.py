@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from kdp.errors import UsageError
 from kdp.k8s import kubeproxy_chains as kc
@@ -48,6 +48,8 @@ class Options:
     nfacct: bool = True                # xt_nfacct works: kube-proxy adds its two counter matches
     tcp_be_liberal: bool = False       # nf_conntrack_tcp_be_liberal=1: no INVALID drop rule
     kubelet: bool = True               # kubelet's chains (hint, canaries, KUBE-FIREWALL jumps)
+    kube_proxy: bool = True            # kube-proxy's own chains and rules
+    masq_agent: bool = True            # azure-ip-masq-agent's IP-MASQ-AGENT chain
 
 
 @dataclass
@@ -286,10 +288,15 @@ class _Gen:
     def tail_rules(self) -> None:
         """Rules kube-proxy writes after walking every service."""
         last = "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
-        self.nat.add(Rule("KUBE-SERVICES", (kc.m_comment(last), kc.m_addrtype(dst="LOCAL")),
-                          "-j KUBE-NODEPORTS",
-                          dst=None if self.localhost_nodeports else str(LOOPBACK),
-                          dst_neg=not self.localhost_nodeports))
+        node_ips = self.nodeport_ips()
+        if node_ips is None:            # every local address: one addrtype rule
+            self.nat.add(Rule("KUBE-SERVICES", (kc.m_comment(last), kc.m_addrtype(dst="LOCAL")),
+                              "-j KUBE-NODEPORTS",
+                              dst=None if self.localhost_nodeports else str(LOOPBACK),
+                              dst_neg=not self.localhost_nodeports))
+        for ip in node_ips or ():       # --nodeport-addresses: one rule per matching address
+            self.nat.add(Rule("KUBE-SERVICES", (kc.m_comment(last),), "-j KUBE-NODEPORTS",
+                              dst=str(ip)))
         f = self.filter
         if not self.opts.tcp_be_liberal:
             m = (kc.m_conntrack("INVALID"),)
@@ -300,6 +307,18 @@ class _Gen:
                    "-j ACCEPT"))
         f.add(Rule("KUBE-FORWARD", (kc.m_comment("kubernetes forwarding conntrack rule"),
                                     kc.m_conntrack("RELATED,ESTABLISHED")), "-j ACCEPT"))
+
+    def nodeport_ips(self) -> list[IPv4Address] | None:
+        """The node addresses that take NodePorts under --nodeport-addresses (kube-proxy's
+        NodePortAddresses.GetNodeIPs, sorted where Go's map order is random), loopback only
+        with localhostNodePorts; None when every local address does (no option, or a /0)."""
+        wanted = self.kp.node_port_addresses
+        if not wanted or any(c != "primary" and c.prefixlen == 0 for c in wanted):
+            return None
+        cidrs = [IPv4Network(f"{self.node.ip}/32") if c == "primary" else c for c in wanted]
+        ips = {a.ip for a in node_local_addresses(self.cluster, self.node_name)
+               if any(a.ip in c for c in cidrs)}
+        return sorted(ip for ip in ips if self.localhost_nodeports or not ip.is_loopback)
 
     def egress_masquerade(self) -> None:
         """The node's egress SNAT, as azure-ip-masq-agent (AKS, kubenet and Azure CNI alike)
@@ -464,13 +483,26 @@ class _Gen:
 
     def run(self) -> str:
         self.kubelet_rules()
-        self.egress_masquerade()
-        self.jump_rules()
-        self.fixed_chains()
-        for p in self.ports:
-            self.service_port(p)
-        self.tail_rules()
+        if self.opts.masq_agent:
+            self.egress_masquerade()
+        if self.opts.kube_proxy:
+            self.jump_rules()
+            self.fixed_chains()
+            for p in self.ports:
+                self.service_port(p)
+            self.tail_rules()
         return kc.render_tables((self.mangle, self.filter, self.nat))
+
+
+def node_local_addresses(cluster: Cluster, node_name: str) -> list[IPv4Interface]:
+    """The addresses kdp's CNI gives the node's namespace (k8s.cni): loopback, the
+    node IP on the VNet, cbr0's gateway (kubenet) and the docker bridge."""
+    cfg, node = cluster.config, cluster.node(node_name)
+    out = [IPv4Interface("127.0.0.1/8"), IPv4Interface(f"{node.ip}/{cfg.vnet_subnet.prefixlen}")]
+    if cfg.network_plugin == "kubenet" and node.pod_cidr is not None:
+        out.append(IPv4Interface(f"{node.pod_cidr.network_address + 1}/{node.pod_cidr.prefixlen}"))
+    out.append(cfg.docker_bridge)
+    return out
 
 
 def _localnet_rule() -> Rule:
@@ -487,7 +519,8 @@ def _verdict(target: str) -> str:
 def generate_rules(cluster: Cluster, node_name: str, *,
                    iptables_supports_random_fully: bool = True, nfacct: bool = True,
                    conntrack_tcp_be_liberal: bool = False, kubelet_chains: bool = True) -> str:
-    """The `iptables-save` text of node ``node_name`` after kubelet and kube-proxy 1.33 ran.
+    """The `iptables-save` text of node ``node_name`` after kubelet and kube-proxy 1.33 ran
+    (and azure-ip-masq-agent; see node_rules for a node as its ClusterConfig describes it).
 
     ``nfacct``: the node's kernel has xt_nfacct, so kube-proxy adds its counter matches (the
     INVALID drop and the localhost NodePort rules); ``conntrack_tcp_be_liberal``: the sysctl is
@@ -498,3 +531,25 @@ def generate_rules(cluster: Cluster, node_name: str, *,
     opts = Options(random_fully=iptables_supports_random_fully, nfacct=nfacct,
                    tcp_be_liberal=conntrack_tcp_be_liberal, kubelet=kubelet_chains)
     return _Gen(cluster, node_name, opts).run()
+
+
+# Who writes which rules on a node: `kdp rules --source`.
+SOURCES = ("all", "kube-proxy", "kubelet", "ip-masq-agent")
+
+
+def node_options(cluster: Cluster, source: str = "all") -> Options:
+    """The generate_rules() options of a node as the ClusterConfig describes it
+    (kube-proxy's probes: nfacct, --random-fully; the be_liberal sysctl), keeping
+    only the rules `source` writes ("all": the whole node)."""
+    kp = cluster.config.kube_proxy
+    every = source == "all"
+    return Options(random_fully=kp.iptables_random_fully, nfacct=kp.nfacct,
+                   tcp_be_liberal=kp.conntrack_tcp_be_liberal,
+                   kubelet=every or source == "kubelet",
+                   kube_proxy=every or source == "kube-proxy",
+                   masq_agent=every or source == "ip-masq-agent")
+
+
+def node_rules(cluster: Cluster, node_name: str, source: str = "all") -> str:
+    """The `iptables-save` text of a node of the cluster (all sources, or one)."""
+    return _Gen(cluster, node_name, node_options(cluster, source)).run()

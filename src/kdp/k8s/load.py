@@ -176,6 +176,16 @@ class Report:
 _MISSING = object()
 
 
+def sloppy_ipv4(text: str) -> IPv4Address | None:
+    """netutils.ParseIPSloppy for IPv4: dotted decimal whose octets may carry
+    leading zeros (read as decimal, not octal); None if it is not even that."""
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and p.isascii() for p in parts):
+        return None
+    octets = [int(p) for p in parts]
+    return IPv4Address(".".join(map(str, octets))) if all(o <= 255 for o in octets) else None
+
+
 class Fields:
     """Typed access to an object's fields; wrong types become problems, not exceptions."""
 
@@ -279,25 +289,40 @@ class Fields:
             return "TCP"
         return value
 
-    def ip(self, *path, required: bool = False) -> IPv4Address | None:
+    def ip(self, *path, required: bool = False, legacy: bool = False) -> IPv4Address | None:
+        """An IPv4 address. legacy: a Kubernetes field the 1.33 API server validates
+        the legacy way (IsValidIPForLegacyField without StrictIPCIDRValidation): octets
+        with leading zeros are accepted with a warning and read as decimal, as
+        kube-proxy's ParseIPSloppy reads them."""
         text = self.str(*path, required=required)
         if text is None:
             return None
         try:
             addr = ip_address(text)
         except ValueError:
-            self.error(path, f"{text!r} is not a valid IPv4 address")
+            sloppy = sloppy_ipv4(text)
+            if sloppy is not None and legacy:
+                self.warn(path, f"{text!r} has octets with leading zeros: the API server accepts "
+                          f"it (with a warning) and kube-proxy reads it as {sloppy}")
+                return sloppy
+            self.error(path, f"{text!r} is not a valid IPv4 address" + (
+                f" (leading zeros are not allowed here; write {sloppy})" if sloppy else ""))
             return None
         if not isinstance(addr, IPv4Address):
             self.error(path, f"{text}: IPv6 is not supported")
             return None
         return addr
 
-    def net(self, *path, required: bool = False) -> IPv4Network | None:
-        """A network CIDR; host bits set is an error (10.0.0.1/24)."""
+    def net(self, *path, required: bool = False, legacy: bool = False) -> IPv4Network | None:
+        """A network CIDR; host bits set is an error (10.0.0.1/24). legacy: a field
+        the API server validates the legacy way and kube-proxy parses with
+        ParseCIDRSloppy after strings.TrimSpace (loadBalancerSourceRanges): spaces
+        around it are trimmed, leading zeros and host bits accepted with a warning."""
         text = self.str(*path, required=required)
         if text is None:
             return None
+        if legacy:
+            return self._legacy_net(path, text)
         if "/" not in text:
             self.error(path, f"{text!r} is not a CIDR: write it like 10.0.0.0/16")
             return None
@@ -314,6 +339,25 @@ class Fields:
         if not isinstance(net, IPv4Network):
             self.error(path, f"{text}: IPv6 is not supported")
             return None
+        return net
+
+    def _legacy_net(self, path: Path, text: str) -> IPv4Network | None:
+        addr, slash, bits = text.strip().partition("/")
+        ip = sloppy_ipv4(addr) if addr else None
+        if ip is None:
+            try:
+                ip = IPv4Address(addr)
+            except ValueError:
+                ip = None
+        if ip is None or not slash or not bits.isdigit() or int(bits) > 32:
+            self.error(path, f"{text!r} is not a valid IPv4 CIDR: write it like 10.0.0.0/16")
+            return None
+        net = IPv4Network(f"{ip}/{int(bits)}", strict=False)
+        if str(ip) != addr or bits != str(int(bits)):
+            self.warn(path, f"{text.strip()!r} has octets with leading zeros: the API server "
+                      f"accepts it (with a warning) and kube-proxy reads it as {net}")
+        elif net.network_address != ip:
+            self.warn(path, f"{text.strip()} has host bits set: kube-proxy uses the network {net}")
         return net
 
     def iface(self, *path) -> IPv4Interface | None:

@@ -28,6 +28,11 @@ class KubeProxyConfig:
     conntrack_tcp_established: int = 86400
     conntrack_tcp_close_wait: int = 3600
     nfacct: bool = False                         # the node kernel has xt_nfacct (kube-proxy probes it)
+    # --nodeport-addresses: None = every local address (the default); else "primary" and/or
+    # CIDRs (IPv4Network) whose local addresses take NodePorts
+    node_port_addresses: tuple | None = None
+    iptables_random_fully: bool = True           # the iptables binary knows MASQUERADE --random-fully
+    conntrack_tcp_be_liberal: bool = False       # net.netfilter.nf_conntrack_tcp_be_liberal=1
 
 
 @dataclass

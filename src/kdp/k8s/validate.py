@@ -212,9 +212,9 @@ def decode_pod(obj: RawObject, report: Report) -> PodIn:
     f = Fields(obj, report)
     f.map("spec", required=True)
     spec = decode_pod_spec(f.at("spec"))
-    pod_ip = f.ip("status", "podIP")
+    pod_ip = f.ip("status", "podIP", legacy=True)
     if pod_ip is None and f.has("status", "podIPs", 0, "ip") and not f.has("status", "podIP"):
-        pod_ip = f.ip("status", "podIPs", 0, "ip")
+        pod_ip = f.ip("status", "podIPs", 0, "ip", legacy=True)
     ready, terminating = _readiness(f)
     owner = owner_rs = None
     for ref in f.items("metadata", "ownerReferences"):
@@ -256,7 +256,7 @@ def _service_port(pf: Fields, svc_type: str) -> tuple[ServicePort, int | None] |
         pf.error((), "must be a mapping (a service port)")
         return None
     unknown_fields(pf, SERVICE_PORT_FIELDS)
-    pname = pf.str("name")
+    pname = pf.str("name") or None       # an explicit name: "" is no name (one-port Services)
     pf.check(("name",), pname, names.dns1123_label)
     port = pf.int("port", required=True, lo=1, hi=65535)
     proto = pf.protocol("protocol")
@@ -319,7 +319,7 @@ def _service_cluster_ip(f: Fields, sin: ServiceIn) -> None:
         if sin.svc.type in ("NodePort", "LoadBalancer"):
             f.error(path, f"clusterIP None (headless) is not allowed for {sin.svc.type} services")
     elif text:
-        sin.svc.cluster_ip = f.ip(*path)
+        sin.svc.cluster_ip = f.ip(*path, legacy=True)
         sin.cluster_ip_path = path
         sin.cluster_ip_mode = "explicit" if sin.svc.cluster_ip else "auto"
 
@@ -343,7 +343,7 @@ def decode_service(obj: RawObject, report: Report) -> ServiceIn:
     if svc_type == "ExternalName":
         svc.external_name = f.str("spec", "externalName", required=True)
     for pf in f.items("spec", "externalIPs"):
-        if (ip := pf.ip()) is not None:
+        if (ip := pf.ip(legacy=True)) is not None:
             svc.external_ips.append(ip)
     policies = ("Cluster", "Local")
     for key, attr, allowed in (("externalTrafficPolicy", "external_traffic_policy", policies),
@@ -357,14 +357,14 @@ def decode_service(obj: RawObject, report: Report) -> ServiceIn:
     svc.affinity_timeout = f.int("spec", "sessionAffinityConfig", "clientIP", "timeoutSeconds",
                                  default=10800, lo=1, hi=86400)
     for pf in f.items("spec", "loadBalancerSourceRanges"):
-        if (net := pf.net()) is not None:
+        if (net := pf.net(legacy=True)) is not None:
             svc.load_balancer_source_ranges.append(net)
     if svc_type == "LoadBalancer":
         for pf in f.items("status", "loadBalancer", "ingress"):
-            if pf.has("ip") and (ip := pf.ip("ip")) is not None:
+            if pf.has("ip") and (ip := pf.ip("ip", legacy=True)) is not None:
                 svc.load_balancer_ips.append(ip)
         if not svc.load_balancer_ips and f.has("spec", "loadBalancerIP"):
-            if (ip := f.ip("spec", "loadBalancerIP")) is not None:
+            if (ip := f.ip("spec", "loadBalancerIP", legacy=True)) is not None:
                 svc.load_balancer_ips.append(ip)
     svc.health_check_node_port = f.int("spec", "healthCheckNodePort")   # range: allocation
     sin.publish_not_ready = f.bool("spec", "publishNotReadyAddresses")
@@ -374,7 +374,7 @@ def decode_service(obj: RawObject, report: Report) -> ServiceIn:
 
 
 def _endpoint_in(f: Fields, ip_path: Path, ready: bool | None = None) -> EndpointIn | None:
-    ip = f.ip(*ip_path, required=True)
+    ip = f.ip(*ip_path, required=True, legacy=True)
     if ip is None:
         return None
     ref = f.at("targetRef")
@@ -444,7 +444,7 @@ def decode_node(obj: RawObject, report: Report) -> NodeIn:
     ip, ip_path = None, ("status", "addresses")
     for i, af in enumerate(f.items("status", "addresses")):
         if af.str("type") == "InternalIP":
-            ip, ip_path = af.ip("address"), ("status", "addresses", i, "address")
+            ip, ip_path = af.ip("address", legacy=True), ("status", "addresses", i, "address")
             break
     return NodeIn(obj.name, ip, cidr, f.labels("metadata", "labels"), f, ip_path, cidr_path)
 

@@ -1,5 +1,5 @@
 # net.sockets: the sockets living in a namespace and what the apps behind them
-# answer, as a Linux host would: the socket table (listening TCP/UDP ports of
+# answer, as a Linux host would: the socket table (listening TCP/UDP/SCTP ports of
 # the pod's containers, echo servers unless an app says otherwise; client
 # sockets for traffic kdp originates), the delivery of a local packet to it,
 # UDP datagrams and ICMP echo. TCP connections, passive and active, run in
@@ -14,8 +14,9 @@ from ipaddress import IPv4Address
 from .. import wire
 from ..conntrack.keyed import keyed_hash
 from ..watch import Watch
-from ..wire import ICMP, IPv4, Packet, TCP, UDP
+from ..wire import ICMP, SCTP, IPv4, Packet, TCP, UDP
 from .replies import BLANK_ETH, Delivery, icmp_error
+from .sctpsock import sctp_deliver
 from .tcpstate import TcpConn, TcpHandle, TcpSockets
 
 
@@ -55,7 +56,7 @@ ECHO = EchoApp()
 @dataclass(frozen=True)
 class Listener:
     port: int
-    protocol: str                   # TCP | UDP
+    protocol: str                   # TCP | UDP | SCTP
     owner: str                      # container name (or "kubelet", "sshd"...)
     app: object = ECHO
 
@@ -72,6 +73,10 @@ class SocketTable(TcpSockets):
         self.icmp_echo = icmp_echo
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.tcp: dict[tuple, TcpConn] = {}
+        self.sctp: dict[tuple, tuple] = {}        # SCTP associations (net.sctpsock)
+        # the kernel's sctp module is loaded (the first SCTP socket on the host loads
+        # it); without it SCTP gets ICMP protocol unreachable like any unknown protocol
+        self.sctp_stack = True
         self.clients: set[tuple] = set()          # (proto, local ip, local port, remote ip, remote port)
         self.outbox: list[Packet] = []            # segments apps queued (send/connect/close)
         self.connects = 0                         # connect() calls: keys the ephemeral ports
@@ -118,6 +123,8 @@ class SocketTable(TcpSockets):
             return self._tcp(ip, l4, now)
         if isinstance(l4, UDP):
             return self._udp(ip, l4)
+        if isinstance(l4, SCTP) and self.sctp_stack:
+            return sctp_deliver(self, ip, l4)
         return Delivery("closed", f"no socket for IP protocol {ip.proto}",
                         [icmp_error(pkt, wire.ICMP_DEST_UNREACH, 2, self._icmp_id(pkt))])
 

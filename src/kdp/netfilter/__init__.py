@@ -1,7 +1,7 @@
 # netfilter: iptables semantics for one network namespace (layer 4 of kdp) —
 # tables/chains/rules, the iptables-save parser and emitter, matches and
 # targets, and the hook walk with conntrack and NAT. See engine.Netfilter.
-from . import ctmatches, matches, nattargets, targets  # noqa: F401  (register extensions)
+from . import ctmatches, matches, nattargets, sctpmatch, targets  # noqa: F401  (register extensions)
 from .engine import Netfilter, PacketCtx, ip_length
 from .ext import MATCHES, TARGETS
 from .model import SAVE_ORDER, TABLE_CHAINS, Chain, Rule, Ruleset, Table

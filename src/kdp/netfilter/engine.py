@@ -14,7 +14,7 @@ from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SR
                            nat_initialized, null_binding, setup_nat)
 from kdp.conntrack.tuples import is_icmp_error
 from kdp.watch import Watch
-from kdp.wire import ICMP, TCP, UDP, Packet
+from kdp.wire import ICMP, SCTP, TCP, UDP, Packet
 
 from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
                        StatisticQuery, TraceEntry)
@@ -43,6 +43,8 @@ def ip_length(pkt: Packet) -> int:
         n = 8 + len(l4.payload)
     elif isinstance(l4, ICMP):
         n = 8 + len(l4.payload)
+    elif isinstance(l4, SCTP):
+        n = 12 + len(l4.chunks)
     else:
         n = len(pkt.payload)
     return ip.header_len + n

@@ -4,7 +4,7 @@
 # xt_mark.c, xt_mac.c, xt_physdev.c, xt_addrtype.c) and canonical printing.
 from __future__ import annotations
 
-from kdp.wire import ICMP, TCP, UDP
+from kdp.wire import ICMP, SCTP, TCP, UDP
 
 from .ext import Match, RuleSpec, need_proto, register_match
 from .syntax import (SyntaxProblem, fmt_port_range, iface_match, parse_iface, parse_mark,
@@ -215,7 +215,7 @@ class MultiportMatch(Match):
 
     def matches(self, pc) -> bool:
         l4 = pc.l4
-        if not isinstance(l4, (TCP, UDP)):
+        if not isinstance(l4, (TCP, UDP, SCTP)):
             return False
         if self.kind == "sports":
             cand = (l4.sport,)

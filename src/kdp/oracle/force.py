@@ -79,14 +79,16 @@ def endpoint_choices(dumps: dict[str, list[str]]) -> dict[tuple, tuple]:
 
 
 def _same_packet(p, q) -> bool:
-    """q is p after NAT: same protocol, IP ID and (TCP) sequence number or
-    (UDP) payload; addresses and ports may differ."""
+    """q is p after NAT: same protocol, IP ID and (TCP) sequence number,
+    (SCTP) chunks or (UDP) payload; addresses and ports may differ."""
     if q is None or q.ip is None or q.ip.proto != p.ip.proto or q.ip.ident != p.ip.ident:
         return False
     if q.ports[0] is None:
         return False
     if hasattr(p.l4, "seq"):
         return q.l4.seq == p.l4.seq and q.l4.flags == p.l4.flags
+    if hasattr(p.l4, "chunks"):                 # SCTP: the chunks (the INIT's tag and TSN)
+        return q.l4.chunks == p.l4.chunks
     return q.l4.payload == p.l4.payload
 
 

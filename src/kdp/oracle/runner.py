@@ -44,6 +44,10 @@ def make_emulator(cluster, seed: int, rules: bool):
     (the kernel twin then has no rules either). Returns (emulator, note)."""
     from ..emulator import Emulator
     emu = Emulator(cluster, seed=seed)
+    if not host_has_sctp():            # the real twin's stack answers SCTP as an unknown protocol
+        for ns in emu.topology.namespaces.values():
+            if ns.sockets is not None:
+                ns.sockets.sctp_stack = False
     if not rules:
         for ns in emu.topology.namespaces.values():
             ns.netfilter = None
@@ -51,6 +55,16 @@ def make_emulator(cluster, seed: int, rules: bool):
     if not any(ns.netfilter is not None for ns in emu.topology.namespaces.values()):
         return emu, "kdp runs no netfilter in any namespace: the kernel has rules, kdp none"
     return emu, None
+
+
+def host_has_sctp() -> bool:
+    """Whether this kernel can open SCTP sockets (the sctp module is there)."""
+    import socket
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132).close()
+        return True
+    except OSError:
+        return False
 
 
 def kdp_has_rules(cluster, seed: int = 0) -> bool:

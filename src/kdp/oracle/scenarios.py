@@ -260,6 +260,43 @@ def catalogue(cluster, seed: int = 0, full: bool = False) -> list[Scenario]:
     add("pod-to-ext-tcp", f"TCP SYN {c} -> ext/93.184.216.34:443 (masqueraded by the node with rules)",
         c, "ext/93.184.216.34", proto="tcp", dport=443)
     add("pod-to-ext-udp", f"UDP {c} -> ext/1.1.1.1:53", c, "ext/1.1.1.1", proto="udp", dport=53)
+    out += sctp_scenarios(cluster, seed, pk)
+    return out
+
+
+def sctp_scenarios(cluster, seed: int, pk) -> list[Scenario]:
+    """SCTP Services (kube-proxy's `-m sctp` rules, SCTP conntrack, NAT with the
+    CRC32c recomputed): an INIT to a ClusterIP with endpoints (DNAT, then the
+    endpoint's answer: an ABORT, or ICMP protocol unreachable where the kernel has
+    no sctp module, RELATED and un-NATed with the quoted SCTP header's CRC32c
+    recomputed), one to a NodePort from outside (masqueraded), one to a Service
+    without endpoints (REJECT). Only for clusters with SCTP Service ports."""
+    out: list[Scenario] = []
+    c = spec(pk.client)
+
+    def add(name, desc, src, dst, **kw):
+        try:
+            st, o = trace_first(cluster, seed, src, dst, proto="sctp", **kw)
+        except LookupError:
+            return
+        out.append(Scenario(name, desc, [st], needs_rules=True, kdp_outcome=outcome_text(o)))
+
+    for svc in cluster.services:
+        if svc.cluster_ip is None:
+            continue
+        for port in (p for p in svc.ports if p.protocol == "SCTP"):
+            ready = _ready(svc, port)
+            kind = "with-endpoints" if ready else "no-endpoints"
+            if any(sc.name == f"sctp-clusterip-{kind}" for sc in out):
+                continue
+            add(f"sctp-clusterip-{kind}", f"SCTP INIT {c} -> {_svc_spec(svc)}:{port.port} "
+                f"({'DNAT to an endpoint' if ready else 'REJECT: no endpoints'})",
+                c, str(svc.cluster_ip), dport=port.port)
+            if ready and port.node_port and not any(sc.name == "sctp-nodeport" for sc in out):
+                node = cluster.nodes[0]
+                add("sctp-nodeport", f"SCTP INIT ext/{EXT_CLIENT} -> {node.name}:{port.node_port} "
+                    f"(NodePort, masqueraded --random-fully)", f"ext/{EXT_CLIENT}", str(node.ip),
+                    dport=port.node_port)
     return out
 
 

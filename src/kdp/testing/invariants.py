@@ -418,8 +418,8 @@ def _service_request(cx: _Check, svc: Service, sp) -> Sent | None:
                     end_where(out))
         return None
     t = sent.tuple
-    if t.proto not in (wire.PROTO_TCP, wire.PROTO_UDP):
-        cx.fail(f"{sent.summary()} is not a TCP/UDP service connection", frame_where(sent.first))
+    if t.proto not in (wire.PROTO_TCP, wire.PROTO_UDP, wire.PROTO_SCTP):
+        cx.fail(f"{sent.summary()} is not a TCP/UDP/SCTP service connection", frame_where(sent.first))
     if (t.dst, t.dport) not in _service_addresses(cx.emu, svc, sp):
         cx.fail(f"{sent.summary()} is not addressed to service {svc.key} port {sp.name or sp.port}",
                 frame_where(sent.first))

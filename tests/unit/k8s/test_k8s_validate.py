@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from k8s_helpers import CONFIG, find, load, pod, problems, svc, user_pods
+from kdp.k8s import load_cluster_text
 
 
 def config(**spec: str) -> str:
@@ -450,9 +451,12 @@ def test_invalid_traffic_policy():
 
 
 def test_load_balancer_source_range_with_host_bits():
-    p = find(problems(svc(spec="  type: LoadBalancer\n  loadBalancerSourceRanges: [1.2.3.4/8]\n"
-                               "  ports: [{port: 80}]\n")), "spec.loadBalancerSourceRanges[0]")
-    assert "host bits set" in p.message
+    """The API server (legacy CIDR validation) and kube-proxy (ParseCIDRSloppy) take
+    it as its network: a warning, not an error."""
+    c = load_cluster_text(svc(spec="  type: LoadBalancer\n  loadBalancerSourceRanges: [1.2.3.4/8]\n"
+                                   "  ports: [{port: 80}]\n"), "t.yaml")
+    assert [str(n) for n in c.service("default", "web").load_balancer_source_ranges] == ["1.0.0.0/8"]
+    assert any("spec.loadBalancerSourceRanges[0]: 1.2.3.4/8 has host bits set" in w for w in c.warnings)
 
 
 def test_ipv6_is_not_supported():

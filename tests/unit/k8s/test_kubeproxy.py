@@ -661,3 +661,27 @@ def test_kdp_rules_command_output_is_accepted_by_real_iptables(netns, capsys):
         assert r.returncode == 0, r.stderr
         assert restore(netns, text).returncode == 0
         assert saved(netns) == text
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("source", ["all", "kube-proxy", "kubelet", "ip-masq-agent"])
+def test_real_iptables_save_prints_sctp_and_node_option_rules_exactly(netns, source):
+    """Issue 13: an SCTP Service's `-m sctp` rules, nodePortAddresses (loopback
+    included), MASQUERADE without --random-fully, no INVALID drop; every --source view."""
+    from kdp.k8s import load_cluster_text
+    from kdp.k8s.kubeproxy import node_rules
+    text = ("apiVersion: kdp.dev/v1alpha1\nkind: ClusterConfig\nmetadata: {name: c}\nspec:\n"
+            "  kubeProxy: {nodePortAddresses: [10.0.0.0/8, 127.0.0.0/8], iptablesRandomFully: false, "
+            "conntrackTCPBeLiberal: true}\n---\napiVersion: v1\nkind: Pod\n"
+            "metadata: {name: p, namespace: default, labels: {app: s}}\n"
+            "spec: {containers: [{name: c, ports: [{containerPort: 80, protocol: SCTP}]}]}\n"
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: default}\n"
+            "spec: {type: NodePort, selector: {app: s}, ports: [{port: 80, protocol: SCTP, "
+            "nodePort: 30099}]}\n")
+    c = load_cluster_text(text, file="t.yaml")
+    rules = node_rules(c, c.nodes[0].name, source)
+    if source in ("all", "kube-proxy"):
+        assert "-m sctp --dport 30099" in rules and "-d 127.0.0.1/32" in rules
+    r = restore(netns, rules)
+    assert r.returncode == 0, r.stderr
+    assert saved(netns) == rules

@@ -38,3 +38,26 @@ def test_fixture_prints_like_the_real_iptables_save(name):
     mine = parse_iptables_save(text, name).to_iptables_save(counters=True)
     mine = "".join(ln + "\n" for ln in mine.splitlines() if not ln.startswith("#"))
     assert mine == real_save(text)
+
+
+# SCTP matches (issue 13): verified against the real iptables-save (1.8, nft) in a netns
+SCTP_RULES = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+[0:0] -A INPUT -p sctp -m sctp --dport 80 -j ACCEPT
+[0:0] -A INPUT -p sctp -m sctp ! --sport 1000:2000 --dport 80 -j ACCEPT
+[0:0] -A INPUT -p sctp -m sctp --chunk-types only DATA:Be,INIT -j DROP
+[0:0] -A INPUT -p sctp -m sctp ! --chunk-types all ABORT:T,SHUTDOWN_COMPLETE:t -j DROP
+[0:0] -A INPUT -p sctp -m sctp --chunk-types any INIT,INIT_ACK,COOKIE_ECHO -j DROP
+[0:0] -A INPUT -p sctp -m sctp --chunk-types any ALL -j DROP
+[0:0] -A INPUT -p sctp -m sctp --chunk-types only NONE -j DROP
+[0:0] -A INPUT -p sctp -m multiport --dports 80,90:99 -j DROP
+COMMIT
+"""
+
+
+def test_sctp_matches_print_like_the_real_iptables_save():
+    mine = parse_iptables_save(SCTP_RULES, "sctp").to_iptables_save(counters=True)
+    mine = "".join(ln + "\n" for ln in mine.splitlines() if not ln.startswith("#"))
+    assert mine == real_save(SCTP_RULES)
