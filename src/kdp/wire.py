@@ -373,6 +373,8 @@ def l4_length(l4: L4) -> int:
         return 20 + len(l4.options) + len(l4.payload)
     if isinstance(l4, (UDP, ICMP)):
         return 8 + len(l4.payload)
+    if isinstance(l4, SCTP):
+        return 12 + len(l4.chunks)
     return len(emit_l4(l4))
 
 

@@ -34,7 +34,7 @@ class CtResult:
     drop: str | None = None
     invalid: str | None = None
     evicted: list[ConntrackEntry] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
+    events: list = field(default_factory=list)      # texts (str(), built only when read)
 
 
 def conntrack_in(table: ConntrackTable, pkt: Packet, now: float, *,
@@ -102,6 +102,23 @@ def _proto_error(table: ConntrackTable, pkt: Packet, prerouting: bool) -> str | 
     return None
 
 
+class _Found:
+    """The event of a lookup that found an entry, as text only when someone
+    reads it (str()): found entries are the common case, and their text is
+    not needed unless the walk is traced."""
+
+    __slots__ = ("ctinfo", "direction", "orig")
+
+    def __init__(self, ctinfo: str, direction: str, orig: Tuple) -> None:
+        self.ctinfo, self.direction, self.orig = ctinfo, direction, orig
+
+    def __str__(self) -> str:
+        return f"conntrack {ctinfo_state(self.ctinfo).lower()} ({self.direction}) {self.orig}"
+
+    def __contains__(self, text: str) -> bool:
+        return text in str(self)
+
+
 def _resolve(table: ConntrackTable, pkt: Packet, t: Tuple, now: float) -> CtResult:
     """resolve_normal_ct(): look up, or allocate an unconfirmed entry."""
     hit = table.lookup(t, now)
@@ -112,8 +129,7 @@ def _resolve(table: ConntrackTable, pkt: Packet, t: Tuple, now: float) -> CtResu
             ctinfo = ESTABLISHED_REPLY
         else:
             ctinfo = ESTABLISHED if entry.status & SEEN_REPLY else NEW
-        return CtResult(entry, direction, ctinfo,
-                        events=[f"conntrack {ctinfo_state(ctinfo).lower()} ({direction}) {entry.orig}"])
+        return CtResult(entry, direction, ctinfo, events=[_Found(ctinfo, direction, entry.orig)])
     reply = t.invert()
     if reply is None:
         return _invalid(table, f"cannot invert {t}")

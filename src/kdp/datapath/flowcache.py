@@ -117,16 +117,22 @@ class Recorder:
 
 # Entry fields that are not part of the state a cached decision rests on: the
 # timeout (slots carry it) and the recorder's own note of the last refresh.
-_CT_VOLATILE = ("timeout_at", "refresh", "tcp")
+_CT_VOLATILE = ("timeout_at", "refresh")
 
 
 def _ct_state(e) -> tuple:
-    """Everything of a conntrack entry but its timeout, as a comparable tuple
-    (every field, so a field added later is covered too)."""
-    tcp = e.tcp
-    return (tuple(v for k, v in vars(e).items() if k not in _CT_VOLATILE),
-            None if tcp is None else tuple(tuple(v) if isinstance(v, list) else v
-                                           for v in vars(tcp).values()))
+    """Everything of a conntrack entry but its timeout, as a comparable tuple:
+    every field (so a field added later is covered too), and of a field that
+    is a mutable object (TCP or SCTP protocol state) its own fields."""
+    return tuple(_value_state(v) for k, v in vars(e).items() if k not in _CT_VOLATILE)
+
+
+def _value_state(v):
+    if isinstance(v, list):
+        return tuple(_value_state(x) for x in v)
+    if hasattr(v, "__dict__"):
+        return tuple(_value_state(x) for x in vars(v).values())
+    return v
 
 
 @dataclass

@@ -14,7 +14,7 @@ from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SR
                            nat_initialized, null_binding, setup_nat)
 from kdp.conntrack.tuples import is_icmp_error
 from kdp.watch import Watch
-from kdp.wire import ICMP, SCTP, TCP, UDP, Packet
+from kdp.wire import ICMP, TCP, UDP, Packet, l4_length
 
 from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
                        StatisticQuery, TraceEntry)
@@ -36,18 +36,8 @@ MAX_JUMP_DEPTH = 256
 
 def ip_length(pkt: Packet) -> int:
     """IP total length, what iptables counts as bytes."""
-    ip, l4 = pkt.ip, pkt.l4
-    if isinstance(l4, TCP):
-        n = 20 + len(l4.options) + len(l4.payload)
-    elif isinstance(l4, UDP):
-        n = 8 + len(l4.payload)
-    elif isinstance(l4, ICMP):
-        n = 8 + len(l4.payload)
-    elif isinstance(l4, SCTP):
-        n = 12 + len(l4.chunks)
-    else:
-        n = len(pkt.payload)
-    return ip.header_len + n
+    l4 = pkt.l4
+    return pkt.ip.header_len + (l4_length(l4) if l4 is not None else len(pkt.payload))
 
 
 class PacketCtx:
@@ -178,8 +168,9 @@ class Netfilter:
             pc.event("conntrack: untracked (NOTRACK)")
             return ACCEPT, None
         r = conntrack_in(self.conntrack, pc.pkt, pc.now, prerouting=pc.hook == "PREROUTING")
-        for ev in r.events:
-            pc.event(ev)
+        if self.tracing:
+            for ev in r.events:
+                pc.event(str(ev))
         if r.drop:
             return DROP, r.drop
         meta.ct, meta.ct_dir, meta.ctinfo, meta.invalid = r.entry, r.direction, r.ctinfo, r.invalid
