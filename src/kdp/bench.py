@@ -340,17 +340,19 @@ def cmd_bench_rules(a) -> int:
         if not a.json:
             print(msg, file=sys.stderr, flush=True)
 
-    results = []
+    rulesets = []
     for make in makers:
-        results.append(br.measure(make(), packets=a.packets, repeats=a.repeats, impls=impls,
-                                  kernel=a.kernel, batch=a.batch, budget_s=a.budget, pcap=pcap,
-                                  log=log))
-    doc = {"machine": bench_report.metadata(a.repeats), "results": results}
+        rulesets.append(br.measure(make(), packets=a.packets, repeats=a.repeats, impls=impls,
+                                   kernel=a.kernel, batch=a.batch, budget_s=a.budget, pcap=pcap,
+                                   log=log))
+    endpoints = a.endpoints if a.services else None
+    doc = {"results": bench_report.spec_results(rulesets, endpoints), "rulesets": rulesets,
+           "machine": bench_report.metadata(a.repeats)}
     if a.plot:
         bench_report.plot(doc, a.plot)
         log(f"plot: {a.plot}")
     print(json.dumps(doc, indent=1) if a.json else bench_report.text(doc))
-    return 1 if any(r["decisions"]["differ"] for r in results) else 0
+    return 1 if any(r["decisions"]["differ"] for r in rulesets) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,25 @@ def metadata(repeats: int | None = None) -> dict:
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
+def spec_results(rulesets: list[dict], endpoints: int | None) -> list[dict]:
+    """The spec's flat `results` (shared/spec/cli.md), one per (ruleset,
+    implementation), extended with the percentiles; the compiled matcher's
+    pure twin is called "pure twin", never "compiled"."""
+    out = []
+    for r in rulesets:
+        k = r.get("kernel") or {}
+        for impl, d in (("reference", r.get("reference")), (matcher_label(), r.get("compiled")),
+                        ("kernel", k.get("uniform"))):
+            if not d or "per_second" not in d:
+                continue
+            out.append({"impl": impl, "services": r["services"], "endpoints": endpoints,
+                        "new_flows_per_second": d["per_second"],
+                        "rules_evaluated_per_first_packet": d.get("rules_per_packet"),
+                        "seconds": round(1 / d["per_second"], 9),
+                        "p50_us": d["p50_us"], "p90_us": d["p90_us"], "p99_us": d["p99_us"]})
+    return out
+
+
 def _us(d: dict | None, key: str = "p50_us") -> str:
     if not d or key not in d:
         return "-"
@@ -67,7 +86,7 @@ def _us(d: dict | None, key: str = "p50_us") -> str:
 def text(doc: dict) -> str:
     meta = doc["machine"]
     out = []
-    for r in doc["results"]:
+    for r in doc["rulesets"]:
         c = r["compile"]
         out.append(f"{r['ruleset']}: {r['services']} service rules, {r['lines']} lines, "
                    f"{r['first_packets']} first packets")
@@ -129,7 +148,7 @@ def plot_ready(path: str):
 def plot(doc: dict, path: str) -> None:
     """Cost per first packet (p50) vs Services, per implementation."""
     plt = plot_ready(path)
-    rs = sorted(doc["results"], key=lambda r: r["services"])
+    rs = sorted(doc["rulesets"], key=lambda r: r["services"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series = [("reference", None, "reference walk (kdp)", "o-"),
               ("compiled", None, f"{doc['machine']['matcher']} matcher (kdp)", "s-"),

@@ -52,7 +52,7 @@ def model_from_rules(text: str) -> tuple[Cluster, str, list[str]]:
     for ln in lines:
         m = _KS.match(ln)
         if not m:
-            skipped += ln.startswith("-A KUBE-SERVICES ")
+            skipped += ln.startswith("-A KUBE-SERVICES ") and "-j KUBE-NODEPORTS" not in ln
             continue
         ip, proto, ns, name, pname, port, chain = m.groups()
         svc = services.setdefault((ns, name), Service(ns, name, "ClusterIP", IPv4Address(ip)))
