@@ -146,3 +146,19 @@ def test_conntrack_measurement():
     assert r["entries"] == 5000 and r["inserts_per_second"] > 0 and r["lookups_per_second"] > 0
     if r["entry_size"] is not None:
         assert r["entry_size"] == 64 and r["bytes_per_entry"] >= 64
+
+
+def test_cli_pcap_first_packets(tmp_path, capsys):
+    from kdp import bench_kernel, bench_rules as br
+    from kdp.io import write_pcap
+    rs = br.synthetic(15, 2)
+    f = br.first_packets(rs, 50, seed=9)
+    frames = bench_kernel._frames(f)
+    write_pcap(str(tmp_path / "syns.pcap"), [(1.0 + i, fr) for i, fr in enumerate(frames + frames)])
+    got = br.pcap_packets(str(tmp_path / "syns.pcap"))
+    assert len(got) == len({tuple(x) for x in f[["src", "dst", "sport"]].tolist()})
+    assert set(got["dst"].tolist()) <= set(f["dst"].tolist())
+    assert _cli(["bench", "rules", "--services", "15", "--pcap", str(tmp_path / "syns.pcap"),
+                 "--json", "--no-kernel", *FAST]) == 0
+    r = json.loads(capsys.readouterr().out)["rulesets"][0]
+    assert r["first_packets"] == len(got) and r["decisions"]["differ"] == 0
