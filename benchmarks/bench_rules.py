@@ -23,7 +23,7 @@ from kdp.fast.svcref import reference_decision, reference_netfilter
 SIZES = [int(x) for x in os.environ.get("KDP_BENCH_SERVICES", "100,1000,10000").split(",")]
 BATCH = 200                                 # first packets per round, both implementations
 REFERENCE_ROUNDS = {100: 15, 1000: 11, 10000: 7, 100000: 3}
-COMPILED_ROUNDS, COMPILED_ITERATIONS = 101, 1000    # a round's time is still one batch's
+COMPILED_ROUNDS, COMPILED_ITERATIONS = 201, 1000   # a round's time is still one batch's
 _cache: dict[int, bench.Workload] = {}
 
 
@@ -70,7 +70,7 @@ def test_compiled_matcher(benchmark, services):
     twin = m.implementation != "cython"
     benchmark.pedantic(m.kernel.decide_count, args=(flows,), rounds=11 if twin else
                        COMPILED_ROUNDS, iterations=2 if twin else COMPILED_ITERATIONS,
-                       warmup_rounds=1)
+                       warmup_rounds=1 if twin else 50)
     benchmark.extra_info["rules_per_packet"] = round(
         bench._compiled_work(m, flows, m.decide_batch(flows)), 2)
     _per_decision(benchmark)
