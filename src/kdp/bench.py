@@ -260,9 +260,8 @@ def add_parser(subparsers) -> None:
     import argparse
     examples = """examples:
   kdp bench rules --services 100,1000,10000 --plot rules.svg
-  kdp bench rules --cluster demo --node aks-nodepool1-71771131-vmss000000
-  iptables-save > node.rules; kdp bench rules --rules node.rules --json
-  kdp bench rules --rules node.rules --cluster cluster.yaml --node node-1 --pcap syns.pcap
+  kdp bench rules --cluster demo --node aks-nodepool1-71771131-vmss000000 --no-kernel
+  kdp bench rules --rules node.rules --json          # node.rules: `iptables-save` on a node
 
 The kernel's own cost is measured in throwaway network namespaces when run as
 root (else skipped with the reason); --no-kernel skips it."""
