@@ -41,6 +41,10 @@ def conntrack_section(log) -> list[dict]:
 
 
 def plots(doc: dict, img: str, log) -> None:
+    if "rulesets" not in doc:
+        log("no plots: this performance.json predates the kernel rows (no 'rulesets'); rerun "
+            "perf_report.py")
+        return
     try:
         bench_report.plot_ready(os.path.join(img, "rules.png"))
     except bench.UsageError as e:
