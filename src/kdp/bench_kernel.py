@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import time
+from ipaddress import IPv4Address
 
 from . import wire
 from .oracle import netns as N
@@ -52,7 +53,6 @@ def _frames(flows) -> list[bytes]:
     """Ethernet frames (client -> node MAC) of FLOW_DTYPE first packets."""
     out = []
     for src, dst, sport, dport, proto, _fl, _loc, _ok, _now in flows.tolist():
-        from ipaddress import IPv4Address
         ip = wire.IPv4(IPv4Address(src), IPv4Address(dst), proto)
         l4 = (wire.TCP(sport, dport, flags=wire.SYN) if proto == 6
               else wire.UDP(sport, dport, payload=b"q"))

@@ -90,7 +90,7 @@ def text(doc: dict) -> str:
         c = r["compile"]
         out.append(f"{r['ruleset']}: {r['services']} service rules, {r['lines']} lines, "
                    f"{r['first_packets']} first packets")
-        out.append(f"  compiled {c['compiled_rules']} of {c['kube_services_rules']} nat "
+        out.append(f"  matcher program: {c['compiled_rules']} of {c['kube_services_rules']} nat "
                    f"KUBE-SERVICES rules; {c['first_packets_to_reference']} first packets to "
                    f"the reference walk")
         for item in c["to_reference"][:10]:

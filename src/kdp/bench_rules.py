@@ -289,7 +289,7 @@ def measure(rs: Ruleset, *, packets: int, repeats: int, impls, kernel: bool, bat
                        "to_reference": [{"chain": c, "why": w} for c, w in sm.split.reasons],
                        "first_packets_to_reference": int(slow.sum())}}
     if log:
-        log(f"{rs.label}: {rs.services} service rules, {out['lines']} lines; compiled "
+        log(f"{rs.label}: {rs.services} service rules, {out['lines']} lines; matcher program: "
             f"{sm.split.compiled_rules} of {sm.split.dump_rules} KUBE-SERVICES rules")
     decisions = []
     if "reference" in impls:
