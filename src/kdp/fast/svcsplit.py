@@ -3,8 +3,11 @@
 # write for a model of the node (kdp.k8s.kubeproxy.generate_rules over a Cluster:
 # the user's, or one read back from the dump by kdp.k8s.fromrules):
 #  - the chains every first packet reads (the built-in hooks and the chains they
-#    reach, KUBE-MARK-MASQ, KUBE-NODEPORTS, the filter chains) must equal
-#    kube-proxy's, or nothing is compiled;
+#    reach, KUBE-MARK-MASQ, the filter chains) must equal kube-proxy's, or nothing
+#    is compiled;
+#  - nat KUBE-NODEPORTS likewise rule by rule: a node port whose rule or chains
+#    differ goes to the reference walk for packets to the node's own addresses
+#    (any packet to them, if a rule without -p/--dport was added);
 #  - nat KUBE-SERVICES is compared rule by rule (difflib): a rule of kube-proxy's
 #    whose service chains (KUBE-SVC/SVL/EXT/FW/SEP reached from it) are identical
 #    in the dump is compiled, at the position it holds *in the dump*; a rule
@@ -32,6 +35,7 @@ SERVICE_CHAINS = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"
 BUILTIN = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 _JUMP = re.compile(r"\s-[jg]\s+(\S+)")
 _KEY = re.compile(r"^-A \S+ -d (\d+\.\d+\.\d+\.\d+)/32 -p (tcp|udp)\b.*--dport (\d+)\b")
+_NPKEY = re.compile(r"^-A KUBE-NODEPORTS .*-p (tcp|udp)\b.*--dport (\d+)\b")
 _PROTO = {"tcp": 6, "udp": 17}
 
 
@@ -70,6 +74,9 @@ class Split:
     slow_keys: set[int] = field(default_factory=set)      # svcmatch S_SVC keys
     barrier: int | None = None                    # dump position of the first generic rule
     everything_slow: str | None = None            # why nothing was compiled
+    slow_nodeports: set[int] = field(default_factory=set)   # proto << 16 | port
+    nodeports_slow: bool = False                  # every packet to a local address
+    nodeport_rules: int = 0                       # nat KUBE-NODEPORTS rules in the dump
     reasons: list[tuple[str, str]] = field(default_factory=list)   # (chain or rule, why)
 
 
@@ -101,22 +108,57 @@ def _why_differs(name: str, mine: list[str] | None, theirs: list[str] | None) ->
 def _global_chains(gen: dict, dump: dict) -> str | None:
     """The first chain every first packet may read that differs, with why."""
     todo = [(t, c) for t in ("raw", "mangle", "nat", "filter") for c in BUILTIN]
-    todo += [("nat", "KUBE-MARK-MASQ"), ("nat", "KUBE-NODEPORTS")]
+    todo += [("nat", "KUBE-MARK-MASQ")]
     seen = set()
     while todo:
         t, c = todo.pop(0)
-        if (t, c) in seen or (t == "nat" and (c == "KUBE-SERVICES" or _is_service_chain(c))):
+        if (t, c) in seen or (t == "nat" and (c in ("KUBE-SERVICES", "KUBE-NODEPORTS")
+                                              or _is_service_chain(c))):
             continue
         seen.add((t, c))
         mine, theirs = gen.get((t, c), []), dump.get((t, c), [])
         if mine != theirs:
             return f"{t} {_why_differs(c, mine, theirs)}"
         todo.extend((t, x) for x in _targets(mine) if x not in BUILTIN)
-    for rule in gen.get(("nat", "KUBE-NODEPORTS"), []):
-        for c in _closure(gen, _targets([rule])[0] if _targets([rule]) else ""):
-            if gen.get(("nat", c)) != dump.get(("nat", c)):
-                return "nat " + _why_differs(c, gen.get(("nat", c)), dump.get(("nat", c)))
     return None
+
+
+def _np_key(line: str) -> int | None:
+    m = _NPKEY.match(line)
+    return None if not m else (_PROTO[m.group(1)] << 16) | int(m.group(2))
+
+
+def _nodeports(gen: dict, dump: dict, split: Split) -> dict[int, int]:
+    """nat KUBE-NODEPORTS rule by rule (as KUBE-SERVICES): the node ports left
+    to the reference walk; the map of generated positions to the dump's."""
+    g, d = gen.get(("nat", "KUBE-NODEPORTS"), []), dump.get(("nat", "KUBE-NODEPORTS"), [])
+    split.nodeport_rules = len(d)
+    posmap: dict[int, int] = {}
+    sm_ = difflib.SequenceMatcher(None, g, d, autojunk=False)
+    for tag, i1, i2, j1, j2 in sm_.get_opcodes():
+        if tag == "equal":
+            posmap.update({i1 + k + 1: j1 + k + 1 for k in range(i2 - i1)})
+            for line in g[i1:i2]:
+                t = _targets([line])
+                for c in _closure(gen, t[0] if t else ""):
+                    if gen.get(("nat", c)) != dump.get(("nat", c)):
+                        split.reasons.append((t[0], "nat " + _why_differs(
+                            c, gen.get(("nat", c)), dump.get(("nat", c)))))
+                        key = _np_key(line)
+                        split.slow_nodeports.add(key) if key is not None else None
+                        break
+            continue
+        for where, lines, lo, hi, what in (("of kube-proxy's", g, i1, i2, "missing from the dump"),
+                                           ("", d, j1, j2, "not kube-proxy's")):
+            for i in range(lo, hi):
+                split.reasons.append((f"nat KUBE-NODEPORTS rule {i + 1} {where}".rstrip(),
+                                      f"{what}: {lines[i]}"))
+                key = _np_key(lines[i])
+                if key is None:
+                    split.nodeports_slow = True
+                else:
+                    split.slow_nodeports.add(key)
+    return posmap
 
 
 def _key_of_rule(line: str) -> int | None:
@@ -126,9 +168,9 @@ def _key_of_rule(line: str) -> int | None:
     return sm.key_of(sm.S_SVC, int(IPv4Address(m.group(1))), _PROTO[m.group(2)], int(m.group(3)))
 
 
-def reconcile(gen_text: str, dump_text: str) -> tuple[Split, dict[int, int]]:
-    """Compare the dump with kube-proxy's rules; the Split and the map from the
-    generated KUBE-SERVICES positions (1-based) to the dump's."""
+def reconcile(gen_text: str, dump_text: str) -> tuple[Split, dict[int, int], dict[int, int]]:
+    """Compare the dump with kube-proxy's rules; the Split and the maps from the
+    generated KUBE-SERVICES and KUBE-NODEPORTS positions (1-based) to the dump's."""
     gen, dump = chains_of(gen_text), chains_of(dump_text)
     split = Split()
     why = _global_chains(gen, dump)
@@ -137,7 +179,8 @@ def reconcile(gen_text: str, dump_text: str) -> tuple[Split, dict[int, int]]:
     if why:
         split.everything_slow = why
         split.reasons.append(("(all)", why))
-        return split, {}
+        return split, {}, {}
+    np_posmap = _nodeports(gen, dump, split)
     posmap: dict[int, int] = {}
     added: list[int] = []
     sm_ = difflib.SequenceMatcher(None, g_ks, d_ks, autojunk=False)
@@ -184,7 +227,7 @@ def reconcile(gen_text: str, dump_text: str) -> tuple[Split, dict[int, int]]:
             split.reasons.append((t[0] if t else line, bad))
         else:
             split.compiled_rules += 1
-    return split, posmap
+    return split, posmap, np_posmap
 
 
 @dataclass
@@ -210,6 +253,15 @@ class SplitMatcher:
                                          len(self.split.slow_keys)))
         if self.split.barrier is not None:          # no compiled rule before the barrier
             slow |= ~np.isin(keys, self._early_keys())
+        if self.split.nodeports_slow or self.split.slow_nodeports:
+            dst = flows["dst"]
+            local = np.isin(dst, self.matcher.program.local_ips) | ((dst >> 24) == 127)
+            if self.split.nodeports_slow:
+                slow |= local
+            else:
+                np_keys = (flows["proto"].astype(np.int64) << 16) | flows["dport"]
+                slow |= local & np.isin(np_keys, np.fromiter(self.split.slow_nodeports,
+                                                             np.int64))
         return slow
 
     def _early_keys(self) -> np.ndarray:
@@ -239,12 +291,12 @@ def compile_ruleset(cluster, node_name: str, dump_text: str, seed: int = 0,
     best = None
     for opts in tried:
         gen_text = kp._Gen(cluster, node_name, opts).run()
-        split, posmap = reconcile(gen_text, dump_text)
+        split, posmap, np_posmap = reconcile(gen_text, dump_text)
         if split.everything_slow is None:
-            best = (opts, split, posmap)
+            best = (opts, split, posmap, np_posmap)
             break
-        best = best or (opts, split, posmap)
-    opts, split, posmap = best
+        best = best or (opts, split, posmap, np_posmap)
+    opts, split, posmap, np_posmap = best
     if split.everything_slow is not None:
         return SplitMatcher(None, split, opts)
     prog = sm.compile_program(cluster, node_name, opts, seed, ns_name, addresses)
@@ -256,4 +308,7 @@ def compile_ruleset(cluster, node_name: str, dump_text: str, seed: int = 0,
     for i in np.flatnonzero(nat):
         prog.rules[i]["pos"] = posmap.get(int(prog.rules[i]["pos"]), int(prog.rules[i]["pos"]))
     prog.n_ks = split.dump_rules
+    for i in np.flatnonzero(prog.rules["kind"] == sm.K_NP):
+        prog.rules[i]["pos"] = np_posmap.get(int(prog.rules[i]["pos"]), int(prog.rules[i]["pos"]))
+    prog.n_np = split.nodeport_rules
     return SplitMatcher(sm.Matcher(prog), split, opts)

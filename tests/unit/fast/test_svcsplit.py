@@ -96,3 +96,38 @@ def test_a_dump_alone_is_read_back_into_a_model(edit):
     sm = svcsplit.compile_ruleset(cluster, node, text)
     assert sm.matcher is not None
     assert sm.split.compiled_rules == (N - 2 if edit else N)
+
+
+def test_an_edited_node_port_goes_to_the_reference_alone():
+    """nat KUBE-NODEPORTS rule by rule: the edited node port's packets to the
+    node go to the reference walk; the other node ports and every cluster IP
+    stay compiled, and agree with the reference walk over the edited dump."""
+    import numpy as np
+    from kdp.k8s import demo_cluster
+    from kdp.k8s.kubeproxy import generate_rules
+    c = demo_cluster()
+    node = c.nodes[0].name
+    text = generate_rules(c, node, nfacct=c.config.kube_proxy.nfacct)
+    line = next(ln for ln in text.splitlines() if ln.startswith("-A KUBE-NODEPORTS")
+                and "--dport 30000 " in ln)
+    edited = text.replace(line, line.replace("--dport 30000 ", "--dport 30005 "), 1)
+    sm = svcsplit.compile_ruleset(c, node, edited)
+    assert sm.matcher is not None and sm.split.slow_nodeports == {6 << 16 | 30000, 6 << 16 | 30005}
+    nodeports = sorted({p.node_port for s in c.services for p in s.ports if p.node_port})
+    rng = np.random.default_rng(4)
+    f = bench.first_packets(1, 300, seed=4)
+    node_ip = int(c.nodes[0].ip)
+    f["src"] = (10 << 24) | (244 << 16) | (1 << 8) | rng.integers(2, 50, 300)
+    f["dst"][:150] = node_ip
+    f["dport"][:150] = rng.choice(nodeports + [30005], 150)
+    f["dst"][150:] = [int(s.cluster_ip) for s in c.services if s.cluster_ip][0]
+    addresses = svcmatch.node_addresses(c, node)
+    nf = reference_netfilter(edited, f"node/{node}", addresses, trace=False)
+    slow = sm.slow_mask(f)
+    assert set(f["dport"][slow].tolist()) == {30000, 30005} and not slow[150:].any()
+    got = sm.matcher.decide_batch(f[~slow]).tolist()
+    for g, (src, dst, sport, dport, proto, _f, local, _ok, now) in zip(
+            got, [r for r, s in zip(f.tolist(), slow.tolist()) if not s]):
+        ref = reference_decision(nf, proto, src, dst, sport, dport, now, bool(local))
+        assert (VERDICTS[g[2]], g[0], g[5]) == (ref.verdict, int(ref.endpoint_ip or 0),
+                                              ref.rules_evaluated_equivalent)
