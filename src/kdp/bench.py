@@ -259,49 +259,99 @@ def add_parser(subparsers) -> None:
     """Register `kdp bench rules` on the CLI's subparsers."""
     import argparse
     examples = """examples:
-  kdp bench rules --services 100,1000,10000
-  kdp bench rules --services 5000 --endpoints 4 --impl compiled --json"""
+  kdp bench rules --services 100,1000,10000 --plot rules.svg
+  kdp bench rules --cluster demo --node aks-nodepool1-71771131-vmss000000 --no-kernel
+  kdp bench rules --rules node.rules --json          # node.rules: `iptables-save` on a node
+
+The kernel's own cost is measured in throwaway network namespaces when run as
+root (else skipped with the reason); --no-kernel skips it."""
     b = subparsers.add_parser("bench", help="measure kdp's data-plane speed",
                               description="Measure kdp's data-plane speed (docs/performance.md).",
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples)
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     r = bsub.add_parser("rules", help="first packets through kube-proxy's rules: the iptables "
-                                      "walk vs the compiled matcher",
-                        description="First packets per second through kube-proxy's rules for N "
-                                    "synthetic ClusterIP services: the iptables walk (reference) "
-                                    "and the compiled matcher.",
+                                      "walk vs the compiled matcher vs the kernel",
+                        description="First-packet cost through a node's kube-proxy rules: kdp's "
+                                    "reference walk, the compiled matcher and the real kernel, "
+                                    "with percentiles, best/worst position and the machine.",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples)
-    r.add_argument("--services", required=True, metavar="N[,N...]",
-                   help="how many services (a comma-separated list: one measurement each)")
+    src = r.add_argument_group("the ruleset (one of)")
+    src.add_argument("--services", metavar="N[,N...]",
+                     help="synthetic clusters of N ClusterIP services (one measurement each)")
+    src.add_argument("--rules", metavar="FILE", help="a node's iptables-save dump")
+    src.add_argument("--cluster", metavar="CLUSTER",
+                     help="a YAML file, a directory or 'demo': the rules kube-proxy writes for "
+                          "--node (with --rules: the model the dump is compared with)")
+    r.add_argument("--node", metavar="NODE", help="the node of --cluster")
     r.add_argument("--endpoints", type=int, default=2, metavar="K",
-                   help="ready endpoints per service, 1-64 (default 2)")
+                   help="with --services: ready endpoints per service, 1-64 (default 2)")
+    r.add_argument("--pcap", metavar="FILE",
+                   help="first packets from this pcap (TCP SYNs, UDP) instead of drawn from the "
+                        "ruleset's Services")
+    r.add_argument("--packets", type=int, default=20000, metavar="N",
+                   help="first packets drawn (default 20000)")
+    r.add_argument("--repeats", type=int, default=5, metavar="R",
+                   help="timed repeats; the median and range are reported (default 5)")
+    r.add_argument("--batch", type=int, default=1_000_000, metavar="N",
+                   help="first packets per compiled batch (default 1000000)")
+    r.add_argument("--budget", type=float, default=REFERENCE_BUDGET_S, metavar="SECONDS",
+                   help=f"time for the reference walk per ruleset (default {REFERENCE_BUDGET_S:g})")
     r.add_argument("--impl", choices=["reference", "compiled", "all"], default="all",
-                   help="which implementation to time (default all)")
+                   help="which of kdp's implementations to time (default all)")
+    r.add_argument("--kernel", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure the real kernel too (root; default on)")
+    r.add_argument("--plot", metavar="FILE.svg|png", help="plot cost vs Services (matplotlib)")
     r.add_argument("--json", action="store_true", help="print the results as JSON")
     r.set_defaults(func=cmd_bench_rules)
 
 
+def _rulesets(a) -> list:
+    from . import bench_rules as br
+    given = [x for x in ("services", "rules", "cluster") if getattr(a, x)]
+    if not given:
+        raise UsageError("bench rules: give --services N, --cluster CLUSTER --node NODE, "
+                         "or --rules FILE")
+    if a.services and len(given) > 1:
+        raise UsageError("--services: not with --rules or --cluster")
+    if a.node and not a.cluster:
+        raise UsageError("--node: give --cluster too")
+    if a.services:
+        if not 1 <= a.endpoints <= 64:
+            raise UsageError(f"--endpoints {a.endpoints}: between 1 and 64")
+        return [lambda n=n: br.synthetic(n, a.endpoints) for n in _counts(a.services)]
+    if a.rules:
+        return [lambda: br.from_rules(a.rules, a.cluster, a.node)]
+    return [lambda: br.from_cluster(a.cluster, a.node)]
+
+
 def cmd_bench_rules(a) -> int:
-    counts = _counts(a.services)
-    if not 1 <= a.endpoints <= 64:
-        raise UsageError(f"--endpoints {a.endpoints}: between 1 and 64")
+    from . import bench_report, bench_rules as br
+    for opt in ("packets", "repeats", "batch"):
+        if getattr(a, opt) < 1:
+            raise UsageError(f"--{opt} {getattr(a, opt)}: at least 1")
+    if a.plot:
+        bench_report.plot_ready(a.plot)            # before minutes of measuring
+    makers = _rulesets(a)
     impls = ("reference", "compiled") if a.impl == "all" else (a.impl,)
+    pcap = br.pcap_packets(a.pcap) if a.pcap else None
 
     def log(msg: str) -> None:
         if not a.json:
-            print(msg, file=sys.stderr)
+            print(msg, file=sys.stderr, flush=True)
 
-    results = run_rules(counts, a.endpoints, impls, log=log)
-    if a.json:
-        print(json.dumps({"results": results}))
-        return 0
-    print(f"{'impl':<10} {'services':>9} {'endpoints':>9} {'new flows/s':>14} "
-          f"{'rules/first packet':>19} {'seconds':>9}")
-    for r in results:
-        print(f"{r['impl']:<10} {r['services']:>9} {r['endpoints']:>9} "
-              f"{r['new_flows_per_second']:>14,.0f} {r['rules_evaluated_per_first_packet']:>19} "
-              f"{r['seconds']:>9.3f}")
-    return 0
+    rulesets = []
+    for make in makers:
+        rulesets.append(br.measure(make(), packets=a.packets, repeats=a.repeats, impls=impls,
+                                   kernel=a.kernel, batch=a.batch, budget_s=a.budget, pcap=pcap,
+                                   log=log))
+    endpoints = a.endpoints if a.services else None
+    doc = {"results": bench_report.spec_results(rulesets, endpoints), "rulesets": rulesets,
+           "machine": bench_report.metadata(a.repeats)}
+    if a.plot:
+        bench_report.plot(doc, a.plot)
+        log(f"plot: {a.plot}")
+    print(json.dumps(doc, indent=1) if a.json else bench_report.text(doc))
+    return 1 if any(r["decisions"]["differ"] for r in rulesets) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

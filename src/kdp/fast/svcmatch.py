@@ -3,7 +3,8 @@
 # KUBE-SERVICES walk. compile_matcher() builds a MatcherProgram (flat numpy
 # arrays, layouts in kdp.fast.contract) from the node's Services, but only when the
 # node's ruleset is exactly what kdp.k8s.kubeproxy.generate_rules wrote (else
-# None: the reference walk decides); the per-packet kernels (decide, batch,
+# None: the reference walk decides; kdp.fast.svcsplit compiles any other dump
+# chain by chain through compile_program); the per-packet kernels (decide, batch,
 # affinity tables) are kdp.fast's: kdp._fastpath (C) or kdp.fast.matcher (pure
 # Python). Used by `kdp bench rules` and the equivalence tests, not by `kdp run`.
 #
