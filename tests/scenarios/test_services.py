@@ -91,6 +91,43 @@ def test_other_seed_other_choices():
     assert da != db
 
 
+def reopen_picks(emu, rounds=6, sport=41000, other=None):
+    """`rounds` SYNs on one 5-tuple to the 3-endpoint web Service, each
+    answered and reset by the client: the endpoint each new entry chose.
+    other: a source port whose flow is opened between the rounds."""
+    from dataclasses import replace
+    client, svc = ip_of(emu, "client"), svc_ip(emu, "web")
+    picks = []
+    for i in range(rounds):
+        out = emu.trace("pod/default/client", "svc/default/web", sport=sport, time=1.0 + i)
+        assert out.disposition == "delivered", out.reason
+        picks.append(out.packet.ip.dst)
+        rst = emu.build(client, svc, "tcp", sport, 80, flags=wire.RST)
+        rst = wire.finalize(replace(rst, l4=replace(rst.l4, seq=(out.packet.l4.seq + 1) & 0xFFFFFFFF)))
+        emu.datapath.originate(emu.namespace("pod/default/client"), rst, 1.5 + i)
+        if other is not None:
+            emu.trace("pod/default/client", "svc/default/web", sport=other + i, time=1.6 + i)
+    return picks
+
+
+def test_a_reopened_tuple_draws_its_endpoint_anew():
+    """Each new conntrack entry of one 5-tuple (SYN, SYN-ACK, RST, again)
+    makes kube-proxy's statistic rules draw again, as the kernel's prandom
+    does: the six entries do not all go to one endpoint, for any seed; the
+    first entry draws what a fresh tuple draws, and the draws depend on the
+    seed and the tuple's own history only (other flows in between change
+    nothing)."""
+    for seed in range(8):
+        emu = Emulator(svc_cluster(), seed=seed)
+        picks = reopen_picks(emu)
+        assert len(set(picks)) > 1, (seed, picks)
+        assert picks[0] == Emulator(svc_cluster(), seed=seed).trace(
+            "pod/default/client", "svc/default/web", sport=41000).packet.ip.dst
+        assert picks == reopen_picks(Emulator(svc_cluster(), seed=seed), other=50000)
+        node = emu.namespace("node/n1").netfilter.conntrack
+        assert [e.gen for e in node if e.orig.sport == 41000] == [5]
+
+
 def test_node_to_clusterip_is_masqueraded(emu):
     out = emu.trace("node/n1", "svc/default/web")
     assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)
