@@ -34,7 +34,7 @@ KNOWN_GAPS = {
         "and the new destination's neighbour is not NUD_CONNECTED with a cached header (the first packet: "
         "ARP needed; later a STALE entry), the kernel (br_nf_pre_routing_finish_bridge) sends it through "
         "neigh->output on the bridge device itself: a tap on cbr0 sees it 'out' (destination MAC the "
-        "endpoint's, source MAC the sender's, TTL unchanged) before br_dev_xmit hands it to "
+        "endpoint's, source MAC the bridge's own as tcpdump shows it, TTL unchanged) before br_dev_xmit hands it to "
         "br_handle_frame_finish. kdp (datapath/bridge.py, _br_nf_dnat's resume) goes straight to "
         "_br_handle_frame_finish without capturing it on the bridge."),
     REJECT_IPID: (
@@ -51,7 +51,7 @@ def gap_of(emu, pair) -> str | None:
         p, (ns, dev) = pair.kernel.pkt, pair.device
         d = emu.topology.namespaces[ns].devices.get(dev) if ns in emu.topology.namespaces else None
         if (isinstance(d, Bridge) and pair.kernel.direction == "out" and p.ip is not None
-                and p.eth.src != d.mac and p.eth.dst != d.mac):
+                and p.eth.dst != d.mac):      # (its source is the bridge's own MAC)
             return BRIDGED_DNAT
         return None
     if pair.kdp is not None and pair.kernel is not None:

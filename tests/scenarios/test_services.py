@@ -260,3 +260,25 @@ def test_conntrack_table_full_drops_new_but_keeps_established():
     assert full.disposition == "dropped" and full.reason == "conntrack-table-full"
     again = ack_after(emu, first, 50003, time=0.3, payload=b"x")
     assert again.disposition == "delivered"                            # established flows keep working
+
+
+def test_bridged_dnat_frame_leaves_the_bridge_with_its_own_mac():
+    """Pod -> ClusterIP whose endpoint is on the same bridge, first packet (the
+    endpoint's neighbour entry unresolved): the DNATed frame goes through the
+    neighbour output of cbr0, so `tcpdump -i cbr0` shows it leaving with cbr0's
+    MAC as source and the endpoint's as destination; the bridge then forwards
+    it with the sender's MAC put back, as the endpoint receives it."""
+    emu = Emulator(svc_cluster(), seed=0)
+    out = emu.trace("pod/default/web-2", "svc/default/solo-itp")
+    assert out.disposition == "delivered"
+    cbr0 = emu.namespace("node/n2").devices["cbr0"]
+    client = emu.namespace("pod/default/web-2").devices["eth0"].mac
+    dst = out.packet.ip.dst
+    ep = next(p for p in emu.cluster.pods if p.ip == dst)
+    ep_mac = emu.namespace(f"pod/default/{ep.name}").devices["eth0"].mac
+    on_br = [p for d, direction, p in out.frames if d is cbr0 and direction == "out" and p.ip is not None
+             and p.ip.dst == dst]
+    assert [(p.eth.src, p.eth.dst) for p in on_br] == [(cbr0.mac, ep_mac)]
+    at_ep = [p for d, direction, p in out.frames if d.namespace.name == f"pod/default/{ep.name}"
+             and direction == "in" and p.ip is not None and p.ip.dst == dst]
+    assert at_ep and at_ep[0].eth.src == client
