@@ -75,8 +75,10 @@ class ConntrackEntry:
     udp_stream_at: float = 0.0
     masq_dev: str | None = None
     # how many entries of this original tuple the table confirmed before this
-    # one (0: the tuple's first); statistic draws mix it in (keyed.entry_base)
-    gen: int = 0
+    # one (0: the tuple's first); statistic draws mix it in (keyed.entry_base).
+    # Not exported: it matters only while the entry's rules draw (the table's
+    # own count seeds the next entry's)
+    gen: int = field(default=0, repr=False)
     # the timeout the last packet set (timeout_at = now + refresh), None when
     # it left the timeout alone; read by the flow cache's recorder, not exported
     refresh: float | None = field(default=None, repr=False)
@@ -116,8 +118,6 @@ class ConntrackEntry:
         d = {"id": self.id, "orig": self.orig.to_dict(), "reply": self.reply.to_dict(),
              "status": self.status, "created": self.created, "timeout_at": self.timeout_at,
              "mark": self.mark, "udp_stream_at": self.udp_stream_at, "masq_dev": self.masq_dev}
-        if self.gen:
-            d["gen"] = self.gen
         if self.tcp is not None:
             d["tcp"] = {"state": self.tcp.state, "last_index": self.tcp.last_index,
                         "last_dir": self.tcp.last_dir, "close_init": list(self.tcp.close_init)}
@@ -127,7 +127,7 @@ class ConntrackEntry:
     def from_dict(cls, d: dict) -> "ConntrackEntry":
         e = cls(Tuple.from_dict(d["orig"]), Tuple.from_dict(d["reply"]), float(d["created"]),
                 int(d["id"]), int(d["status"]), float(d["timeout_at"]), int(d.get("mark", 0)),
-                udp_stream_at=float(d.get("udp_stream_at", 0.0)), masq_dev=d.get("masq_dev"), gen=int(d.get("gen", 0)))
+                udp_stream_at=float(d.get("udp_stream_at", 0.0)), masq_dev=d.get("masq_dev"))
         if "tcp" in d:
             t = d["tcp"]
             e.tcp = TcpInfo(t["state"], t["last_index"], t["last_dir"], list(t["close_init"]))

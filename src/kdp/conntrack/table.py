@@ -226,7 +226,7 @@ class ConntrackTable:
             if old is not None:
                 self.remove(old)
             self._insert(e)
-            self._generation[e.orig] = max(self._generation.get(e.orig, 0), e.gen + 1)
+            self._generation[e.orig] = max(self._generation.get(e.orig, 0), 1)   # it existed
             self._next_id = max(self._next_id, e.id + 1)
 
 
