@@ -116,3 +116,46 @@ def test_dns_query_through_kube_dns_agrees(demo_run):
     _results, rep = demo_run
     sc = next(s for s in rep["scenarios"] if s["scenario"] == "dns-query")
     assert sc["agree"] and sc["frames"]["kernel"] == sc["frames"]["kdp"] > 0
+
+
+def test_ip_ids_within_a_flow_agree_with_the_kernel():
+    """Two datagrams of one UDP flow to the echo app on b, two to a closed
+    port: the kernel numbers its two replies (DF, from an unconnected socket)
+    and its two ICMP port unreachables apart (ip_idents), and so must kdp. The
+    oracle maps kernel IP IDs to kdp's one to one, so a kdp ID used for two
+    packets the kernel told apart is a difference."""
+    from dataclasses import replace
+
+    from kdp import wire
+    from kdp.oracle import netns as N
+    from kdp.oracle.report import report_dict
+    from kdp.oracle.runner import Oracle
+    from kdp.oracle.scenarios import Scenario, Step, first_frame
+
+    from ..scenarios.conftest import small_cluster as make_cluster
+    small_cluster = make_cluster()
+    steps = []
+    for dport in (53, 9999):
+        st = first_frame(small_cluster, 0, "pod/default/a", "pod/default/b", proto="udp", dport=dport,
+                         sport=5300, payload=b"one")
+        p = wire.parse(st.frame)
+        q = wire.finalize(replace(p, ip=replace(p.ip, ident=(p.ip.ident + 1) & 0xFFFF),
+                                  l4=replace(p.l4, payload=b"two")))
+        steps += [st, Step(st.ns, st.dev, wire.emit(q), f"again {q.summary()}")]
+    sc = Scenario("udp-ip-ids", "two datagrams of one flow to an echo app and to a closed port", steps,
+                  quiet=0.05)
+    N.cleanup_stale()
+    with Oracle(small_cluster, seed=0, prefix=f"{N.default_prefix()}i-") as o:
+        result = o.run(sc)
+    rep = report_dict([result])["scenarios"][0]
+    assert rep["frames"]["kernel"] > 0
+    problems = [(d["device"], d["kdp_summary"], d["fields"]) for d in rep["disagreements"]]
+    problems += [(u["device"], u["direction"], u["summary"]) for u in rep["unpaired"]]
+    assert not problems, problems
+    replies = {}
+    for dr in result.devices:
+        for pair in dr.pairs:
+            k = pair.kernel.pkt if pair.kernel is not None else None
+            if k is not None and k.ip is not None and k.ip.src == small_cluster.pod("default", "b").ip:
+                replies.setdefault(k.ip.proto, set()).add(k.ip.ident)
+    assert len(replies.get(wire.PROTO_UDP, ())) == 2 and len(replies.get(wire.PROTO_ICMP, ())) == 2, replies

@@ -86,6 +86,23 @@ def test_hashed_ip_id_is_mapped_but_zero_versus_hashed_is_a_difference():
     assert not d["agree"] and d["disagreements"][0]["fields"][0]["field"] == "ip.id"
 
 
+def test_ip_id_map_is_one_to_one():
+    """Two packets the kernel numbered apart but kdp gave one ID (a repeated
+    IP ID) cannot both map: the second is a difference. Distinct IDs on both
+    sides map."""
+    def echo(ident, seq):
+        icmp = wire.ICMP(wire.ICMP_ECHOREPLY, 0, 0, 0x10000 | seq, b"x" * 8)
+        return wire.finalize(wire.Packet(ETH, ip=wire.IPv4(SERVER, CLIENT, wire.PROTO_ICMP, 64, ident, 0),
+                                         l4=icmp))
+    same = scenario_dict(result_for([frame(echo(777, 1)), frame(echo(777, 2))],
+                                    [frame(echo(4242, 1)), frame(echo(4243, 2))]))
+    assert not same["agree"]
+    assert [f["field"] for d in same["disagreements"] for f in d["fields"]][:1] == ["ip.id"]
+    apart = scenario_dict(result_for([frame(echo(777, 1)), frame(echo(778, 2))],
+                                     [frame(echo(4242, 1)), frame(echo(4243, 2))]))
+    assert apart["agree"] and apart["fields"]["by_field"]["ip.id"]["mapped"] == 2
+
+
 def test_pairing_tolerates_reordering_and_reports_unpaired_frames():
     arp = wire.Packet(wire.Ether("ff:ff:ff:ff:ff:ff", "02:00:00:00:00:01", wire.ETH_P_ARP),
                       arp=wire.ARP(1, "02:00:00:00:00:01", CLIENT, "00:00:00:00:00:00", A("10.244.0.1")))

@@ -34,7 +34,7 @@ KNOWN_GAPS = {
         "and the new destination's neighbour is not NUD_CONNECTED with a cached header (the first packet: "
         "ARP needed; later a STALE entry), the kernel (br_nf_pre_routing_finish_bridge) sends it through "
         "neigh->output on the bridge device itself: a tap on cbr0 sees it 'out' (destination MAC the "
-        "endpoint's, source MAC the sender's, TTL unchanged) before br_dev_xmit hands it to "
+        "endpoint's, source MAC the bridge's own as tcpdump shows it, TTL unchanged) before br_dev_xmit hands it to "
         "br_handle_frame_finish. kdp (datapath/bridge.py, _br_nf_dnat's resume) goes straight to "
         "_br_handle_frame_finish without capturing it on the bridge."),
     REJECT_IPID: (
@@ -51,7 +51,7 @@ def gap_of(emu, pair) -> str | None:
         p, (ns, dev) = pair.kernel.pkt, pair.device
         d = emu.topology.namespaces[ns].devices.get(dev) if ns in emu.topology.namespaces else None
         if (isinstance(d, Bridge) and pair.kernel.direction == "out" and p.ip is not None
-                and p.eth.src != d.mac and p.eth.dst != d.mac):
+                and p.eth.dst != d.mac):      # (its source is the bridge's own MAC)
             return BRIDGED_DNAT
         return None
     if pair.kdp is not None and pair.kernel is not None:
@@ -308,6 +308,41 @@ def test_endpoint_choice_distribution(svc_oracle):
         assert sum(counts.values()) == n, (side, counts)
         assert set(counts) == eps, (side, counts)
         assert all(lo <= c <= hi for c in counts.values()), f"{side}: {dict(counts)} outside [{lo:.0f}, {hi:.0f}]"
+
+
+REOPENS = 12
+
+
+def test_reopened_tuple_draws_anew(svc_oracle):
+    """One SYN from a fixed source port to the 3-endpoint ClusterIP, sent 12
+    times: the client's stack resets each SYN-ACK (no socket), the entry goes
+    to CLOSE, and the next SYN reopens it (a new entry). The kernel draws each
+    new entry's endpoint anew (12 draws on one endpoint: 3^-11), and kdp's
+    unforced draws for the same frames are spread too."""
+    cluster = svc_oracle.cluster
+    svc = cluster.service("default", "web")
+    (step,) = flows(cluster, 0, "pod/default/client", "svc/default/web", [41000], proto="tcp", dport=80)
+    o = svc_oracle
+    o.real.reset()
+    o.sniffer.wait_quiet(0.05, 0.5)
+    kernel = []
+    for _ in range(REOPENS):
+        o.injector.send(o.real.netns[step.ns], step.dev, step.frame)
+        o.sniffer.wait_quiet(0.1, 2.0, min_wait=0.1)
+        chosen = [ip for (_ns, _p, _s, dst, sp, _dp), (ip, _port) in endpoint_choices(o._conntrack_dump()).items()
+                  if dst == svc.cluster_ip and sp == 41000]
+        assert len(chosen) == 1, chosen
+        kernel.append(chosen[0])
+    o.sniffer.clear()
+    emu = Emulator(cluster, seed=0)
+    node = emu.namespace("node/n1").netfilter.conntrack
+    picks = []
+    for i in range(REOPENS):
+        emu.datapath.inject(emu.namespace(step.ns).devices[step.dev], wire.parse(step.frame), 1.0 + i)
+        picks += [e.reply.src for e in node if e.orig.sport == 41000 and e.orig.dst == svc.cluster_ip]
+    assert len(picks) == REOPENS
+    assert len(set(kernel)) > 1, kernel
+    assert len(set(picks)) > 1, picks
 
 
 # --- hairpin mode none --------------------------------------------------------------------

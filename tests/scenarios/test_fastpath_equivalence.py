@@ -282,6 +282,35 @@ def test_conntrack_timeouts_expire_mid_stream(tmp_path):
     assert ref.summary["delivered"] >= 0.99 * ref.summary["frames"], reasons(ref)
 
 
+def test_reopened_tuples_draw_anew_in_every_mode(tmp_path):
+    """One 5-tuple to a 3-endpoint ClusterIP opened and reset 12 times amid
+    established traffic: every new entry draws its endpoint again (the
+    reference path decides each SYN; the cache forgets the removed entry), and
+    every mode agrees on every frame and on the conntrack table."""
+    from dataclasses import replace
+    from ipaddress import IPv4Address as A
+    from kdp import wire
+    from kdp.emulator import Emulator
+    emu = Emulator.demo()
+    client = emu.attach_device(AT).mac
+    cbr0 = emu.topology.node_ns[NODE0].devices["cbr0"].mac
+    recs = generated(600, flows=10, mix="established", seed=6)
+    t0 = recs[0][0]
+    extra = []
+    for i in range(12):
+        syn = emu.build(A(mp.CLIENT_IP), A("10.2.0.2"), "tcp", 45000, 80, ident=100 + 2 * i, time=1.0)
+        syn = replace(syn, eth=wire.Ether(client, cbr0, wire.ETH_P_IP))
+        rst = replace(syn, ip=replace(syn.ip, ident=101 + 2 * i),
+                      l4=replace(syn.l4, seq=(syn.l4.seq + 1) & 0xFFFFFFFF, flags=wire.RST, options=b""))
+        at = t0 + (i + 1) * 40_000
+        extra += [(at + 1, wire.emit(wire.finalize(syn))), (at + 2, wire.emit(wire.finalize(rst)))]
+    recs = sorted(recs + extra, key=lambda r: r[0])
+    pcap = write(tmp_path / "reopen.pcap", recs)
+    ref = assert_equivalent(run_modes(pcap, tmp_path, args=("--conntrack",)), ("conntrack",))
+    syns = [r for r in records(ref.lines) if r["packet"]["sport"] == 45000 and r["packet"]["flags"] == "S"]
+    assert len(syns) == 12 and len({r["packet"]["dst"] for r in syns}) > 1, syns
+
+
 def test_bad_checksums_malformed_and_odd_frames(tmp_path):
     """Every kind of frame edit, on frames of established flows (after the
     cache has seen them), with the flows going on afterwards."""

@@ -116,6 +116,30 @@ def test_open_udp_port_echoes(emu):
     assert out.reply.packet.l4.sport == 53
 
 
+def reply_ids(emu, dst, dport, times, sport=5300):
+    return [emu.trace("pod/default/a", dst, proto="udp", sport=sport, dport=dport, time=t,
+                      payload=b"x%d" % i).reply.packet.ip.ident for i, t in enumerate(times)]
+
+
+def test_ip_ids_of_one_flow_differ_as_the_kernel_draws_them():
+    """Replies from an unconnected socket (the UDP echo app: DF set) and ICMP
+    errors take their IP ID from the namespace's ip_idents bucket for the
+    address pair: within one jiffy (4 ms) consecutive, later advanced by less
+    than the jiffies elapsed (HZ 250: 50 in 0.2 s), never the same twice in a
+    row; and the same seed gives the same IDs."""
+    from kdp.emulator import Emulator
+
+    from .conftest import small_cluster
+    for ids in (reply_ids(Emulator(small_cluster(), seed=3), "pod/default/b", 53, [1.0, 1.001, 1.2, 1.4]),
+                reply_ids(Emulator(small_cluster(), seed=3), "pod/default/c", 9999, [1.0, 1.001, 1.2, 1.4])):
+        steps = [(b - a) & 0xFFFF for a, b in zip(ids, ids[1:])]
+        assert steps[0] == 1 and all(1 <= s <= 51 for s in steps), ids
+    assert reply_ids(Emulator(small_cluster(), seed=3), "pod/default/b", 53, [1.0, 1.2]) == \
+        reply_ids(Emulator(small_cluster(), seed=3), "pod/default/b", 53, [1.0, 1.2])
+    assert reply_ids(Emulator(small_cluster(), seed=3), "pod/default/b", 53, [1.0, 1.2]) != \
+        reply_ids(Emulator(small_cluster(), seed=4), "pod/default/b", 53, [1.0, 1.2])
+
+
 def test_closed_tcp_port_gets_rst(emu):
     out = emu.trace("pod/default/a", "pod/default/c", dport=81)
     r = out.reply.packet.l4

@@ -91,6 +91,43 @@ def test_other_seed_other_choices():
     assert da != db
 
 
+def reopen_picks(emu, rounds=6, sport=41000, other=None):
+    """`rounds` SYNs on one 5-tuple to the 3-endpoint web Service, each
+    answered and reset by the client: the endpoint each new entry chose.
+    other: a source port whose flow is opened between the rounds."""
+    from dataclasses import replace
+    client, svc = ip_of(emu, "client"), svc_ip(emu, "web")
+    picks = []
+    for i in range(rounds):
+        out = emu.trace("pod/default/client", "svc/default/web", sport=sport, time=1.0 + i)
+        assert out.disposition == "delivered", out.reason
+        picks.append(out.packet.ip.dst)
+        rst = emu.build(client, svc, "tcp", sport, 80, flags=wire.RST)
+        rst = wire.finalize(replace(rst, l4=replace(rst.l4, seq=(out.packet.l4.seq + 1) & 0xFFFFFFFF)))
+        emu.datapath.originate(emu.namespace("pod/default/client"), rst, 1.5 + i)
+        if other is not None:
+            emu.trace("pod/default/client", "svc/default/web", sport=other + i, time=1.6 + i)
+    return picks
+
+
+def test_a_reopened_tuple_draws_its_endpoint_anew():
+    """Each new conntrack entry of one 5-tuple (SYN, SYN-ACK, RST, again)
+    makes kube-proxy's statistic rules draw again, as the kernel's prandom
+    does: the six entries do not all go to one endpoint, for any seed; the
+    first entry draws what a fresh tuple draws, and the draws depend on the
+    seed and the tuple's own history only (other flows in between change
+    nothing)."""
+    for seed in range(8):
+        emu = Emulator(svc_cluster(), seed=seed)
+        picks = reopen_picks(emu)
+        assert len(set(picks)) > 1, (seed, picks)
+        assert picks[0] == Emulator(svc_cluster(), seed=seed).trace(
+            "pod/default/client", "svc/default/web", sport=41000).packet.ip.dst
+        assert picks == reopen_picks(Emulator(svc_cluster(), seed=seed), other=50000)
+        node = emu.namespace("node/n1").netfilter.conntrack
+        assert [e.gen for e in node if e.orig.sport == 41000] == [5]
+
+
 def test_node_to_clusterip_is_masqueraded(emu):
     out = emu.trace("node/n1", "svc/default/web")
     assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)
@@ -223,3 +260,25 @@ def test_conntrack_table_full_drops_new_but_keeps_established():
     assert full.disposition == "dropped" and full.reason == "conntrack-table-full"
     again = ack_after(emu, first, 50003, time=0.3, payload=b"x")
     assert again.disposition == "delivered"                            # established flows keep working
+
+
+def test_bridged_dnat_frame_leaves_the_bridge_with_its_own_mac():
+    """Pod -> ClusterIP whose endpoint is on the same bridge, first packet (the
+    endpoint's neighbour entry unresolved): the DNATed frame goes through the
+    neighbour output of cbr0, so `tcpdump -i cbr0` shows it leaving with cbr0's
+    MAC as source and the endpoint's as destination; the bridge then forwards
+    it with the sender's MAC put back, as the endpoint receives it."""
+    emu = Emulator(svc_cluster(), seed=0)
+    out = emu.trace("pod/default/web-2", "svc/default/solo-itp")
+    assert out.disposition == "delivered"
+    cbr0 = emu.namespace("node/n2").devices["cbr0"]
+    client = emu.namespace("pod/default/web-2").devices["eth0"].mac
+    dst = out.packet.ip.dst
+    ep = next(p for p in emu.cluster.pods if p.ip == dst)
+    ep_mac = emu.namespace(f"pod/default/{ep.name}").devices["eth0"].mac
+    on_br = [p for d, direction, p in out.frames if d is cbr0 and direction == "out" and p.ip is not None
+             and p.ip.dst == dst]
+    assert [(p.eth.src, p.eth.dst) for p in on_br] == [(cbr0.mac, ep_mac)]
+    at_ep = [p for d, direction, p in out.frames if d.namespace.name == f"pod/default/{ep.name}"
+             and direction == "in" and p.ip is not None and p.ip.dst == dst]
+    assert at_ep and at_ep[0].eth.src == client

@@ -86,6 +86,11 @@ class ConntrackEntry:
     sctp: SctpInfo | None = None
     udp_stream_at: float = 0.0
     masq_dev: str | None = None
+    # how many entries of this original tuple the table confirmed before this
+    # one (0: the tuple's first); statistic draws mix it in (keyed.entry_base).
+    # Not exported: it matters only while the entry's rules draw (the table's
+    # own count seeds the next entry's)
+    gen: int = field(default=0, repr=False)
     # the timeout the last packet set (timeout_at = now + refresh), None when
     # it left the timeout alone; read by the flow cache's recorder, not exported
     refresh: float | None = field(default=None, repr=False)

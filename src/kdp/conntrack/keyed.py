@@ -61,6 +61,16 @@ def unit_interval(seed: int, *parts: object) -> float:
 # decision point enters last, so one flow_base serves every point a packet
 # meets, and mix(seed + GOLDEN) is computed once per seed: two finaliser rounds
 # per choice, cheap enough for the compiled path's tens of millions a second.
+#
+# A reopened tuple (its conntrack entry gone, a new one made for the same
+# original tuple: a client retrying from a fixed port, a SYN after RST) draws
+# again, as the kernel's prandom does for each new entry. The entry's
+# generation `gen` (how many entries of that original tuple the table confirmed
+# before it) enters the base:
+#   entry_base(base, gen) = base                       gen == 0
+#                         = step(base, REOPEN ^ gen)   gen >= 1
+# so the first entry of every tuple draws what it always drew, and each reopen
+# a new value, a function of the flow's own history only (not of other flows).
 
 GOLDEN = 0x9E3779B97F4A7C15
 K1 = 0x9E3779B97F4A7C15
@@ -92,12 +102,22 @@ def flow_base(seed: int, proto: int, src: int, dst: int, sport: int, dport: int)
     return mix64(seed_mix(seed) ^ ((w1 * K1) & _M64) ^ ((w2 * K2) & _M64))
 
 
+REOPEN = 0x52454F50454E5F47          # "REOPEN_G": the salt of a reopen's generation
+
+
+def entry_base(base: int, gen: int) -> int:
+    """flow_base of the gen-th conntrack entry of a tuple (0: the first)."""
+    return base if gen == 0 else hash_step(base, (REOPEN ^ gen) & _M64)
+
+
 def flow_hash(seed: int, point: int, proto: int, src: int, dst: int, sport: int,
-              dport: int) -> int:
+              dport: int, gen: int = 0) -> int:
     """The 64-bit choice hash of one flow (its original tuple) at one decision
-    point: a pure function of (seed, point, tuple), as the compiled fast path
-    computes it. src/dst: IPv4 addresses as int (or IPv4Address)."""
-    return hash_step(flow_base(seed, proto, src, dst, sport, dport), point & _M64)
+    point: a pure function of (seed, point, tuple, gen), as the compiled fast
+    path computes it. src/dst: IPv4 addresses as int (or IPv4Address); gen: the
+    conntrack entry's generation (ConntrackEntry.gen; 0 for a tuple's first)."""
+    return hash_step(entry_base(flow_base(seed, proto, src, dst, sport, dport), gen),
+                     point & _M64)
 
 
 @lru_cache(maxsize=65536)

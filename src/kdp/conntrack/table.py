@@ -2,8 +2,9 @@
 # every confirmed entry indexed, expiry on packet time (lazy on lookup plus a
 # sweep when inserting), capacity (nf_conntrack_max) with the kernel's early
 # drop of non-assured entries, confirm with clash detection, the NAT by-source
-# index, `conntrack -L` text and a plain-dict export. Per-packet tracking
-# logic lives in conntrack.track; NAT in conntrack.nat.
+# index, each original tuple's entry generation (a reopen draws anew),
+# `conntrack -L` text and a plain-dict export. Per-packet tracking logic
+# lives in conntrack.track; NAT in conntrack.nat.
 from __future__ import annotations
 
 import heapq
@@ -50,6 +51,9 @@ class ConntrackTable:
         self._buckets: dict[int, dict[int, ConntrackEntry]] = {}
         self._by_source: dict[tuple, dict[int, ConntrackEntry]] = {}
         self._heap: list[tuple[float, int]] = []
+        # original tuple -> entries of it confirmed so far: the next one's gen
+        # (a reopened tuple draws its statistic choices anew)
+        self._generation: dict[Tuple, int] = {}
         self.recorder = None        # the flow cache's recorder while it watches a packet
         self.on_remove = None       # callable(entry) told of every removal (the flow cache)
 
@@ -88,7 +92,8 @@ class ConntrackTable:
     # --- lifecycle ------------------------------------------------------------
     def new_entry(self, orig: Tuple, reply: Tuple, now: float) -> ConntrackEntry:
         """An unconfirmed entry: attached to the packet, not yet in the table."""
-        e = ConntrackEntry(orig, reply, created=now, id=self._next_id)
+        e = ConntrackEntry(orig, reply, created=now, id=self._next_id,
+                           gen=self._generation.get(orig, 0))
         self._next_id += 1
         self.stats["new"] += 1
         return e
@@ -118,6 +123,7 @@ class ConntrackTable:
                 return False
         self.sweep(now)
         e.status |= CONFIRMED
+        self._generation[e.orig] = e.gen + 1
         self._insert(e)
         self.stats["insert"] += 1
         return True
@@ -220,6 +226,7 @@ class ConntrackTable:
             if old is not None:
                 self.remove(old)
             self._insert(e)
+            self._generation[e.orig] = max(self._generation.get(e.orig, 0), 1)   # it existed
             self._next_id = max(self._next_id, e.id + 1)
 
 

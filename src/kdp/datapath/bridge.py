@@ -98,7 +98,12 @@ class BridgeMixin:
         elsewhere (or local): the frame goes up to the node's stack, addressed to
         the bridge. Routed back out of the bridge itself: it stays bridged, its
         destination MAC taken from the neighbour table (resolved by ARP from the
-        bridge when unknown) and its source MAC kept. True when handled here."""
+        bridge when unknown) and its source MAC kept. Without a cached header
+        (the first packet, a STALE entry) it goes through the neighbour's output
+        on the bridge device: a capture on the bridge sees it leave with the
+        bridge's own MAC as source (neigh_resolve_output writes the whole header;
+        br_dev_xmit's br_nf_pre_routing_finish_bridge_slow then puts the
+        sender's MAC back before forwarding). True when handled here."""
         ns = br.namespace
         rt = ns.routes.lookup(pkt.ip.dst)
         if ns.is_local(pkt.ip.dst) or rt is None or rt.dev != br.name:
@@ -111,7 +116,7 @@ class BridgeMixin:
             self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: stays bridged, to {mac}"
                      + (f" (sent through {br.name}: no cached header yet)" if via_output else ""))
             if via_output:
-                self.capture(br, out, "out")
+                self.capture(br, wire.set_macs(pkt, br.mac, mac), "out")
             self._br_handle_frame_finish(br, port, out, ev.child(port, out, meta=ev.meta), nf=True)
 
         self.neigh_output(ns, br, rt.via or pkt.ip.dst, pkt, ev, resume=resume)

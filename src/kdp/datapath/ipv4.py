@@ -169,8 +169,11 @@ class Ipv4Mixin:
         src = self.route_source(ns, pkt.ip.src)
         if src is None:
             return
-        ident = keyed_hash(self.seed, "icmp-id", ns.name, str(pkt.ip.src), pkt.ip.ident,
-                           seed_as_key=False) & 0xFFFF
+        if ns.sockets is not None:        # icmp_sk: unconnected, no DF -> ip_idents
+            ident = ns.sockets.idents.select(src, pkt.ip.src, wire.PROTO_ICMP, self.now)
+        else:
+            ident = keyed_hash(self.seed, "icmp-id", ns.name, str(pkt.ip.src), pkt.ip.ident,
+                               seed_as_key=False) & 0xFFFF
         err = icmp_error(pkt, typ, code, ident, src=src)
         self.hop(ev, dev, "route", "icmp", f"sending {wire.icmp_str(err.l4)} to {pkt.ip.src}", ns)
         leg = answer_leg(ev.leg)

@@ -42,6 +42,14 @@ cdef inline uint64_t _flow_base(uint64_t seed, uint32_t proto, uint32_t src, uin
     return _flow_base_s(_seed_mix(seed), proto, src, dst, sport, dport)
 
 
+cdef uint64_t _REOPEN = 0x52454F50454E5F47ULL
+
+
+cdef inline uint64_t _entry_base(uint64_t base, uint64_t gen) noexcept nogil:
+    """entry_base(): the flow_base of a tuple's gen-th conntrack entry."""
+    return base if gen == 0 else _hstep(base, _REOPEN ^ gen)
+
+
 cdef inline uint64_t _flow_hash(uint64_t seed, uint64_t point, uint32_t proto, uint32_t src,
                                 uint32_t dst, uint32_t sport, uint32_t dport) noexcept nogil:
     return _hstep(_flow_base(seed, proto, src, dst, sport, dport), point)
@@ -88,11 +96,18 @@ def flow_base(seed, proto, src, dst, sport, dport):
                       sport, dport)
 
 
-def flow_hash(seed, point, proto, src, dst, sport, dport):
+def flow_hash(seed, point, proto, src, dst, sport, dport, gen=0):
     """kdp.conntrack.keyed.flow_hash in C."""
-    return _flow_hash(<uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF),
-                      <uint64_t>(int(point) & 0xFFFFFFFFFFFFFFFF), proto, int(src), int(dst),
-                      sport, dport)
+    return _hstep(_entry_base(_flow_base(<uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF), proto,
+                                         int(src), int(dst), sport, dport),
+                              <uint64_t>(int(gen) & 0xFFFFFFFFFFFFFFFF)),
+                  <uint64_t>(int(point) & 0xFFFFFFFFFFFFFFFF))
+
+
+def entry_base(base, gen):
+    """kdp.conntrack.keyed.entry_base in C."""
+    return _entry_base(<uint64_t>(int(base) & 0xFFFFFFFFFFFFFFFF),
+                       <uint64_t>(int(gen) & 0xFFFFFFFFFFFFFFFF))
 
 
 def jhash2_4(w0, w1, w2, w3, initval):

@@ -18,7 +18,9 @@
 # KUBE-FORWARD's mark ACCEPT, KUBE-SERVICES and KUBE-EXTERNAL-SERVICES
 # REJECT/DROP, health-check ACCEPT, KUBE-FIREWALL's localnet DROP), in the
 # order FORWARD / INPUT / OUTPUT(+INPUT) put them. `rules` is the number of
-# nat rules the iptables walk evaluates for that packet.
+# nat rules the iptables walk evaluates for that packet. Its statistic draws are
+# those of a tuple's first conntrack entry (generation 0); a reopened tuple's
+# (keyed.entry_base) is drawn by the reference, which owns the table.
 # Knows nothing of devices, routes or conntrack (the datapath owns those).
 from __future__ import annotations
 

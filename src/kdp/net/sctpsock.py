@@ -17,8 +17,7 @@ from .replies import BLANK_ETH, Delivery
 
 
 def _packet(table, ip: IPv4, l4: SCTP, vtag: int, chunks: bytes) -> Packet:
-    ident = keyed_hash(table.seed, "sctp-id", table.ns_name, str(ip.dst), str(ip.src), l4.sport,
-                       len(table.sctp), seed_as_key=False) & 0xFFFF
+    ident = table.idents.select(ip.dst, ip.src, wire.PROTO_SCTP, table._now)   # net.ipident
     return wire.finalize(Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_SCTP, 64, ident, 2),
                                 l4=SCTP(l4.dport, l4.sport, vtag, 0, chunks)))
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from .. import wire
-from ..conntrack.keyed import keyed_hash
 from ..watch import Watch
 from ..wire import ICMP, SCTP, IPv4, Packet, TCP, UDP
+from .ipident import IpIdents
 from .replies import BLANK_ETH, Delivery, icmp_error
 from .sctpsock import sctp_deliver
 from .tcpstate import TcpConn, TcpHandle, TcpSockets
@@ -81,6 +81,7 @@ class SocketTable(TcpSockets):
         self.outbox: list[Packet] = []            # segments apps queued (send/connect/close)
         self.connects = 0                         # connect() calls: keys the ephemeral ports
         self._now = 0.0
+        self.idents = IpIdents(seed, ns_name)     # IP IDs of unconnected sends and ICMP
 
     def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
         self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner, app or ECHO)
@@ -152,14 +153,13 @@ class SocketTable(TcpSockets):
         payload, detail = lst.app.datagram(l4.payload, (ip.src, l4.sport), (ip.dst, l4.dport), self._now)
         if payload is None:
             return Delivery("accepted", f"UDP :{l4.dport} ({lst.owner}): {detail}", owner=lst.owner)
-        ident = keyed_hash(self.seed, "udp-id", self.ns_name, str(ip.dst), str(ip.src), l4.sport,
-                           seed_as_key=False) & 0xFFFF
-        reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_UDP, 64, ident or 1, 2),
+        # an unconnected socket's sendto(): DF, and (on this kernel) a hashed IP ID
+        ident = self.idents.select(ip.dst, ip.src, wire.PROTO_UDP, self._now)
+        reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_UDP, 64, ident, 2),
                        l4=UDP(l4.dport, l4.sport, 0, payload))
         return Delivery("answered", f"UDP :{l4.dport} ({lst.owner}) {detail}",
                         [wire.finalize(reply)], lst.owner)
 
     def _icmp_id(self, pkt: Packet) -> int:
-        ip = pkt.ip
-        return keyed_hash(self.seed, "ipid", self.ns_name, str(ip.src), str(ip.dst), ip.ident,
-                          seed_as_key=False) & 0xFFFF
+        """The IP ID of an ICMP answer to pkt (echo reply, error): icmp_sk is unconnected."""
+        return self.idents.select(pkt.ip.dst, pkt.ip.src, wire.PROTO_ICMP, self._now)

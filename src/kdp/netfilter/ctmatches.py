@@ -184,7 +184,8 @@ class StateMatch(Match):
 @register_match
 class StatisticMatch(Match):
     """random: the decision is a pure function — flow_hash(seed, point,
-    the connection's original tuple) where the decision point is the rule
+    the connection's original tuple, the entry's generation: a reopened tuple
+    draws anew, as each new kernel entry does) where the decision point is the rule
     (decision_point("statistic", namespace, table, chain, rule number)); its
     top 31 bits are compared with the probability as the kernel does
     ((prandom_u32() & 0x7FFFFFFF) < probability). The compiled service
@@ -265,7 +266,8 @@ class StatisticMatch(Match):
         if forced is None:
             point = decision_point("statistic", nf.info.name, pc.table, pc.chain, pc.rule_number)
             if tup is not None:
-                h = flow_hash(nf.seed, point, tup.proto, tup.src, tup.dst, tup.sport, tup.dport)
+                h = flow_hash(nf.seed, point, tup.proto, tup.src, tup.dst, tup.sport, tup.dport,
+                              ct.gen if ct is not None else 0)
             else:       # no tuple (a fragment): the addresses alone
                 h = flow_hash(nf.seed, point, pc.proto, pc.src_int, pc.dst_int, 0, 0)
             forced = random31(h) < self.prob

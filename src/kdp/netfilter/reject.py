@@ -73,9 +73,13 @@ def _unreach(pkt: Packet, code: int, pc) -> Packet | None:
         src = info.source_address(pc.in_dev, ip.src) or ip.dst
     body = emit_l4(l4) if l4 is not None else pkt.payload
     quoted = (ip_header(ip, len(body)) + body)[:ICMP_ROOM]
-    # no DF: ip_select_ident() hashes an ID (kdp: a keyed hash of the seed and the quoted packet)
-    ident = (keyed_hash(pc.nf.seed, "reject-icmp-id", pc.nf.info.name, str(ip.src), str(ip.dst), ip.ident)
-             & 0xFFFF) or 1
+    # no DF: ip_select_ident() hashes an ID, from the namespace's ip_idents (net.ipident)
+    sockets = getattr(info, "sockets", None)
+    if sockets is not None:
+        ident = sockets.idents.select(src, ip.src, PROTO_ICMP, pc.now)
+    else:                                 # a Netfilter without a namespace (tests, svcref)
+        ident = (keyed_hash(pc.nf.seed, "reject-icmp-id", info.name, str(ip.src), str(ip.dst), ip.ident)
+                 & 0xFFFF) or 1
     nip = IPv4(src=src, dst=ip.src, proto=PROTO_ICMP, ttl=DEFAULT_TTL, ident=ident, flags=0,
                tos=(ip.tos & 0x1E) | 0xC0)
     return finalize(Packet(_eth(), ip=nip, l4=ICMP(3, code, payload=quoted)))

@@ -1,11 +1,17 @@
-# oracle.capture: what the kernel put on every device. One AF_PACKET/ETH_P_ALL
-# socket per device (opened inside the device's namespace, bound to it, like
-# `tcpdump -i DEV -Q inout`), all read by one thread of this process: frames
-# with their kernel timestamp and direction (PACKET_OUTGOING = "out", every
-# other packet type = "in"). Also the pcap writer for --keep-pcaps. Owns no
-# namespaces and sends nothing.
+# oracle.capture: what the kernel put on every device, as `tcpdump -i DEV -Q
+# inout` shows it. One AF_PACKET/ETH_P_ALL socket per device (opened inside the
+# device's namespace, bound to it) with a TPACKET_V2 receive ring, as libpcap
+# uses: the kernel copies each frame into the ring at the tap itself
+# (tpacket_rcv), so a header the stack rewrites afterwards (br_netfilter's
+# bridged DNAT puts the sender's MAC back after the bridge device's tap) is seen
+# as it was at the tap, not as a plain recvmsg() copying the shared data later
+# would see it. All rings are read by one thread of this process: frames with
+# their kernel timestamp and direction (PACKET_OUTGOING = "out", every other
+# packet type = "in"). Also the pcap writer for --keep-pcaps. Owns no namespaces
+# and sends nothing.
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import socket
@@ -16,15 +22,50 @@ import time
 from . import netns as N
 
 ETH_P_ALL = 0x0003
-SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
-RCVBUF = 4 << 20
-SO_RCVBUFFORCE = 33
+SOL_PACKET, PACKET_RX_RING, PACKET_VERSION, TPACKET_V2 = 263, 5, 10, 1
+TP_STATUS_KERNEL, TP_STATUS_USER = 0, 1
+# the ring of one device: 4 blocks of 1 MiB, frames of 4 KiB (1024 frames; a
+# frame longer than 4 KiB less the headers is cut, as with tcpdump -s)
+FRAME_SIZE, BLOCK_SIZE, BLOCK_NR = 4096, 1 << 20, 4
+FRAME_NR = BLOCK_SIZE // FRAME_SIZE * BLOCK_NR
+# struct tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec (then vlan, padding);
+# struct sockaddr_ll follows at TPACKET_ALIGN(32): its sll_pkttype at 32 + 10
+TPACKET2_HDR = struct.Struct("IIIHHII")
+SLL_PKTTYPE = 32 + 10
+
+
+class Ring:
+    """One socket's mmapped TPACKET_V2 receive ring and the next frame to read."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.map = mmap.mmap(sock.fileno(), BLOCK_SIZE * BLOCK_NR, mmap.MAP_SHARED,
+                             mmap.PROT_READ | mmap.PROT_WRITE)
+        self.index = 0
+
+    def frames(self):
+        """(timestamp, bytes, packet type) of every frame ready, handed back to the kernel."""
+        m = self.map
+        while True:
+            off = self.index * FRAME_SIZE
+            status, _len, snaplen, mac, _net, sec, nsec = TPACKET2_HDR.unpack_from(m, off)
+            if not status & TP_STATUS_USER:
+                return
+            data = bytes(m[off + mac:off + mac + snaplen])
+            pkttype = m[off + SLL_PKTTYPE]
+            struct.pack_into("I", m, off, TP_STATUS_KERNEL)
+            self.index = (self.index + 1) % FRAME_NR
+            yield sec + nsec / 1e9, data, pkttype
+
+    def close(self) -> None:
+        self.map.close()
+        self.sock.close()
 
 
 class Sniffer:
     def __init__(self) -> None:
-        self._socks: dict[int, tuple[socket.socket, tuple[str, str]]] = {}
+        self._socks: dict[int, tuple[Ring, tuple[str, str]]] = {}
         self._frames: dict[tuple[str, str], list] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -37,17 +78,15 @@ class Sniffer:
             out = []
             for d in devices:
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-                try:
-                    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-                except OSError:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+                s.setsockopt(SOL_PACKET, PACKET_RX_RING,
+                             struct.pack("IIII", BLOCK_SIZE, BLOCK_NR, FRAME_SIZE, FRAME_NR))
                 s.bind((d, ETH_P_ALL))
                 s.setblocking(False)
                 out.append((d, s))
             return out
         for d, s in N.run_in(netns, work):
-            self._socks[s.fileno()] = (s, (kdp_ns, d))
+            self._socks[s.fileno()] = (Ring(s), (kdp_ns, d))
             self._frames.setdefault((kdp_ns, d), [])
 
     def start(self) -> None:
@@ -64,23 +103,13 @@ class Sniffer:
                 self._drain(fd)
 
     def _drain(self, fd: int) -> None:
-        s, key = self._socks[fd]
-        while True:
-            try:
-                data, anc, _flags, addr = s.recvmsg(65600, 64)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            ts = time.time()
-            for level, typ, blob in anc:
-                if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(blob) >= 16:
-                    sec, nsec = struct.unpack("qq", blob[:16])
-                    ts = sec + nsec / 1e9
-            direction = "out" if addr[2] == PACKET_OUTGOING else "in"
+        ring, key = self._socks[fd]
+        got = [(ts, data, "out" if pkttype == PACKET_OUTGOING else "in")
+               for ts, data, pkttype in ring.frames()]
+        if got:
             with self._lock:
-                self._frames[key].append((ts, bytes(data), direction))
-                self.count += 1
+                self._frames[key].extend(got)
+                self.count += len(got)
                 self.last_frame = time.monotonic()
 
     def clear(self) -> None:
@@ -117,8 +146,8 @@ class Sniffer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)
-        for s, _k in self._socks.values():
-            s.close()
+        for ring, _k in self._socks.values():
+            ring.close()
         self._socks.clear()
 
 

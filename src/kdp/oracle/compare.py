@@ -73,6 +73,9 @@ class Mapper:
     isn: dict = field(default_factory=dict)      # (src, sport, dst, dport) -> kdp - kernel
     ts: dict = field(default_factory=dict)       # (src ip, dst ip) -> {kernel tsval: kdp tsval}
     ipid: dict = field(default_factory=dict)     # (src, dst, proto, kernel id) -> kdp id
+    # (src, dst, proto, kdp id) -> the kernel id mapped to it: the map is one to one,
+    # so two packets the kernel told apart may not share one kdp ID (nor the reverse)
+    ipid_rev: dict = field(default_factory=dict)
     fixed_senders: set = field(default_factory=set)   # (ip, port) whose values are injected as is
     fixed_ids: set = field(default_factory=set)       # (src, dst, proto, id) of injected packets
     used: dict = field(default_factory=dict)     # description -> count (for the report)
@@ -158,8 +161,14 @@ def learn(m: Mapper, k: Packet, r: Packet) -> None:
             if kts and rts:      # a clock with a random offset: mapped value by value
                 m.ts.setdefault((r.ip.src, r.ip.dst), {}).setdefault(rts[0], kts[0])
     key = (r.ip.src, r.ip.dst, r.ip.proto, r.ip.ident)
-    if r.ip.ident != k.ip.ident and key not in m.fixed_ids and r.ip.ident != 0:
-        m.ipid.setdefault(key, k.ip.ident)
+    if r.ip.ident == k.ip.ident:
+        m.ipid_rev.setdefault((r.ip.src, r.ip.dst, r.ip.proto, k.ip.ident), r.ip.ident)
+    elif key not in m.fixed_ids and r.ip.ident != 0 and key not in m.ipid:
+        rev = (r.ip.src, r.ip.dst, r.ip.proto, k.ip.ident)
+        if m.ipid_rev.setdefault(rev, r.ip.ident) == r.ip.ident:
+            m.ipid[key] = k.ip.ident
+        # else: kdp gave this ID to another packet the kernel numbered apart
+        # (a repeated ID): left unmapped, it shows as a difference
 
 
 def _fix_tcp_options(opts: bytes, tsval_map: dict, tsecr_map: dict) -> bytes:

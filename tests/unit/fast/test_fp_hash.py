@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kdp.conntrack.keyed import (decision_point, flow_base, flow_hash, hash_step, jhash2,
+from kdp.conntrack.keyed import (decision_point, entry_base, flow_base, flow_hash, hash_step, jhash2,
                                  random31)
 
 try:
@@ -62,6 +62,24 @@ def test_c_equals_python(seed, point, proto, src, dst, sport, dport):
         flow_hash(seed, point, proto, src, dst, sport, dport)
     assert _fastpath.flow_base(seed, proto, src, dst, sport, dport) == \
         flow_base(seed, proto, src, dst, sport, dport)
+
+
+@needs_fastpath
+@settings(max_examples=200, deadline=None)
+@given(seed=u64, point=u64, src=u32, sport=u16, gen=st.integers(0, 1 << 40))
+def test_c_equals_python_for_reopened_entries(seed, point, src, sport, gen):
+    assert _fastpath.flow_hash(seed, point, 6, src, 0x0A600008, sport, 80, gen) == \
+        flow_hash(seed, point, 6, src, 0x0A600008, sport, 80, gen)
+    base = flow_base(seed, 6, src, 0x0A600008, sport, 80)
+    assert _fastpath.entry_base(base, gen) == entry_base(base, gen)
+
+
+def test_a_reopen_draws_anew_and_the_first_entry_as_before():
+    args = (5, 1234, 6, 0x0AF40002, 0x0A600008, 41000, 80)
+    assert flow_hash(*args, 0) == flow_hash(*args)              # gen 0: the value it always had
+    draws = {flow_hash(*args, g) for g in range(64)}
+    assert len(draws) == 64                                     # every reopen its own draw
+    assert flow_hash(*args, 3) == hash_step(entry_base(flow_base(*args[:1], *args[2:]), 3), 1234)
 
 
 @needs_fastpath
