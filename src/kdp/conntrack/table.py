@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from itertools import islice
 
 from .entry import ASSURED, CONFIRMED, DYING, ORIGINAL, REPLY, SEEN_REPLY, SRC_NAT_DONE, ConntrackEntry
 from .keyed import decision_point, flow_base
 from .timeouts import Timeouts
 from .tuples import Tuple
 
+GENERATION_MEMORY = 16384  # original tuples whose entry generation a table remembers
 EVICTION_RANGE = 8          # NF_CT_EVICTION_RANGE: buckets early_drop() looks at
 BUCKET_SALT = decision_point("ct-bucket")   # the bucket hash is flow_base(seed ^ salt, tuple)
 _L_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 132: "sctp", 136: "udplite"}
@@ -52,7 +54,10 @@ class ConntrackTable:
         self._by_source: dict[tuple, dict[int, ConntrackEntry]] = {}
         self._heap: list[tuple[float, int]] = []
         # original tuple -> entries of it confirmed so far: the next one's gen
-        # (a reopened tuple draws its statistic choices anew)
+        # (a reopened tuple draws its statistic choices anew). Bounded: the
+        # GENERATION_MEMORY most recently confirmed tuples are remembered, so
+        # memory stays flat however many flows a run sees (a tuple reopened
+        # after that many other confirmations draws as its first entry did)
         self._generation: dict[Tuple, int] = {}
         self.recorder = None        # the flow cache's recorder while it watches a packet
         self.on_remove = None       # callable(entry) told of every removal (the flow cache)
@@ -123,10 +128,18 @@ class ConntrackTable:
                 return False
         self.sweep(now)
         e.status |= CONFIRMED
-        self._generation[e.orig] = e.gen + 1
+        self._remember_generation(e.orig, e.gen + 1)
         self._insert(e)
         self.stats["insert"] += 1
         return True
+
+    def _remember_generation(self, orig: Tuple, gen: int) -> None:
+        gens = self._generation
+        gens.pop(orig, None)                # most recent last
+        gens[orig] = gen
+        if len(gens) > GENERATION_MEMORY + GENERATION_MEMORY // 4:
+            for t in list(islice(gens, len(gens) - GENERATION_MEMORY)):
+                del gens[t]
 
     def remove(self, e: ConntrackEntry) -> None:
         e.status |= DYING
@@ -226,7 +239,7 @@ class ConntrackTable:
             if old is not None:
                 self.remove(old)
             self._insert(e)
-            self._generation[e.orig] = max(self._generation.get(e.orig, 0), 1)   # it existed
+            self._remember_generation(e.orig, max(self._generation.get(e.orig, 0), 1))   # it existed
             self._next_id = max(self._next_id, e.id + 1)
 
 

@@ -185,3 +185,30 @@ def test_export_and_import_round_trip():
     assert t2.to_conntrack_l(1.0) == t.to_conntrack_l(1.0)
     assert track(t2, tcp(A, B, 40000, 80, "A"), 1.0).ctinfo == "ESTABLISHED"
     assert track(t2, tcp(sport=40001), 1.0).entry.id > max(d["id"] for d in dump)
+
+
+def test_entry_generations_are_remembered_for_a_bounded_number_of_tuples():
+    """A reopened tuple's next entry draws anew (gen counts its earlier
+    entries), and the table's memory of generations stays bounded however
+    many flows it sees: the oldest tuples are forgotten first."""
+    from ipaddress import IPv4Address
+
+    from kdp.conntrack.table import GENERATION_MEMORY
+    from kdp.conntrack.tuples import Tuple
+
+    table = ConntrackTable(max_entries=4 * GENERATION_MEMORY)
+    src, dst = IPv4Address("10.244.0.2"), IPv4Address("10.2.0.2")
+
+    def open_close(sport: int) -> int:
+        t = Tuple(17, src, dst, sport, 53)
+        e = table.new_entry(t, t.invert(), 1.0)
+        assert table.confirm(e, 1.0)
+        table.remove(e)
+        return e.gen
+
+    assert [open_close(1000) for _ in range(3)] == [0, 1, 2]
+    for sport in range(2000, 2000 + 2 * GENERATION_MEMORY):
+        open_close(sport)
+    assert len(table._generation) <= GENERATION_MEMORY + GENERATION_MEMORY // 4
+    assert open_close(2000 + 2 * GENERATION_MEMORY - 1) == 1      # recent: remembered
+    assert open_close(1000) == 0                                   # long ago: forgotten
