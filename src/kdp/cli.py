@@ -133,20 +133,32 @@ def cmd_run(a) -> int:
 
 
 class _progress:
-    """A rich progress bar on stderr while frames are processed (only on a terminal)."""
+    """On a terminal, a rich progress bar on stderr: frames done, their rate,
+    and the ETA from the share of the file read. Nothing on a pipe."""
 
     def __init__(self, path: str):
         self.path, self.bar = path, None
 
     def __enter__(self):
         if not sys.stderr.isatty():
-            return lambda n=1: None
+            return lambda n, pos: None
         from rich.console import Console
-        from rich.progress import Progress
-        self.bar = Progress(console=Console(stderr=True), transient=True)
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[frames]:,} frames, {task.fields[rate]:,.0f}/s"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=True)
         self.bar.start()
-        task = self.bar.add_task(f"frames from {os.path.basename(self.path)}", total=None)
-        return lambda n=1: self.bar.advance(task, n)
+        size = max(os.path.getsize(self.path), 1)
+        task = self.bar.add_task(os.path.basename(self.path), total=size, frames=0, rate=0.0)
+        t0, done = time.perf_counter(), [0]
+
+        def advance(n: int, pos: int) -> None:
+            done[0] += n
+            secs = time.perf_counter() - t0
+            self.bar.update(task, completed=min(pos, size), frames=done[0],
+                            rate=done[0] / secs if secs > 0 else 0.0)
+        return advance
 
     def __exit__(self, *exc):
         if self.bar is not None:
@@ -289,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = _sub(sub, "run", "feed a pcap through the emulator, frame by frame")
     r.add_argument("cluster", help=CLUSTER_HELP)
-    r.add_argument("--pcap", required=True, metavar="FILE", help="the capture to replay (pcap or pcapng, Ethernet)")
+    r.add_argument("--pcap", required=True, metavar="FILE", help="the capture to replay: pcap or pcapng, plain or .gz, Ethernet or Linux cooked (tcpdump -i any)")
     r.add_argument("--at", required=True, metavar="ATTACH",
                    help="where the frames are transmitted: pod/NS/NAME or node/NAME (its eth0), or "
                         "ext/ADDR (the wire from an off-cluster host)")

@@ -17,7 +17,8 @@ from .fast import FlowEngine
 from .fast.replay import HIT, RECORD_HEADER, frame_key
 from .datapath.flowcache import FlowCache
 from .errors import KdpError
-from .io import PCAP_HEADER, open_pcap, pcap_record, read_pcap, truncated_record
+from .capfile import CaptureReader, check_length
+from .io import PCAP_HEADER, pcap_record, truncated_record
 from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
@@ -56,7 +57,9 @@ class PcapRun:
         self.fastpath = fastpath
         self.validate = (os.environ.get("KDP_FASTPATH_VALIDATE", "") not in ("", "0")
                          if validate is None else validate) and fastpath
-        self.progress = progress or (lambda n: None)
+        self.progress = progress or (lambda n, pos: None)
+        self.macs = emu.link_macs(self.dev)
+        self.reader = None
         self.engine = (engine or FlowEngine)(bool(out_dir), not json_lines)
         self.cache = FlowCache(self.engine, self.dp) if fastpath else None
         self.sinks: dict[tuple[str, str], int] = {}
@@ -106,14 +109,11 @@ class PcapRun:
 
     # --- the run --------------------------------------------------------------
     def run(self, path: str) -> dict:
-        f, fmt = open_pcap(path)
+        reader = CaptureReader(path, self.macs, BLOCK)
+        self.reader = reader
         try:
-            with f:
-                if fmt is None:
-                    self._run_records(read_pcap(path))     # pcapng, through Scapy
-                else:
-                    endian, unit = fmt
-                    self._run_blocks(f, path, unit, endian == ">")
+            with reader:
+                self._run_blocks(reader, path)
         finally:
             # also when the pcap turns out truncated: what was processed is kept
             if self.cache is not None:
@@ -139,27 +139,21 @@ class PcapRun:
                 self.cache.revalidate()
         return self.events[0][0] - index if self.events else -1
 
-    def _run_records(self, records) -> None:
-        """pcapng (read through Scapy, a record at a time): every frame takes
-        the reference path; the engine reads classic pcap blocks only."""
-        if self.cache is not None:
-            self.cache.close()
-            self.cache = None
-        for t, raw in records:
-            self._event(self.counts["frames"])
-            self._slow(raw, t, self.counts["frames"])
-
-    def _run_blocks(self, f, path: str, unit: float, big: bool) -> None:
-        rec = RECORD_HEADER[big]
+    def _run_blocks(self, reader: CaptureReader, path: str) -> None:
+        """Blocks of classic pcap records (kdp.capfile makes them of every
+        format it reads) through the engine, misses through the reference."""
+        rec = RECORD_HEADER[reader.big]
+        blocks = reader.blocks()
         buf = b""
         pos = 0
         eof = False
         while True:
             index = self.counts["frames"]
             limit = self._event(index)
+            unit = reader.unit
             if self.cache is not None and not self.validate:
                 status, pos2, index2, now2 = self.engine.run(buf, pos, len(buf), index, self.dp.now,
-                                                             unit, big, limit)
+                                                             unit, reader.big, limit)
                 if index2 != index:
                     self._hits(index2 - index)
                     self.dp.now = now2
@@ -167,13 +161,14 @@ class PcapRun:
                 if status == HIT:                # stopped for an event
                     continue
             left = len(buf) - pos
+            if left >= 16:
+                check_length(path, index, rec.unpack_from(buf, pos)[2])
             if left < 16 or left - 16 < rec.unpack_from(buf, pos)[2]:
                 if eof:
                     if left:
                         self._truncated(path, buf, pos, rec)
                     return
-                need = rec.unpack_from(buf, pos)[2] + 16 if left >= 16 else 0
-                chunk = f.read(max(BLOCK, need))
+                chunk = next(blocks, b"")
                 eof = not chunk
                 buf = buf[pos:] + chunk          # the unread rest and the next block
                 pos = 0
@@ -193,7 +188,7 @@ class PcapRun:
         """n frames were replayed (their lines are in the engine's output)."""
         self.hits += n
         self.counts["frames"] += n
-        self.progress(n)
+        self.progress(n, self.reader.position())
         if self.engine.buffered() >= FLUSH_AT:
             self._flush()
 
@@ -208,7 +203,7 @@ class PcapRun:
     def _emit_record(self, r: dict) -> bytes:
         self.counts["frames"] += 1
         self.counts[r["disposition"]] += 1
-        self.progress(1)
+        self.progress(1, self.reader.position())
         return ((json.dumps(r) if self.json else run_line(r)) + "\n").encode()
 
     def _reference(self, frame: bytes, t: float, index: int):
