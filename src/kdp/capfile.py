@@ -35,9 +35,6 @@ READ = (ETHERNET, SLL, SLL2)
 MAX_RECORD = 0x4000000            # 64 MiB: larger record lengths are corruption (as Wireshark has it)
 BLOCK = 4 << 20                   # bytes read per block
 OUT_RECORD = struct.Struct("<IIII")
-SLL_OUTGOING = 4                  # sll_pkttype PACKET_OUTGOING: sent by the capturing host
-ARPHRD_ETHER = 1
-BROADCAST = b"\xff" * 6
 
 # macs(dst IPv4 address as 4 bytes) -> (destination MAC, source MAC), 6 bytes each:
 # the Ethernet addresses the attachment point's stack would use toward it.
@@ -75,6 +72,7 @@ class CaptureReader:
     def __init__(self, path: str, macs: Macs | None = None, block: int = BLOCK):
         self.path, self.block = path, block
         self.macs = macs
+        self.mac_table: dict[bytes, bytes] = {}      # dst IPv4 -> dst MAC + src MAC, from macs
         self.f, self.raw = open_capture(path)
         self.size = os.fstat(self.raw.fileno()).st_size
         head = self._read(24)
@@ -135,41 +133,59 @@ class CaptureReader:
         else:
             yield from self._cooked_pcap_blocks()
 
+    def _resolve(self, dst: bytes) -> None:
+        """Learn the MACs toward IPv4 destination dst (for cooked frames)."""
+        d, src = self.macs(dst)
+        self.mac_table[dst] = d + src
+
     def _cooked_pcap_blocks(self) -> Iterator[bytes]:
+        from .fast import convert_pcap           # here: the pure engine imports kdp.io, which imports this
+        from .fast.capture import BAD, NEED_MAC
         rec = struct.Struct(self.endian + "IIII")
-        buf, pos, n, out = b"", 0, 0, []
-        convert = self._converter(self.linktype)
+        buf, pos, n = b"", 0, 0
+        macs = self.mac_table if self.macs is not None else None
         while True:
-            if len(buf) - pos < 16 or len(buf) - pos - 16 < rec.unpack_from(buf, pos)[2]:
-                if out:
-                    yield b"".join(out)
-                    out = []
-                chunk = self._read(self.block)
-                if not chunk:
-                    left = len(buf) - pos
-                    if left:
-                        raise truncated_record(self.path, n, left - 16 if left >= 16 else left,
-                                               rec.unpack_from(buf, pos)[2] if left >= 16 else None)
-                    return
-                buf, pos = buf[pos:] + chunk, 0
+            out = bytearray()
+            status, pos, got, extra = convert_pcap(buf, pos, len(buf), self.endian == ">", self.linktype,
+                                                   macs, out)
+            n += got
+            if out:
+                yield bytes(out)
+            if status == NEED_MAC:
+                self._resolve(extra)
                 continue
-            sec, frac, incl, _orig = rec.unpack_from(buf, pos)
-            check_length(self.path, n, incl)
-            frame = convert(buf[pos + 16:pos + 16 + incl])
-            out.append(OUT_RECORD.pack(sec, frac, len(frame), len(frame)) + frame)
-            pos += 16 + incl
-            n += 1
+            if status == BAD:
+                check_length(self.path, n, extra)
+            chunk = self._read(self.block)
+            if not chunk:
+                left = len(buf) - pos
+                if left:
+                    raise truncated_record(self.path, n, left - 16 if left >= 16 else left,
+                                           rec.unpack_from(buf, pos)[2] if left >= 16 else None)
+                return
+            buf, pos = buf[pos:] + chunk, 0
 
     # --- pcapng -----------------------------------------------------------------
     def _pcapng_blocks(self) -> Iterator[bytes]:
         """Section header, interface description, enhanced / simple / obsolete
-        packet blocks; every other block type is skipped (as Wireshark does)."""
-        buf, pos, n, out = self._head, 0, 0, []
+        packet blocks; every other block type is skipped (as Wireshark does).
+        Runs of enhanced packet blocks go through the compiled loop."""
+        from .fast import convert_pcapng
+        from .fast.capture import NEED_MAC, _ethernet as ethernet
+        buf, pos, n, out = self._head, 0, 0, bytearray()
         offset = 0                   # the file offset of buf[0]
         endian = "<"
-        ifaces: list[tuple] = []     # (linktype, converter, units per second, offset seconds)
+        ifaces: list[tuple] = []     # (linktype, units per second, offset seconds)
         units = None                 # the output records' units per second
+        macs = self.mac_table if self.macs is not None else None
         while True:
+            if units is not None:
+                status, pos, got, extra = convert_pcapng(buf, pos, len(buf), endian == ">", ifaces, units,
+                                                         macs, out)
+                n += got
+                if status == NEED_MAC:
+                    self._resolve(extra)
+                    continue
             left = len(buf) - pos
             blen = struct.unpack_from(endian + "I", buf, pos + 4)[0] if left >= 8 else None
             if buf[pos:pos + 4] == PCAPNG_MAGIC and left >= 12:
@@ -180,8 +196,8 @@ class CaptureReader:
                 blen = struct.unpack_from(endian + "I", buf, pos + 4)[0]
             if blen is None or left < blen:
                 if out:
-                    yield b"".join(out)
-                    out = []
+                    yield bytes(out)
+                    out = bytearray()
                 chunk = self._read(max(self.block, (blen or 0) - left))
                 if not chunk:
                     if left:
@@ -210,11 +226,12 @@ class CaptureReader:
                 if units is None:
                     units = 1_000_000_000 if per_sec > 1_000_000 else 1_000_000
                     self.unit = 1.0 / units
-                ifaces.append((linktype, self._converter(linktype), per_sec, off))
+                ifaces.append((linktype, per_sec, off))
             elif btype in (6, 2, 3):                             # enhanced, obsolete, simple packet
                 if btype == 3:
-                    iface, ts, caplen, data_at = 0, None, None, 4
-                    caplen = min(struct.unpack_from(endian + "I", body, 0)[0], len(body) - 4)
+                    iface, ts, data_at = 0, None, 4
+                    caplen = min(struct.unpack_from(endian + "I", body, 0)[0] if len(body) >= 4 else 0,
+                                 len(body) - 4)
                 else:
                     if len(body) < 20:
                         raise PcapError(f"{where}: packet block is {len(body)} bytes, expected at least 20")
@@ -229,7 +246,7 @@ class CaptureReader:
                 if iface >= len(ifaces):
                     raise PcapError(f"{where}: interface {iface} was not described (no interface "
                                     f"description block for it), after {n} frames")
-                _lt, convert, per_sec, off = ifaces[iface]
+                link, per_sec, off = ifaces[iface]
                 if ts is None:
                     sec = frac = 0
                 else:
@@ -238,45 +255,15 @@ class CaptureReader:
                     sec += off
                     if not 0 <= sec < 1 << 32:
                         raise PcapError(f"{where}: timestamp {sec} s is outside 1970-2106, after {n} frames")
-                frame = convert(body[data_at:data_at + caplen])
-                out.append(OUT_RECORD.pack(sec, frac, len(frame), len(frame)) + frame)
+                data = body[data_at:data_at + caplen]
+                while True:
+                    frame, need = ethernet(data, link, macs)
+                    if frame is not None:
+                        break
+                    self._resolve(need)
+                out += OUT_RECORD.pack(sec, frac, len(frame), len(frame)) + frame
                 n += 1
             pos += blen
-
-    # --- link layers ------------------------------------------------------------
-    def _converter(self, linktype: int):
-        if linktype == ETHERNET:
-            return bytes
-        macs = self.macs
-        cache: dict[bytes, tuple[bytes, bytes]] = {}
-
-        def ethernet(proto: bytes, sender: bytes | None, payload: bytes) -> bytes:
-            dst_ip = payload[16:20] if proto == b"\x08\x00" and len(payload) >= 20 else None
-            if dst_ip is None or macs is None:
-                dst, src = BROADCAST if proto == b"\x08\x06" else bytes(6), bytes(6)
-            else:
-                got = cache.get(dst_ip)
-                if got is None:
-                    got = cache[dst_ip] = macs(dst_ip)
-                dst, src = got
-            return dst + (sender or src) + proto + payload
-
-        if linktype == SLL:
-            def sll(f: bytes) -> bytes:
-                if len(f) < 16:
-                    return f                      # too short to be a frame: malformed-frame downstream
-                pkttype, hatype, halen = struct.unpack_from(">HHH", f, 0)
-                sender = f[6:12] if pkttype == SLL_OUTGOING and hatype == ARPHRD_ETHER and halen == 6 else None
-                return ethernet(f[14:16], sender, f[16:])
-            return sll
-
-        def sll2(f: bytes) -> bytes:
-            if len(f) < 20:
-                return f
-            hatype, pkttype, halen = struct.unpack_from(">HBB", f, 8)
-            sender = f[12:18] if pkttype == SLL_OUTGOING and hatype == ARPHRD_ETHER and halen == 6 else None
-            return ethernet(f[0:2], sender, f[20:])
-        return sll2
 
 
 def _if_options(opts: bytes, endian: str, where: str) -> tuple[int, int]:

@@ -144,3 +144,26 @@ def test_fuzzed_captures_never_crash(tmp_path):
                 assert lines == whole[fmt][:len(lines)]
             if err is None and kind == "flip":
                 assert counts["frames"] == len(lines)
+
+
+def test_the_compiled_converter_and_its_pure_twin_agree():
+    """fast/capture.pxi and kdp.fast.capture: the same statuses and bytes, for
+    cooked classic records and pcapng blocks, with and without MACs known."""
+    compiled = pytest.importorskip("kdp._fastpath")
+    from kdp.fast import capture as pure
+    recs = RECORDS[:80] + [(RECORDS[80][0], b"\x00\x04\x00")]          # and a frame too short to convert
+    for fmt, link in (("sll", 113), ("sll2", 276), ("pcapng-sll2", 276), ("pcapng", 1)):
+        data = capconvert.encode(recs, fmt)
+        for macs in (None, {}, {bytes(recs[0][1][30:34]): b"\x01" * 12}):
+            got = []
+            for impl in (compiled, pure):
+                out = bytearray()
+                if fmt.startswith("pcapng"):
+                    start = 28 + 24                             # after the section and interface blocks
+                    res = impl.convert_pcapng(data, start, len(data), False, [(link, 1_000_000, 0)],
+                                              1_000_000, macs, out)
+                else:
+                    res = impl.convert_pcap(data, 24, len(data), False, link, macs, out)
+                got.append((res, bytes(out)))
+            assert got[0] == got[1]
+            assert got[0][0][2] > 0 or macs == {}
