@@ -19,6 +19,7 @@ from .datapath.flowcache import FlowCache
 from .errors import KdpError
 from .capfile import CaptureReader, check_length
 from .io import PCAP_HEADER, pcap_record, truncated_record
+from .outcomes import Outcomes
 from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
@@ -57,11 +58,15 @@ class PcapRun:
         self.fastpath = fastpath
         self.validate = (os.environ.get("KDP_FASTPATH_VALIDATE", "") not in ("", "0")
                          if validate is None else validate) and fastpath
-        self.progress = progress or (lambda n, pos: None)
+        self.progress = progress or (lambda n: None)
         self.macs = emu.link_macs(self.dev)
         self.reader = None
         self.engine = (engine or FlowEngine)(bool(out_dir), not json_lines)
         self.cache = FlowCache(self.engine, self.dp) if fastpath else None
+        self.outcomes = Outcomes(emu.cluster)
+        self._record = None                      # the outcomes record of the last reference frame
+        if self.cache is not None:
+            self.cache.on_hits = lambda m, n, ip_bytes, last: self.outcomes.add(m.outcome, n, ip_bytes, last)
         self.sinks: dict[tuple[str, str], int] = {}
         self.sink_names: list[str] = []
         self.files: set[int] = set()
@@ -188,7 +193,7 @@ class PcapRun:
         """n frames were replayed (their lines are in the engine's output)."""
         self.hits += n
         self.counts["frames"] += n
-        self.progress(n, self.reader.position())
+        self.progress(n)
         if self.engine.buffered() >= FLUSH_AT:
             self._flush()
 
@@ -203,16 +208,21 @@ class PcapRun:
     def _emit_record(self, r: dict) -> bytes:
         self.counts["frames"] += 1
         self.counts[r["disposition"]] += 1
-        self.progress(1, self.reader.position())
+        self.progress(1)
         return ((json.dumps(r) if self.json else run_line(r)) + "\n").encode()
 
     def _reference(self, frame: bytes, t: float, index: int):
         try:
             pkt = wire.parse(frame)
         except wire.MalformedFrame as e:
-            return run_record(index, None, str(e)), None
-        outcome = self.dp.inject(self.dev, pkt, t)
-        return run_record(index, outcome, None), outcome
+            r, outcome, resets = run_record(index, None, str(e)), None, ()
+        else:
+            outcome = self.dp.inject(self.dev, pkt, t)
+            r, resets = run_record(index, outcome, None), self.dp.resets
+        self._record = Outcomes.record(r, resets, frame)
+        ip_bytes = (frame[16] << 8) | frame[17] if len(frame) >= 18 and frame[12:14] == b"\x08\x00" else 0
+        self.outcomes.add(self._record, 1, ip_bytes, self.dp.now)
+        return r, outcome
 
     def _slow(self, frame: bytes, t: float, index: int) -> None:
         cache = self.cache
@@ -291,6 +301,7 @@ class PcapRun:
         eid = self.cache.build(frame, key, self._line_parts(r, line), r["disposition"],
                                self.sink_of, captured)
         if isinstance(eid, int):
+            self.cache.meta[eid].outcome = self._record
             # the engine that will replay it must give back what the reference did
             got = self.engine.predict(eid, frame, self.dp.now, r["index"])
             want = [(self.sink_of(dev), pcap_record(self.dp.now, data))

@@ -84,6 +84,11 @@ def test_example_capture_runs_as_the_readme_says():
     assert all(s["packet"]["flags"] == "S" and s["delivered_to"].startswith("pod/backend/service-a-")
                for s in syns)
     assert ping["packet"]["proto"] == "icmp" and ping["delivered_to"].startswith("pod/backend/service-a-")
-    text = kdp("run", "demo", "--pcap", os.path.join(ROOT, "examples", "pcaps", "capture.pcap"),
-               "--at", "pod/default/client").stdout
+    assert lines[-1]["summary"]["outcomes"]["resets"] == {"total": 3, "by": {"pod/default/client (no socket)": 3}}
+    r = kdp("run", "demo", "--pcap", os.path.join(ROOT, "examples", "pcaps", "capture.pcap"),
+            "--at", "pod/default/client")
+    text = r.stdout
     assert "None" not in text                                    # an ICMP line has no ports to show
+    assert r.stderr == ""                                        # no progress on a pipe
+    assert "resets sent by kdp: 3 (pod/default/client (no socket) 3)" in text
+    assert "flows: 5 (5 opened, 0 completed, 3 reset)" in text and " frames/s (" in text

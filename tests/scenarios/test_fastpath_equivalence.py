@@ -44,7 +44,7 @@ MODES = {
 }
 # summary keys that must agree; the rest (seconds, frames_per_second,
 # fastpath_hits, fastpath_misses, peak_rss_mb, ...) are timing and cache counters
-SUMMARY_KEYS = ("frames", "delivered", "dropped", "rejected", "pcaps")
+SUMMARY_KEYS = ("frames", "delivered", "dropped", "rejected", "pcaps", "outcomes")
 US = 1_000_000
 
 
