@@ -318,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("cluster", help=CLUSTER_HELP)
     r.add_argument("--pcap", required=True, metavar="FILE", help="the capture to replay: pcap or pcapng, plain or .gz, Ethernet or Linux cooked (tcpdump -i any)")
     r.add_argument("--at", required=True, metavar="ATTACH",
-                   help="where the frames are transmitted: pod/NS/NAME or node/NAME (its eth0), or "
-                        "ext/ADDR (the wire from an off-cluster host)")
+                   help="where the frames are transmitted: pod/NS/NAME or node/NAME (its eth0), "
+                        "ext/ADDR (the wire from an off-cluster host), or auto (each frame at its "
+                        "sender's device, by source MAC, else source IP)")
     r.add_argument("--out", metavar="DIR", help="write one pcap per device that saw traffic here")
     r.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     r.add_argument("--rules", action="append", metavar="[NODE=]FILE", help=RULES_HELP)

@@ -20,6 +20,7 @@ from .errors import KdpError
 from .capfile import CaptureReader, check_length
 from .io import PCAP_HEADER, pcap_record, truncated_record
 from .outcomes import Outcomes
+from .senders import Senders
 from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
@@ -52,14 +53,17 @@ class PcapRun:
                  fastpath: bool = True, validate: bool | None = None, progress=None,
                  events=None, engine=None):
         self.emu, self.out, self.json = emu, out, json_lines
-        self.dev = emu.attach_device(at)
+        # --at auto: each frame at its sender's device (kdp.senders), else all at one
+        self.senders = Senders(emu) if at == "auto" else None
+        self.dev = emu.attach_device(at) if self.senders is None else None
+        self._declined = False                  # the last reference frame was rewritten: not cached
         self.dp = emu.datapath
         self.out_dir = out_dir
         self.fastpath = fastpath
         self.validate = (os.environ.get("KDP_FASTPATH_VALIDATE", "") not in ("", "0")
                          if validate is None else validate) and fastpath
         self.progress = progress or (lambda n: None)
-        self.macs = emu.link_macs(self.dev)
+        self.macs = emu.link_macs(self.dev) if self.dev is not None else None
         self.reader = None
         self.engine = (engine or FlowEngine)(bool(out_dir), not json_lines)
         self.cache = FlowCache(self.engine, self.dp) if fastpath else None
@@ -71,6 +75,8 @@ class PcapRun:
         self.sink_names: list[str] = []
         self.files: set[int] = set()
         self.counts = {"frames": 0, "delivered": 0, "dropped": 0, "rejected": 0}
+        if self.senders is not None:
+            self.counts["skipped"] = 0
         self.hits = 0
         self.validated = 0
         if out_dir:
@@ -217,8 +223,18 @@ class PcapRun:
         except wire.MalformedFrame as e:
             r, outcome, resets = run_record(index, None, str(e)), None, ()
         else:
-            outcome = self.dp.inject(self.dev, pkt, t)
-            r, resets = run_record(index, outcome, None), self.dp.resets
+            dev, self._declined = self.dev, False
+            if self.senders is not None:
+                dev, sent, skip, self._declined = self.senders.resolve(frame)
+                if sent is not frame:
+                    pkt = wire.parse(sent)
+            if dev is None:
+                outcome, resets = None, ()
+                r = {"index": index, "disposition": "skipped", "reason": skip, "delivered_to": None,
+                     "packet": packet_fields(pkt)}
+            else:
+                outcome = self.dp.inject(dev, pkt, t)
+                r, resets = run_record(index, outcome, None), self.dp.resets
         self._record = Outcomes.record(r, resets, frame)
         ip_bytes = (frame[16] << 8) | frame[17] if len(frame) >= 18 and frame[12:14] == b"\x08\x00" else 0
         self.outcomes.add(self._record, 1, ip_bytes, self.dp.now)
@@ -295,7 +311,7 @@ class PcapRun:
     def _learn(self, frame: bytes, r: dict, line: bytes) -> None:
         """Cache the decision just recorded for frame (output line `line`)."""
         key = frame_key(frame, self.cache.carry_psh)
-        if key is None:
+        if key is None or self._declined:
             return
         captured = [(dev, wire.emit(pkt)) for dev, _d, pkt in self.dp.frames_seen]
         eid = self.cache.build(frame, key, self._line_parts(r, line), r["disposition"],
