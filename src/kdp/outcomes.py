@@ -106,9 +106,9 @@ class Outcomes:
     def state(f: dict) -> str:
         if f["reset"]:
             return "reset"
-        if f["fin"]:
-            return "completed"
-        return "open" if f["opened"] else "mid-flow"
+        if not f["opened"]:
+            return "mid-flow"                   # its start is not in the capture (or it is a reply direction)
+        return "completed" if f["fin"] else "open"
 
     def summary(self) -> dict:
         """The JSON summary's "outcomes" object (docs/cli.md)."""

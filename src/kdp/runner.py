@@ -51,10 +51,14 @@ def run_line(r: dict) -> str:
 class PcapRun:
     def __init__(self, emu, at: str, out: BinaryIO, *, json_lines: bool, out_dir: str | None,
                  fastpath: bool = True, validate: bool | None = None, progress=None,
-                 events=None, engine=None):
+                 events=None, engine=None, apps: bool = True):
         self.emu, self.out, self.json = emu, out, json_lines
         # --at auto: each frame at its sender's device (kdp.senders), else all at one
         self.senders = Senders(emu) if at == "auto" else None
+        if not apps:                            # --apps off: pods' sockets consume, never answer
+            for ns in emu.topology.namespaces.values():
+                if ns.kind == "pod" and ns.sockets is not None:
+                    ns.sockets.silent = True
         self.dev = emu.attach_device(at) if self.senders is None else None
         self._declined = False                  # the last reference frame was rewritten: not cached
         self.dp = emu.datapath

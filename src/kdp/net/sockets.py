@@ -76,6 +76,7 @@ class SocketTable(TcpSockets):
         self.outbox: list[Packet] = []            # segments apps queued (send/connect/close)
         self.connects = 0                         # connect() calls: keys the ephemeral ports
         self._now = 0.0
+        self.silent = False                       # kdp run --apps off: every segment consumed, none answered
 
     def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
         self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner, app or ECHO)
@@ -102,6 +103,9 @@ class SocketTable(TcpSockets):
 
     # --- delivery ---------------------------------------------------------
     def deliver(self, pkt: Packet, now: float) -> Delivery:
+        if self.silent:
+            return Delivery("consumed", "consumed (apps off: the capture holds this host's own answers)",
+                            stateless=True)
         d = self._deliver(pkt, now)
         if self.outbox:                           # what apps queued meanwhile leaves now
             d.answers.extend(self.flush())
