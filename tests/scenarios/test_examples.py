@@ -70,7 +70,9 @@ def test_example_capture_is_small_and_what_make_pcaps_writes(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "pcaps", "make_pcaps.py"),
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "capture.pcap").read_bytes() == open(committed, "rb").read()   # deterministic, current
+    for name in ("capture.pcap", "two-sided.pcap", "any.pcap"):                  # deterministic, current
+        assert (tmp_path / name).read_bytes() == open(os.path.join(ROOT, "examples", "pcaps", name), "rb").read()
+    assert open(os.path.join(ROOT, "examples", "pcaps", "any.pcap"), "rb").read()[20:24] == (276).to_bytes(4, "little")
 
 
 def test_example_capture_runs_as_the_readme_says():

@@ -105,7 +105,7 @@ class SocketTable(TcpSockets):
     def deliver(self, pkt: Packet, now: float) -> Delivery:
         if self.silent:
             return Delivery("consumed", "consumed (apps off: the capture holds this host's own answers)",
-                            stateless=True)
+                            stateless=isinstance(pkt.l4, (TCP, UDP)))     # (the flow cache keys TCP/UDP only)
         d = self._deliver(pkt, now)
         if self.outbox:                           # what apps queued meanwhile leaves now
             d.answers.extend(self.flush())
