@@ -297,13 +297,16 @@ class Emulator:
         ns.netfilter.load(parse_iptables_save(text, source=source or f"rules for {node}"))
 
     def run_pcap(self, path: str, at: str, out, *, json_lines: bool = True,
-                 out_dir: str | None = None, fastpath: bool = True, events=None) -> dict:
-        """Feed a pcap as `kdp run` does, writing its lines to the binary stream
-        out. events: {frame index: callable(emulator)} run just before that frame
-        (rule or endpoint changes mid-stream). Returns the summary counts."""
+                 out_dir: str | None = None, fastpath: bool = True, events=None,
+                 apps: bool = True) -> dict:
+        """Feed a capture as `kdp run` does, writing its lines to the binary stream
+        out. at: an attachment point or "auto" (each frame at its sender's). events:
+        {frame index: callable(emulator)} run just before that frame (rule or
+        endpoint changes mid-stream). apps False: `--apps off`. Returns the
+        summary counts."""
         from .runner import PcapRun
         run = PcapRun(self, at, out, json_lines=json_lines, out_dir=out_dir, fastpath=fastpath,
-                      events=events)
+                      events=events, apps=apps)
         return run.run(path)
 
     # --- looking inside ---------------------------------------------------
