@@ -13,7 +13,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
                           uint64_t, uintptr_t)
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -38,6 +38,7 @@ include "fast/recent.pxi"
 include "fast/matcher.pxi"
 include "fast/layout.pxi"
 include "fast/flowengine.pxi"
+include "fast/capture.pxi"
 
 
 # --- glue: bind the contract once every part is defined -----------------------

@@ -107,46 +107,73 @@ def cmd_run(a) -> int:
     from .runner import PcapRun
     input_file(a.pcap, "--pcap")
     output_dir(a.out, "--out")
+    if a.flows:
+        output_file(a.flows, "--flows")
     emu = load_emulator(a.cluster, seed=a.seed, capture=False, rules=a.rules, trace=False)
     sys.stdout.flush()
     out = sys.stdout.buffer
     t0 = time.perf_counter()
-    with _progress(a.pcap) as advance:
+    with _progress(a.pcap) as bar:
         run = PcapRun(emu, a.at, out, json_lines=a.json, out_dir=a.out,
-                      fastpath=not a.no_fastpath, progress=advance)
+                      fastpath=not a.no_fastpath, progress=bar.advance, apps=a.apps == "on")
+        bar.position = lambda: run.reader.position() if run.reader is not None else 0
         counts = run.run(a.pcap)
     secs = time.perf_counter() - t0
     summary = dict(counts, seconds=round(secs, 6),
                    frames_per_second=round(counts["frames"] / secs, 1) if secs > 0 else 0.0)
     if a.out:
         summary["pcaps"] = len(run.files)
+    summary["outcomes"] = run.outcomes.summary()
+    if a.flows:
+        run.outcomes.write_flows(a.flows)
     tables = _tables(emu, a)
     out.flush()
     if a.json:
         print(json.dumps({"summary": dict(summary, **tables)}))
     else:
+        rate = f", {summary['frames_per_second']:,.0f} frames/s" if secs > 0 else ""
         print(f"{summary['frames']} frames: {summary['delivered']} delivered, {summary['dropped']} dropped, "
-              f"{summary['rejected']} rejected in {secs:.3f} s ({summary['fastpath_hits']} by the fast path)"
+              f"{summary['rejected']} rejected in {secs:.3f} s{rate} ({summary['fastpath_hits']} by the fast path)"
               + (f"; {summary['pcaps']} pcaps in {a.out}" if a.out else ""))
+        from .render import outcome_lines, outcome_tables
+        if sys.stdout.isatty():
+            outcome_tables(summary["outcomes"])
+        else:
+            print("\n".join(outcome_lines(summary["outcomes"])))
         _print_tables(tables)
     return 0
 
 
 class _progress:
-    """A rich progress bar on stderr while frames are processed (only on a terminal)."""
+    """On a terminal, a rich progress bar on stderr: frames done, their rate,
+    and the ETA from the share of the file read. Nothing on a pipe."""
 
     def __init__(self, path: str):
         self.path, self.bar = path, None
+        self.advance = lambda n=1: None
+        self.position = lambda: 0          # bytes of the file read (set once the run exists)
 
     def __enter__(self):
         if not sys.stderr.isatty():
-            return lambda n=1: None
+            return self
         from rich.console import Console
-        from rich.progress import Progress
-        self.bar = Progress(console=Console(stderr=True), transient=True)
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[frames]:,} frames, {task.fields[rate]:,.0f}/s"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=True)
         self.bar.start()
-        task = self.bar.add_task(f"frames from {os.path.basename(self.path)}", total=None)
-        return lambda n=1: self.bar.advance(task, n)
+        size = max(os.path.getsize(self.path), 1)
+        task = self.bar.add_task(os.path.basename(self.path), total=size, frames=0, rate=0.0)
+        t0, done = time.perf_counter(), [0]
+
+        def advance(n: int = 1) -> None:
+            done[0] += n
+            secs = time.perf_counter() - t0
+            self.bar.update(task, completed=min(self.position(), size), frames=done[0],
+                            rate=done[0] / secs if secs > 0 else 0.0)
+        self.advance = advance
+        return self
 
     def __exit__(self, *exc):
         if self.bar is not None:
@@ -293,10 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = _sub(sub, "run", "feed a pcap through the emulator, frame by frame")
     r.add_argument("cluster", help=CLUSTER_HELP)
-    r.add_argument("--pcap", required=True, metavar="FILE", help="the capture to replay (pcap or pcapng, Ethernet)")
+    r.add_argument("--pcap", required=True, metavar="FILE", help="the capture to replay: pcap or pcapng, plain or .gz, Ethernet or Linux cooked (tcpdump -i any)")
     r.add_argument("--at", required=True, metavar="ATTACH",
-                   help="where the frames are transmitted: pod/NS/NAME or node/NAME (its eth0), or "
-                        "ext/ADDR (the wire from an off-cluster host)")
+                   help="where the frames are transmitted: pod/NS/NAME or node/NAME (its eth0), "
+                        "ext/ADDR (the wire from an off-cluster host), or auto (each frame at its "
+                        "sender's device, by source MAC, else source IP)")
     r.add_argument("--out", metavar="DIR", help="write one pcap per device that saw traffic here")
     r.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     r.add_argument("--rules", action="append", metavar="[NODE=]FILE", help=RULES_HELP)
@@ -305,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-fastpath", action="store_true",
                    help="every frame takes the reference path (no flow cache); output is identical")
     r.add_argument("--json", action="store_true", help="print one JSON line per frame and a summary line")
+    r.add_argument("--apps", choices=("on", "off"), default="on",
+                   help="off: pods' apps and sockets stay silent (frames delivered to a pod are consumed), "
+                        "for captures that hold both sides of their conversations (with --at auto)")
+    r.add_argument("--flows", metavar="FILE", help="write one row per flow of the capture (CSV if FILE ends "
+                                                   "in .csv, else JSON): state, frames, service, endpoint, resets")
     r.set_defaults(func=cmd_run)
     from .bench import add_parser as add_bench
     from .cli_http import add_parser as add_http

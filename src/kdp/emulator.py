@@ -158,6 +158,31 @@ class Emulator:
             raise UsageError(f"{spec}: frames are attached at pod/, node/ or ext/ endpoints")
         return ep.ns.devices["eth0"]
 
+    def link_macs(self, dev):
+        """For frames captured without an Ethernet header (Linux cooked,
+        `tcpdump -i any`) transmitted on dev: dst IPv4 (4 bytes) -> (next hop's
+        MAC, dev's MAC), what dev's stack would put on the wire after its route
+        lookup and ARP. The next hop is the device holding the route's gateway
+        (or the destination) on dev's machine if one does, else anywhere; none:
+        the broadcast address (the frame is flooded, as an unanswered guess)."""
+        from .addr import mac_to_bytes
+        ns = dev.namespace
+        own = mac_to_bytes(dev.mac)
+        spaces = sorted(self.topology.namespaces.values(), key=lambda n: (n.node != ns.node, n.name))
+
+        def macs(dst: bytes) -> tuple[bytes, bytes]:
+            ip = IPv4Address(dst)
+            route = ns.routes.lookup(ip)
+            hop = route.via if route is not None and route.via is not None else ip
+            for other in spaces:
+                if other is ns:
+                    continue
+                d = other.local_device_for(hop)
+                if d is not None and d.kind != "loopback":
+                    return mac_to_bytes(d.mac), own
+            return b"\xff" * 6, own
+        return macs
+
     # --- sending ----------------------------------------------------------
     def send(self, frame, at: str, time: float | None = None) -> Outcome:
         """Transmit a frame (Scapy packet, bytes or wire.Packet) on the `at`
@@ -281,13 +306,16 @@ class Emulator:
         ns.netfilter.load(parse_iptables_save(text, source=source or f"rules for {node}"))
 
     def run_pcap(self, path: str, at: str, out, *, json_lines: bool = True,
-                 out_dir: str | None = None, fastpath: bool = True, events=None) -> dict:
-        """Feed a pcap as `kdp run` does, writing its lines to the binary stream
-        out. events: {frame index: callable(emulator)} run just before that frame
-        (rule or endpoint changes mid-stream). Returns the summary counts."""
+                 out_dir: str | None = None, fastpath: bool = True, events=None,
+                 apps: bool = True) -> dict:
+        """Feed a capture as `kdp run` does, writing its lines to the binary stream
+        out. at: an attachment point or "auto" (each frame at its sender's). events:
+        {frame index: callable(emulator)} run just before that frame (rule or
+        endpoint changes mid-stream). apps False: `--apps off`. Returns the
+        summary counts."""
         from .runner import PcapRun
         run = PcapRun(self, at, out, json_lines=json_lines, out_dir=out_dir, fastpath=fastpath,
-                      events=events)
+                      events=events, apps=apps)
         return run.run(path)
 
     # --- looking inside ---------------------------------------------------

@@ -174,3 +174,48 @@ def _result_line(what: str, o) -> str:
     why = f" ({o.reason})" if o.reason else ""
     pkt = f": {o.packet.summary()}" if o.packet is not None else ""
     return f"{what}: {o.disposition.upper()}{where}{why}{pkt}"
+
+
+# --- kdp run's outcome summary (kdp.outcomes' "outcomes" object) ---------------------
+
+def _counts(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+
+def outcome_lines(o: dict) -> list[str]:
+    """The outcome summary as plain lines (a pipe)."""
+    f, r = o["flows"], o["resets"]
+    lines = [f"drop reasons: {_counts(o['drop_reasons'])}",
+             f"resets sent by kdp: {r['total']}" + (f" ({_counts(r['by'])})" if r["by"] else ""),
+             f"flows: {f['total']} ({f['opened']} opened, {f['completed']} completed, {f['reset']} reset)"]
+    for name, s in o["services"].items():
+        lines.append(f"service {name}: {s['new_flows']} new flows -> {_counts(s['endpoints'])}")
+    return lines
+
+
+def outcome_tables(o: dict) -> None:
+    """The outcome summary as rich tables on stdout (a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+    con = Console()
+    t = Table(title="outcomes", show_header=True)
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for k, v in o["dispositions"].items():
+        t.add_row(k, f"{v:,}")
+    for k, v in o["drop_reasons"].items():
+        t.add_row(f"  {k}", f"{v:,}")
+    t.add_row("resets sent by kdp", f"{o['resets']['total']:,}")
+    for k, v in o["resets"]["by"].items():
+        t.add_row(f"  by {k}", f"{v:,}")
+    for k in ("total", "opened", "completed", "reset"):
+        t.add_row(f"flows {k}", f"{o['flows'][k]:,}")
+    con.print(t)
+    if o["services"]:
+        s = Table(title="new flows per service", show_header=True)
+        s.add_column("service")
+        s.add_column("new flows", justify="right")
+        s.add_column("endpoints (new flows)")
+        for name, v in o["services"].items():
+            s.add_row(name, f"{v['new_flows']:,}", "\n".join(f"{k} {n}" for k, n in v["endpoints"].items()))
+        con.print(s)

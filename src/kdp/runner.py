@@ -17,7 +17,10 @@ from .fast import FlowEngine
 from .fast.replay import HIT, RECORD_HEADER, frame_key
 from .datapath.flowcache import FlowCache
 from .errors import KdpError
-from .io import PCAP_HEADER, open_pcap, pcap_record, read_pcap, truncated_record
+from .capfile import CaptureReader, check_length
+from .io import PCAP_HEADER, pcap_record, truncated_record
+from .outcomes import Outcomes
+from .senders import Senders
 from .render import packet_fields
 
 BLOCK = 4 << 20                 # bytes of pcap read per block
@@ -48,21 +51,36 @@ def run_line(r: dict) -> str:
 class PcapRun:
     def __init__(self, emu, at: str, out: BinaryIO, *, json_lines: bool, out_dir: str | None,
                  fastpath: bool = True, validate: bool | None = None, progress=None,
-                 events=None, engine=None):
+                 events=None, engine=None, apps: bool = True):
         self.emu, self.out, self.json = emu, out, json_lines
-        self.dev = emu.attach_device(at)
+        # --at auto: each frame at its sender's device (kdp.senders), else all at one
+        self.senders = Senders(emu) if at == "auto" else None
+        if not apps:                            # --apps off: pods' sockets consume, never answer
+            for ns in emu.topology.namespaces.values():
+                if ns.kind == "pod" and ns.sockets is not None:
+                    ns.sockets.silent = True
+        self.dev = emu.attach_device(at) if self.senders is None else None
+        self._declined = False                  # the last reference frame was rewritten: not cached
         self.dp = emu.datapath
         self.out_dir = out_dir
         self.fastpath = fastpath
         self.validate = (os.environ.get("KDP_FASTPATH_VALIDATE", "") not in ("", "0")
                          if validate is None else validate) and fastpath
         self.progress = progress or (lambda n: None)
+        self.macs = emu.link_macs(self.dev) if self.dev is not None else None
+        self.reader = None
         self.engine = (engine or FlowEngine)(bool(out_dir), not json_lines)
         self.cache = FlowCache(self.engine, self.dp) if fastpath else None
+        self.outcomes = Outcomes(emu.cluster)
+        self._record = None                      # the outcomes record of the last reference frame
+        if self.cache is not None:
+            self.cache.on_hits = lambda m, n, ip_bytes, last: self.outcomes.add(m.outcome, n, ip_bytes, last)
         self.sinks: dict[tuple[str, str], int] = {}
         self.sink_names: list[str] = []
         self.files: set[int] = set()
         self.counts = {"frames": 0, "delivered": 0, "dropped": 0, "rejected": 0}
+        if self.senders is not None:
+            self.counts["skipped"] = 0
         self.hits = 0
         self.validated = 0
         if out_dir:
@@ -106,14 +124,11 @@ class PcapRun:
 
     # --- the run --------------------------------------------------------------
     def run(self, path: str) -> dict:
-        f, fmt = open_pcap(path)
+        reader = CaptureReader(path, self.macs, BLOCK)
+        self.reader = reader
         try:
-            with f:
-                if fmt is None:
-                    self._run_records(read_pcap(path))     # pcapng, through Scapy
-                else:
-                    endian, unit = fmt
-                    self._run_blocks(f, path, unit, endian == ">")
+            with reader:
+                self._run_blocks(reader, path)
         finally:
             # also when the pcap turns out truncated: what was processed is kept
             if self.cache is not None:
@@ -139,27 +154,21 @@ class PcapRun:
                 self.cache.revalidate()
         return self.events[0][0] - index if self.events else -1
 
-    def _run_records(self, records) -> None:
-        """pcapng (read through Scapy, a record at a time): every frame takes
-        the reference path; the engine reads classic pcap blocks only."""
-        if self.cache is not None:
-            self.cache.close()
-            self.cache = None
-        for t, raw in records:
-            self._event(self.counts["frames"])
-            self._slow(raw, t, self.counts["frames"])
-
-    def _run_blocks(self, f, path: str, unit: float, big: bool) -> None:
-        rec = RECORD_HEADER[big]
+    def _run_blocks(self, reader: CaptureReader, path: str) -> None:
+        """Blocks of classic pcap records (kdp.capfile makes them of every
+        format it reads) through the engine, misses through the reference."""
+        rec = RECORD_HEADER[reader.big]
+        blocks = reader.blocks()
         buf = b""
         pos = 0
         eof = False
         while True:
             index = self.counts["frames"]
             limit = self._event(index)
+            unit = reader.unit
             if self.cache is not None and not self.validate:
                 status, pos2, index2, now2 = self.engine.run(buf, pos, len(buf), index, self.dp.now,
-                                                             unit, big, limit)
+                                                             unit, reader.big, limit)
                 if index2 != index:
                     self._hits(index2 - index)
                     self.dp.now = now2
@@ -167,13 +176,14 @@ class PcapRun:
                 if status == HIT:                # stopped for an event
                     continue
             left = len(buf) - pos
+            if left >= 16:
+                check_length(path, index, rec.unpack_from(buf, pos)[2])
             if left < 16 or left - 16 < rec.unpack_from(buf, pos)[2]:
                 if eof:
                     if left:
                         self._truncated(path, buf, pos, rec)
                     return
-                need = rec.unpack_from(buf, pos)[2] + 16 if left >= 16 else 0
-                chunk = f.read(max(BLOCK, need))
+                chunk = next(blocks, b"")
                 eof = not chunk
                 buf = buf[pos:] + chunk          # the unread rest and the next block
                 pos = 0
@@ -215,9 +225,24 @@ class PcapRun:
         try:
             pkt = wire.parse(frame)
         except wire.MalformedFrame as e:
-            return run_record(index, None, str(e)), None
-        outcome = self.dp.inject(self.dev, pkt, t)
-        return run_record(index, outcome, None), outcome
+            r, outcome, resets = run_record(index, None, str(e)), None, ()
+        else:
+            dev, self._declined = self.dev, False
+            if self.senders is not None:
+                dev, sent, skip, self._declined = self.senders.resolve(frame)
+                if sent is not frame:
+                    pkt = wire.parse(sent)
+            if dev is None:
+                outcome, resets = None, ()
+                r = {"index": index, "disposition": "skipped", "reason": skip, "delivered_to": None,
+                     "packet": packet_fields(pkt)}
+            else:
+                outcome = self.dp.inject(dev, pkt, t)
+                r, resets = run_record(index, outcome, None), self.dp.resets
+        self._record = Outcomes.record(r, resets, frame)
+        ip_bytes = (frame[16] << 8) | frame[17] if len(frame) >= 18 and frame[12:14] == b"\x08\x00" else 0
+        self.outcomes.add(self._record, 1, ip_bytes, self.dp.now)
+        return r, outcome
 
     def _slow(self, frame: bytes, t: float, index: int) -> None:
         cache = self.cache
@@ -290,12 +315,13 @@ class PcapRun:
     def _learn(self, frame: bytes, r: dict, line: bytes) -> None:
         """Cache the decision just recorded for frame (output line `line`)."""
         key = frame_key(frame, self.cache.carry_psh)
-        if key is None:
+        if key is None or self._declined:
             return
         captured = [(dev, wire.emit(pkt)) for dev, _d, pkt in self.dp.frames_seen]
         eid = self.cache.build(frame, key, self._line_parts(r, line), r["disposition"],
                                self.sink_of, captured)
         if isinstance(eid, int):
+            self.cache.meta[eid].outcome = self._record
             # the engine that will replay it must give back what the reference did
             got = self.engine.predict(eid, frame, self.dp.now, r["index"])
             want = [(self.sink_of(dev), pcap_record(self.dp.now, data))

@@ -70,7 +70,9 @@ def test_example_capture_is_small_and_what_make_pcaps_writes(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "pcaps", "make_pcaps.py"),
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "capture.pcap").read_bytes() == open(committed, "rb").read()   # deterministic, current
+    for name in ("capture.pcap", "two-sided.pcap", "any.pcap"):                  # deterministic, current
+        assert (tmp_path / name).read_bytes() == open(os.path.join(ROOT, "examples", "pcaps", name), "rb").read()
+    assert open(os.path.join(ROOT, "examples", "pcaps", "any.pcap"), "rb").read()[20:24] == (276).to_bytes(4, "little")
 
 
 def test_example_capture_runs_as_the_readme_says():
@@ -84,6 +86,11 @@ def test_example_capture_runs_as_the_readme_says():
     assert all(s["packet"]["flags"] == "S" and s["delivered_to"].startswith("pod/backend/service-a-")
                for s in syns)
     assert ping["packet"]["proto"] == "icmp" and ping["delivered_to"].startswith("pod/backend/service-a-")
-    text = kdp("run", "demo", "--pcap", os.path.join(ROOT, "examples", "pcaps", "capture.pcap"),
-               "--at", "pod/default/client").stdout
+    assert lines[-1]["summary"]["outcomes"]["resets"] == {"total": 3, "by": {"pod/default/client (no socket)": 3}}
+    r = kdp("run", "demo", "--pcap", os.path.join(ROOT, "examples", "pcaps", "capture.pcap"),
+            "--at", "pod/default/client")
+    text = r.stdout
     assert "None" not in text                                    # an ICMP line has no ports to show
+    assert r.stderr == ""                                        # no progress on a pipe
+    assert "resets sent by kdp: 3 (pod/default/client (no socket) 3)" in text
+    assert "flows: 5 (5 opened, 0 completed, 3 reset)" in text and " frames/s (" in text

@@ -36,8 +36,9 @@ def test_write_then_read_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"not a pcap at all, not at all", "not a pcap or pcapng file"),
-    (PCAP_HEADER[:20] + struct.pack("<I", 101), "link type 101 is not Ethernet (1)"),
+    (b"not a pcap at all, not at all", "not a pcap or pcapng file, plain or gzip (its first bytes: 6e6f7420)"),
+    (PCAP_HEADER[:20] + struct.pack("<I", 101), "link type 101 (raw IP) is not one kdp reads (Ethernet 1, Linux cooked SLL 113 or "
+     "SLL2 276); capture on an Ethernet device (tcpdump -i eth0) or with -i any"),
     (PCAP_HEADER + pcap_record(1.0, FRAME)[:10], "record 0 header is truncated"),
     (PCAP_HEADER + pcap_record(1.0, FRAME) + pcap_record(2.0, FRAME)[:-4],
      "record 1 is truncated (56 of 60 bytes)"),

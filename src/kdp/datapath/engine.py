@@ -50,6 +50,7 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
         self.hops: list[Hop] = []
         self.ends: dict[str, list[End]] = {"request": [], "reply": [], "arp": []}
         self.frames_seen: list = []
+        self.resets: list[str] = []      # who sent each TCP RST of this injection (kdp run's summary)
         self.events = 0
 
     def hop(self, ev: Event | None, dev: Device | None, component: str, action: str, detail: str,

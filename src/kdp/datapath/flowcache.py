@@ -144,6 +144,7 @@ class Meta:
     socks: list
     disposition: str
     tokens: list = field(default_factory=list)
+    outcome: tuple | None = None       # kdp.outcomes' record of the frame the entry was built from
 
 
 class FlowCache:
@@ -159,6 +160,7 @@ class FlowCache:
         self.fdb_slot_key: dict[int, tuple] = {}
         self.removed: list = []
         self.tally: dict[str, int] = {}            # replayed frames per disposition
+        self.on_hits = None                        # (Meta, hits, IP bytes, last time): kdp run's outcomes
         datapath.bind_watch()
         self.watch = datapath.watch
         self.generation = self.watch.generation
@@ -239,6 +241,8 @@ class FlowCache:
         if not n or m is None:
             return
         self.tally[m.disposition] = self.tally.get(m.disposition, 0) + n
+        if self.on_hits is not None:
+            self.on_hits(m, n, ip_bytes, last)
         for obj, nbytes, request in m.counted:
             obj.packets += n
             obj.bytes += ip_bytes if request else n * nbytes

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from ..net.namespace import Namespace
+from .. import wire
 from ..netfilter.boundary import HookState, SkbMeta
 from ..wire import Packet
 from .ipv4 import answer_leg
@@ -42,6 +43,8 @@ class HookMixin:
                       disposition="rejected" if res.rejected or res.generated else "dropped")
             metas = list(res.generated_meta) + [None] * len(res.generated)
             for answer, meta in zip(res.generated, metas):
+                if isinstance(answer.l4, wire.TCP) and answer.l4.flags & wire.RST:
+                    self.resets.append(f"{ns.name} (netfilter REJECT)")
                 self.hop(ev, dev, "netfilter", "reject", f"answering with {answer.summary()}", ns)
                 self.local_out(ns, answer, ev.child(ns.devices["lo"], answer, meta=meta,
                                                     leg=answer_leg(ev.leg)))

@@ -87,6 +87,8 @@ class Ipv4Mixin:
         who = f" ({res.owner})" if res.owner else ""
         self.delivered(ev, ns, pkt, f"{res.detail}{who}")
         for ans in res.answers:
+            if isinstance(ans.l4, wire.TCP) and ans.l4.flags & wire.RST:
+                self.resets.append(f"{ns.name} (no socket)" if not res.owner else ns.name)
             self.local_out(ns, ans, ev.child(ns.devices["lo"], ans, meta=None, leg=answer_leg(ev.leg)))
 
     def ip_forward(self, ns: Namespace, dev: Device, pkt: Packet, ev,

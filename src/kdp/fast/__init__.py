@@ -1,6 +1,6 @@
 # fast: the selector of the fast path. Chooses, once at import, the compiled
 # module kdp._fastpath or its pure-Python twins in this package (headers,
-# conntrack, flowengine, matcher) by the rule kdp.checksum follows
+# conntrack, flowengine, matcher, capture) by the rule kdp.checksum follows
 # (KDP_NO_EXTENSIONS=1, or an extension that is not built, gives the twins),
 # and exports what the chosen side provides under one set of names. Everything
 # else in kdp imports these from here, never from either twin; checksums come
@@ -40,12 +40,15 @@ if _compiled_module is not None:
     FlowEngine = _compiled_module.FlowEngine
     MatcherKernel = _compiled_module.MatcherKernel
     flow_hash = _compiled_module.flow_hash
+    convert_pcap = _compiled_module.convert_pcap
+    convert_pcapng = _compiled_module.convert_pcapng
 else:
     from . import headers as impl
     from ..conntrack.keyed import flow_hash
     from .conntrack import CtTable
     from .flowengine import FlowEngine
     from .matcher import MatcherKernel
+    from .capture import convert_pcap, convert_pcapng
 
 IMPLEMENTATION: str = impl.IMPLEMENTATION
 parse_headers = impl.parse_headers

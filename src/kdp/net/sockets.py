@@ -82,6 +82,7 @@ class SocketTable(TcpSockets):
         self.connects = 0                         # connect() calls: keys the ephemeral ports
         self._now = 0.0
         self.idents = IpIdents(seed, ns_name)     # IP IDs of unconnected sends and ICMP
+        self.silent = False                       # kdp run --apps off: every segment consumed, none answered
 
     def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
         self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner, app or ECHO)
@@ -108,6 +109,9 @@ class SocketTable(TcpSockets):
 
     # --- delivery ---------------------------------------------------------
     def deliver(self, pkt: Packet, now: float) -> Delivery:
+        if self.silent:
+            return Delivery("consumed", "consumed (apps off: the capture holds this host's own answers)",
+                            stateless=isinstance(pkt.l4, (TCP, UDP)))     # (the flow cache keys TCP/UDP only)
         d = self._deliver(pkt, now)
         if self.outbox:                           # what apps queued meanwhile leaves now
             d.answers.extend(self.flush())
