@@ -4,7 +4,11 @@
 # pod/default/client --json`), frames/s from its JSON summary. Also checks that
 # both modes printed the same lines (sha256 of stdout). Writes a JSON report.
 #
-#   python benchmarks/bench_classes.py --frames 5000 --repeat 5
+# With --kernel (root), the kernel's rate on the same frames is measured in the
+# same run (bench_kernel_classes.py: the cluster built in throwaway network
+# namespaces by kdp's kernel oracle), so every class gets kdp/kernel ratios.
+#
+#   python benchmarks/bench_classes.py --frames 5000 --repeat 5 --kernel
 #   python benchmarks/bench_classes.py --classes udp-pod,icmp-echo --frames 2000 --repeat 3
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SRC = os.path.join(ROOT, "src")
 sys.path.insert(0, HERE)
+sys.path.insert(0, SRC)
 
 import traffic  # noqa: E402
 
@@ -42,6 +47,28 @@ def run_once(cluster: str, pcap: str, fastpath: bool) -> tuple[dict, str]:
     return summary, digest
 
 
+def kernel_rates(cluster: str, classes: list[str], a) -> dict:
+    """{class: the kernel's median frames/s and range} on the same frames
+    (bench_kernel_classes), or {} with a note when the kernel cannot be measured."""
+    import bench_kernel_classes as K
+    from kdp.emulator import Emulator
+    from kdp.oracle import netns as N
+    from kdp.oracle.build import RealCluster
+    why = N.available()
+    if why:
+        print(f"kernel not measured: {why}", flush=True)
+        return {}
+    emu = Emulator.load([cluster])
+    out = {}
+    with RealCluster(emu, rules=True) as rc:
+        for cls in classes:
+            ends = K.end_devices(emu, K.ENDS[cls])
+            reps = [K.measure(rc, K.frames_of(cls, a.frames, a.seed + 1000 * i), ends) for i in range(a.repeat)]
+            fps = [r["frames_per_second"] for r in reps]
+            out[cls] = {"median_frames_per_second": statistics.median(fps), "range": [min(fps), max(fps)]}
+    return out
+
+
 def implementation() -> str:
     out = subprocess.run([sys.executable, "-c", "import kdp.fast as f; print(f.IMPLEMENTATION)"],
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC})
@@ -54,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=5000)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--kernel", action="store_true",
+                   help="also measure the real kernel on the same frames (root; throwaway namespaces)")
     p.add_argument("--results", default=os.path.join(HERE, "results", "classes.json"))
     a = p.parse_args(argv)
     classes = [c for c in a.classes.split(",") if c]
@@ -64,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
            "classes": {}}
     with tempfile.TemporaryDirectory(prefix="kdp-classes-") as tmp:
         cluster = traffic.write_cluster(os.path.join(tmp, "cluster"))
+        kernel = kernel_rates(cluster, classes, a) if a.kernel else {}
         for cls in classes:
             pcap = os.path.join(tmp, f"{cls}.pcap")
             traffic.write_pcap(pcap, cls, a.frames, a.seed)
@@ -80,10 +110,16 @@ def main(argv: list[str] | None = None) -> int:
                    "reference_median": statistics.median(ref), "reference_range": [min(ref), max(ref)],
                    "ratio": round(statistics.median(fast) / statistics.median(ref), 2),
                    "fastpath_hits": statistics.median(hits), "identical_output": len(digests) == 1}
+            k = kernel.get(cls)
+            if k is not None:
+                row["kernel_median"] = k["median_frames_per_second"]
+                row["kernel_range"] = k["range"]
+                row["fast_over_kernel"] = round(row["fast_median"] / row["kernel_median"], 3)
             doc["classes"][cls] = row
             print(f"{cls:15s} fast {row['fast_median']:>10,.0f}/s  reference {row['reference_median']:>8,.0f}/s  "
-                  f"x{row['ratio']:<6} hits {row['fastpath_hits']:>6}  identical {row['identical_output']}",
-                  flush=True)
+                  f"x{row['ratio']:<6} hits {row['fastpath_hits']:>6}  identical {row['identical_output']}"
+                  + (f"  kernel {row['kernel_median']:>9,.0f}/s  fast/kernel {row['fast_over_kernel']}"
+                     if k is not None else ""), flush=True)
     os.makedirs(os.path.dirname(a.results), exist_ok=True)
     with open(a.results, "w") as fh:
         json.dump(doc, fh, indent=1)
