@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--flows", metavar="FILE", help="write one row per flow of the capture (CSV if FILE ends "
                                                    "in .csv, else JSON): state, frames, service, endpoint, resets")
     r.set_defaults(func=cmd_run)
-    from .bench import add_parser as add_bench
+    from .bench_cli import add_parser as add_bench
     from .cli_http import add_parser as add_http
     from .cli_resolve import add_parser as add_resolve
     from .oracle.cli import add_parser as add_oracle

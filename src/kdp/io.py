@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 
 from . import wire
 from .capfile import CaptureReader, PcapError, truncated_record  # noqa: F401  (kdp.io's names)
+from .fast.replay import pcap_record  # noqa: F401  (kdp.io's name; the replay engine writes records too)
 
 
 def to_packet(frame) -> wire.Packet:
@@ -27,16 +28,6 @@ def to_scapy(pkt: wire.Packet):
 
 # the global header kdp writes: classic pcap, microseconds, snaplen 262144, Ethernet
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
-_RECORD = struct.Struct("<IIII")
-
-
-def pcap_record(t: float, data: bytes) -> bytes:
-    """One record as kdp writes them: the time rounded to microseconds."""
-    sec = int(t)
-    usec = int(round((t - sec) * 1e6))
-    if usec >= 1000000:
-        sec, usec = sec + 1, usec - 1000000
-    return _RECORD.pack(sec, usec, len(data), len(data)) + data
 
 
 def read_pcap(path: str, macs=None) -> Iterator[tuple[float, bytes]]:

@@ -9,13 +9,13 @@ import json
 
 import pytest
 
-from kdp import bench, bench_report
+from kdp import bench, bench_cli, bench_report
 from kdp.errors import UsageError
 
 
 def _cli(argv: list[str]):
     p = argparse.ArgumentParser(prog="kdp")
-    bench.add_parser(p.add_subparsers(dest="command", required=True))
+    bench_cli.add_parser(p.add_subparsers(dest="command", required=True))
     a = p.parse_args(argv)
     return a.func(a)
 

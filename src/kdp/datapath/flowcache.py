@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .. import wire
 from ..fast.replay import apply_template, rst_source
 from ..conntrack.entry import SEEN_REPLY
+from ..conntrack.tuples import Tuple
 from ..fast.contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT, OP_FDB_CHECK,
                         OP_FDB_LEARN, OP_GEN_RST)
 
@@ -124,7 +125,11 @@ def _ct_state(e) -> tuple:
     """Everything of a conntrack entry but its timeout, as a comparable tuple:
     every field (so a field added later is covered too), and of a field that
     is a mutable object (TCP or SCTP protocol state) its own fields."""
-    return tuple(_value_state(v) for k, v in vars(e).items() if k not in _CT_VOLATILE)
+    return tuple(v if v.__class__ in _PLAIN else _value_state(v)
+                 for k, v in vars(e).items() if k not in _CT_VOLATILE)
+
+
+_PLAIN = frozenset({int, float, str, bool, type(None), Tuple})   # immutable, compared by value
 
 
 def _value_state(v):

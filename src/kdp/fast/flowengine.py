@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
-from ..io import pcap_record
 from .contract import FLOW_OP, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
-from .replay import END, HIT, MISS, RECORD_HEADER, apply_template, flag_str, frame_key, rst_source
+from .replay import (END, HIT, MISS, RECORD_HEADER, apply_template, flag_str, frame_key, pcap_record,
+                     rst_source)
 
 IMPLEMENTATION = "python"
 

@@ -20,6 +20,15 @@ HIT, MISS, END = 0, 1, 2
 RECORD_HEADER = {False: struct.Struct("<IIII"), True: struct.Struct(">IIII")}
 
 
+def pcap_record(t: float, data: bytes) -> bytes:
+    """One record as kdp writes them (little-endian, the time rounded to microseconds)."""
+    sec = int(t)
+    usec = int(round((t - sec) * 1e6))
+    if usec >= 1000000:
+        sec, usec = sec + 1, usec - 1000000
+    return RECORD_HEADER[False].pack(sec, usec, len(data), len(data)) + data
+
+
 def _sum16(b: bytes, start: int, end: int) -> int:
     s = 0
     for i in range(start, end - 1, 2):
