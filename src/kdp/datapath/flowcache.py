@@ -133,6 +133,8 @@ _PLAIN = frozenset({int, float, str, bool, type(None), Tuple})   # immutable, co
 
 
 def _value_state(v):
+    if v.__class__ in _PLAIN:
+        return v
     if isinstance(v, list):
         return tuple(_value_state(x) for x in v)
     if hasattr(v, "__dict__"):
