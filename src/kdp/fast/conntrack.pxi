@@ -414,7 +414,7 @@ cdef class CtTable:
         cdef uint64_t h[64]
         cdef uint32_t cand[64]
         cdef uint32_t r, s
-        cdef int shift = 64 - ct.idx_bits
+        cdef uint32_t icap = ct.idx_cap
         # Held in locals: nothing in the loop moves them (ct_remove reallocates
         # nothing), and reading them through ct after each byte store of a
         # result record cost up to ~20% on lookups of a small table.
@@ -433,7 +433,7 @@ cdef class CtTable:
                     t[a].proto = fl[i].proto
                     h[a] = _flow_base_s(key, t[a].proto, t[a].src, t[a].dst, t[a].sport,
                                          t[a].dport)
-                    KDP_PREFETCH(&idx[h[a] >> shift])
+                    KDP_PREFETCH(&idx[ct_idx_home(h[a], icap)])
                 b = i - D
                 if 0 <= b < n:                          # stage 2: prefetch the likely entry
                     r = ct_idx_candidate(ct, h[b & 63])
@@ -497,9 +497,9 @@ cdef bint ct_process_run(ct_t* ct, const flow_t* fl, Py_ssize_t n, ct_result_t* 
             pt.sport = fl[i + D].sport
             pt.dport = fl[i + D].dport
             pt.proto = fl[i + D].proto
-            KDP_PREFETCH(&ct.idx[ct_th(ct, &pt) >> (64 - ct.idx_bits)])
+            KDP_PREFETCH(&ct.idx[ct_idx_home(ct_th(ct, &pt), ct.idx_cap)])
             if _invert(&pt, &pr):
-                KDP_PREFETCH(&ct.idx[ct_th(ct, &pr) >> (64 - ct.idx_bits)])
+                KDP_PREFETCH(&ct.idx[ct_idx_home(ct_th(ct, &pr), ct.idx_cap)])
         t.src = fl[i].src
         t.dst = fl[i].dst
         t.sport = fl[i].sport

@@ -1,10 +1,15 @@
 # fast/conntrack_store.pxi (included by _fastpath.pyx): the storage of the
 # compiled conntrack table — twin of kdp/conntrack/table.py's storage. Owns the
 # table state ct_t and what keeps it: 64-byte C entries in a pool; both tuples
-# of every confirmed entry in one open-addressing index (linear probing,
-# backward-shift delete); the NAT by-source multimap; a binary heap of
+# of every confirmed entry in one open-addressing index (linear probing over a
+# table of any size, home slot = reciprocal_scale of the hash, so slots stay in
+# hash order; up to 80% full; backward-shift delete); the NAT by-source
+# multimap, sized by the entries that have a source binding; a binary heap of
 # (timeout, entry) items swept as the reference's heap is; capacity with the
 # same early-drop buckets (bucket = reciprocal_scale of the same flow_hash).
+# Pool, index and heap grow by doubling but never past what max_entries needs
+# (the pool only beyond it for pending entries), so a full table holds no
+# power-of-two slack.
 # Packets, states and NAT are in conntrack_life.pxi and conntrack_nat.pxi; the
 # Python-facing CtTable in conntrack.pxi.
 
@@ -84,8 +89,7 @@ cdef struct ct_t:
     uint32_t n_table
     # the tuple index
     uint32_t* idx
-    uint32_t idx_cap
-    int idx_bits
+    uint32_t idx_cap        # any size >= 16 (home slot: ct_idx_home)
     # the by-source multimap
     uint32_t* bys
     uint32_t bys_cap
@@ -164,9 +168,33 @@ cdef int ct_store_keys(ct_t* ct) except -1:
     return 0
 
 
+# Index load: at most IDX_LOAD_NUM / IDX_LOAD_DEN of the slots hold a ref.
+cdef enum:
+    IDX_LOAD_NUM = 4
+    IDX_LOAD_DEN = 5
+    POOL_SPARE = 64         # pool slots past max_entries before doubling (pending entries)
+    HEAP_SPARE = 1024       # heap items past max_entries before doubling (stale items)
+
+
+cdef inline uint64_t ct_grown(uint64_t cap, uint64_t need, uint64_t limit) noexcept nogil:
+    """The next capacity: double, but not past limit (0: none) unless need is beyond it."""
+    cdef uint64_t c = cap * 2
+    if limit and c > limit:
+        c = limit if limit > cap else cap * 2
+    return c if c >= need else need
+
+
+cdef inline uint64_t ct_idx_limit(const ct_t* ct) noexcept nogil:
+    """Index slots a table of max_entries needs (both tuples of each, at the load limit)."""
+    if not ct.max_entries:
+        return 0
+    return (2 * ct.max_entries * IDX_LOAD_DEN + IDX_LOAD_NUM - 1) // IDX_LOAD_NUM
+
+
 cdef int ct_store_open(ct_t* ct, uint32_t cap) noexcept nogil:
     """Pool, index, by-source map and heap for cap entries; -1: no memory."""
     cdef uint32_t i
+    cdef uint64_t lim = ct_idx_limit(ct)
     ct.ents = <ct_entry_t*>kdp_alloc(cap * sizeof(ct_entry_t), &ct.ents_reg)
     ct.heap_cap = 1024
     ct.heap = <heap_item_t*>malloc(ct.heap_cap * sizeof(heap_item_t))
@@ -176,12 +204,11 @@ cdef int ct_store_open(ct_t* ct, uint32_t cap) noexcept nogil:
     for i in range(cap):
         ct.ents[i].seq = i + 1 if i + 1 < cap else EMPTY_SLOT
     ct.free_head = 0
-    ct.idx_bits = 4
-    while (1 << ct.idx_bits) < 4 * cap:
-        ct.idx_bits += 1
-    ct.idx_cap = 1 << ct.idx_bits
+    ct.idx_cap = 4 * cap
+    if lim and ct.idx_cap > lim:
+        ct.idx_cap = <uint32_t>(lim if lim > 16 else 16)
     ct.idx = <uint32_t*>kdp_alloc(ct.idx_cap * sizeof(uint32_t), &ct.idx_reg)
-    ct.bys_bits = ct.idx_bits - 1
+    ct.bys_bits = 4                 # grows with the entries that have a source binding
     ct.bys_cap = 1 << ct.bys_bits
     ct.bys = <uint32_t*>kdp_alloc(ct.bys_cap * sizeof(uint32_t), &ct.bys_reg)
     if ct.idx == NULL or ct.bys == NULL:
@@ -203,10 +230,13 @@ cdef void ct_store_close(ct_t* ct) noexcept nogil:
 # --- the entry pool -------------------------------------------------------------
 
 cdef int ct_pool_grow(ct_t* ct) noexcept nogil:
-    cdef uint32_t cap = ct.ent_cap * 2, i
+    cdef uint64_t want = ct_grown(ct.ent_cap, ct.ent_cap + 1,
+                                  ct.max_entries + POOL_SPARE if ct.max_entries else 0)
+    cdef uint32_t cap, i
     cdef ct_entry_t* p
-    if cap > MAX_SLOTS:
+    if want > MAX_SLOTS:
         return -1
+    cap = <uint32_t>want
     cdef kdp_region reg
     p = <ct_entry_t*>kdp_alloc(<size_t>cap * sizeof(ct_entry_t), &reg)
     if p == NULL:
@@ -289,10 +319,15 @@ cdef inline uint32_t ct_bucket_of_hash(const ct_t* ct, uint64_t h) noexcept nogi
 
 # --- the tuple index ----------------------------------------------------------------
 
+cdef inline uint32_t ct_idx_home(uint64_t h, uint32_t cap) noexcept nogil:
+    """The home slot of hash h: reciprocal_scale of its top 32 bits (monotone in h)."""
+    return <uint32_t>(((h >> 32) * cap) >> 32)
+
+
 cdef uint32_t ct_idx_find(const ct_t* ct, const tup_t* t, uint64_t h) noexcept nogil:
     """The ref ((slot << 1 | dir) + 1) of tuple t (hash h), or 0."""
-    cdef uint32_t mask = ct.idx_cap - 1
-    cdef uint32_t pos = <uint32_t>(h >> (64 - ct.idx_bits))
+    cdef uint32_t cap = ct.idx_cap
+    cdef uint32_t pos = ct_idx_home(h, cap)
     cdef uint32_t tag = <uint32_t>(h & 31)
     cdef uint32_t v, r
     while True:
@@ -303,47 +338,56 @@ cdef uint32_t ct_idx_find(const ct_t* ct, const tup_t* t, uint64_t h) noexcept n
             r = v & REF_MASK
             if _dir_eq(&ct.ents[(r - 1) >> 1], (r - 1) & 1, t):
                 return r
-        pos = (pos + 1) & mask
+        pos += 1
+        if pos == cap:
+            pos = 0
 
 
 cdef inline uint32_t ct_idx_candidate(const ct_t* ct, uint64_t h) noexcept nogil:
     """The first ref in h's probe run whose tag matches (usually the hit)."""
-    cdef uint32_t mask = ct.idx_cap - 1
-    cdef uint32_t pos = <uint32_t>(h >> (64 - ct.idx_bits))
+    cdef uint32_t cap = ct.idx_cap
+    cdef uint32_t pos = ct_idx_home(h, cap)
     cdef uint32_t tag = <uint32_t>(h & 31)
     cdef uint32_t v
     while True:
         v = ct.idx[pos]
         if v == 0 or (v >> REF_BITS) == tag:
             return v & REF_MASK
-        pos = (pos + 1) & mask
+        pos += 1
+        if pos == cap:
+            pos = 0
 
 
 cdef void ct_idx_put(ct_t* ct, uint32_t ref, uint64_t h) noexcept nogil:
-    cdef uint32_t mask = ct.idx_cap - 1
-    cdef uint32_t pos = <uint32_t>(h >> (64 - ct.idx_bits))
+    cdef uint32_t cap = ct.idx_cap
+    cdef uint32_t pos = ct_idx_home(h, cap)
     while ct.idx[pos] != 0:
-        pos = (pos + 1) & mask
+        pos += 1
+        if pos == cap:
+            pos = 0
     ct.idx[pos] = ((<uint32_t>(h & 31)) << REF_BITS) | ref
 
 
 cdef void ct_idx_del(ct_t* ct, uint32_t ref, uint64_t h) noexcept nogil:
-    cdef uint32_t mask = ct.idx_cap - 1
-    cdef uint32_t shift = 64 - ct.idx_bits
-    cdef uint32_t i = <uint32_t>(h >> shift)
+    cdef uint32_t cap = ct.idx_cap
+    cdef uint32_t i = ct_idx_home(h, cap)
     cdef uint32_t j, k
     cdef uint32_t n = 0
     while (ct.idx[i] & REF_MASK) != ref:
         if ct.idx[i] == 0 or n > ct.idx_cap:
             return
-        i = (i + 1) & mask
+        i += 1
+        if i == cap:
+            i = 0
         n += 1
     j = i
     while True:                     # backward-shift deletion
-        j = (j + 1) & mask
+        j += 1
+        if j == cap:
+            j = 0
         if ct.idx[j] == 0:
             break
-        k = <uint32_t>(ct_ref_hash(ct, ct.idx[j]) >> shift)
+        k = ct_idx_home(ct_ref_hash(ct, ct.idx[j]), cap)
         if (i <= j and i < k and k <= j) or (i > j and (i < k or k <= j)):
             continue
         ct.idx[i] = ct.idx[j]
@@ -351,20 +395,22 @@ cdef void ct_idx_del(ct_t* ct, uint32_t ref, uint64_t h) noexcept nogil:
     ct.idx[i] = 0
 
 
-cdef int ct_idx_rehash(ct_t* ct) noexcept nogil:
-    cdef int bits = ct.idx_bits + 1
-    cdef uint32_t cap = 1 << bits
+cdef int ct_idx_rehash(ct_t* ct, uint64_t need) noexcept nogil:
+    """Grow the index to hold at least `need` slots (doubling, up to what
+    max_entries needs)."""
+    cdef uint64_t want = ct_grown(ct.idx_cap, need, ct_idx_limit(ct))
+    cdef uint32_t cap
     cdef uint32_t* old = ct.idx
     cdef kdp_region old_reg = ct.idx_reg
     cdef uint32_t oldcap = ct.idx_cap, i, r
-    if bits > 31:
+    if want > 0xFFFFFFFFU:
         return -1
+    cap = <uint32_t>want
     ct.idx = <uint32_t*>kdp_alloc(<size_t>cap * sizeof(uint32_t), &ct.idx_reg)
     if ct.idx == NULL:
         ct.idx = old
         ct.idx_reg = old_reg
         return -1
-    ct.idx_bits = bits
     ct.idx_cap = cap
     for i in range(oldcap):
         r = old[i] & REF_MASK
@@ -446,12 +492,15 @@ cdef int ct_heap_push(ct_t* ct, double t, uint32_t slot, uint32_t id) noexcept n
     cdef size_t i, p
     cdef heap_item_t tmp
     cdef heap_item_t* nh
+    cdef size_t ncap
     if ct.heap_len == ct.heap_cap:
-        nh = <heap_item_t*>realloc(ct.heap, ct.heap_cap * 2 * sizeof(heap_item_t))
+        ncap = <size_t>ct_grown(ct.heap_cap, ct.heap_cap + 1,
+                                ct.max_entries + HEAP_SPARE if ct.max_entries else 0)
+        nh = <heap_item_t*>realloc(ct.heap, ncap * sizeof(heap_item_t))
         if nh == NULL:
             return -1
         ct.heap = nh
-        ct.heap_cap *= 2
+        ct.heap_cap = ncap
     i = ct.heap_len
     ct.heap_len += 1
     ct.heap[i].t = t
@@ -567,8 +616,10 @@ cdef int ct_insert(ct_t* ct, uint32_t s) noexcept nogil:
     cdef tup_t o, r
     cdef uint64_t ho
     cdef uint32_t pos, mask
-    if (<uint64_t>ct.n_table + 1) * 4 > ct.idx_cap:
-        if ct_idx_rehash(ct) < 0:
+    cdef uint64_t need = ((<uint64_t>ct.n_table + 1) * 2 * IDX_LOAD_DEN + IDX_LOAD_NUM - 1) \
+        // IDX_LOAD_NUM
+    if need > ct.idx_cap:
+        if ct_idx_rehash(ct, need) < 0:
             return -1
     if (<uint64_t>ct.n_bys + 1) * 2 > ct.bys_cap:
         if ct_bys_rehash(ct) < 0:
@@ -613,16 +664,15 @@ cdef int ct_collect_bucket(const ct_t* ct, uint32_t b, uint32_t* out, int cap) n
     """Slots of the table entries with a tuple in early-drop bucket b."""
     cdef uint64_t lo32 = ((<uint64_t>b << 32) + ct.buckets - 1) // ct.buckets
     cdef uint64_t hi32 = ((<uint64_t>(b + 1) << 32) + ct.buckets - 1) // ct.buckets
-    cdef int shift = 32 - ct.idx_bits
-    cdef uint32_t mask = ct.idx_cap - 1
-    cdef uint64_t p_lo = lo32 >> shift
-    cdef uint64_t span = ((hi32 - 1) >> shift) - p_lo
+    cdef uint64_t icap = ct.idx_cap
+    cdef uint64_t p_lo = (lo32 * icap) >> 32
+    cdef uint64_t span = (((hi32 - 1) * icap) >> 32) - p_lo
     cdef uint64_t steps = 0
     cdef uint32_t r, s
     cdef int n = 0, k
     cdef bint seen
     while steps <= <uint64_t>ct.idx_cap + span:
-        r = ct.idx[(p_lo + steps) & mask] & REF_MASK
+        r = ct.idx[(p_lo + steps) % icap] & REF_MASK
         if r == 0:
             if steps > span:
                 break
@@ -648,15 +698,19 @@ cdef int ct_early_drop(ct_t* ct, const tup_t* orig, double now) noexcept nogil:
     cdef int n, k, victims
     cdef uint32_t s, b
     cdef uint32_t* nb
-    if ct.scratch_cap < 2 * ct.n_table + 2:
-        nb = <uint32_t*>realloc(ct.scratch, (2 * <size_t>ct.n_table + 2) * sizeof(uint32_t))
-        if nb == NULL:
-            return 0
-        ct.scratch = nb
-        ct.scratch_cap = 2 * ct.n_table + 2
+    cdef size_t ncap
     for i in range(lim):
         b = <uint32_t>((start + i) % ct.buckets)
-        n = ct_collect_bucket(ct, b, ct.scratch, ct.scratch_cap)
+        while True:                 # the scratch list grows to the largest bucket seen
+            n = ct_collect_bucket(ct, b, ct.scratch, ct.scratch_cap)
+            if <uint32_t>n < ct.scratch_cap:
+                break
+            ncap = 2 * <size_t>ct.scratch_cap if ct.scratch_cap else 16
+            nb = <uint32_t*>realloc(ct.scratch, ncap * sizeof(uint32_t))
+            if nb == NULL:
+                return 0
+            ct.scratch = nb
+            ct.scratch_cap = <uint32_t>ncap
         victims = 0
         for k in range(n):
             s = ct.scratch[k]
