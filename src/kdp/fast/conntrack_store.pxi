@@ -170,8 +170,8 @@ cdef int ct_store_keys(ct_t* ct) except -1:
 
 # Index load: at most IDX_LOAD_NUM / IDX_LOAD_DEN of the slots hold a ref.
 cdef enum:
-    IDX_LOAD_NUM = 4
-    IDX_LOAD_DEN = 5
+    IDX_LOAD_NUM = 2
+    IDX_LOAD_DEN = 3
     POOL_SPARE = 64         # pool slots past max_entries before doubling (pending entries)
     HEAP_SPARE = 1024       # heap items past max_entries before doubling (stale items)
 
