@@ -1,0 +1,139 @@
+# The compiled conntrack table's storage (fast/conntrack_store.pxi): an index of
+# any size (home slot by reciprocal_scale, at most 2/3 full), pool, index and
+# heap grown no further than max_entries needs, the by-source map sized by the
+# entries with a source binding, early drop's scratch list grown on demand —
+# checked by what memory() reports and, over random runs on tables of odd
+# sizes, against the reference twin (same decisions, evictions, expiry, export).
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Address
+
+import pytest
+
+from kdp import bench
+from kdp.conntrack import Timeouts
+from kdp.fast import conntrack as pure_ct
+
+try:
+    from kdp import _fastpath
+except ImportError:  # pragma: no cover
+    _fastpath = None
+
+pytestmark = pytest.mark.skipif(_fastpath is None, reason="kdp._fastpath is not built")
+IPS = [int(IPv4Address(a)) for a in ("10.244.0.5", "10.244.1.6", "10.96.0.10", "10.240.0.4")]
+
+
+def _fill(n, max_entries):
+    t = _fastpath.CtTable(max_entries, Timeouts.kube_proxy())
+    t.process_batch(bench.conntrack_flows(n + n // 50)[:n])
+    assert len(t) == n
+    return t
+
+
+@pytest.mark.parametrize("n", [1000, 5000, 20000])
+def test_a_full_table_holds_no_power_of_two_slack(n):
+    m = _fill(n, n).memory()
+    assert m["entries"] <= (n + 64) * m["entry_size"]          # pool: max_entries + 64
+    assert m["index"] <= 4 * (3 * n + 1)                         # 2 tuples at <= 2/3 load
+    assert m["index"] >= 4 * 3 * n                               # ... and never fuller
+    assert m["heap"] <= 16 * (n + 1024)
+    assert m["bysource"] <= 4 * 16 and m["scratch"] == 0         # no NAT, no early drop
+    per_entry = sum(v for k, v in m.items() if k != "entry_size") / n
+    assert per_entry < 64 + 12 + 1 + 16 * (1 + 1024 / n) + 1
+
+
+def test_an_unbounded_table_keeps_growing_and_finds_everything():
+    t = _fill(3000, 0)
+    m = t.memory()
+    assert m["index"] >= 4 * 3 * 3000 and m["entries"] >= 3000 * m["entry_size"]
+    f = bench.conntrack_flows(3000 + 60)[:3000]
+    f["now"] = 1.0
+    assert (t.lookup_batch(f)["code"] == 0).all()
+
+
+def test_the_by_source_map_grows_with_source_bindings_only():
+    t = _fastpath.CtTable(10000)
+    for i in range(300):
+        v = t.process(17, IPS[0], IPS[1], 1000 + i, 53, 0, 1.0)
+        assert t.nat(v.handle, "SRC", 1.0, IPS[3], IPS[3], 2000, 9000)
+        assert t.confirm(v.handle, 1.0)
+    assert 4 * 600 <= t.memory()["bysource"] <= 4 * 2048
+    for i in range(300):                                        # the NAT port search finds them
+        v = t.process(17, IPS[0], IPS[1], 1000 + i, 53, 0, 1.0)
+        assert not v.new
+
+
+def test_early_drop_grows_its_scratch_list_to_the_bucket():
+    """One bucket of 500 entries: early drop sees every one (the new flow is
+    admitted by evicting all non-assured entries, as the reference does)."""
+    ref = pure_ct.CtTable(500, buckets=1)
+    fast = _fastpath.CtTable(500, buckets=1)
+    for t in (ref, fast):
+        for i in range(500):
+            v = t.process(17, IPS[0], IPS[1], 1000 + i, 53, 0, 1.0)
+            t.confirm(v.handle, 1.0)
+        v = t.process(17, IPS[0], IPS[1], 9, 53, 0, 2.0)
+        assert v.new and t.confirm(v.handle, 2.0)
+    assert fast.export() == ref.export() and fast.stats == ref.stats
+    assert fast.stats["early_drop"] == 500
+    assert 4 * 500 <= fast.memory()["scratch"] <= 4 * 1024
+
+
+def _random_run(seed, max_entries, buckets, n_ops):
+    """Both twins through n_ops random operations; compared after every one."""
+    rng = random.Random(seed)
+    tm = Timeouts.kube_proxy()
+    ref = pure_ct.CtTable(max_entries, tm, buckets=buckets, seed=seed)
+    fast = _fastpath.CtTable(max_entries, tm, buckets=buckets, seed=seed)
+    live = [], []
+    now = 0.0
+    for i in range(n_ops):
+        x = rng.random()            # mostly close together; now and then past a timeout
+        now += 130.0 if x < 0.003 else 31.0 if x < 0.013 else rng.choice([0.0, 0.001, 0.01])
+        op = rng.random()
+        seen = [], []
+        for k, t in enumerate((ref, fast)):
+            r = random.Random(i * 7919 + seed)
+            out = seen[k]
+            if op < 0.55:                       # a new or known flow, either way round
+                proto = r.choice([6, 6, 17, 17, 1])
+                a, b = r.sample(IPS, 2)
+                sp, dp = r.randrange(1000, 1000 + max_entries // 3 + 8), r.choice([53, 80])
+                if proto == 1:
+                    sp, dp = r.randrange(1, 40), 8 << 8
+                flags = r.choice([0x02, 0x12, 0x10, 0x11, 0x04, 0x14])
+                if r.random() < 0.3 and proto != 1:
+                    a, b, sp, dp = b, a, dp, sp
+                v = t.process(proto, a, b, sp, dp, flags, now)
+                if v.new:
+                    if r.random() < 0.15:
+                        t.nat(v.handle, "SRC", now, IPS[3], IPS[3], 5000, 5100)
+                    ok = t.confirm(v.handle, now)
+                    if ok:
+                        live[k].append(v.handle)
+                    out.append(ok)
+                out.append((v.id, v.direction, v.ctinfo, v.drop, v.invalid, v.state, v.status))
+            elif op < 0.75:
+                out.append(t.sweep(now))
+            elif op < 0.9 and live[k]:
+                h = live[k].pop(r.randrange(len(live[k])))
+                out.append(t.entry(h) and t.entry(h)["id"])
+                t.remove(h)
+            elif live[k]:
+                h = live[k][r.randrange(len(live[k]))]
+                out.append(t.lookup(17, IPS[0], IPS[1], 1000 + r.randrange(50), 53, now))
+        assert seen[0] == seen[1], f"op {i}"
+        assert len(ref) == len(fast), f"op {i}"
+    assert fast.export() == ref.export()
+    assert fast.stats == ref.stats
+    return ref.stats
+
+
+@pytest.mark.parametrize("seed,max_entries,buckets", [(1, 37, None), (2, 100, 7), (3, 250, None),
+                                                      (4, 61, 3), (5, 1000, 11)])
+def test_twins_agree_on_expiry_and_eviction_over_long_random_runs(seed, max_entries, buckets):
+    stats = _random_run(seed, max_entries, buckets, 2500)
+    assert stats["insert"] > 200 and stats["expired"] > 0
+    if max_entries <= 100:
+        assert stats["early_drop"] + stats["drop"] > 0
