@@ -254,7 +254,7 @@ cdef class CtTable:
         cdef const ct_t* ct = &self.ct
         return {"entry_size": sizeof(ct_entry_t), "entries": ct.ent_cap * sizeof(ct_entry_t),
                 "index": ct.idx_cap * sizeof(uint32_t), "bysource": ct.bys_cap * sizeof(uint32_t),
-                "heap": ct.heap_cap * sizeof(heap_item_t),
+                "heap": ct.heap_cap * sizeof(heap_item_t) + ct.dup_cap * sizeof(dup_item_t),
                 "scratch": ct.scratch_cap * sizeof(uint32_t)}
 
     # --- export / import (ConntrackTable's dict format) -------------------------------
@@ -310,6 +310,7 @@ cdef class CtTable:
             s = order[i]
             rows[i] = self.ct.ents[s]
             rows[i].flags &= F_TCP
+            memset(rows[i].pad, 0, sizeof(rows[i].pad))     # (the heap position)
         return out
 
     def import_(self, items):
@@ -365,8 +366,11 @@ cdef class CtTable:
         cdef ct_entry_t* e
         cdef uint32_t ref
         cdef int k
-        want = by_id.get(eid)           # the replaced entry's slot: reused, as the
-        for k in range(2):              # reference's heap items refer to the id
+        want = by_id.get(eid)           # the replaced entry's slot: reused, and its heap
+        if want is not None:            # item kept for the new entry (items name ids)
+            if ct_heap_keep_for_id(&self.ct, <uint32_t>want) < 0:
+                raise MemoryError("conntrack table")
+        for k in range(2):
             ref = ct_idx_find(&self.ct, o if k == 0 else r, ct_th(&self.ct, o if k == 0 else r))
             if ref:
                 by_id.pop(self.ct.ents[(ref - 1) >> 1].id, None)

@@ -44,7 +44,11 @@ cdef struct tup_t:
     uint16_t dport
     uint8_t proto
 
-cdef struct heap_item_t:
+cdef packed struct heap_item_t:    # 12 bytes
+    double t
+    uint32_t slot
+
+cdef struct dup_item_t:
     double t
     uint32_t slot
     uint32_t id
@@ -99,6 +103,9 @@ cdef struct ct_t:
     heap_item_t* heap
     size_t heap_len
     size_t heap_cap
+    dup_item_t* dup
+    size_t dup_len
+    size_t dup_cap
     uint32_t* scratch
     uint32_t scratch_cap
     # configuration and keys (nat_points: conntrack_nat.pxi)
@@ -224,6 +231,7 @@ cdef void ct_store_close(ct_t* ct) noexcept nogil:
     if ct.bys != NULL:
         kdp_free(ct.bys, &ct.bys_reg)
     free(ct.heap)
+    free(ct.dup)
     free(ct.scratch)
 
 
@@ -483,15 +491,77 @@ cdef int ct_bys_rehash(ct_t* ct) noexcept nogil:
 
 
 # --- the expiry heap (as ConntrackTable._heap: (timeout, entry) items) --------------
+#
+# The reference heap holds (timeout, id) items: one per table entry, pushed at
+# insert and again when a sweep finds the entry's timeout moved on, plus stale
+# items of removed entries (skipped when they come up; counted by the rebuild
+# rule). Here an item is (timeout, slot), 12 bytes; the entry keeps the index of
+# its own item (ct_hpos, in its pad bytes), so an item is live iff its slot's
+# entry is in the table and points back at it — an item left by a removed entry
+# is stale even when its slot is reused. The one case of two live items for one
+# entry (import_ replacing an entry by the same id: the old item then belongs to
+# the new entry, as the reference's items name ids) keeps the old item in the
+# side heap `dup` of (timeout, slot, id) items, live while slot and id match.
 
-cdef inline bint ct_item_before(const ct_t* ct, size_t a, size_t b) noexcept nogil:
-    return ct.heap[a].t < ct.heap[b].t
+cdef inline uint32_t ct_hpos(const ct_entry_t* e) noexcept nogil:
+    return (<const uint32_t*>&e.pad[1])[0]
 
 
-cdef int ct_heap_push(ct_t* ct, double t, uint32_t slot, uint32_t id) noexcept nogil:
-    cdef size_t i, p
-    cdef heap_item_t tmp
+cdef inline void ct_set_hpos(ct_entry_t* e, uint32_t i) noexcept nogil:
+    (<uint32_t*>&e.pad[1])[0] = i
+
+
+cdef inline bint ct_item_live(const ct_t* ct, size_t i) noexcept nogil:
+    """Item i of the heap is its entry's own (else: stale)."""
+    cdef uint32_t s = ct.heap[i].slot
+    return ((ct.ents[s].flags & F_INTABLE) != 0 and ct_hpos(&ct.ents[s]) == i)
+
+
+cdef inline void ct_item_move(ct_t* ct, size_t src, size_t dst) noexcept nogil:
+    """heap[dst] = heap[src], the live item's entry following it."""
+    if ct_item_live(ct, src):
+        ct_set_hpos(&ct.ents[ct.heap[src].slot], <uint32_t>dst)
+    ct.heap[dst] = ct.heap[src]
+
+
+cdef inline void ct_item_place(ct_t* ct, size_t i, heap_item_t it, bint live) noexcept nogil:
+    ct.heap[i] = it
+    if live:
+        ct_set_hpos(&ct.ents[it.slot], <uint32_t>i)
+
+
+cdef void ct_heap_sift_up(ct_t* ct, size_t i, heap_item_t it, bint live) noexcept nogil:
+    """Place item `it` (live: its entry's own) at the hole i, moving it up."""
+    cdef size_t p
+    while i > 0:
+        p = (i - 1) >> 1
+        if not (it.t < ct.heap[p].t):
+            break
+        ct_item_move(ct, p, i)
+        i = p
+    ct_item_place(ct, i, it, live)
+
+
+cdef void ct_heap_sift_down(ct_t* ct, size_t i, heap_item_t it, bint live) noexcept nogil:
+    """Place item `it` at the hole i, moving it down."""
+    cdef size_t n = ct.heap_len, l, r, m
+    while True:
+        l = 2 * i + 1
+        if l >= n:
+            break
+        r = l + 1
+        m = r if (r < n and ct.heap[r].t < ct.heap[l].t) else l
+        if not (ct.heap[m].t < it.t):
+            break
+        ct_item_move(ct, m, i)
+        i = m
+    ct_item_place(ct, i, it, live)
+
+
+cdef int ct_heap_push(ct_t* ct, double t, uint32_t slot) noexcept nogil:
+    """The entry in `slot` gets a new own item (timeout t)."""
     cdef heap_item_t* nh
+    cdef heap_item_t it
     cdef size_t ncap
     if ct.heap_len == ct.heap_cap:
         ncap = <size_t>ct_grown(ct.heap_cap, ct.heap_cap + 1,
@@ -501,63 +571,124 @@ cdef int ct_heap_push(ct_t* ct, double t, uint32_t slot, uint32_t id) noexcept n
             return -1
         ct.heap = nh
         ct.heap_cap = ncap
-    i = ct.heap_len
+    it.t = t
+    it.slot = slot
     ct.heap_len += 1
-    ct.heap[i].t = t
-    ct.heap[i].slot = slot
-    ct.heap[i].id = id
-    while i > 0:
-        p = (i - 1) >> 1
-        if not ct_item_before(ct, i, p):
-            break
-        tmp = ct.heap[i]
-        ct.heap[i] = ct.heap[p]
-        ct.heap[p] = tmp
-        i = p
+    ct_heap_sift_up(ct, ct.heap_len - 1, it, True)
     return 0
 
 
-cdef void ct_heap_sift_down(ct_t* ct, size_t i) noexcept nogil:
-    cdef size_t n = ct.heap_len, l, r, m
-    cdef heap_item_t tmp
-    while True:
-        l = 2 * i + 1
-        if l >= n:
-            return
-        r = l + 1
-        m = r if (r < n and ct_item_before(ct, r, l)) else l
-        if not ct_item_before(ct, m, i):
-            return
-        tmp = ct.heap[i]
-        ct.heap[i] = ct.heap[m]
-        ct.heap[m] = tmp
-        i = m
-
-
-cdef heap_item_t ct_heap_pop(ct_t* ct) noexcept nogil:
+cdef heap_item_t ct_heap_pop(ct_t* ct, bint* live) noexcept nogil:
+    """The first item, and whether it was live (its entry now has no own item)."""
     cdef heap_item_t top = ct.heap[0]
+    live[0] = ct_item_live(ct, 0)
+    if live[0]:
+        ct_set_hpos(&ct.ents[top.slot], 0xFFFFFFFFU)
     ct.heap_len -= 1
     if ct.heap_len:
-        ct.heap[0] = ct.heap[ct.heap_len]
-        ct_heap_sift_down(ct, 0)
+        ct_heap_sift_down(ct, 0, ct.heap[ct.heap_len], ct_item_live(ct, ct.heap_len))
     return top
 
 
+cdef void ct_heap_take(ct_t* ct, size_t i) noexcept nogil:
+    """Remove item i (any place) from the heap."""
+    cdef heap_item_t last
+    cdef bint live
+    if ct_item_live(ct, i):
+        ct_set_hpos(&ct.ents[ct.heap[i].slot], 0xFFFFFFFFU)
+    ct.heap_len -= 1
+    if i == ct.heap_len:
+        return
+    live = ct_item_live(ct, ct.heap_len)
+    last = ct.heap[ct.heap_len]
+    if i > 0 and last.t < ct.heap[(i - 1) >> 1].t:
+        ct_heap_sift_up(ct, i, last, live)
+    else:
+        ct_heap_sift_down(ct, i, last, live)
+
+
 cdef void ct_heap_rebuild(ct_t* ct) noexcept nogil:
+    """One own item per table entry (timeout_at), stale and duplicate items gone."""
     cdef uint32_t s
     cdef size_t i
     ct.heap_len = 0
+    ct.dup_len = 0
     for s in range(ct.ent_cap):
         if ct.ents[s].flags & F_INTABLE:
             ct.heap[ct.heap_len].t = ct.ents[s].timeout_at
             ct.heap[ct.heap_len].slot = s
-            ct.heap[ct.heap_len].id = ct.ents[s].id
+            ct_set_hpos(&ct.ents[s], <uint32_t>ct.heap_len)
             ct.heap_len += 1
     if ct.heap_len > 1:
         i = (ct.heap_len - 2) // 2 + 1
         while i > 0:
             i -= 1
-            ct_heap_sift_down(ct, i)
+            ct_heap_sift_down(ct, i, ct.heap[i], True)
+
+
+# the duplicate items (a plain binary heap of (timeout, slot, id))
+
+cdef int ct_dup_push(ct_t* ct, double t, uint32_t slot, uint32_t id) noexcept nogil:
+    cdef size_t i, p
+    cdef dup_item_t tmp
+    cdef dup_item_t* nd
+    cdef size_t ncap
+    if ct.dup_len == ct.dup_cap:
+        ncap = 2 * ct.dup_cap if ct.dup_cap else 16
+        nd = <dup_item_t*>realloc(ct.dup, ncap * sizeof(dup_item_t))
+        if nd == NULL:
+            return -1
+        ct.dup = nd
+        ct.dup_cap = ncap
+    i = ct.dup_len
+    ct.dup_len += 1
+    ct.dup[i].t = t
+    ct.dup[i].slot = slot
+    ct.dup[i].id = id
+    while i > 0:
+        p = (i - 1) >> 1
+        if not (ct.dup[i].t < ct.dup[p].t):
+            break
+        tmp = ct.dup[i]
+        ct.dup[i] = ct.dup[p]
+        ct.dup[p] = tmp
+        i = p
+    return 0
+
+
+cdef dup_item_t ct_dup_pop(ct_t* ct) noexcept nogil:
+    cdef dup_item_t top = ct.dup[0], tmp
+    cdef size_t i = 0, n, l, r, m
+    ct.dup_len -= 1
+    n = ct.dup_len
+    if n:
+        ct.dup[0] = ct.dup[n]
+        while True:
+            l = 2 * i + 1
+            if l >= n:
+                break
+            r = l + 1
+            m = r if (r < n and ct.dup[r].t < ct.dup[l].t) else l
+            if not (ct.dup[m].t < ct.dup[i].t):
+                break
+            tmp = ct.dup[i]
+            ct.dup[i] = ct.dup[m]
+            ct.dup[m] = tmp
+            i = m
+    return top
+
+
+cdef int ct_heap_keep_for_id(ct_t* ct, uint32_t s) noexcept nogil:
+    """Before the table entry in slot s is replaced by one of the same id in the
+    same slot (import_): its own item becomes a duplicate item of that id."""
+    cdef size_t i = ct_hpos(&ct.ents[s])
+    cdef double t
+    if not (ct.ents[s].flags & F_INTABLE) or i >= ct.heap_len or ct.heap[i].slot != s:
+        return 0
+    t = ct.heap[i].t
+    ct_heap_take(ct, i)
+    ct_set_hpos(&ct.ents[s], 0xFFFFFFFFU)
+    return ct_dup_push(ct, t, s, ct.ents[s].id)
 
 
 cdef inline bint ct_live(const ct_t* ct, uint32_t slot, uint32_t id) noexcept nogil:
@@ -566,13 +697,16 @@ cdef inline bint ct_live(const ct_t* ct, uint32_t slot, uint32_t id) noexcept no
 
 
 cdef int64_t ct_sweep(ct_t* ct, double now) noexcept nogil:
-    """ConntrackTable.sweep()."""
+    """ConntrackTable.sweep(): every item due (own or duplicate) comes up; its
+    entry is removed when expired, else it gets an item at its timeout."""
     cdef int64_t n = 0
     cdef heap_item_t it
+    cdef dup_item_t di
     cdef ct_entry_t* e
+    cdef bint live
     while ct.heap_len and ct.heap[0].t <= now:
-        it = ct_heap_pop(ct)
-        if not ct_live(ct, it.slot, it.id):
+        it = ct_heap_pop(ct, &live)
+        if not live:
             continue
         e = &ct.ents[it.slot]
         if e.timeout_at <= now:
@@ -580,8 +714,19 @@ cdef int64_t ct_sweep(ct_t* ct, double now) noexcept nogil:
             ct.st_expired += 1
             n += 1
         else:
-            ct_heap_push(ct, e.timeout_at, it.slot, it.id)
-    if ct.heap_len > 2 * <size_t>ct.n_table + 1024:
+            ct_heap_push(ct, e.timeout_at, it.slot)
+    while ct.dup_len and ct.dup[0].t <= now:
+        di = ct_dup_pop(ct)
+        if not ct_live(ct, di.slot, di.id):
+            continue
+        e = &ct.ents[di.slot]
+        if e.timeout_at <= now:
+            ct_remove(ct, di.slot)
+            ct.st_expired += 1
+            n += 1
+        else:
+            ct_dup_push(ct, e.timeout_at, di.slot, di.id)
+    if ct.heap_len + ct.dup_len > 2 * <size_t>ct.n_table + 1024:
         ct_heap_rebuild(ct)
     return n
 
@@ -640,7 +785,7 @@ cdef int ct_insert(ct_t* ct, uint32_t s) noexcept nogil:
     if e.status & S_SRC_NAT_DONE:
         ct_bys_put(ct, s)
         e.flags |= F_BYSRC
-    return ct_heap_push(ct, e.timeout_at, s, e.id)
+    return ct_heap_push(ct, e.timeout_at, s)
 
 
 cdef int64_t ct_lookup(ct_t* ct, const tup_t* t, double now, int* direction) noexcept nogil:

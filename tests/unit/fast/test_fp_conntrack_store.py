@@ -137,3 +137,41 @@ def test_twins_agree_on_expiry_and_eviction_over_long_random_runs(seed, max_entr
     assert stats["insert"] > 200 and stats["expired"] > 0
     if max_entries <= 100:
         assert stats["early_drop"] + stats["drop"] > 0
+
+
+def test_twins_agree_on_stale_duplicate_and_shrunk_heap_items():
+    """The heap's hard cases, against the reference: items of removed entries
+    whose slots are reused (stale), an import replacing entries by the same id
+    (the old item then belongs to the new entry: two live items), TCP entries
+    whose timeout shrank (RST: not swept by their old item), and heap rebuilds
+    (more than 2n + 1024 items). Export and stats compared after every step."""
+    rng = random.Random(11)
+    ref, fast = pure_ct.CtTable(0, Timeouts.kube_proxy()), _fastpath.CtTable(0, Timeouts.kube_proxy())
+    handles = ([], [])
+    now = 0.0
+    for step in range(60):
+        now += rng.choice([0.0, 1.0, 11.0, 40.0, 130.0])
+        for k, t in enumerate((ref, fast)):
+            r = random.Random(step)
+            for i in range(r.choice([5, 40, 400])):         # new flows, some TCP made assured
+                sp = r.randrange(1024, 60000)
+                v = t.process(6, IPS[0], IPS[1], sp, 80, 0x02, now)
+                if v.new and t.confirm(v.handle, now):
+                    handles[k].append((v.handle, sp))
+                    t.process(6, IPS[1], IPS[0], 80, sp, 0x12, now)
+                    t.process(6, IPS[0], IPS[1], sp, 80, 0x10, now)
+            for _ in range(r.randrange(0, 60)):             # shrink some timeouts (RST: 10 s)
+                if handles[k]:
+                    _h, sp = handles[k][r.randrange(len(handles[k]))]
+                    t.process(6, IPS[0], IPS[1], sp, 80, 0x14, now)
+            if r.random() < 0.5:                            # remove many: stale items
+                for _ in range(r.randrange(0, 700)):
+                    if handles[k]:
+                        t.remove(handles[k].pop(r.randrange(len(handles[k])))[0])
+            if r.random() < 0.3:                            # same ids back: duplicate items
+                items = t.export()
+                t.import_(items[: r.randrange(0, len(items) + 1)])
+            t.sweep(now + r.choice([0.0, 5.0, 12.0]))
+        assert fast.export() == ref.export(), step
+        assert fast.stats == ref.stats, step
+    assert ref.stats["expired"] > 100 and ref.stats["insert"] > 1000
