@@ -250,7 +250,9 @@ cdef class CtTable:
                 "expired": ct.st_expired}
 
     def memory(self):
-        """Bytes held: entry pool, tuple index, by-source index, heap."""
+        """Bytes held, every allocation at its capacity: entry pool, tuple index,
+        by-source index, expiry heap (with its same-id side heap), early drop's
+        scratch list."""
         cdef const ct_t* ct = &self.ct
         return {"entry_size": sizeof(ct_entry_t), "entries": ct.ent_cap * sizeof(ct_entry_t),
                 "index": ct.idx_cap * sizeof(uint32_t), "bysource": ct.bys_cap * sizeof(uint32_t),

@@ -5,7 +5,8 @@
 # table of any size, home slot = reciprocal_scale of the hash, so slots stay in
 # hash order; up to 80% full; backward-shift delete); the NAT by-source
 # multimap, sized by the entries that have a source binding; a binary heap of
-# (timeout, entry) items swept as the reference's heap is; capacity with the
+# 12-byte (timeout, slot) items swept as the reference's heap is (the entry
+# knows its item's place; see "the expiry heap" below); capacity with the
 # same early-drop buckets (bucket = reciprocal_scale of the same flow_hash).
 # Pool, index and heap grow by doubling but never past what max_entries needs
 # (the pool only beyond it for pending entries), so a full table holds no
