@@ -250,11 +250,13 @@ cdef class CtTable:
                 "expired": ct.st_expired}
 
     def memory(self):
-        """Bytes held: entry pool, tuple index, by-source index, heap."""
+        """Bytes held, every allocation at its capacity: entry pool, tuple index,
+        by-source index, expiry heap (with its same-id side heap), early drop's
+        scratch list."""
         cdef const ct_t* ct = &self.ct
         return {"entry_size": sizeof(ct_entry_t), "entries": ct.ent_cap * sizeof(ct_entry_t),
                 "index": ct.idx_cap * sizeof(uint32_t), "bysource": ct.bys_cap * sizeof(uint32_t),
-                "heap": ct.heap_cap * sizeof(heap_item_t),
+                "heap": ct.heap_cap * sizeof(heap_item_t) + ct.dup_cap * sizeof(dup_item_t),
                 "scratch": ct.scratch_cap * sizeof(uint32_t)}
 
     # --- export / import (ConntrackTable's dict format) -------------------------------
@@ -310,6 +312,7 @@ cdef class CtTable:
             s = order[i]
             rows[i] = self.ct.ents[s]
             rows[i].flags &= F_TCP
+            memset(rows[i].pad, 0, sizeof(rows[i].pad))     # (the heap position)
         return out
 
     def import_(self, items):
@@ -365,8 +368,11 @@ cdef class CtTable:
         cdef ct_entry_t* e
         cdef uint32_t ref
         cdef int k
-        want = by_id.get(eid)           # the replaced entry's slot: reused, as the
-        for k in range(2):              # reference's heap items refer to the id
+        want = by_id.get(eid)           # the replaced entry's slot: reused, and its heap
+        if want is not None:            # item kept for the new entry (items name ids)
+            if ct_heap_keep_for_id(&self.ct, <uint32_t>want) < 0:
+                raise MemoryError("conntrack table")
+        for k in range(2):
             ref = ct_idx_find(&self.ct, o if k == 0 else r, ct_th(&self.ct, o if k == 0 else r))
             if ref:
                 by_id.pop(self.ct.ents[(ref - 1) >> 1].id, None)
@@ -414,7 +420,7 @@ cdef class CtTable:
         cdef uint64_t h[64]
         cdef uint32_t cand[64]
         cdef uint32_t r, s
-        cdef int shift = 64 - ct.idx_bits
+        cdef uint32_t icap = ct.idx_cap
         # Held in locals: nothing in the loop moves them (ct_remove reallocates
         # nothing), and reading them through ct after each byte store of a
         # result record cost up to ~20% on lookups of a small table.
@@ -433,7 +439,7 @@ cdef class CtTable:
                     t[a].proto = fl[i].proto
                     h[a] = _flow_base_s(key, t[a].proto, t[a].src, t[a].dst, t[a].sport,
                                          t[a].dport)
-                    KDP_PREFETCH(&idx[h[a] >> shift])
+                    KDP_PREFETCH(&idx[ct_idx_home(h[a], icap)])
                 b = i - D
                 if 0 <= b < n:                          # stage 2: prefetch the likely entry
                     r = ct_idx_candidate(ct, h[b & 63])
@@ -497,9 +503,9 @@ cdef bint ct_process_run(ct_t* ct, const flow_t* fl, Py_ssize_t n, ct_result_t* 
             pt.sport = fl[i + D].sport
             pt.dport = fl[i + D].dport
             pt.proto = fl[i + D].proto
-            KDP_PREFETCH(&ct.idx[ct_th(ct, &pt) >> (64 - ct.idx_bits)])
+            KDP_PREFETCH(&ct.idx[ct_idx_home(ct_th(ct, &pt), ct.idx_cap)])
             if _invert(&pt, &pr):
-                KDP_PREFETCH(&ct.idx[ct_th(ct, &pr) >> (64 - ct.idx_bits)])
+                KDP_PREFETCH(&ct.idx[ct_idx_home(ct_th(ct, &pr), ct.idx_cap)])
         t.src = fl[i].src
         t.dst = fl[i].dst
         t.sport = fl[i].sport
