@@ -11,6 +11,7 @@ from ipaddress import IPv4Address
 
 from kdp.wire import ICMP, Packet, l4_checksum_of, rewrite_addr
 
+from .events import Event
 from .entry import (DST_NAT, DST_NAT_DONE, NAT_MASK, ORIGINAL, REPLY, SRC_NAT, SRC_NAT_DONE,
                     ConntrackEntry)
 from .keyed import decision_point, flow_hash, jhash2, reciprocal_scale
@@ -223,6 +224,18 @@ def _ep(ip: IPv4Address, port: int | None) -> str:
     return f"{ip}" if port is None else f"{ip}:{port}"
 
 
+class _Endpoint:
+    """ip[:port] of an event, formatted when the event's text is read."""
+
+    __slots__ = ("ip", "port")
+
+    def __init__(self, ip: IPv4Address, port: int | None) -> None:
+        self.ip, self.port = ip, port
+
+    def __format__(self, spec: str) -> str:
+        return _ep(self.ip, self.port)
+
+
 def _kind(manip: str, direction: str) -> str:
     if direction == ORIGINAL:
         return "snat" if manip == SRC else "dnat"
@@ -241,18 +254,18 @@ def manip_packet(pkt: Packet, e: ConntrackEntry, direction: str,
     ports = target.proto in PORT_PROTOS and l4 is not None
     icmp = isinstance(l4, ICMP)
     if manip == SRC:
-        old = _ep(ip.src, l4.sport if ports else None)
+        old = (ip.src, l4.sport if ports else None)
         new_pkt = rewrite_addr(pkt, src=target.src,
                                sport=target.sport if (ports or icmp) else None)
-        new = _ep(target.src, target.sport if ports else None)
+        new = (target.src, target.sport if ports else None)
     else:
-        old = _ep(ip.dst, l4.dport if ports else None)
+        old = (ip.dst, l4.dport if ports else None)
         new_pkt = rewrite_addr(pkt, dst=target.dst, dport=target.dport if ports else None,
                                sport=target.sport if icmp else None)
-        new = _ep(target.dst, target.dport if ports else None)
+        new = (target.dst, target.dport if ports else None)
     if new_pkt == pkt:
         return pkt, None
-    return new_pkt, f"nat {_kind(manip, direction)} {old} -> {new}"
+    return new_pkt, Event("nat {} {} -> {}", _kind(manip, direction), _Endpoint(*old), _Endpoint(*new))
 
 
 def icmp_reply_translation(pkt: Packet, e: ConntrackEntry, direction: str,

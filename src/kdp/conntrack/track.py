@@ -13,6 +13,7 @@ from kdp.wire import (ICMP, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SCTP, TCP, UDP, Pa
 
 from . import sctp as sctpct
 from . import tcp as tcpct
+from .events import Event
 from .entry import (ASSURED, ESTABLISHED, ESTABLISHED_REPLY, NEW, ORIGINAL, RELATED,
                     RELATED_REPLY, REPLY, SEEN_REPLY, ConntrackEntry, TcpInfo, ctinfo_state)
 from .table import ConntrackTable
@@ -102,23 +103,6 @@ def _proto_error(table: ConntrackTable, pkt: Packet, prerouting: bool) -> str | 
     return None
 
 
-class _Found:
-    """The event of a lookup that found an entry, as text only when someone
-    reads it (str()): found entries are the common case, and their text is
-    not needed unless the walk is traced."""
-
-    __slots__ = ("ctinfo", "direction", "orig")
-
-    def __init__(self, ctinfo: str, direction: str, orig: Tuple) -> None:
-        self.ctinfo, self.direction, self.orig = ctinfo, direction, orig
-
-    def __str__(self) -> str:
-        return f"conntrack {ctinfo_state(self.ctinfo).lower()} ({self.direction}) {self.orig}"
-
-    def __contains__(self, text: str) -> bool:
-        return text in str(self)
-
-
 def _resolve(table: ConntrackTable, pkt: Packet, t: Tuple, now: float) -> CtResult:
     """resolve_normal_ct(): look up, or allocate an unconfirmed entry."""
     hit = table.lookup(t, now)
@@ -129,12 +113,12 @@ def _resolve(table: ConntrackTable, pkt: Packet, t: Tuple, now: float) -> CtResu
             ctinfo = ESTABLISHED_REPLY
         else:
             ctinfo = ESTABLISHED if entry.status & SEEN_REPLY else NEW
-        return CtResult(entry, direction, ctinfo, events=[_Found(ctinfo, direction, entry.orig)])
+        return CtResult(entry, direction, ctinfo, events=[Event("conntrack {} ({}) {}", ctinfo_state(ctinfo).lower(), direction, entry.orig)])
     reply = t.invert()
     if reply is None:
         return _invalid(table, f"cannot invert {t}")
     ok, evicted = table.make_room(t, now)
-    events = [f"conntrack early-drop {e.orig}" for e in evicted]
+    events = [Event("conntrack early-drop {}", e.orig) for e in evicted]
     if not ok:
         events.append("nf_conntrack: table full, dropping packet")
         return CtResult(drop=errors.CONNTRACK_FULL, events=events)
@@ -143,7 +127,7 @@ def _resolve(table: ConntrackTable, pkt: Packet, t: Tuple, now: float) -> CtResu
         entry.tcp = TcpInfo()
     elif t.proto == PROTO_UDP:
         entry.udp_stream_at = now + UDP_STREAM_AFTER
-    events.append(f"conntrack new {t}")
+    events.append(Event("conntrack new {}", t))
     return CtResult(entry, ORIGINAL, NEW, new=True, evicted=evicted, events=events)
 
 
@@ -159,7 +143,7 @@ def _handle(table: ConntrackTable, res: CtResult, pkt: Packet, now: float) -> st
         if outcome == tcpct.INVALID:
             res.invalid = f"tcp [{tcp_flag_str(l4.flags)}] invalid in state {old} ({res.direction})"
         elif old != new:
-            res.events.append(f"conntrack tcp {old} -> {new}")
+            res.events.append(Event("conntrack tcp {} -> {}", old, new))
         return outcome
     if isinstance(l4, SCTP):
         return _sctp(res, l4, tmo, now)
@@ -226,4 +210,4 @@ def _icmp_error(table: ConntrackTable, pkt: Packet, now: float, prerouting: bool
                                f"{entry.tuple(direction).dst}")
     ctinfo = RELATED_REPLY if direction == REPLY else RELATED
     return CtResult(entry, direction, ctinfo,
-                    events=[f"conntrack related ({direction}) {entry.orig}"])
+                    events=[Event("conntrack related ({}) {}", direction, entry.orig)])

@@ -14,7 +14,7 @@ from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SR
                            nat_initialized, null_binding, setup_nat)
 from kdp.conntrack.tuples import is_icmp_error
 from kdp.watch import Watch
-from kdp.wire import ICMP, TCP, UDP, Packet, l4_length
+from kdp.wire import Packet, l4_length
 
 from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
                        StatisticQuery, TraceEntry)
@@ -63,9 +63,10 @@ class PacketCtx:
         if self.nf.tracing:
             self.res.trace.append(TraceEntry(table, chain, number, rule, outcome, kind))
 
-    def event(self, text: str, kind: str = "conntrack") -> None:
+    def event(self, text, kind: str = "conntrack") -> None:
+        """text: a str, or a kdp.conntrack.events.Event (formatted only here)."""
         if self.nf.tracing:
-            self.res.trace.append(TraceEntry("conntrack", self.hook, 0, "", text, kind))
+            self.res.trace.append(TraceEntry("conntrack", self.hook, 0, "", str(text), kind))
 
     def add_log(self, line: str) -> None:
         self.res.log.append(line)
@@ -170,7 +171,7 @@ class Netfilter:
         r = conntrack_in(self.conntrack, pc.pkt, pc.now, prerouting=pc.hook == "PREROUTING")
         if self.tracing:
             for ev in r.events:
-                pc.event(str(ev))
+                pc.event(ev)
         if r.drop:
             return DROP, r.drop
         meta.ct, meta.ct_dir, meta.ctinfo, meta.invalid = r.entry, r.direction, r.ctinfo, r.invalid
@@ -217,7 +218,8 @@ class Netfilter:
         if not self.conntrack.confirm(ct, pc.now):
             pc.event(f"conntrack clash: {ct.orig} / reply {ct.reply} already in the table")
             return DROP, errors.CONNTRACK_CLASH
-        pc.event(f"conntrack confirm {ct.orig}")
+        if self.tracing:
+            pc.event(f"conntrack confirm {ct.orig}")
         return ACCEPT, None
 
     # --- the chain walk (ipt_do_table) ---------------------------------------

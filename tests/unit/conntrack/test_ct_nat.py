@@ -121,7 +121,7 @@ def test_manip_packet_both_directions_with_incremental_checksums():
     same, ev = manip_packet(p, e, "original", SRC)          # no SNAT binding: untouched
     assert same is p and ev is None
     back, ev = manip_packet(tcp(B, A, 8080, 40000, "SA"), e, "reply", SRC)
-    assert (str(back.ip.src), back.l4.sport) == ("10.0.12.34", 80) and ev.startswith("nat un-dnat")
+    assert (str(back.ip.src), back.l4.sport) == ("10.0.12.34", 80) and str(ev).startswith("nat un-dnat")
     assert wire.l4_checksum_ok(back)
 
 
