@@ -135,7 +135,9 @@ def cmd_run(a) -> int:
         rate = f", {summary['frames_per_second']:,.0f} frames/s" if secs > 0 else ""
         print(f"{summary['frames']} frames: {summary['delivered']} delivered, {summary['dropped']} dropped, "
               f"{summary['rejected']} rejected in {secs:.3f} s{rate} ({summary['fastpath_hits']} by the fast path)"
-              + (f"; {summary['pcaps']} pcaps in {a.out}" if a.out else ""))
+              + (f"; {summary['pcaps']} pcaps in {a.out}" if a.out else "")
+              + (f"; live TCP replay: {summary['translated']} segments translated, "
+                 f"{summary.get('skipped', 0)} skipped" if "translated" in summary else ""))
         from .render import outcome_lines, outcome_tables
         if sys.stdout.isatty():
             outcome_tables(summary["outcomes"])
