@@ -74,7 +74,7 @@ class LiveTcp:
 
     def __init__(self, dev) -> None:
         self.dev = dev
-        self.table = dev.namespace.sockets
+        self.table = dev.namespace.sockets if dev is not None else None   # None: no sockets (replayed())
         self.flows: dict[tuple, LiveFlow] = {}
         self.by_local: dict[tuple, LiveFlow] = {}     # (local ip, local port) -> the flow (peer frames)
         self.translated = 0
@@ -110,8 +110,9 @@ class LiveTcp:
         flow = LiveFlow(key, isn)
         self.flows[key] = flow
         self.by_local[(key[0], key[1])] = flow
-        self.table.capture_owned[key] = flow
-        self.table.watch.touch(("sock", id(self.table), key))
+        if self.table is not None:
+            self.table.capture_owned[key] = flow
+            self.table.watch.touch(("sock", id(self.table), key))
         return flow
 
     def _translate(self, flow: LiveFlow, frame: bytes, pkt) -> dict:
@@ -211,3 +212,22 @@ def translated_text(info: dict) -> str:
         text += f"  ! {info['unacceptable']}"
     return text
 
+
+
+def replayed(recorded: list[bytes], k: int, inbound: list) -> bytes:
+    """recorded[k] (frames one client sent, its SYN first) as live replay
+    transmits it, given the live peer's segments that reached the client so far
+    (parsed packets, in order): for a driver other than `kdp run` — the kernel
+    oracle's scenario, whose kdp and kernel sides translate alike."""
+    live = LiveTcp(None)
+    for i, frame in enumerate(recorded[:k + 1]):
+        pkt = wire.parse(frame)
+        _action, info = live.outbound(frame, pkt)
+        if i == 0:
+            (flow,) = live.flows.values()
+            lip, lport, rip, rport = flow.key
+            for q in inbound:
+                if q is not None and q.ip is not None and isinstance(q.l4, wire.TCP) \
+                        and (q.ip.dst, q.l4.dport, q.ip.src, q.l4.sport) == (lip, lport, rip, rport):
+                    flow.segment(q.ip, q.l4, 0.0)
+    return (info or {}).get("frame") or recorded[k]
