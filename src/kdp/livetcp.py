@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import wire
 from .checksum import csum_replace
 from .net.replies import Delivery
+from .net.tcpstate import parse_tcp_options
 
 PEER_ANSWERS = "live-peer-answers"        # skip reason: the peer's recorded frame (the live peer answers)
 M32 = 0xFFFFFFFF
@@ -41,13 +42,11 @@ class LiveFlow:
     reset: bool = False                  # the live peer reset the flow
     fin: bool = False                    # the live peer sent its FIN
     received: int = 0                    # payload bytes the live peer sent
-    segments: list = field(default_factory=list)
 
     # --- the capture-owned socket: what the live peer sends ----------------------
     def segment(self, ip, l4, now: float) -> Delivery:
         """A segment of the live peer arriving at the attachment namespace:
         consumed as the recording's client application's socket would."""
-        from .net.tcpstate import parse_tcp_options
         if l4.flags & wire.RST:
             self.reset = True
             return Delivery("consumed", "RST consumed by the capture's socket (live TCP replay)")
@@ -77,7 +76,6 @@ class LiveTcp:
         self.table = dev.namespace.sockets if dev is not None else None   # None: no sockets (replayed())
         self.flows: dict[tuple, LiveFlow] = {}
         self.by_local: dict[tuple, LiveFlow] = {}     # (local ip, local port) -> the flow (peer frames)
-        self.translated = 0
 
     def outbound(self, frame: bytes, pkt) -> tuple:
         """What to do with a parsed frame about to be injected at the
@@ -98,7 +96,6 @@ class LiveTcp:
             peer = self.by_local.get((ip.dst, l4.dport))
             if peer is not None:                 # the recorded peer's side: learn, do not inject
                 if l4.flags & wire.SYN and l4.flags & wire.ACK and l4.ack == (peer.client_isn + 1) & M32:
-                    from .net.tcpstate import parse_tcp_options
                     peer.rec_isn = l4.seq
                     ts = parse_tcp_options(l4.options).get("ts")
                     peer.rec_ts = ts[0] if ts else None
@@ -116,7 +113,6 @@ class LiveTcp:
         return flow
 
     def _translate(self, flow: LiveFlow, frame: bytes, pkt) -> dict:
-        from .net.tcpstate import parse_tcp_options
         l4 = pkt.l4
         out = {"frame": None, "translated": {}, "unacceptable": None}
         if not l4.flags & wire.ACK:
