@@ -33,7 +33,7 @@ import traffic  # noqa: E402
 
 def run_once(cluster: str, pcap: str, fastpath: bool) -> tuple[dict, str]:
     argv = [sys.executable, "-m", "kdp.cli", "run", cluster, "--pcap", pcap, "--at", traffic.CLIENT_AT,
-            "--json"]
+            "--json", "--raw"]                # the flow cache on raw injection (synthetic flows)
     if not fastpath:
         argv.append("--no-fastpath")
     env = {k: v for k, v in os.environ.items() if k not in ("KDP_NO_EXTENSIONS", "KDP_FASTPATH_VALIDATE")}

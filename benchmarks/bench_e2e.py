@@ -99,7 +99,8 @@ def run_child(pcap_path: str, workdir: str, fastpath: bool, out: bool, digest: b
               timeout: float) -> dict:
     """`python -m kdp.cli run demo --pcap P --at pod/default/client --json`:
     frames/s from its summary, peak RSS from os.wait4, wall time around it."""
-    argv = [sys.executable, "-m", "kdp.cli", "run", "demo", "--pcap", pcap_path, "--at", AT, "--json"]
+    argv = [sys.executable, "-m", "kdp.cli", "run", "demo", "--pcap", pcap_path, "--at", AT, "--json",
+            "--raw"]                          # the flow cache on raw injection (synthetic flows)
     if not fastpath:
         argv.append("--no-fastpath")
     outdir = tempfile.mkdtemp(prefix="out-", dir=workdir) if out else None

@@ -115,7 +115,8 @@ def cmd_run(a) -> int:
     t0 = time.perf_counter()
     with _progress(a.pcap) as bar:
         run = PcapRun(emu, a.at, out, json_lines=a.json, out_dir=a.out,
-                      fastpath=not a.no_fastpath, progress=bar.advance, apps=a.apps == "on")
+                      fastpath=not a.no_fastpath, progress=bar.advance, apps=a.apps == "on",
+                      live=not a.raw)
         bar.position = lambda: run.reader.position() if run.reader is not None else 0
         counts = run.run(a.pcap)
     secs = time.perf_counter() - t0
@@ -134,7 +135,9 @@ def cmd_run(a) -> int:
         rate = f", {summary['frames_per_second']:,.0f} frames/s" if secs > 0 else ""
         print(f"{summary['frames']} frames: {summary['delivered']} delivered, {summary['dropped']} dropped, "
               f"{summary['rejected']} rejected in {secs:.3f} s{rate} ({summary['fastpath_hits']} by the fast path)"
-              + (f"; {summary['pcaps']} pcaps in {a.out}" if a.out else ""))
+              + (f"; {summary['pcaps']} pcaps in {a.out}" if a.out else "")
+              + (f"; live TCP replay: {summary['translated']} segments translated, "
+                 f"{summary.get('skipped', 0)} skipped" if "translated" in summary else ""))
         from .render import outcome_lines, outcome_tables
         if sys.stdout.isatty():
             outcome_tables(summary["outcomes"])
@@ -336,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--apps", choices=("on", "off"), default="on",
                    help="off: pods' apps and sockets stay silent (frames delivered to a pod are consumed), "
                         "for captures that hold both sides of their conversations (with --at auto)")
+    r.add_argument("--raw", action="store_true",
+                   help="inject every frame as recorded; by default TCP flows the capture opens from "
+                        "the attachment point replay live (answers consumed there, acknowledgements "
+                        "translated into the live peer's sequence space; docs/cli.md)")
     r.add_argument("--flows", metavar="FILE", help="write one row per flow of the capture (CSV if FILE ends "
                                                    "in .csv, else JSON): state, frames, service, endpoint, resets")
     r.set_defaults(func=cmd_run)

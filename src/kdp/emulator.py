@@ -307,15 +307,16 @@ class Emulator:
 
     def run_pcap(self, path: str, at: str, out, *, json_lines: bool = True,
                  out_dir: str | None = None, fastpath: bool = True, events=None,
-                 apps: bool = True) -> dict:
+                 apps: bool = True, live: bool = False) -> dict:
         """Feed a capture as `kdp run` does, writing its lines to the binary stream
         out. at: an attachment point or "auto" (each frame at its sender's). events:
         {frame index: callable(emulator)} run just before that frame (rule or
-        endpoint changes mid-stream). apps False: `--apps off`. Returns the
-        summary counts."""
+        endpoint changes mid-stream). apps False: `--apps off`. live: live TCP
+        replay (kdp.livetcp; `kdp run`'s default, raw injection here unless
+        asked). Returns the summary counts."""
         from .runner import PcapRun
         run = PcapRun(self, at, out, json_lines=json_lines, out_dir=out_dir, fastpath=fastpath,
-                      events=events, apps=apps)
+                      events=events, apps=apps, live=live)
         return run.run(path)
 
     # --- looking inside ---------------------------------------------------

@@ -19,6 +19,7 @@ from .datapath.flowcache import FlowCache
 from .errors import KdpError
 from .capfile import CaptureReader, check_length
 from .io import PCAP_HEADER, pcap_record, truncated_record
+from .livetcp import LiveTcp, translated_text
 from .outcomes import Outcomes
 from .senders import Senders
 from .render import packet_fields
@@ -45,13 +46,14 @@ def run_line(r: dict) -> str:
     p = r["packet"] or {}
     port = lambda key: f":{p[key]}" if p.get(key) is not None else ""     # none for ICMP, ARP
     return (f"#{r['index']:<5} {r['disposition']:<9} {where or '-':<40} "
-            f"{p.get('proto', '?')} {p.get('src')}{port('sport')} > {p.get('dst')}{port('dport')}")
+            f"{p.get('proto', '?')} {p.get('src')}{port('sport')} > {p.get('dst')}{port('dport')}"
+            + (translated_text(r) if "translated" in r else ""))
 
 
 class PcapRun:
     def __init__(self, emu, at: str, out: BinaryIO, *, json_lines: bool, out_dir: str | None,
                  fastpath: bool = True, validate: bool | None = None, progress=None,
-                 events=None, engine=None, apps: bool = True):
+                 events=None, engine=None, apps: bool = True, live: bool = False):
         self.emu, self.out, self.json = emu, out, json_lines
         # --at auto: each frame at its sender's device (kdp.senders), else all at one
         self.senders = Senders(emu) if at == "auto" else None
@@ -60,6 +62,10 @@ class PcapRun:
                 if ns.kind == "pod" and ns.sockets is not None:
                     ns.sockets.silent = True
         self.dev = emu.attach_device(at) if self.senders is None else None
+        # live TCP replay (kdp.livetcp): flows the capture opens from one attachment
+        # point with apps on; --raw, --at auto and --apps off inject raw
+        self.live = (LiveTcp(self.dev) if live and apps and self.dev is not None
+                     and self.dev.namespace.sockets is not None else None)
         self._declined = False                  # the last reference frame was rewritten: not cached
         self.dp = emu.datapath
         self.out_dir = out_dir
@@ -81,6 +87,8 @@ class PcapRun:
         self.counts = {"frames": 0, "delivered": 0, "dropped": 0, "rejected": 0}
         if self.senders is not None:
             self.counts["skipped"] = 0
+        if self.live is not None:
+            self.counts["translated"] = 0
         self.hits = 0
         self.validated = 0
         if out_dir:
@@ -217,7 +225,7 @@ class PcapRun:
     # --- one frame through the reference ----------------------------------------
     def _emit_record(self, r: dict) -> bytes:
         self.counts["frames"] += 1
-        self.counts[r["disposition"]] += 1
+        self.counts[r["disposition"]] = self.counts.get(r["disposition"], 0) + 1   # skipped: live replay
         self.progress(1)
         return ((json.dumps(r) if self.json else run_line(r)) + "\n").encode()
 
@@ -232,6 +240,18 @@ class PcapRun:
                 dev, sent, skip, self._declined = self.senders.resolve(frame)
                 if sent is not frame:
                     pkt = wire.parse(sent)
+            live = None
+            if self.live is not None and dev is not None:
+                action, live = self.live.outbound(frame, pkt)
+                if action == "skip":
+                    dev, skip, live = None, live, None
+                elif action == "live":
+                    self._declined = True       # the capture's flow: its translation is state
+                    if live["frame"] is not None:
+                        pkt = wire.parse(live["frame"])
+                        self.counts["translated"] += 1
+                else:
+                    live = None
             if dev is None:
                 outcome, resets = None, ()
                 r = {"index": index, "disposition": "skipped", "reason": skip, "delivered_to": None,
@@ -239,6 +259,9 @@ class PcapRun:
             else:
                 outcome = self.dp.inject(dev, pkt, t)
                 r, resets = run_record(index, outcome, None), self.dp.resets
+                if live is not None:
+                    r["translated"] = live["translated"]
+                    r["unacceptable"] = live["unacceptable"]
         self._record = Outcomes.record(r, resets, frame)
         ip_bytes = (frame[16] << 8) | frame[17] if len(frame) >= 18 and frame[12:14] == b"\x08\x00" else 0
         self.outcomes.add(self._record, 1, ip_bytes, self.dp.now)

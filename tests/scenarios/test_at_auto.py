@@ -61,9 +61,14 @@ def test_each_frame_enters_where_its_sender_lives(tmp_path):
     out = {p.name for p in (tmp_path / "out").iterdir()}
     assert "ext__eth0.pcap" in out                         # the outside frame left from the outside world
     assert f"{nginx.namespace}__{nginx.name}__eth0.pcap" in out
-    # the same frames all at the client: nothing skipped, no skipped key (unchanged contract)
-    r = kdp("run", "demo", "--pcap", tmp_path / "c.pcap", "--at", "pod/default/client", "--json")
+    # the same frames all at the client, raw: nothing skipped, no skipped key (unchanged contract)
+    r = kdp("run", "demo", "--pcap", tmp_path / "c.pcap", "--at", "pod/default/client", "--json", "--raw")
     assert "skipped" not in json.loads(r.stdout.splitlines()[-1])["summary"]
+    # live TCP replay (the default): the recorded SYN-ACK to the client's own flow is the live peer's part
+    r = kdp("run", "demo", "--pcap", tmp_path / "c.pcap", "--at", "pod/default/client", "--json")
+    recs = [json.loads(l) for l in r.stdout.splitlines()]
+    assert (recs[1]["disposition"], recs[1]["reason"]) == ("skipped", "live-peer-answers")
+    assert recs[-1]["summary"]["skipped"] == 1
 
 
 @pytest.mark.parametrize("apps", ["on", "off"])

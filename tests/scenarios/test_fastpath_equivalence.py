@@ -44,7 +44,7 @@ MODES = {
 }
 # summary keys that must agree; the rest (seconds, frames_per_second,
 # fastpath_hits, fastpath_misses, peak_rss_mb, ...) are timing and cache counters
-SUMMARY_KEYS = ("frames", "delivered", "dropped", "rejected", "pcaps", "outcomes")
+SUMMARY_KEYS = ("frames", "delivered", "dropped", "rejected", "skipped", "translated", "pcaps", "outcomes")
 US = 1_000_000
 
 
@@ -57,9 +57,11 @@ class Run:
 
 
 def run_modes(pcap: Path, work: Path, cluster: str = "demo", args: tuple = (),
-              out: bool = True) -> dict[str, Run]:
+              out: bool = True, live: bool = False) -> dict[str, Run]:
     """`kdp run CLUSTER --pcap PCAP --at pod/default/client --json [--out]` in
-    every mode, concurrently; each must exit 0."""
+    every mode, concurrently; each must exit 0. The generated workloads are
+    synthetic flows (their server side does not answer as kdp's apps do):
+    raw injection (--raw) unless live."""
     procs = {}
     for mode, (flags, extra_env) in MODES.items():
         env = {k: v for k, v in os.environ.items()
@@ -68,7 +70,8 @@ def run_modes(pcap: Path, work: Path, cluster: str = "demo", args: tuple = (),
         env["PYTHONPATH"] = os.pathsep.join([str(SRC)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
         outdir = work / f"out-{mode}"
         argv = [sys.executable, "-m", "kdp.cli", "run", cluster, "--pcap", str(pcap), "--at", AT,
-                "--json", *flags, *args] + (["--out", str(outdir)] if out else [])
+                "--json", *flags, *args] + (["--out", str(outdir)] if out else []) \
+            + ([] if live else ["--raw"])
         stdout, stderr = open(work / f"{mode}.stdout", "wb"), open(work / f"{mode}.stderr", "wb")
         procs[mode] = (subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=env, cwd=work),
                        stdout, stderr, outdir)

@@ -1,7 +1,8 @@
 # net.sockets: the sockets living in a namespace and what the apps behind them
 # answer, as a Linux host would: the socket table (listening TCP/UDP/SCTP ports of
 # the pod's containers, echo servers unless an app says otherwise; client
-# sockets for traffic kdp originates), the delivery of a local packet to it,
+# sockets for traffic kdp originates, capture-owned ones for kdp run's live
+# TCP replay), the delivery of a local packet to it,
 # UDP datagrams and ICMP echo. TCP connections, passive and active, run in
 # net.tcpstate (SocketTable's TCP half); the Delivery record and the RST and
 # ICMP error builders are net.replies. Builds answer packets (IP layer, Ether
@@ -83,6 +84,9 @@ class SocketTable(TcpSockets):
         self._now = 0.0
         self.idents = IpIdents(seed, ns_name)     # IP IDs of unconnected sends and ICMP
         self.silent = False                       # kdp run --apps off: every segment consumed, none answered
+        # kdp run's live TCP replay (kdp.livetcp): flows a capture opened from here, by
+        # (local ip, local port, remote ip, remote port); .segment(ip, l4, now) consumes
+        self.capture_owned: dict[tuple, object] = {}
 
     def listen(self, port: int, protocol: str, owner: str, app=None) -> None:
         self.listeners[(protocol.upper(), port)] = Listener(port, protocol.upper(), owner, app or ECHO)

@@ -6,7 +6,7 @@
 # segments either side sends (sequence numbers, windows, timestamps, IP IDs)
 # and the TCP option codecs. TcpSockets is the TCP half of
 # net.sockets.SocketTable and works on the table's state (connections,
-# listeners, client sockets, outbox); it owns neither the table nor UDP, ICMP
+# listeners, client sockets, capture-owned flows, outbox); it owns neither the table nor UDP, ICMP
 # or the listeners themselves.
 from __future__ import annotations
 
@@ -174,6 +174,9 @@ class TcpSockets:
     # --- what arrives: the connection's socket, a listener or a RST ------------
     def _tcp(self, ip: IPv4, l4: TCP, now: float) -> Delivery:
         key = (ip.dst, l4.dport, ip.src, l4.sport)
+        owned = self.capture_owned.get(key) if self.capture_owned else None
+        if owned is not None:                 # a flow kdp run's capture opened (kdp.livetcp)
+            return owned.segment(ip, l4, now)
         if ("tcp", ip.dst, l4.dport, ip.src, l4.sport) in self.clients:
             return Delivery("consumed", f"TCP [{wire.tcp_flag_str(l4.flags)}] received by client socket",
                             stateless=True)

@@ -641,6 +641,43 @@ def tcp_session(cluster, seed, src, dst, dport, name, payload=b"hello oracle\n")
                     f"(client RSTs suppressed)", steps, silent_client=syn.ns)
 
 
+def live_replay_session(cluster, seed, src, dst, dport, name, payload=b"GET / HTTP/1.0\r\n\r\n",
+                        rec_isn: int = 5000, rec_ts: int = 7000) -> Scenario | None:
+    """A recorded client conversation (SYN; ACK; request; ACK of the echo;
+    FIN; ACK of the server's FIN), recorded against a server whose ISN was
+    rec_isn and TSval rec_ts, sent as `kdp run`'s live TCP replay sends it:
+    each later segment translated by kdp.livetcp from what that side's server
+    really sent (its ISN and TSval), the same code on both sides."""
+    from ..livetcp import replayed
+    from ..net.tcpstate import parse_tcp_options
+    try:
+        syn = first_frame(cluster, seed, src, dst, proto="tcp", dport=dport)
+    except LookupError:
+        return None
+    p = wire.parse(syn.frame)
+    n = len(payload)
+    ts_syn = parse_tcp_options(p.l4.options).get("ts", (0, 0))[0]
+
+    def rec(k: int, flags: int, data: bytes, sent: int) -> bytes:
+        opts = b"\x01\x01\x08\x0a" + struct.pack("!II", (ts_syn + k) & 0xFFFFFFFF, rec_ts)
+        seg = wire.TCP(p.l4.sport, p.l4.dport, (p.l4.seq + 1 + sent) & 0xFFFFFFFF,
+                       (rec_isn + 1 + sent) & 0xFFFFFFFF, flags, 502, 0, 0, opts, data)
+        ip = replace(p.ip, ident=(p.ip.ident + k) & 0xFFFF)
+        return wire.emit(wire.finalize(wire.Packet(p.eth, ip=ip, l4=seg)))
+    A, PA, FA = wire.ACK, wire.PSH | wire.ACK, wire.FIN | wire.ACK
+    recorded = [syn.frame, rec(1, A, b"", 0), rec(2, PA, payload, 0), rec(3, A, b"", n),
+                rec(4, FA, b"", n), rec(5, A, b"", n + 1)]
+    # (an echo server: the recorded server sent back as many bytes as the client sent)
+    labels = ["ACK", f"{n} bytes", "ACK of the echo", "FIN", "ACK of the server's FIN"]
+    steps = [syn] + [Step(syn.ns, syn.dev, None, f"{labels[k - 1]} (live replay)",
+                          lambda inbound, k=k: replayed(recorded, k, inbound)) for k in range(1, 6)]
+    sc = Scenario(name, f"recorded TCP conversation {src} -> {dst}:{dport} replayed live: acks and "
+                  f"timestamp echo translated into the real server's sequence space (client RSTs "
+                  f"suppressed)", steps, silent_client=syn.ns)
+    sc.recorded = recorded
+    return sc
+
+
 def _segment(syn, k: int, payload: bytes, flags: int, sent: int):
     from ..net.tcpstate import parse_tcp_options
 

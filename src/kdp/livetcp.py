@@ -1,0 +1,229 @@
+# livetcp: `kdp run`'s live TCP replay (the default; --raw turns it off). It
+# owns the TCP flows a capture opens from the attachment point (a SYN sent
+# from it): a capture-owned socket per flow in the attachment namespace's
+# socket table consumes what the live peer answers (no RST from that stack)
+# and learns the peer's ISN, timestamps and how far it has sent; the flow's
+# later frames have their acknowledgement number, SACK blocks and timestamp
+# echo shifted from the recorded peer's sequence space into the live peer's,
+# TCP checksum updated incrementally (a wrong one stays wrong). Frames the
+# capture holds from the peer to the attachment point are not injected (the
+# live peer answers): the runner reports them skipped. A segment the live
+# peer would not accept is reported on its line, never fixed.
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from . import wire
+from .checksum import csum_replace
+from .net.replies import Delivery
+from .net.tcpstate import parse_tcp_options
+
+PEER_ANSWERS = "live-peer-answers"        # skip reason: the peer's recorded frame (the live peer answers)
+M32 = 0xFFFFFFFF
+
+
+def _after(a: int, b: int) -> bool:
+    """a is after b in sequence space (before(b, a) in the kernel)."""
+    return 0 < ((a - b) & M32) < 0x80000000
+
+
+@dataclass
+class LiveFlow:
+    """One capture-owned TCP flow: key is (local ip, local port, remote ip,
+    remote port) as the capture sends it from the attachment point."""
+    key: tuple
+    client_isn: int
+    rec_isn: int | None = None           # the recorded peer's ISN (capture's SYN-ACK, or first ACK - 1)
+    rec_ts: int | None = None            # the recorded peer's first TSval
+    live_isn: int | None = None          # the live peer's ISN (its SYN-ACK, consumed here)
+    live_ts: int | None = None           # the live peer's first TSval
+    live_nxt: int | None = None          # the sequence number after the last the live peer sent
+    reset: bool = False                  # the live peer reset the flow
+    fin: bool = False                    # the live peer sent its FIN
+    received: int = 0                    # payload bytes the live peer sent
+
+    # --- the capture-owned socket: what the live peer sends ----------------------
+    def segment(self, ip, l4, now: float) -> Delivery:
+        """A segment of the live peer arriving at the attachment namespace:
+        consumed as the recording's client application's socket would."""
+        if l4.flags & wire.RST:
+            self.reset = True
+            return Delivery("consumed", "RST consumed by the capture's socket (live TCP replay)")
+        ts = parse_tcp_options(l4.options).get("ts")
+        if l4.flags & wire.SYN and l4.flags & wire.ACK:
+            if self.live_isn is None:
+                self.live_isn = l4.seq
+                self.live_ts = ts[0] if ts else None
+            what = "SYN-ACK"
+        else:
+            what = f"{len(l4.payload)} bytes" if l4.payload else "ACK"
+            if l4.flags & wire.FIN:
+                what += " + FIN"
+                self.fin = True
+        end = (l4.seq + len(l4.payload) + (1 if l4.flags & (wire.SYN | wire.FIN) else 0)) & M32
+        if self.live_nxt is None or _after(end, self.live_nxt):
+            self.live_nxt = end
+        self.received += len(l4.payload)
+        return Delivery("consumed", f"{what} consumed by the capture's socket (live TCP replay)")
+
+
+class LiveTcp:
+    """The capture-owned flows of one run, attached at device `dev`."""
+
+    def __init__(self, dev) -> None:
+        self.dev = dev
+        self.table = dev.namespace.sockets if dev is not None else None   # None: no sockets (replayed())
+        self.flows: dict[tuple, LiveFlow] = {}
+        self.by_local: dict[tuple, LiveFlow] = {}     # (local ip, local port) -> the flow (peer frames)
+
+    def outbound(self, frame: bytes, pkt) -> tuple:
+        """What to do with a parsed frame about to be injected at the
+        attachment point: (action, info) where action is "raw" (not a
+        capture-owned flow), "skip" (info: reason), or "live" (info: dict with
+        the translated frame's fields: "frame" bytes or None when unchanged,
+        "translated" {field: [recorded, sent]}, "unacceptable" text or None)."""
+        ip, l4 = pkt.ip, pkt.l4
+        if ip is None or not isinstance(l4, wire.TCP) or ip.frag or ip.flags & 1:
+            return "raw", None
+        key = (ip.src, l4.sport, ip.dst, l4.dport)
+        flow = self.flows.get(key)
+        if l4.flags & wire.SYN and not l4.flags & wire.ACK:
+            if flow is None or flow.client_isn != l4.seq:        # a new flow (or the port reused)
+                flow = self._own(key, l4.seq)
+            return "live", {"frame": None, "translated": {}, "unacceptable": None}
+        if flow is None:
+            peer = self.by_local.get((ip.dst, l4.dport))
+            if peer is not None:                 # the recorded peer's side: learn, do not inject
+                if l4.flags & wire.SYN and l4.flags & wire.ACK and l4.ack == (peer.client_isn + 1) & M32:
+                    peer.rec_isn = l4.seq
+                    ts = parse_tcp_options(l4.options).get("ts")
+                    peer.rec_ts = ts[0] if ts else None
+                return "skip", PEER_ANSWERS
+            return "raw", None
+        return "live", self._translate(flow, frame, pkt)
+
+    def _own(self, key: tuple, isn: int) -> LiveFlow:
+        flow = LiveFlow(key, isn)
+        self.flows[key] = flow
+        self.by_local[(key[0], key[1])] = flow
+        if self.table is not None:
+            self.table.capture_owned[key] = flow
+            self.table.watch.touch(("sock", id(self.table), key))
+        return flow
+
+    def _translate(self, flow: LiveFlow, frame: bytes, pkt) -> dict:
+        l4 = pkt.l4
+        out = {"frame": None, "translated": {}, "unacceptable": None}
+        if not l4.flags & wire.ACK:
+            return out
+        if frame[12:14] != b"\x08\x00":
+            out["unacceptable"] = "not a plain Ethernet IPv4 frame: not translated"
+            return out
+        opts = parse_tcp_options(l4.options)
+        if flow.rec_isn is None:                 # a one-sided capture: the client's first ACK
+            flow.rec_isn = (l4.ack - 1) & M32
+            if "ts" in opts:
+                flow.rec_ts = opts["ts"][1]
+        if flow.reset:
+            out["unacceptable"] = "the live peer reset this flow"
+        if flow.live_isn is None:
+            out["unacceptable"] = out["unacceptable"] or "the live peer sent no SYN-ACK: not translated"
+            return out
+        delta = (flow.live_isn - flow.rec_isn) & M32
+        ts_delta = ((flow.live_ts - flow.rec_ts) & M32
+                    if flow.live_ts is not None and flow.rec_ts is not None else None)
+        return self._rewrite(flow, frame, delta, ts_delta, out)
+
+    def _rewrite(self, flow: LiveFlow, frame: bytes, delta: int, ts_delta, out: dict) -> dict:
+        raw = bytearray(frame)
+        l4at = 14 + (raw[14] & 0x0F) * 4
+        doff = (raw[l4at + 12] >> 4) * 4
+        csum = struct.unpack_from("!H", raw, l4at + 16)[0]
+        tr = out["translated"]
+
+        def put32(at: int, value: int) -> int:
+            nonlocal csum
+            old = bytes(raw[at:at + 4])
+            new = struct.pack("!I", value & M32)
+            raw[at:at + 4] = new
+            csum = csum_replace(csum, old, new) if (at - l4at) % 2 == 0 else _odd(raw, l4at, csum, at, old)
+            return value & M32
+
+        old_ack = struct.unpack_from("!I", raw, l4at + 8)[0]
+        new_ack = put32(l4at + 8, old_ack + delta)
+        if delta:
+            tr["ack"] = [old_ack, new_ack]
+        i, end = l4at + 20, l4at + doff
+        while i < end:
+            kind = raw[i]
+            if kind == 0:
+                break
+            if kind == 1:
+                i += 1
+                continue
+            if i + 1 >= end or raw[i + 1] < 2:
+                break
+            ln = raw[i + 1]
+            if kind == 5 and delta:              # SACK blocks: edges in the peer's space
+                for at in range(i + 2, min(i + ln, end) - 7, 8):
+                    for edge in (at, at + 4):
+                        put32(edge, struct.unpack_from("!I", raw, edge)[0] + delta)
+                tr["sack"] = tr.get("sack", 0) + (ln - 2) // 8
+            elif kind == 8 and ln == 10 and ts_delta:
+                old = struct.unpack_from("!I", raw, i + 6)[0]
+                tr["tsecr"] = [old, put32(i + 6, old + ts_delta)]
+            i += ln
+        struct.pack_into("!H", raw, l4at + 16, csum)
+        if tr:
+            out["frame"] = bytes(raw)
+        if flow.live_nxt is not None and _after(new_ack, flow.live_nxt):
+            out["unacceptable"] = out["unacceptable"] or (
+                f"acknowledges {(new_ack - flow.live_nxt) & M32} bytes the live peer has not sent "
+                f"(ack {new_ack}, the peer sent up to {flow.live_nxt})")
+        return out
+
+
+def _odd(raw: bytearray, l4at: int, csum: int, at: int, old: bytes) -> int:
+    """A 32-bit field at an odd offset of the segment (options can put one
+    there): update the checksum over the 6 aligned bytes around it."""
+    start = at - 1
+    tail = bytes(raw[at + 4:at + 5]) or b"\x00"       # the segment may end there (padded with zero)
+    before = bytes(raw[start:start + 1]) + old + tail
+    return csum_replace(csum, before, bytes(raw[start:at + 4]) + tail)
+
+
+def translated_text(info: dict) -> str:
+    """The text line's note: what was translated and what the peer would not accept."""
+    parts = []
+    tr = info.get("translated") or {}
+    if "ack" in tr:
+        parts.append(f"ack {tr['ack'][0]}->{tr['ack'][1]}")
+    if "sack" in tr:
+        parts.append(f"{tr['sack']} SACK block{'s' * (tr['sack'] != 1)}")
+    if "tsecr" in tr:
+        parts.append(f"tsecr {tr['tsecr'][0]}->{tr['tsecr'][1]}")
+    text = f"  translated {', '.join(parts)}" if parts else ""
+    if info.get("unacceptable"):
+        text += f"  ! {info['unacceptable']}"
+    return text
+
+
+
+def replayed(recorded: list[bytes], k: int, inbound: list) -> bytes:
+    """recorded[k] (frames one client sent, its SYN first) as live replay
+    transmits it, given the live peer's segments that reached the client so far
+    (parsed packets, in order): for a driver other than `kdp run` — the kernel
+    oracle's scenario, whose kdp and kernel sides translate alike."""
+    live = LiveTcp(None)
+    for i, frame in enumerate(recorded[:k + 1]):
+        pkt = wire.parse(frame)
+        _action, info = live.outbound(frame, pkt)
+        if i == 0:
+            (flow,) = live.flows.values()
+            lip, lport, rip, rport = flow.key
+            for q in inbound:
+                if q is not None and q.ip is not None and isinstance(q.l4, wire.TCP) \
+                        and (q.ip.dst, q.l4.dport, q.ip.src, q.l4.sport) == (lip, lport, rip, rport):
+                    flow.segment(q.ip, q.l4, 0.0)
+    return (info or {}).get("frame") or recorded[k]
