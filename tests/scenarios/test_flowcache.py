@@ -22,7 +22,7 @@ from kdp.testing.plugin import load_profile
 
 from .svc_cluster import svc_cluster
 
-load_profile()              # ci: a bounded, derandomized run; HYPOTHESIS_PROFILE=thorough for more
+load_profile()              # kdp-ci: a bounded, derandomized run; HYPOTHESIS_PROFILE=kdp-thorough for more
 
 DSTS = [("pod", "web-2", 8080), ("pod", "web-1", 8080), ("pod", "solo", 8080), ("svc", "web", 80),
         ("svc", "sticky", 80), ("svc", "empty", 80), ("ip", "198.51.100.7", 80),
