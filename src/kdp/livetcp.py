@@ -154,17 +154,8 @@ class LiveTcp:
         new_ack = put32(l4at + 8, old_ack + delta)
         if delta:
             tr["ack"] = [old_ack, new_ack]
-        i, end = l4at + 20, l4at + doff
-        while i < end:
-            kind = raw[i]
-            if kind == 0:
-                break
-            if kind == 1:
-                i += 1
-                continue
-            if i + 1 >= end or raw[i + 1] < 2:
-                break
-            ln = raw[i + 1]
+        end = l4at + doff
+        for kind, i, ln in wire.tcp_options(raw, l4at + 20, end):
             if kind == 5 and delta:              # SACK blocks: edges in the peer's space
                 for at in range(i + 2, min(i + ln, end) - 7, 8):
                     for edge in (at, at + 4):
@@ -173,7 +164,6 @@ class LiveTcp:
             elif kind == 8 and ln == 10 and ts_delta:
                 old = struct.unpack_from("!I", raw, i + 6)[0]
                 tr["tsecr"] = [old, put32(i + 6, old + ts_delta)]
-            i += ln
         struct.pack_into("!H", raw, l4at + 16, csum)
         if tr:
             out["frame"] = bytes(raw)

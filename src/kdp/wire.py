@@ -337,6 +337,27 @@ def emit_l4(l4: L4, checksum: int | None = None) -> bytes:
     return struct.pack("!BBHI", l4.type, l4.code, csum, l4.rest) + l4.payload
 
 
+def tcp_options(buf, start: int = 0, end: int | None = None):
+    """(kind, offset, length) of each TCP option in buf[start:end], as the
+    kernel's tcp_parse_options walks them: NOPs skipped, stop at EOL or at an
+    option whose length byte is missing or below 2. `length` is the option's
+    own length byte (it may run past `end`: callers clip)."""
+    end = len(buf) if end is None else end
+    i = start
+    while i < end:
+        kind = buf[i]
+        if kind == 0:
+            return
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= end or buf[i + 1] < 2:
+            return
+        ln = buf[i + 1]
+        yield kind, i, ln
+        i += ln
+
+
 # --- checksums ------------------------------------------------------------
 
 def l4_checksum_of(ip: IPv4, l4: L4) -> int:

@@ -406,17 +406,8 @@ class TcpSockets:
 
 
 def parse_tcp_options(raw: bytes) -> dict:
-    out, i = {}, 0
-    while i < len(raw):
-        kind = raw[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= len(raw) or raw[i + 1] < 2:
-            break
-        ln = raw[i + 1]
+    out = {}
+    for kind, i, ln in wire.tcp_options(raw):
         body = raw[i + 2:i + ln]
         if kind == 2 and len(body) == 2:
             out["mss"] = struct.unpack("!H", body)[0]
@@ -426,7 +417,6 @@ def parse_tcp_options(raw: bytes) -> dict:
             out["sack"] = True
         elif kind == 8 and len(body) == 8:
             out["ts"] = struct.unpack("!II", body)
-        i += ln
     return out
 
 

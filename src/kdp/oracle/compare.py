@@ -172,23 +172,13 @@ def learn(m: Mapper, k: Packet, r: Packet) -> None:
 
 
 def _fix_tcp_options(opts: bytes, tsval_map: dict, tsecr_map: dict) -> bytes:
-    out, i = bytearray(opts), 0
-    while i < len(out):
-        kind = out[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= len(out) or out[i + 1] < 2:
-            break
-        ln = out[i + 1]
+    out = bytearray(opts)
+    for kind, i, ln in wire.tcp_options(out):
         if kind == 8 and ln == 10 and i + 10 <= len(out):
             val, ecr = struct.unpack("!II", out[i + 2:i + 10])
             val = tsval_map.get(val, val)
             ecr = tsecr_map.get(ecr, ecr) if ecr else ecr
             out[i + 2:i + 10] = struct.pack("!II", val, ecr)
-        i += ln
     return bytes(out)
 
 
