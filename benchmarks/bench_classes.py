@@ -48,25 +48,15 @@ def run_once(cluster: str, pcap: str, fastpath: bool) -> tuple[dict, str]:
 
 
 def kernel_rates(cluster: str, classes: list[str], a) -> dict:
-    """{class: the kernel's median frames/s and range} on the same frames
-    (bench_kernel_classes), or {} with a note when the kernel cannot be measured."""
+    """{class: the kernel's rate} on the same frames (bench_kernel_classes),
+    or {} with a note when the kernel cannot be measured here."""
     import bench_kernel_classes as K
-    from kdp.emulator import Emulator
     from kdp.oracle import netns as N
-    from kdp.oracle.build import RealCluster
     why = N.available()
     if why:
         print(f"kernel not measured: {why}", flush=True)
         return {}
-    emu = Emulator.load([cluster])
-    out = {}
-    with RealCluster(emu, rules=True) as rc:
-        for cls in classes:
-            ends = K.end_devices(emu, K.ENDS[cls])
-            reps = [K.measure(rc, K.frames_of(cls, a.frames, a.seed + 1000 * i), ends) for i in range(a.repeat)]
-            fps = [r["frames_per_second"] for r in reps]
-            out[cls] = {"median_frames_per_second": statistics.median(fps), "range": [min(fps), max(fps)]}
-    return out
+    return K.measure_classes(cluster, classes, a.frames, a.repeat, a.seed)
 
 
 def implementation() -> str:

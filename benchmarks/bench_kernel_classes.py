@@ -117,6 +117,28 @@ def frames_of(cls: str, n: int, seed: int) -> list[bytes]:
     return [g.frame(cls) for _ in range(n)]
 
 
+def measure_classes(cluster: str, classes: list[str], frames: int, repeat: int, seed: int,
+                    report=None) -> dict:
+    """{class: median frames/s, range, deliveries counted, the repeats} of the
+    kernel on the benchmark cluster directory `cluster`, built in throwaway
+    namespaces; report(cls, row) after each class. Needs the kernel oracle."""
+    from kdp.emulator import Emulator
+    from kdp.oracle.build import RealCluster
+    emu = Emulator.load([cluster])
+    out = {}
+    with RealCluster(emu, rules=True) as rc:
+        for cls in classes:
+            ends = end_devices(emu, ENDS[cls])
+            # a fresh seed per repeat: new flows stay new (conntrack keeps the last run's)
+            reps = [measure(rc, frames_of(cls, frames, seed + 1000 * i), ends) for i in range(repeat)]
+            fps = [r["frames_per_second"] for r in reps]
+            out[cls] = {"median_frames_per_second": statistics.median(fps), "range": [min(fps), max(fps)],
+                        "counted_of_sent": [r["counted"] for r in reps], "repeats": reps}
+            if report is not None:
+                report(cls, out[cls])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="The kernel's rate on kdp's traffic classes, in throwaway "
                                 "network namespaces (needs root).")
@@ -127,30 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=os.path.join(HERE, "results", "kernel_classes.json"))
     a = p.parse_args(argv)
     from kdp.oracle import netns as N
-    from kdp.oracle.build import RealCluster
     why = N.available()
     if why:
         print(f"bench_kernel_classes: cannot measure the kernel here: {why}", file=sys.stderr)
         return 2
     import tempfile
-    from kdp.emulator import Emulator
-    doc = {"frames": a.frames, "repeat": a.repeat, "seed": a.seed, "classes": {}}
+
+    def report(cls: str, row: dict) -> None:
+        lo, hi = row["range"]
+        print(f"{cls:15s} kernel {row['median_frames_per_second']:>10,.0f} frames/s "
+              f"(range {lo:,.0f}-{hi:,.0f}; counted {row['counted_of_sent'][0]}/{a.frames})", flush=True)
     with tempfile.TemporaryDirectory(prefix="kdp-kclasses-") as tmp:
         cluster = traffic.write_cluster(os.path.join(tmp, "cluster"))
-        emu = Emulator.load([cluster])
-        with RealCluster(emu, rules=True) as rc:
-            for cls in [c for c in a.classes.split(",") if c]:
-                ends = end_devices(emu, ENDS[cls])
-                # a fresh seed per repeat: new flows stay new (conntrack keeps the last run's)
-                reps = [measure(rc, frames_of(cls, a.frames, a.seed + 1000 * i), ends)
-                        for i in range(a.repeat)]
-                fps = [r["frames_per_second"] for r in reps]
-                row = {"median_frames_per_second": statistics.median(fps), "range": [min(fps), max(fps)],
-                       "counted_of_sent": [r["counted"] for r in reps], "repeats": reps}
-                doc["classes"][cls] = row
-                print(f"{cls:15s} kernel {row['median_frames_per_second']:>10,.0f} frames/s "
-                      f"(range {min(fps):,.0f}-{max(fps):,.0f}; counted {reps[0]['counted']}/{a.frames})",
-                      flush=True)
+        classes = [c for c in a.classes.split(",") if c]
+        doc = {"frames": a.frames, "repeat": a.repeat, "seed": a.seed,
+               "classes": measure_classes(cluster, classes, a.frames, a.repeat, a.seed, report)}
     os.makedirs(os.path.dirname(a.results), exist_ok=True)
     with open(a.results, "w") as fh:
         json.dump(doc, fh, indent=1)
