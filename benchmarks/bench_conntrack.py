@@ -6,7 +6,6 @@
 #       --benchmark-columns=median,ops
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from kdp import bench
@@ -19,14 +18,6 @@ except ImportError:  # pragma: no cover
     _fastpath = None
 
 needs_fastpath = pytest.mark.skipif(_fastpath is None, reason="kdp._fastpath not built")
-
-
-def _lookups(f: np.ndarray) -> np.ndarray:
-    q = f.copy()
-    q["now"] = 2.0
-    rev = q.copy()
-    rev["src"], rev["dst"], rev["sport"], rev["dport"] = q["dst"], q["src"], q["dport"], q["sport"]
-    return np.concatenate([q, rev])[np.random.default_rng(3).permutation(2 * len(f))]
 
 
 @needs_fastpath
@@ -54,7 +45,7 @@ def test_compiled_lookups(benchmark, entries):
     f = bench.conntrack_flows(entries + entries // 50)[:entries]
     t = _fastpath.CtTable(entries, Timeouts.kube_proxy())
     t.process_batch(f)
-    q = _lookups(f)
+    q = bench.conntrack_lookups(f)
     benchmark.group = f"conntrack lookups, {entries} entries"
     benchmark.extra_info["per_round"] = len(q)
     hits = benchmark.pedantic(t.lookup_batch, args=(q,), rounds=5, iterations=1, warmup_rounds=1)
@@ -66,7 +57,7 @@ def test_reference_lookups(benchmark, entries):
     f = bench.conntrack_flows(entries + entries // 50)[:entries]
     t = pure_ct.CtTable(entries, Timeouts.kube_proxy())
     t.process_batch(f)
-    q = _lookups(f)[:20000]
+    q = bench.conntrack_lookups(f)[:20000]
     rows = q.tolist()
 
     def run():

@@ -209,6 +209,16 @@ def conntrack_flows(count: int, seed: int = 1) -> np.ndarray:
     return f[np.sort(first)]
 
 
+def conntrack_lookups(f: np.ndarray) -> np.ndarray:
+    """Lookups of both directions of every flow of f (conntrack_flows), in a
+    fixed random order, at time 2.0."""
+    q = f.copy()
+    q["now"] = 2.0
+    rev = q.copy()
+    rev["src"], rev["dst"], rev["sport"], rev["dport"] = q["dst"], q["src"], q["dport"], q["sport"]
+    return np.concatenate([q, rev])[np.random.default_rng(3).permutation(2 * len(f))]
+
+
 def bench_conntrack(entries: int, *, repeats: int = 5, impl=None) -> dict:
     """Inserts/s (process_batch of new flows, confirmed) into an empty table and
     lookups/s (lookup_batch of both directions, random order) at `entries`."""
@@ -222,11 +232,7 @@ def bench_conntrack(entries: int, *, repeats: int = 5, impl=None) -> dict:
         start = time.perf_counter()
         t.process_batch(f)
         ins.append(time.perf_counter() - start)
-    q = f.copy()
-    q["now"] = 2.0
-    rev = q.copy()
-    rev["src"], rev["dst"], rev["sport"], rev["dport"] = q["dst"], q["src"], q["dport"], q["sport"]
-    q = np.concatenate([q, rev])[np.random.default_rng(3).permutation(2 * len(f))]
+    q = conntrack_lookups(f)
     look = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -239,9 +245,6 @@ def bench_conntrack(entries: int, *, repeats: int = 5, impl=None) -> dict:
             "lookups_per_second": len(q) / statistics.median(look),
             "insert_rates": [len(f) / x for x in ins], "lookup_rates": [len(q) / x for x in look],
             "entry_size": mem["entry_size"], "bytes_per_entry": held / len(t), "memory": mem}
-
-
-# --- the command line -------------------------------------------------------------
 
 
 if __name__ == "__main__":                  # `python -m kdp.bench rules ...`: the CLI lives in bench_cli
