@@ -29,10 +29,11 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-CLIENT_IP = "10.244.0.2"
-CLIENT_AT = "pod/default/client"
-CLIENT_MAC = "82:31:22:76:f4:57"
-CBR0_MAC = "fe:e9:96:21:4c:14"
+sys.path.insert(0, HERE)
+# the client pod and its node's cbr0, as in the demo cluster (and in make_pcap's workloads)
+from make_pcap import CLIENT_AT, CLIENT_IP, write_records  # noqa: E402,F401  (CLIENT_AT: traffic's name)
+from make_pcap import DEMO_CBR0_MAC as CBR0_MAC, DEMO_CLIENT_MAC as CLIENT_MAC  # noqa: E402
+
 UDP_ECHO_SVC = ("10.2.0.20", 90)
 NGINX_SVC = ("10.2.0.2", 80)
 REMOTE_POD = "10.244.1.3"              # nginx on node ...001 (80/TCP open, no UDP ports)
@@ -159,16 +160,8 @@ class Generator:
 
 def write_pcap(path: str, cls: str, frames: int, seed: int = 1) -> int:
     """Write `frames` frames of class `cls` (1 ms apart) to a classic pcap."""
-    import struct
     g = Generator(seed)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i in range(frames):
-            data = g.frame(cls)
-            t = 1_700_000_000_000_000 + i * 1000
-            fh.write(struct.pack("<IIII", t // 1_000_000, t % 1_000_000, len(data), len(data)))
-            fh.write(data)
-    return frames
+    return write_records(path, ((1_700_000_000_000_000 + i * 1000, g.frame(cls)) for i in range(frames)))
 
 
 def main(argv: list[str] | None = None) -> int:
