@@ -31,6 +31,8 @@ class Namespace:
     local_exclude: tuple = ()                   # networks never local to a catch-all namespace
     owner: Any = None                           # the Pod / Node object, when there is one
     lb: Any = None                              # the edge's cloud load balancer (k8s.cloudlb)
+    # (key, local address ints, broadcast address ints): _address_view()'s cache
+    _view: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def report_changes_to(self, watch) -> None:
         """Hand watch (kdp.watch.Watch, the owning datapath's change log) to
@@ -43,6 +45,7 @@ class Namespace:
     def add_device(self, dev: Device) -> Device:
         dev.namespace = self
         self.devices[dev.name] = dev
+        ADDRESS_EPOCH[0] += 1                     # its addresses are this namespace's now
         return dev
 
     def add_address(self, dev: Device, iface, connected_route: bool = True, **route_kw) -> None:
@@ -55,12 +58,12 @@ class Namespace:
         """(local address ints, broadcast address ints) of this namespace's
         devices, rebuilt when an address list or the device set changed."""
         key = (ADDRESS_EPOCH[0], len(self.devices))
-        view = self.__dict__.get("_view")
+        view = self._view
         if view is None or view[0] != key:
             local = frozenset(int(a) for d in self.devices.values() for a in d.addresses)
             bcast = frozenset(int(a.network.broadcast_address) for d in self.devices.values()
                               for a in d.addresses if a.network.prefixlen < 31)
-            view = self.__dict__["_view"] = (key, local, bcast)
+            view = self._view = (key, local, bcast)
         return view[1], view[2]
 
     def is_local(self, ip: IPv4Address) -> bool:
