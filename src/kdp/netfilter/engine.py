@@ -12,6 +12,7 @@ from kdp import errors
 from kdp.conntrack import (DST, NEW, ORIGINAL, RELATED, RELATED_REPLY, REPLY, SRC, ConntrackTable,
                            NatContext, conntrack_in, icmp_reply_translation, manip_packet,
                            nat_initialized, null_binding, setup_nat)
+from kdp.conntrack.events import Event
 from kdp.conntrack.tuples import is_icmp_error
 from kdp.watch import Watch
 from kdp.wire import Packet, l4_length
@@ -218,8 +219,7 @@ class Netfilter:
         if not self.conntrack.confirm(ct, pc.now):
             pc.event(f"conntrack clash: {ct.orig} / reply {ct.reply} already in the table")
             return DROP, errors.CONNTRACK_CLASH
-        if self.tracing:
-            pc.event(f"conntrack confirm {ct.orig}")
+        pc.event(Event("conntrack confirm {}", ct.orig))
         return ACCEPT, None
 
     # --- the chain walk (ipt_do_table) ---------------------------------------
