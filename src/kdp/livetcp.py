@@ -9,6 +9,12 @@
 # capture holds from the peer to the attachment point are not injected (the
 # live peer answers): the runner reports them skipped. A segment the live
 # peer would not accept is reported on its line, never fixed.
+#
+# UDP flows the capture sends from the attachment point belong to it too, as
+# a client's socket would (a connected UDP socket, SocketTable.add_client): the
+# live peer's datagrams back to it are consumed there, not answered with ICMP
+# port unreachable, and the recorded peer's datagrams are skipped. Nothing of
+# a UDP frame is translated.
 from __future__ import annotations
 
 import struct
@@ -76,6 +82,7 @@ class LiveTcp:
         self.table = dev.namespace.sockets if dev is not None else None   # None: no sockets (replayed())
         self.flows: dict[tuple, LiveFlow] = {}
         self.by_local: dict[tuple, LiveFlow] = {}     # (local ip, local port) -> the flow (peer frames)
+        self.udp: set[tuple] = set()                  # capture-owned UDP flows (local ip, port, remote ip, port)
 
     def outbound(self, frame: bytes, pkt) -> tuple:
         """What to do with a parsed frame about to be injected at the
@@ -84,6 +91,8 @@ class LiveTcp:
         the translated frame's fields: "frame" bytes or None when unchanged,
         "translated" {field: [recorded, sent]}, "unacceptable" text or None)."""
         ip, l4 = pkt.ip, pkt.l4
+        if ip is not None and isinstance(l4, wire.UDP) and not (ip.frag or ip.flags & 1):
+            return self._udp(ip, l4)
         if ip is None or not isinstance(l4, wire.TCP) or ip.frag or ip.flags & 1:
             return "raw", None
         key = (ip.src, l4.sport, ip.dst, l4.dport)
@@ -102,6 +111,19 @@ class LiveTcp:
                 return "skip", PEER_ANSWERS
             return "raw", None
         return "live", self._translate(flow, frame, pkt)
+
+    def _udp(self, ip, l4) -> tuple:
+        """A UDP datagram: the capture's own flow (raw injection; its socket
+        consumes the answers), or the recorded peer's datagram of one (skipped)."""
+        key = (ip.src, l4.sport, ip.dst, l4.dport)
+        if key in self.udp:
+            return "raw", None
+        if (ip.dst, l4.dport, ip.src, l4.sport) in self.udp:
+            return "skip", PEER_ANSWERS
+        self.udp.add(key)
+        if self.table is not None:
+            self.table.add_client("udp", *key)
+        return "raw", None
 
     def _own(self, key: tuple, isn: int) -> LiveFlow:
         flow = LiveFlow(key, isn)

@@ -292,7 +292,7 @@ class PcapRun:
         if pred is None:
             self._slow(frame, t, index)
             return
-        line, caps, ct, fdb = pred
+        line, caps, ct, fdb, ipid = pred
         cache = self.cache
         meta = cache.meta[eid]
         cache.write_back()
@@ -318,6 +318,11 @@ class PcapRun:
             br, mac = cache.fdb_slot_key[slot]
             if br.fdb[mac].updated != v:
                 diffs.append(f"FDB {br.name} {mac}: reference {br.fdb[mac].updated}, fast path {v}")
+        for slot, v in ipid.items():
+            idents, bucket = cache.ipid_slot_key[slot]
+            if tuple(idents.state(bucket)[:2]) != v:
+                diffs.append(f"ip_idents bucket {bucket} of {idents.ns_name}: reference "
+                             f"{tuple(idents.state(bucket)[:2])}, fast path {v}")
         ip_len = (frame[16] << 8) | frame[17]
         counted = [(id(o), n) for o, n in cache.recorder.counted if o is not None]
         expect = [(id(o), ip_len if request else n) for o, n, request in meta.counted]
@@ -340,13 +345,15 @@ class PcapRun:
         key = frame_key(frame, self.cache.carry_psh)
         if key is None or self._declined:
             return
+        parts = self._line_parts(r, line)
+        if parts is None:
+            return
         captured = [(dev, wire.emit(pkt)) for dev, _d, pkt in self.dp.frames_seen]
-        eid = self.cache.build(frame, key, self._line_parts(r, line), r["disposition"],
-                               self.sink_of, captured)
+        eid = self.cache.build(frame, key, parts, r["disposition"], self.sink_of, captured)
         if isinstance(eid, int):
             self.cache.meta[eid].outcome = self._record
             # the engine that will replay it must give back what the reference did
-            got = self.engine.predict(eid, frame, self.dp.now, r["index"])
+            got = self.cache.predict_recorded(eid, frame, self.dp.now, r["index"])
             want = [(self.sink_of(dev), pcap_record(self.dp.now, data))
                     for dev, data in captured] if self.out_dir else []
             if got is None or got[0] != line or got[1] != want:
@@ -354,17 +361,25 @@ class PcapRun:
 
     def _line_parts(self, r: dict, line: bytes) -> tuple:
         """(prefix, suffix[, tail]) cut from the frame's own line: the line is
-        prefix + index + suffix, or with a tail (PSH carried through the key)
-        prefix + index + suffix + the frame's TCP flags + tail."""
+        prefix + index + suffix, or with a tail prefix + index + suffix + a
+        field of the frame (kdp.fast.replay.line_var) + tail: the TCP flags when
+        PSH is carried through the key, UDP's payload length (not in the key)."""
         digits = len(str(r["index"]))
         if not self.json:                        # "#" + the index padded to 5 + the rest
             return b"", line[1 + max(5, digits):]
         head = b'{"index": '
         rest = line[len(head) + digits:]
-        flags = (r["packet"] or {}).get("flags")
-        end = f'"flags": "{flags}"}}}}\n'.encode()
-        if self.cache.carry_psh and flags is not None and rest.endswith(end):
-            return head, rest[:len(rest) - len(end) + 10], b'"}}\n'
+        packet = r["packet"] or {}
+        flags, length = packet.get("flags"), packet.get("length")
+        if flags is not None and self.cache.carry_psh:
+            end = f'"flags": "{flags}"}}}}\n'.encode()
+            if rest.endswith(end):
+                return head, rest[:len(rest) - len(end) + 10], b'"}}\n'
+        if length is not None and packet.get("proto") == "udp":
+            end = f'"length": {length}}}}}\n'.encode()
+            if not rest.endswith(end):
+                return None                      # the length is not in the key: it must be spliced
+            return head, rest[:len(rest) - len(end) + 10], b'}}\n'
         return head, rest
 
 

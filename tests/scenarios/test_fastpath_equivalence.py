@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from kdp.testing.plugin import load_profile
@@ -506,3 +507,34 @@ def test_random_pcaps_agree(tmp_path_factory, seed, mix, flows, shared, payload,
                      payload_fraction=payload)
     pcap = write(work / "r.pcap", edited(recs, edits))
     assert_equivalent(run_modes(pcap, work))
+
+
+# --- the benchmark's traffic classes (benchmarks/traffic.py), live replay -----
+
+_tspec = importlib.util.spec_from_file_location("kdp_bench_traffic", ROOT / "benchmarks" / "traffic.py")
+traffic = importlib.util.module_from_spec(_tspec)
+_tspec.loader.exec_module(traffic)
+
+# classes whose every frame after a flow's first exchanges the cache replays:
+# answers by the echo app and the stack, drawing IP IDs from ip_idents slots
+CACHED_CLASSES = ("udp-pod", "udp-clusterip", "icmp-echo")
+
+
+@pytest.mark.parametrize("cls", traffic.CLASSES)
+def test_traffic_classes_agree_in_every_mode(tmp_path_factory, cls):
+    """Each class of the `kdp run` benchmark (new flows, answered UDP through a
+    Service and straight to a pod, ICMP echo, closed ports, mid-stream ACKs,
+    DNS, the mix) in the default live replay: the four modes agree on every
+    line, pcap, the conntrack table and the rule counters after the run; the
+    answered classes are replayed by the cache after each flow's first frames."""
+    work = tmp_path_factory.mktemp(cls)
+    cluster = traffic.write_cluster(str(work / "cluster"))
+    pcap = work / f"{cls}.pcap"
+    traffic.write_pcap(str(pcap), cls, 600, seed=3)
+    runs = run_modes(pcap, work, cluster=cluster, args=("--conntrack", "--counters"), live=True)
+    ref = assert_equivalent(runs, ("conntrack", "counters"))
+    assert ref.summary["frames"] == 600
+    if cls in CACHED_CLASSES:
+        assert ref.summary["delivered"] == 600, reasons(ref)
+        hits = runs["fastpath"].summary["fastpath_hits"]
+        assert hits >= 400, f"{cls}: only {hits} of 600 frames replayed by the cache"

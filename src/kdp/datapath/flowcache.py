@@ -16,11 +16,11 @@ import math
 from dataclasses import dataclass, field
 
 from .. import wire
-from ..fast.replay import apply_template, rst_source
+from ..fast.replay import answer_source, apply_template, rst_source
 from ..conntrack.entry import SEEN_REPLY
 from ..conntrack.tuples import Tuple
-from ..fast.contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_CAPTURE, OP_CT, OP_FDB_CHECK,
-                        OP_FDB_LEARN, OP_GEN_RST)
+from ..fast.contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_ANSWER, OP_CAPTURE, OP_CT,
+                             OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST)
 
 # Header bytes a capture may differ in from its source: MACs, TTL, addresses,
 # ports (checksums are adjusted, everything else is carried through).
@@ -44,6 +44,7 @@ class Recorder:
         self.socks: dict[int, object] = {}
         self.deps: set = set()
         self.rst: bytes | None = None
+        self.answer: bytes | None = None       # an echo answer (Delivery.echo), as the stack sent it
         self.legs: list[str] = []              # the leg of each entry of counted
         self.counted.clear()
         self.generation = self.dp.watch.generation
@@ -87,16 +88,29 @@ class Recorder:
             self.ops.append(("fdb_check", br, mac))
 
     def delivery(self, table, pkt, res) -> None:
-        if not res.stateless:
+        if res.echo is not None:
+            # an echo (UDP echo app, ICMP echo reply): the answer is the request
+            # mirrored, drawing only its IP ID from the namespace's ip_idents
+            if len(res.answers) != 1 or self.answer is not None or self.rst is not None:
+                self.problems.append("more than one answer")
+                return
+            kind, idents, bucket = res.echo
+            self.answer = wire.emit(res.answers[0])
+            self.ops.append(("answer", kind, idents, bucket))
+        elif not res.stateless:
             self.problems.append(f"socket layer: {res.detail}")
             return
         ip, l4 = pkt.ip, pkt.l4
-        self.deps.add(("sock", id(table), (ip.dst, l4.dport, ip.src, l4.sport)))
         self.socks[id(table)] = table
+        if isinstance(l4, wire.ICMP):
+            return                       # echo and echo reply: no socket lookup by port
+        self.deps.add(("sock", id(table), (ip.dst, l4.dport, ip.src, l4.sport)))
+        if res.echo is not None:
+            return
         if res.answers:
             a = res.answers[0]
             if len(res.answers) > 1 or not isinstance(a.l4, wire.TCP) or not a.l4.flags & wire.RST \
-                    or self.rst is not None:
+                    or self.rst is not None or self.answer is not None:
                 self.problems.append("an answer other than one RST")
             else:
                 self.rst = wire.emit(a)
@@ -151,6 +165,7 @@ class Meta:
     socks: list
     disposition: str
     tokens: list = field(default_factory=list)
+    ipid: list = field(default_factory=list)      # IP ID slots its answer draws from
     outcome: tuple | None = None       # kdp.outcomes' record of the frame the entry was built from
 
 
@@ -165,6 +180,8 @@ class FlowCache:
         self.fdb_slots: dict[tuple, int] = {}      # (id(br), mac) -> slot
         self.ct_slot_entry: dict[int, object] = {}
         self.fdb_slot_key: dict[int, tuple] = {}
+        self.ipid_slots: dict[tuple, int] = {}      # (id(ip_idents), bucket) -> slot
+        self.ipid_slot_key: dict[int, tuple] = {}   # slot -> (ip_idents, bucket)
         self.removed: list = []
         self.tally: dict[str, int] = {}            # replayed frames per disposition
         self.on_hits = None                        # (Meta, hits, IP bytes, last time): kdp run's outcomes
@@ -178,12 +195,16 @@ class FlowCache:
         self._flag_readers: dict[int, tuple] = {}
         self._set_carry_psh()
         datapath.rec = self.recorder
+        self.idents = []                            # every namespace's ip_idents (their .changed noted)
         for ns in datapath.namespaces.values():
             nf = ns.netfilter
             if nf is not None:
                 nf.counted = self.recorder.counted
                 nf.conntrack.recorder = self.recorder
                 nf.conntrack.on_remove = self._ct_removed
+            if ns.sockets is not None:
+                ns.sockets.idents.changed = set()
+                self.idents.append(ns.sockets.idents)
         self.watch.tokens = []
 
     def _set_carry_psh(self) -> None:
@@ -215,6 +236,15 @@ class FlowCache:
             self.fdb_slot_key[slot] = (br, mac)
         return slot
 
+    def _ipid_slot(self, idents, bucket: int) -> int:
+        k = (id(idents), bucket)
+        slot = self.ipid_slots.get(k)
+        if slot is None:
+            counter, tstamp, key = idents.state(bucket)
+            slot = self.ipid_slots[k] = self.engine.ipid_new(counter, tstamp, key)
+            self.ipid_slot_key[slot] = (idents, bucket)
+        return slot
+
     def _ct_removed(self, entry) -> None:
         slot = self.ct_slots.pop(id(entry), None)
         if slot is not None:
@@ -227,9 +257,9 @@ class FlowCache:
         timeouts and FDB ages always; with full, also what only the output reads
         (rule counters, conntrack statistics, dispositions, socket clocks)."""
         if full:
-            cts, fdbs, entries = self.engine.take_dirty()
+            cts, fdbs, ipids, entries = self.engine.take_dirty()
         else:
-            (cts, fdbs), entries = self.engine.take_dirty_slots(), ()
+            (cts, fdbs, ipids), entries = self.engine.take_dirty_slots(), ()
         for slot in cts:
             e = self.ct_slot_entry.get(slot)
             if e is not None:
@@ -239,6 +269,9 @@ class FlowCache:
             fe = br.fdb.get(mac)
             if fe is not None:
                 fe.updated = self.engine.fdb_get(slot)
+        for slot in ipids:
+            idents, bucket = self.ipid_slot_key[slot]
+            idents.state(bucket)[:2] = self.engine.ipid_get(slot)
         for eid in entries:
             self._apply_hits(eid)
 
@@ -268,6 +301,8 @@ class FlowCache:
                 nf.counted = None
                 nf.conntrack.recorder = None
                 nf.conntrack.on_remove = None
+        for idents in self.idents:
+            idents.changed = None
         self.watch.tokens = None
 
     def _forget_changed(self, tokens: list) -> None:
@@ -294,6 +329,8 @@ class FlowCache:
         for slot, (br, mac) in self.fdb_slot_key.items():
             fe = br.fdb.get(mac)
             self.engine.fdb_set(slot, fe.updated if fe is not None else -math.inf)
+        for slot, (idents, bucket) in self.ipid_slot_key.items():
+            self.engine.ipid_set(slot, *idents.state(bucket)[:2])
 
     # --- after each reference run ---------------------------------------------
     def after_run(self) -> list[str]:
@@ -301,17 +338,39 @@ class FlowCache:
         the problems that keep this run's decision out of the cache."""
         rec = self.recorder
         self._forget_changed(rec.finish())
+        for idents in self.idents:
+            if idents.changed:
+                for bucket in idents.changed:
+                    slot = self.ipid_slots.get((id(idents), bucket))
+                    if slot is not None:
+                        self.engine.ipid_set(slot, *idents.state(bucket)[:2])
+                idents.changed.clear()
         for op in rec.ops:
             if op[0] == "ct":
                 slot = self.ct_slots.get(id(op[2]))
                 if slot is not None:
                     self.engine.ct_set(slot, op[2].timeout_at)
+            elif op[0] == "answer":
+                continue
             else:
                 slot = self.fdb_slots.get((id(op[1]), op[2]))
                 fe = op[1].fdb.get(op[2])
                 if slot is not None and fe is not None:
                     self.engine.fdb_set(slot, fe.updated)
         return rec.problems
+
+    def predict_recorded(self, eid: int, frame: bytes, now: float, index: int):
+        """The engine's replay of the frame an entry was just built from, at the
+        reference's time: its answer's IP ID slots rewound to just before the
+        reference drew (counter - 1 in the same jiffy draws what it drew)."""
+        saved = [(slot, self.engine.ipid_get(slot)) for slot in self.meta[eid].ipid]
+        for slot, (counter, tstamp) in saved:
+            self.engine.ipid_set(slot, (counter - 1) & 0xFFFFFFFF, tstamp)
+        try:
+            return self.engine.predict(eid, frame, now, index)
+        finally:
+            for slot, (counter, tstamp) in saved:
+                self.engine.ipid_set(slot, counter, tstamp)
 
     def forget(self, eid: int) -> None:
         self._forget(eid)
@@ -334,7 +393,7 @@ class FlowCache:
         (device, bytes) of every capture the run made, in order."""
         rec = self.recorder
         src0 = frame[:14 + ((frame[16] << 8) | frame[17])]
-        srcs = [src0, None]
+        srcs = [src0, None, None]
         prog = bytearray()
         if rec.rst is not None:
             flags = frame[47]
@@ -348,12 +407,25 @@ class FlowCache:
             if srcs[1] != rec.rst:
                 return "the RST is not tcp_v4_send_reset's"
         tokens = set(rec.deps)
+        ipid_used: list[int] = []
         for op in rec.ops:
             if op[0] == "ct":
                 _, _table, entry, refresh, bound = op
                 slot = self._ct_slot(entry)
                 prog += FLOW_OP.pack(OP_CT, 0, 0, slot, math.nan if refresh is None else refresh, bound)
                 tokens.add(("ct", id(entry)))
+            elif op[0] == "answer":
+                _, kind, idents, bucket = op
+                ans = rec.answer
+                srcs[2] = answer_source(src0, kind, (ans[18] << 8) | ans[19])
+                # the request mirrored, but for what NAT rewrote on its way in
+                # (a Service's address and port: the answer leaves the endpoint's)
+                tmpl = derive_template(srcs[2], ans)
+                if tmpl is None or apply_template(srcs[2], tmpl, 0)[12:] != ans[12:]:
+                    return "the answer is not the request's echo"
+                ipid_slot = self._ipid_slot(idents, bucket)
+                ipid_used.append(ipid_slot)
+                prog += FLOW_OP.pack(OP_ANSWER, kind, 0, ipid_slot, 0.0, 0.0)
             else:
                 kind, br, mac = op
                 slot = self._fdb_slot(br, mac)
@@ -364,7 +436,7 @@ class FlowCache:
                 tokens.add(("fdb", id(br), mac))
         blob = bytearray()
         for dev, got in captured:
-            for which in (0, 1):
+            for which in (0, 1, 2):
                 src = srcs[which]
                 if src is None:
                     continue
@@ -381,12 +453,17 @@ class FlowCache:
                 return f"capture on {dev.label} is not derived from the frame"
         if len(rec.legs) != len(rec.counted):
             return "rule counters outside a hook"
-        lengths = {"request": len(src0) - 14, "reply": len(rec.rst) - 14 if rec.rst else None}
-        counted = [(o, n, leg == "request") for (o, n), leg in zip(rec.counted, rec.legs)]
+        # an echo answer is as long as its request: the reply leg's rules count
+        # the frame's length then, as the request's do
+        echo = rec.answer is not None
+        lengths = {"request": len(src0) - 14,
+                   "reply": len(src0) - 14 if echo else len(rec.rst) - 14 if rec.rst else None}
+        counted = [(o, n, leg == "request" or (echo and leg == "reply"))
+                   for (o, n), leg in zip(rec.counted, rec.legs)]
         if any(lengths.get(leg) != n for (_o, n), leg in zip(rec.counted, rec.legs)):
             return "a rule counted a length other than its leg's"
         m = Meta(counted, [tuple(v) for v in rec.found.values()],
-                 list(rec.socks.values()), disposition, sorted(tokens, key=repr))
+                 list(rec.socks.values()), disposition, sorted(tokens, key=repr), ipid_used)
         eid = self.engine.add(key, bytes(prog), bytes(blob), rec.rst or b"", *line)
         self.meta[eid] = m
         for tok in m.tokens:

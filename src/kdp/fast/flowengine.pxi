@@ -136,9 +136,21 @@ cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key,
             return 0
         csum_at = 50
     elif proto == 17:
-        if seg < 8 or (f[40] == 0 and f[41] == 0):
+        if seg < 8 or (f[40] == 0 and f[41] == 0) or _be16(f + 38) != seg:
             return 0
         csum_at = 40
+    elif proto == 1:
+        if (f[34] != 0 and f[34] != 8) or _fl_fold(_fl_sum16(f + 34, seg)) != 0xFFFF:
+            return 0
+        memcpy(key, f, 16)
+        key[16] = 0
+        key[17] = 0
+        memcpy(key + 18, f + 20, 4)
+        memcpy(key + 22, f + 26, 10)
+        memcpy(key + 32, f + 38, 2)
+        key[34] = 0
+        key[35] = 0
+        return 1
     else:
         return 0
     s = _fl_sum16(f + 26, 8) + proto + seg + _fl_sum16(f + 34, seg) - _be16(f + csum_at)
@@ -147,10 +159,9 @@ cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key,
         c = 0xFFFF
     if c != _be16(f + csum_at):
         return 0
-    memcpy(key, f, 18)
-    if proto == 6:
-        key[16] = 0
-        key[17] = 0
+    memcpy(key, f, 16)
+    key[16] = 0
+    key[17] = 0
     memcpy(key + 18, f + 20, 4)
     memcpy(key + 22, f + 26, 12)
     if proto == 6:
@@ -158,7 +169,8 @@ cdef int _frame_key(const unsigned char* f, Py_ssize_t n, unsigned char* key,
         if carry_psh:
             key[35] &= 0xF7
     else:
-        memcpy(key + 34, f + 38, 2)
+        key[34] = 0
+        key[35] = 0
     return 1
 
 
@@ -241,6 +253,73 @@ cdef Py_ssize_t _apply(const unsigned char* src, const unsigned char* tmpl,
     return end
 
 
+cdef struct fl_ipid:
+    uint32_t counter
+    uint32_t tstamp
+    uint64_t key
+
+
+cdef inline uint32_t _ipid_draw(fl_ipid* st, double now) noexcept nogil:
+    """kdp.net.ipident.draw on a bucket's state: the ID; st advanced."""
+    cdef uint32_t j = <uint32_t><int64_t>(now * 250.0)
+    cdef uint32_t delta = 0, ident
+    if j != st.tstamp:
+        delta = <uint32_t>(_hstep(st.key, <uint64_t>j) % <uint64_t>(<uint32_t>(j - st.tstamp)))
+        st.tstamp = j
+    ident = st.counter + delta
+    st.counter = ident + 1
+    return ident
+
+
+cdef Py_ssize_t _answer_source(const unsigned char* f, int kind, uint32_t ident,
+                               unsigned char* out) noexcept nogil:
+    """kdp.fast.replay.answer_source into out (room for the frame's length); its length."""
+    cdef Py_ssize_t end = 14 + _be16(f + 16)
+    cdef uint32_t c
+    memcpy(out, f, end)
+    memcpy(out, f + 6, 6)
+    memcpy(out + 6, f, 6)
+    out[15] = 0
+    out[18], out[19] = (ident >> 8) & 0xFF, ident & 0xFF
+    out[20] = 0x40 if kind == 1 else 0
+    out[21] = 0
+    out[22] = 64
+    memcpy(out + 26, f + 30, 4)
+    memcpy(out + 30, f + 26, 4)
+    if kind == 1:
+        memcpy(out + 34, f + 36, 2)
+        memcpy(out + 36, f + 34, 2)
+    else:
+        out[34] = 0
+        out[35] = 0
+        out[36] = 0
+        out[37] = 0
+        c = (~_fl_fold(_fl_sum16(out + 34, end - 34))) & 0xFFFF
+        out[36], out[37] = c >> 8, c & 0xFF
+    out[24] = 0
+    out[25] = 0
+    c = (~_fl_fold(_fl_sum16(out + 14, 20))) & 0xFFFF
+    out[24], out[25] = c >> 8, c & 0xFF
+    return end
+
+
+cdef inline int _udp_len_str(const unsigned char* f, char* out) noexcept nogil:
+    """UDP's payload length in decimal into out; its length."""
+    cdef char digits[8]
+    cdef int nd = 0, i
+    cdef uint32_t v = _be16(f + 38) - 8
+    if v == 0:
+        out[0] = 48
+        return 1
+    while v > 0:
+        digits[nd] = 48 + (v % 10)
+        v //= 10
+        nd += 1
+    for i in range(nd):
+        out[i] = digits[nd - 1 - i]
+    return nd
+
+
 cdef inline void _rec_header(char* p, double t, uint32_t n) noexcept nogil:
     cdef uint32_t sec = <uint32_t><int64_t>t
     cdef int64_t usec = <int64_t>rint((t - <double>sec) * 1e6)
@@ -268,10 +347,14 @@ cdef class FlowEngine:
     cdef double* fdb
     cdef uint8_t* fdb_dirty
     cdef Py_ssize_t n_fdb, cap_fdb
+    cdef fl_ipid* ipid
+    cdef uint8_t* ipid_dirty
+    cdef Py_ssize_t n_ipid, cap_ipid
+    cdef fl_buf scratch                 # OP_ANSWER's source (the echo being built)
     cdef fl_buf* sinks
     cdef Py_ssize_t n_sinks, cap_sinks
     cdef fl_buf out
-    cdef fl_vec dirty_ct, dirty_fdb, dirty_entries
+    cdef fl_vec dirty_ct, dirty_fdb, dirty_ipid, dirty_entries
 
     def __cinit__(self, bint capture, bint text=False):
         self.capture, self.text = capture, text
@@ -296,6 +379,10 @@ cdef class FlowEngine:
         free(self.ct_dirty)
         free(self.fdb)
         free(self.fdb_dirty)
+        free(self.ipid)
+        free(self.ipid_dirty)
+        free(self.scratch.p)
+        free(self.dirty_ipid.p)
         for i in range(self.n_sinks):
             free(self.sinks[i].p)
         free(self.sinks)
@@ -348,6 +435,21 @@ cdef class FlowEngine:
 
     def fdb_set(self, Py_ssize_t slot, double value):
         self.fdb[slot] = value
+
+    def ipid_new(self, uint32_t counter, uint32_t tstamp, uint64_t key):
+        self._grow(<void**>&self.ipid, &self.ipid_dirty, &self.cap_ipid, self.n_ipid, sizeof(fl_ipid))
+        self.ipid[self.n_ipid].counter = counter
+        self.ipid[self.n_ipid].tstamp = tstamp
+        self.ipid[self.n_ipid].key = key
+        self.n_ipid += 1
+        return self.n_ipid - 1
+
+    def ipid_get(self, Py_ssize_t slot):
+        return self.ipid[slot].counter, self.ipid[slot].tstamp
+
+    def ipid_set(self, Py_ssize_t slot, uint32_t counter, uint32_t tstamp):
+        self.ipid[slot].counter = counter
+        self.ipid[slot].tstamp = tstamp
 
     # --- sinks and output -----------------------------------------------------
     def sink_new(self):
@@ -503,7 +605,9 @@ cdef class FlowEngine:
             self.ct_dirty[self.dirty_ct.p[i]] = 0
         for i in range(self.dirty_fdb.n):
             self.fdb_dirty[self.dirty_fdb.p[i]] = 0
-        return (_vec_take(&self.dirty_ct), _vec_take(&self.dirty_fdb))
+        for i in range(self.dirty_ipid.n):
+            self.ipid_dirty[self.dirty_ipid.p[i]] = 0
+        return (_vec_take(&self.dirty_ct), _vec_take(&self.dirty_fdb), _vec_take(&self.dirty_ipid))
 
     def take_dirty(self):
         cdef Py_ssize_t i
@@ -563,7 +667,10 @@ cdef class FlowEngine:
         memcpy(out.p + out.n, e.suffix, e.suffix_n)
         out.n += e.suffix_n
         if e.tail != NULL:
-            out.n += _flag_str(f[47], out.p + out.n)
+            if f[23] == 6:
+                out.n += _flag_str(f[47], out.p + out.n)
+            else:
+                out.n += _udp_len_str(f, out.p + out.n)
             memcpy(out.p + out.n, e.tail, e.tail_n)
             out.n += e.tail_n
         return 0
@@ -573,13 +680,15 @@ cdef class FlowEngine:
         the sinks, hit counts. -1 when memory ran out."""
         cdef fl_entry* e = &self.entries[eid]
         cdef unsigned char rst[54]
-        cdef unsigned char* srcs[2]
+        cdef unsigned char* srcs[3]
         cdef fl_op* op
         cdef fl_buf* b
         cdef Py_ssize_t n, end
+        cdef uint32_t ident
         cdef int i
         srcs[0] = <unsigned char*>f
         srcs[1] = rst
+        srcs[2] = NULL
         for i in range(e.n_ops):
             op = &e.ops[i]
             if op.code == 1:
@@ -597,6 +706,16 @@ cdef class FlowEngine:
                         return -1
             elif op.code == 4:
                 _rst_source(e.rst, f, op.a, op.slot, rst)
+            elif op.code == 6:
+                ident = _ipid_draw(&self.ipid[op.slot], now)
+                if not self.ipid_dirty[op.slot]:
+                    self.ipid_dirty[op.slot] = 1
+                    if _vec_push(&self.dirty_ipid, op.slot) < 0:
+                        return -1
+                if _buf_grow(&self.scratch, 14 + _be16(f + 16)) < 0:
+                    return -1
+                srcs[2] = <unsigned char*>self.scratch.p
+                _answer_source(f, op.a, ident & 0xFFFF, srcs[2])
             elif op.code == 5 and self.capture:
                 end = 14 + _be16(srcs[op.a] + 16)
                 b = &self.sinks[op.b]
@@ -614,21 +733,35 @@ cdef class FlowEngine:
                 return -1
         return 0
 
-    cdef list _preview(self, Py_ssize_t eid, const unsigned char* f, double now):
-        """The capture records replaying eid on f would write, changing nothing."""
+    cdef list _preview(self, Py_ssize_t eid, const unsigned char* f, double now, dict ipid):
+        """The capture records replaying eid on f would write, changing nothing;
+        the IP ID slots it would draw from into ipid (slot: (counter, tstamp) after)."""
         cdef fl_entry* e = &self.entries[eid]
         cdef unsigned char rst[54]
-        cdef unsigned char* srcs[2]
+        cdef unsigned char* srcs[3]
         cdef fl_op* op
         cdef Py_ssize_t n, end
+        cdef fl_ipid st
+        cdef uint32_t ident
         cdef int i
         caps = []
         srcs[0] = <unsigned char*>f
         srcs[1] = rst
+        srcs[2] = NULL
+        answer = None
         for i in range(e.n_ops):
             op = &e.ops[i]
             if op.code == 4:
                 _rst_source(e.rst, f, op.a, op.slot, rst)
+            elif op.code == 6:
+                st = self.ipid[op.slot]
+                if op.slot in ipid:
+                    st.counter, st.tstamp = ipid[op.slot]
+                ident = _ipid_draw(&st, now)
+                ipid[op.slot] = (st.counter, st.tstamp)
+                answer = bytearray(14 + _be16(f + 16))
+                srcs[2] = <unsigned char*>(<char*>answer)
+                _answer_source(f, op.a, ident & 0xFFFF, srcs[2])
             elif op.code == 5 and self.capture:
                 end = 14 + _be16(srcs[op.a] + 16)
                 tmp = bytearray(16 + end)
@@ -644,7 +777,8 @@ cdef class FlowEngine:
         cdef int i
         if not e.live or not self._check(e, now):
             return None
-        caps = self._preview(eid, &f[0], now)
+        ipid = {}
+        caps = self._preview(eid, &f[0], now, ipid)
         ct, fdb = {}, {}
         for i in range(e.n_ops):
             if e.ops[i].code == 1 and not isnan(e.ops[i].x):
@@ -658,7 +792,7 @@ cdef class FlowEngine:
             text = line.p[:line.n]
         finally:
             free(line.p)
-        return text, caps, ct, fdb
+        return text, caps, ct, fdb, ipid
 
     def run(self, buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t index, double now,
             double unit, bint big_endian, Py_ssize_t limit=-1):

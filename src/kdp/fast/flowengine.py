@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
-from .contract import FLOW_OP, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
-from .replay import (END, HIT, MISS, RECORD_HEADER, apply_template, flag_str, frame_key, pcap_record,
-                     rst_source)
+from ..net.ipident import draw
+from .contract import FLOW_OP, OP_ANSWER, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
+from .replay import (END, HIT, MISS, RECORD_HEADER, answer_source, apply_template, frame_key,
+                     line_var, pcap_record, rst_source)
 
 IMPLEMENTATION = "python"
 
@@ -28,9 +29,10 @@ class _Entry:
 
 
 class FlowEngine:
-    """Cached decisions keyed by frame_key(); conntrack timeouts and FDB update
-    times in slots (the hot copy while frames are replayed; kdp.datapath.flowcache
-    writes them back before the reference path runs); per-device pcap buffers."""
+    """Cached decisions keyed by frame_key(); conntrack timeouts, FDB update
+    times and ip_idents buckets in slots (the hot copy while frames are replayed;
+    kdp.datapath.flowcache writes them back before the reference path runs);
+    per-device pcap buffers."""
 
     def __init__(self, capture: bool, text: bool = False):
         self.capture, self.text = capture, text
@@ -39,10 +41,12 @@ class FlowEngine:
         self.index: dict[bytes, int] = {}
         self.ct: list[float] = []
         self.fdb: list[float] = []
+        self.ipid: list[list[int]] = []           # [counter, tstamp, draw key]
         self.sinks: list[bytearray] = []
         self.out = bytearray()
         self.dirty_ct: set[int] = set()
         self.dirty_fdb: set[int] = set()
+        self.dirty_ipid: set[int] = set()
         self.dirty_entries: set[int] = set()
 
     # --- slots, sinks, entries ---------------------------------------------
@@ -65,6 +69,16 @@ class FlowEngine:
 
     def fdb_set(self, slot: int, value: float) -> None:
         self.fdb[slot] = value
+
+    def ipid_new(self, counter: int, tstamp: int, key: int) -> int:
+        self.ipid.append([counter, tstamp, key])
+        return len(self.ipid) - 1
+
+    def ipid_get(self, slot: int) -> tuple[int, int]:
+        return self.ipid[slot][0], self.ipid[slot][1]
+
+    def ipid_set(self, slot: int, counter: int, tstamp: int) -> None:
+        self.ipid[slot][0], self.ipid[slot][1] = counter, tstamp
 
     def sink_new(self) -> int:
         self.sinks.append(bytearray())
@@ -93,7 +107,7 @@ class FlowEngine:
     def add(self, key: bytes, prog: bytes, blob: bytes, rst: bytes, prefix: bytes,
             suffix: bytes, tail: bytes | None = None) -> int:
         """tail: when not None, the line is prefix + index + suffix + the
-        frame's TCP flags + tail."""
+        frame's TCP flags or UDP payload length (replay.line_var) + tail."""
         self.entries.append(_Entry(key, prog, blob, rst, prefix, suffix, tail))
         eid = len(self.entries) - 1
         self.index[key] = eid
@@ -113,13 +127,14 @@ class FlowEngine:
         n, b, e.hits, e.ip_bytes = e.hits, e.ip_bytes, 0, 0
         return n, e.last_now, b
 
-    def take_dirty_slots(self) -> tuple[list[int], list[int]]:
-        """Slots changed since the last call (entries' hits stay pending)."""
-        out = (sorted(self.dirty_ct), sorted(self.dirty_fdb))
-        self.dirty_ct, self.dirty_fdb = set(), set()
+    def take_dirty_slots(self) -> tuple[list[int], list[int], list[int]]:
+        """Conntrack, FDB and IP ID slots changed since the last call
+        (entries' hits stay pending)."""
+        out = (sorted(self.dirty_ct), sorted(self.dirty_fdb), sorted(self.dirty_ipid))
+        self.dirty_ct, self.dirty_fdb, self.dirty_ipid = set(), set(), set()
         return out
 
-    def take_dirty(self) -> tuple[list[int], list[int], list[int]]:
+    def take_dirty(self) -> tuple[list[int], list[int], list[int], list[int]]:
         """Slots and entries changed since the last call."""
         entries, self.dirty_entries = sorted(self.dirty_entries), set()
         return self.take_dirty_slots() + (entries,)
@@ -141,13 +156,13 @@ class FlowEngine:
 
     def predict(self, eid: int, frame: bytes, now: float, index: int):
         """What replaying the frame would do, changing nothing: (line bytes,
-        [(sink, pcap record)], {ct slot: value}, {fdb slot: value}) or None
-        when a check fails."""
+        [(sink, pcap record)], {ct slot: value}, {fdb slot: value},
+        {IP ID slot: (counter, tstamp)}) or None when a check fails."""
         e = self.entries[eid]
         if e is None or not e.live or not self._check(e, now):
             return None
-        ct, fdb, caps = {}, {}, []
-        srcs = [frame, None]
+        ct, fdb, ipid, caps = {}, {}, {}, []
+        srcs = [frame, None, None]
         for code, a, b, slot, x, _y in e.ops:
             if code == OP_CT:
                 if not math.isnan(x):
@@ -156,12 +171,17 @@ class FlowEngine:
                 fdb[slot] = now
             elif code == OP_GEN_RST:
                 srcs[1] = rst_source(e.rst, frame, a, slot)
+            elif code == OP_ANSWER:
+                counter, tstamp = ipid.get(slot, self.ipid[slot][:2])
+                ident, counter, tstamp = draw(counter, tstamp, self.ipid[slot][2], now)
+                ipid[slot] = (counter, tstamp)
+                srcs[2] = answer_source(frame, a, ident & 0xFFFF)
             elif code == OP_CAPTURE and self.capture:
                 caps.append((b, pcap_record(now, apply_template(srcs[a], e.blob, slot))))
-        return self._line(e, index, frame), caps, ct, fdb
+        return self._line(e, index, frame), caps, ct, fdb, ipid
 
     def _line(self, e: _Entry, index: int, frame: bytes) -> bytes:
-        tail = b"" if e.tail is None else flag_str(frame[47]) + e.tail
+        tail = b"" if e.tail is None else line_var(frame) + e.tail
         if self.text:
             return e.prefix + b"#" + str(index).ljust(5).encode() + e.suffix + tail
         return e.prefix + str(index).encode() + e.suffix + tail
@@ -190,10 +210,13 @@ class FlowEngine:
             got = self.predict(eid, frame, n2, index)
             if got is None:
                 return MISS, pos, index, now
-            line, caps, ct, fdb = got
+            line, caps, ct, fdb, ipid = got
             for slot, v in ct.items():
                 self.ct[slot] = v
                 self.dirty_ct.add(slot)
+            for slot, (counter, tstamp) in ipid.items():
+                self.ipid[slot][0], self.ipid[slot][1] = counter, tstamp
+                self.dirty_ipid.add(slot)
             for slot, v in fdb.items():
                 self.fdb[slot] = v
                 self.dirty_fdb.add(slot)

@@ -51,9 +51,11 @@ def adjust(check: int, delta: int) -> int:
 
 def frame_key(f: bytes, carry_psh: bool = False) -> bytes | None:
     """The bytes a cached decision is keyed on, or None when the frame is not
-    one the cache replays (not IPv4/TCP/UDP without options or fragments, or a
-    bad IP or L4 checksum). Everything else in the frame is carried through;
-    with carry_psh also TCP's PSH bit (when no rule reads TCP flags)."""
+    one the cache replays (not IPv4 TCP, UDP or ICMP echo/echo reply without
+    options or fragments, a UDP length other than the IP payload's, or a bad IP
+    or L4 checksum). Everything else in the frame is carried through: the IP
+    ID and total length, TCP's sequence numbers, window, options and (with
+    carry_psh) PSH bit, the payload; ICMP's sequence number."""
     n = len(f)
     if n < 34 or f[12] != 0x08 or f[13] != 0x00 or f[14] != 0x45:
         return None
@@ -69,9 +71,17 @@ def frame_key(f: bytes, carry_psh: bool = False) -> bytes | None:
             return None
         csum_at = 50
     elif proto == 17:
-        if seg < 8 or (f[40] == 0 and f[41] == 0):
+        if seg < 8 or (f[40] == 0 and f[41] == 0) or ((f[38] << 8) | f[39]) != seg:
             return None
         csum_at = 40
+    elif proto == 1:
+        # echo and echo reply only: an ICMP error's quoted header is read by
+        # conntrack (RELATED), so its decision rests on more than a key holds
+        if f[34] not in (0, 8) or _fold(_sum16(f, 34, end)) != 0xFFFF:
+            return None
+        key = f[0:16] + b"\0\0" + f[20:24] + f[26:36] + f[38:40] + b"\0\0"
+        assert len(key) == FLOW_KEY_LEN
+        return key
     else:
         return None
     s = _sum16(f, 26, 34) + proto + seg + _sum16(f, 34, end) - ((f[csum_at] << 8) | f[csum_at + 1])
@@ -80,13 +90,13 @@ def frame_key(f: bytes, carry_psh: bool = False) -> bytes | None:
         c = 0xFFFF
     if c != ((f[csum_at] << 8) | f[csum_at + 1]):
         return None
-    # TCP: the length is carried through (no decision reads it); UDP: kept,
-    # since the output line shows the payload length
-    key = f[0:16] + (b"\0\0" if proto == 6 else f[16:18]) + f[20:24] + f[26:38]
+    # the lengths are carried through: no decision reads them (UDP's payload
+    # length is written into the output line from the frame: line_var)
+    key = f[0:16] + b"\0\0" + f[20:24] + f[26:38]
     if proto == 6:
         key += bytes([f[46], f[47] & ~0x08 if carry_psh else f[47]])
     else:
-        key += f[38:40]
+        key += b"\0\0"
     assert len(key) == FLOW_KEY_LEN
     return key
 
@@ -97,6 +107,43 @@ _FLAG_NAMES = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "."), 
 def flag_str(flags: int) -> bytes:
     """kdp.wire.tcp_flag_str as bytes (the output line's "flags")."""
     return ("".join(n for bit, n in _FLAG_NAMES if flags & bit) or "none").encode()
+
+
+def line_var(f: bytes) -> bytes:
+    """The part of a cached entry's output line taken from the frame (before
+    its tail): TCP's flags, UDP's payload length."""
+    if f[23] == 6:
+        return flag_str(f[47])
+    return str(((f[38] << 8) | f[39]) - 8).encode()
+
+
+ECHO_UDP, ECHO_ICMP = 1, 2            # OP_ANSWER kinds (kdp.net.replies.Delivery.echo)
+
+
+def answer_source(f: bytes, kind: int, ident: int) -> bytes:
+    """The echo of frame f as the namespace's stack sends it (OP_ANSWER's
+    source 2): MACs, addresses and ports swapped, TOS 0, the IP ID ident, DF
+    for UDP (an unconnected socket's sendto), TTL 64, for ICMP type echo reply
+    and code 0. UDP's checksum is unchanged (swapping words keeps the sum);
+    ICMP's is computed in full."""
+    end = 14 + ((f[16] << 8) | f[17])
+    out = bytearray(f[:end])
+    out[0:6], out[6:12] = f[6:12], f[0:6]
+    out[15] = 0
+    out[18], out[19] = (ident >> 8) & 0xFF, ident & 0xFF
+    out[20], out[21] = (0x40 if kind == ECHO_UDP else 0), 0
+    out[22] = 64
+    out[26:30], out[30:34] = f[30:34], f[26:30]
+    if kind == ECHO_UDP:
+        out[34:36], out[36:38] = f[36:38], f[34:36]
+    else:                               # its checksum in full (as the stack computes it)
+        out[34] = out[35] = out[36] = out[37] = 0
+        c = (~_fold(_sum16(out, 34, end))) & 0xFFFF
+        out[36], out[37] = c >> 8, c & 0xFF
+    out[24] = out[25] = 0
+    c = (~_fold(_sum16(out, 14, 34))) & 0xFFFF
+    out[24], out[25] = c >> 8, c & 0xFF
+    return bytes(out)
 
 
 def rst_source(base: bytes, f: bytes, mode: int, flag_len: int) -> bytes:

@@ -25,6 +25,13 @@ class Delivery:
     answers: list[Packet] = field(default_factory=list)
     owner: str | None = None
     stateless: bool = False         # nothing in the table changed and nothing keyed was drawn
+    # the one answer is the request mirrored (an echo: UDP echo app, ICMP echo
+    # reply) and only its IP ID was drawn: (kind, ip_idents, bucket), kind
+    # ECHO_UDP or ECHO_ICMP; nothing else in the table changed
+    echo: tuple | None = None
+
+
+ECHO_UDP, ECHO_ICMP = 1, 2          # Delivery.echo kinds (kdp.fast.contract's OP_ANSWER)
 
 
 def tcp_reset(ip: IPv4, l4: TCP) -> Packet:

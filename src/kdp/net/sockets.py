@@ -16,7 +16,7 @@ from .. import wire
 from ..watch import Watch
 from ..wire import ICMP, SCTP, IPv4, Packet, TCP, UDP
 from .ipident import IpIdents
-from .replies import BLANK_ETH, Delivery, icmp_error
+from .replies import BLANK_ETH, ECHO_ICMP, ECHO_UDP, Delivery, icmp_error
 from .sctpsock import sctp_deliver
 from .tcpstate import TcpConn, TcpHandle, TcpSockets
 
@@ -140,18 +140,23 @@ class SocketTable(TcpSockets):
     def _icmp(self, pkt: Packet, now: float) -> Delivery:
         ip, l4 = pkt.ip, pkt.l4
         if l4.type == wire.ICMP_ECHO and self.icmp_echo:
-            reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_ICMP, 64, self._icmp_id(pkt), 0),
+            bucket = self.idents.bucket(ip.dst, ip.src, wire.PROTO_ICMP)
+            ident = self.idents.reserve(bucket, self._now) & 0xFFFF
+            reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_ICMP, 64, ident, 0),
                            l4=ICMP(wire.ICMP_ECHOREPLY, 0, 0, l4.rest, l4.payload))
-            return Delivery("answered", "ICMP echo reply", [wire.finalize(reply)], "kernel")
+            return Delivery("answered", "ICMP echo reply", [wire.finalize(reply)], "kernel",
+                            echo=(ECHO_ICMP, self.idents, bucket))
         if l4.type == wire.ICMP_ECHOREPLY:
-            return Delivery("consumed", "echo reply received by the pinging socket", owner="ping")
+            return Delivery("consumed", "echo reply received by the pinging socket", owner="ping",
+                            stateless=True)
         if l4.type in wire.ICMP_ERROR_TYPES:
             return Delivery("consumed", f"ICMP error ({wire.icmp_str(l4)}) reported to the socket")
         return Delivery("consumed", f"ICMP type {l4.type} ignored")
 
     def _udp(self, ip: IPv4, l4: UDP) -> Delivery:
         if ("udp", ip.dst, l4.dport, ip.src, l4.sport) in self.clients:
-            return Delivery("consumed", f"UDP reply received by client socket :{l4.dport}")
+            return Delivery("consumed", f"UDP reply received by client socket :{l4.dport}",
+                            stateless=True)
         lst = self.listeners.get(("UDP", l4.dport))
         if lst is None:
             pkt = Packet(BLANK_ETH, ip=ip, l4=l4)
@@ -162,11 +167,13 @@ class SocketTable(TcpSockets):
         if payload is None:
             return Delivery("accepted", f"UDP :{l4.dport} ({lst.owner}): {detail}", owner=lst.owner)
         # an unconnected socket's sendto(): DF, and (on this kernel) a hashed IP ID
-        ident = self.idents.select(ip.dst, ip.src, wire.PROTO_UDP, self._now)
+        bucket = self.idents.bucket(ip.dst, ip.src, wire.PROTO_UDP)
+        ident = self.idents.reserve(bucket, self._now) & 0xFFFF
         reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_UDP, 64, ident, 2),
                        l4=UDP(l4.dport, l4.sport, 0, payload))
+        echo = (ECHO_UDP, self.idents, bucket) if type(lst.app) is EchoApp else None
         return Delivery("answered", f"UDP :{l4.dport} ({lst.owner}) {detail}",
-                        [wire.finalize(reply)], lst.owner)
+                        [wire.finalize(reply)], lst.owner, echo=echo)
 
     def _icmp_id(self, pkt: Packet) -> int:
         """The IP ID of an ICMP answer to pkt (echo reply, error): icmp_sk is unconnected."""

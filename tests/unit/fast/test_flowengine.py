@@ -205,3 +205,140 @@ def test_pcap_records_round_like_write_pcap():
         for t in times:
             eng.sink_append(s, t, b"ab")
         assert eng.sink_take(s) == want
+
+
+# --- ICMP echo, UDP lengths and echo answers (OP_ANSWER) ----------------------
+
+def icmp_frame(typ=8, code=0, ident=0x1234, seq=1, payload=b"ping", ip_id=9, ttl=64) -> bytes:
+    src, dst = b"\x0a\xf4\x00\x02", b"\x0a\xf4\x01\x03"
+    msg = struct.pack("!BBHHH", typ, code, 0, ident, seq) + payload
+    msg = msg[:2] + struct.pack("!H", _csum(msg)) + msg[4:]
+    ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(msg), ip_id, 0, ttl, 1, 0) + src + dst
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + ip + msg
+
+
+def test_icmp_echo_is_keyed_on_its_identifier_not_its_sequence():
+    a = replay.frame_key(icmp_frame(seq=1, payload=b"x", ip_id=1))
+    assert a is not None
+    assert replay.frame_key(icmp_frame(seq=900, payload=b"longer payload", ip_id=77)) == a
+    assert replay.frame_key(icmp_frame(ident=0x4321)) != a
+    assert replay.frame_key(icmp_frame(typ=0)) not in (None, a)     # echo reply: keyed, apart
+    assert replay.frame_key(icmp_frame(ttl=9)) != a
+    # errors quote a header conntrack reads: never keyed; nor a bad checksum
+    assert replay.frame_key(icmp_frame(typ=3, code=3)) is None
+    bad = bytearray(icmp_frame())
+    bad[36] ^= 1
+    assert replay.frame_key(bytes(bad)) is None
+
+
+def test_udp_is_keyed_without_its_length_but_must_fill_the_ip_payload():
+    a = replay.frame_key(udp_frame(payload=b"a"))
+    assert a == replay.frame_key(udp_frame(payload=b"a much longer payload", ident=99))
+    short = bytearray(udp_frame(payload=b"abcdef"))
+    short[38:40] = struct.pack("!H", 10)      # UDP length short of the IP payload
+    assert replay.frame_key(bytes(short)) is None
+
+
+@compiled
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([0, 8]), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.binary(max_size=80),
+       st.binary(max_size=80))
+def test_compiled_and_pure_key_icmp_and_udp_alike(typ, ident, seq, p1, p2):
+    from kdp._fastpath import FlowEngine
+    for f, g in ((icmp_frame(typ=typ, ident=ident, seq=seq, payload=p1), icmp_frame(typ=typ, ident=ident, payload=p2)),
+                 (udp_frame(payload=p1, ident=seq), udp_frame(payload=p2))):
+        e, p = FlowEngine(False), PureFlowEngine(False)
+        for eng in (e, p):
+            eng.add(replay.frame_key(f), b"", b"", b"", b"[", b"]\n")
+        assert e.lookup(f) == p.lookup(f) == e.lookup(g) == p.lookup(g) == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=100), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))
+def test_answer_source_is_what_the_stack_answers(payload, ident, seq, ip_id):
+    """answer_source (OP_ANSWER's source) gives the very bytes the socket layer
+    sends: the UDP echo app's datagram and the stack's ICMP echo reply."""
+    from kdp import wire
+    from kdp.net.sockets import SocketTable
+    for f, kind in ((udp_frame(payload=payload, ident=seq), replay.ECHO_UDP),
+                    (icmp_frame(ident=ident, seq=seq, payload=payload), replay.ECHO_ICMP)):
+        pkt = wire.parse(f)
+        table = SocketTable("pod", seed=5)
+        table.listen(53, "UDP", "app")
+        res = table.deliver(pkt, 12.5)
+        assert res.echo is not None and res.echo[0] == kind and len(res.answers) == 1
+        sent = wire.emit(res.answers[0])
+        got = replay.answer_source(f, kind, (sent[18] << 8) | sent[19])
+        assert got[14:] == sent[14:]
+
+
+def _echo_program(sink: int, ipid_slot: int) -> bytes:
+    from kdp.fast.contract import OP_ANSWER
+    return (FLOW_OP.pack(OP_CAPTURE, 0, sink, 0, 0.0, 0.0)
+            + FLOW_OP.pack(OP_ANSWER, replay.ECHO_UDP, 0, ipid_slot, 0.0, 0.0)
+            + FLOW_OP.pack(OP_CAPTURE, 2, sink, 0, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_both_engines_replay_echo_answers_alike(text):
+    """A cached echo: both engines draw the answers' IP IDs from the slot as
+    kdp.net.ipident does (several per jiffy, then after gaps), splice UDP's
+    payload length into the line, and write the same captures."""
+    from kdp.net.ipident import IpIdents
+    first = udp_frame()
+    times = [1.0, 1.001, 1.002, 1.5, 7.25, 7.25, 300.0, 300.004]
+    recs = [(t, udp_frame(payload=b"q" * i, ident=i)) for i, t in enumerate(times)]
+    buf = _pcap(recs)
+    results = []
+    for cls in engines():
+        eng = cls(True, text)
+        sink = eng.sink_new()
+        slot = eng.ipid_new(4000000000, 0, 0xDEADBEEF12345678)
+        tmpl = derive_template(first, first)
+        eng.add(replay.frame_key(first), _echo_program(sink, slot), tmpl, b"", b"<", b" len=", b">\n")
+        status, pos, index, now = eng.run(buf, 0, len(buf), 0, 0.0, 1e-6, False)
+        results.append((status, index, eng.out_take(), eng.sink_take(sink), eng.ipid_get(slot),
+                        eng.take_dirty()))
+    assert results[0][0] == replay.END and results[0][1] == len(times)
+    assert all(r == results[0] for r in results[1:])
+    # the IDs are kdp.net.ipident's draws from the same bucket state
+    idents = IpIdents(0, "x")
+    idents._buckets[7] = [4000000000, 0, 0xDEADBEEF12345678]
+    want = [idents.reserve(7, t) & 0xFFFF for t in times]
+    caps = results[0][3]
+    got, pos = [], 0
+    while pos < len(caps):
+        n = struct.unpack_from("<I", caps, pos + 8)[0]
+        rec = caps[pos + 16:pos + 16 + n]
+        pos += 16 + n
+        if rec[26:30] == b"\x08\x08\x08\x08":          # the answer (from the server's address)
+            got.append((rec[18] << 8) | rec[19])
+    assert got == want
+    assert results[0][4] == tuple(idents._buckets[7][:2])
+    assert (b"len=0>" in results[0][2]) and (b"len=7>" in results[0][2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.binary(max_size=40))
+def test_both_engines_build_icmp_echo_replies_as_the_stack(ident, seq, payload):
+    """ICMP echo replies from a cached entry: both engines give the stack's
+    bytes, its checksum computed in full (never the other zero of one's
+    complement), whatever the request's identifier, sequence and payload."""
+    from kdp import wire
+    from kdp.fast.contract import OP_ANSWER
+    from kdp.net.sockets import SocketTable
+    f = icmp_frame(ident=ident, seq=seq, payload=payload)
+    table = SocketTable("pod", seed=5)
+    sent = wire.emit(table.deliver(wire.parse(f), 3.0).answers[0])
+    prog = (FLOW_OP.pack(OP_ANSWER, replay.ECHO_ICMP, 0, 0, 0.0, 0.0)
+            + FLOW_OP.pack(OP_CAPTURE, 2, 0, 0, 0.0, 0.0))
+    tmpl = derive_template(f, f)
+    for cls in engines():
+        eng = cls(True)
+        eng.sink_new()
+        counter, tstamp, key = table.idents.state(table.idents.bucket(f"10.244.1.3", "10.244.0.2", 1))
+        eng.ipid_new((counter - 1) & 0xFFFFFFFF, tstamp, key)
+        eng.add(replay.frame_key(f), prog, tmpl, b"", b"<", b">\n")
+        line, caps, _ct, _fdb, _ipid = eng.predict(0, f, 3.0, 0)
+        assert caps[0][1][16:][14:] == sent[14:]
