@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 from . import errors, wire
 from .fast import FlowEngine
-from .fast.replay import HIT, RECORD_HEADER, frame_key
-from .datapath.flowcache import FlowCache
+from .fast.replay import HIT, RECORD_HEADER, answer_ip_length, frame_key
+from .datapath.flowcache import LEN_ANSWER, LEN_REQUEST, FlowCache
 from .errors import KdpError
 from .capfile import CaptureReader, check_length
 from .io import PCAP_HEADER, pcap_record, truncated_record
@@ -325,7 +325,9 @@ class PcapRun:
                              f"{tuple(idents.state(bucket)[:2])}, fast path {v}")
         ip_len = (frame[16] << 8) | frame[17]
         counted = [(id(o), n) for o, n in cache.recorder.counted if o is not None]
-        expect = [(id(o), ip_len if request else n) for o, n, request in meta.counted]
+        answer_len = answer_ip_length(frame, meta.answer_kind) if meta.answer_kind else 0
+        expect = [(id(o), ip_len if length == LEN_REQUEST else answer_len if length == LEN_ANSWER else n)
+                  for o, n, length in meta.counted]
         if counted != expect:
             diffs.append("rule counters differ")
         problems = cache.after_run()

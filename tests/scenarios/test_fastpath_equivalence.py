@@ -516,8 +516,9 @@ traffic = importlib.util.module_from_spec(_tspec)
 _tspec.loader.exec_module(traffic)
 
 # classes whose every frame after a flow's first exchanges the cache replays:
-# answers by the echo app and the stack, drawing IP IDs from ip_idents slots
-CACHED_CLASSES = ("udp-pod", "udp-clusterip", "icmp-echo")
+# answers by the echo app and the stack (echo replies, a closed port's ICMP
+# error), drawing IP IDs from ip_idents slots
+CACHED_CLASSES = ("udp-pod", "udp-clusterip", "icmp-echo", "udp-closed")
 
 
 @pytest.mark.parametrize("cls", traffic.CLASSES)

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import wire
-from ..fast.replay import answer_source, apply_template, rst_source
+from ..fast.replay import ICMP_ERROR, answer_source, apply_template, error_source, rst_source
 from ..conntrack.entry import SEEN_REPLY
 from ..conntrack.tuples import Tuple
 from ..fast.contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_ANSWER, OP_CAPTURE, OP_CT,
@@ -44,7 +44,7 @@ class Recorder:
         self.socks: dict[int, object] = {}
         self.deps: set = set()
         self.rst: bytes | None = None
-        self.answer: bytes | None = None       # an echo answer (Delivery.echo), as the stack sent it
+        self.answer: bytes | None = None       # a template answer (Delivery.template), as the stack sent it
         self.legs: list[str] = []              # the leg of each entry of counted
         self.counted.clear()
         self.generation = self.dp.watch.generation
@@ -88,15 +88,16 @@ class Recorder:
             self.ops.append(("fdb_check", br, mac))
 
     def delivery(self, table, pkt, res) -> None:
-        if res.echo is not None:
-            # an echo (UDP echo app, ICMP echo reply): the answer is the request
-            # mirrored, drawing only its IP ID from the namespace's ip_idents
+        if res.template is not None:
+            # an echo (UDP echo app, ICMP echo reply: the request mirrored) or an
+            # ICMP error quoting the request: only its IP ID is drawn, from the
+            # namespace's ip_idents
             if len(res.answers) != 1 or self.answer is not None or self.rst is not None:
                 self.problems.append("more than one answer")
                 return
-            kind, idents, bucket = res.echo
+            kind, idents, bucket = res.template
             self.answer = wire.emit(res.answers[0])
-            self.ops.append(("answer", kind, idents, bucket))
+            self.ops.append(("answer", kind, idents, bucket, wire.emit(pkt)))
         elif not res.stateless:
             self.problems.append(f"socket layer: {res.detail}")
             return
@@ -105,7 +106,7 @@ class Recorder:
         if isinstance(l4, wire.ICMP):
             return                       # echo and echo reply: no socket lookup by port
         self.deps.add(("sock", id(table), (ip.dst, l4.dport, ip.src, l4.sport)))
-        if res.echo is not None:
+        if res.template is not None:
             return
         if res.answers:
             a = res.answers[0]
@@ -156,6 +157,11 @@ def _value_state(v):
     return v
 
 
+# How a rule a cached entry passes counts bytes per replay: the frame's IP
+# length (the request leg), its answer's (an OP_ANSWER's reply leg), or fixed.
+LEN_FIXED, LEN_REQUEST, LEN_ANSWER = 0, 1, 2
+
+
 @dataclass
 class Meta:
     """The Python side of one cache entry: what to write back per hit."""
@@ -166,6 +172,7 @@ class Meta:
     disposition: str
     tokens: list = field(default_factory=list)
     ipid: list = field(default_factory=list)      # IP ID slots its answer draws from
+    answer_kind: int = 0                          # its OP_ANSWER's kind (0: none)
     outcome: tuple | None = None       # kdp.outcomes' record of the frame the entry was built from
 
 
@@ -276,16 +283,17 @@ class FlowCache:
             self._apply_hits(eid)
 
     def _apply_hits(self, eid: int) -> None:
-        n, last, ip_bytes = self.engine.take_hits(eid)
+        n, last, ip_bytes, answer_bytes = self.engine.take_hits(eid)
         m = self.meta.get(eid)
         if not n or m is None:
             return
         self.tally[m.disposition] = self.tally.get(m.disposition, 0) + n
         if self.on_hits is not None:
             self.on_hits(m, n, ip_bytes, last)
-        for obj, nbytes, request in m.counted:
+        for obj, nbytes, length in m.counted:
             obj.packets += n
-            obj.bytes += ip_bytes if request else n * nbytes
+            obj.bytes += ip_bytes if length == LEN_REQUEST else answer_bytes if length == LEN_ANSWER \
+                else n * nbytes
         for table, k in m.found:
             table.stats["found"] += n * k
         for t in m.socks:
@@ -408,6 +416,8 @@ class FlowCache:
                 return "the RST is not tcp_v4_send_reset's"
         tokens = set(rec.deps)
         ipid_used: list[int] = []
+        blob = bytearray()
+        answer_kind = 0
         for op in rec.ops:
             if op[0] == "ct":
                 _, _table, entry, refresh, bound = op
@@ -415,9 +425,20 @@ class FlowCache:
                 prog += FLOW_OP.pack(OP_CT, 0, 0, slot, math.nan if refresh is None else refresh, bound)
                 tokens.add(("ct", id(entry)))
             elif op[0] == "answer":
-                _, kind, idents, bucket = op
+                _, kind, idents, bucket, delivered = op
                 ans = rec.answer
-                srcs[2] = answer_source(src0, kind, (ans[18] << 8) | ans[19])
+                ident = (ans[18] << 8) | ans[19]
+                code = x = 0
+                if kind == ICMP_ERROR:
+                    # the quote is the frame as delivered: a template of the frame
+                    quote = derive_template(src0, delivered)
+                    if quote is None or apply_template(src0, quote, 0)[12:] != delivered[12:]:
+                        return "the delivered datagram is not derived from the frame"
+                    x, code = float(len(blob)), (ans[34] << 8) | ans[35]
+                    blob += quote
+                    srcs[2] = error_source(delivered, ans[34], ans[35], ident)
+                else:
+                    srcs[2] = answer_source(src0, kind, ident)
                 # the request mirrored, but for what NAT rewrote on its way in
                 # (a Service's address and port: the answer leaves the endpoint's)
                 tmpl = derive_template(srcs[2], ans)
@@ -425,7 +446,8 @@ class FlowCache:
                     return "the answer is not the request's echo"
                 ipid_slot = self._ipid_slot(idents, bucket)
                 ipid_used.append(ipid_slot)
-                prog += FLOW_OP.pack(OP_ANSWER, kind, 0, ipid_slot, 0.0, 0.0)
+                answer_kind = kind
+                prog += FLOW_OP.pack(OP_ANSWER, kind, code, ipid_slot, x, 0.0)
             else:
                 kind, br, mac = op
                 slot = self._fdb_slot(br, mac)
@@ -434,7 +456,6 @@ class FlowCache:
                 else:
                     prog += FLOW_OP.pack(OP_FDB_CHECK, 0, 0, slot, br.ageing, 0.0)
                 tokens.add(("fdb", id(br), mac))
-        blob = bytearray()
         for dev, got in captured:
             for which in (0, 1, 2):
                 src = srcs[which]
@@ -453,17 +474,17 @@ class FlowCache:
                 return f"capture on {dev.label} is not derived from the frame"
         if len(rec.legs) != len(rec.counted):
             return "rule counters outside a hook"
-        # an echo answer is as long as its request: the reply leg's rules count
-        # the frame's length then, as the request's do
-        echo = rec.answer is not None
+        # a template answer's length follows its request's: the reply leg's rules
+        # count the answers' lengths as the engine sums them (LEN_ANSWER)
         lengths = {"request": len(src0) - 14,
-                   "reply": len(src0) - 14 if echo else len(rec.rst) - 14 if rec.rst else None}
-        counted = [(o, n, leg == "request" or (echo and leg == "reply"))
+                   "reply": len(rec.answer) - 14 if rec.answer else len(rec.rst) - 14 if rec.rst else None}
+        counted = [(o, n, LEN_REQUEST if leg == "request" else
+                    LEN_ANSWER if answer_kind and leg == "reply" else LEN_FIXED)
                    for (o, n), leg in zip(rec.counted, rec.legs)]
         if any(lengths.get(leg) != n for (_o, n), leg in zip(rec.counted, rec.legs)):
             return "a rule counted a length other than its leg's"
         m = Meta(counted, [tuple(v) for v in rec.found.values()],
-                 list(rec.socks.values()), disposition, sorted(tokens, key=repr), ipid_used)
+                 list(rec.socks.values()), disposition, sorted(tokens, key=repr), ipid_used, answer_kind)
         eid = self.engine.add(key, bytes(prog), bytes(blob), rec.rst or b"", *line)
         self.meta[eid] = m
         for tok in m.tokens:

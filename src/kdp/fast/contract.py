@@ -245,11 +245,13 @@ MATCH_CIDR_DTYPE = np.dtype([("net", np.uint32), ("mask", np.uint32)], align=Tru
 #   OP_FDB_LEARN slot=FDB slot. Sets updated[slot] = now.
 #   OP_GEN_RST   a=1: seq from the frame's ack (ACK set); a=2: ack = seq + payload + slot
 #                (the SYN/FIN count). Builds source 1 from the entry's RST base.
-#   OP_ANSWER    a=kind (1 UDP echo, 2 ICMP echo reply), slot=IP ID slot. Draws
-#                the answer's IP ID from the slot's ip_idents bucket
-#                (kdp.net.ipident.draw) and builds source 2: the frame mirrored
-#                (MACs, addresses and ports swapped), TOS 0, TTL 64, DF for UDP,
-#                ICMP type echo reply, checksums updated.
+#   OP_ANSWER    a=kind (1 UDP echo, 2 ICMP echo reply, 3 ICMP error), slot=IP ID
+#                slot. Draws the answer's IP ID from the slot's ip_idents bucket
+#                (kdp.net.ipident.draw) and builds source 2: for 1 and 2 the frame
+#                mirrored (MACs, addresses and ports swapped), TOS 0, TTL 64, DF for
+#                UDP, ICMP type echo reply, checksums updated; for 3 the ICMP error
+#                (type b >> 8, code b & 0xFF) quoting the frame as delivered: the
+#                frame through the template at blob offset x (replay.error_source).
 #   OP_CAPTURE   a=source (0 frame, 1 RST, 2 answer), b=sink, slot=byte offset
 #                of the capture's template in the entry's template blob.
 FLOW_OP = struct.Struct("<BBHIdd")
@@ -356,7 +358,7 @@ class FlowEngineTwin(Protocol):
     def add(self, key: bytes, prog: bytes, blob: bytes, rst: bytes, prefix: bytes,
             suffix: bytes, tail: bytes | None = None) -> int: ...
     def remove(self, eid: int) -> None: ...
-    def take_hits(self, eid: int) -> tuple[int, float, int]: ...
+    def take_hits(self, eid: int) -> tuple[int, float, int, int]: ...
     def take_dirty_slots(self) -> tuple[list[int], list[int], list[int]]: ...
     def take_dirty(self) -> tuple[list[int], list[int], list[int], list[int]]: ...
     def lookup(self, frame: bytes) -> int: ...

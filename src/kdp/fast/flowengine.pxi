@@ -38,6 +38,8 @@ cdef struct fl_entry:
     Py_ssize_t tail_n
     int64_t hits
     int64_t ip_bytes
+    int64_t answer_bytes
+    int answer_kind             # its OP_ANSWER's kind (0: none)
     double last_now
     bint live
     bint dirty
@@ -303,6 +305,50 @@ cdef Py_ssize_t _answer_source(const unsigned char* f, int kind, uint32_t ident,
     return end
 
 
+DEF QUOTE_MAX = 548
+
+
+cdef inline uint32_t _answer_ip_length(const unsigned char* f, int kind) noexcept nogil:
+    cdef uint32_t total = _be16(f + 16)
+    if kind == 3:
+        return 28 + (total if total < QUOTE_MAX else QUOTE_MAX)
+    return total
+
+
+cdef Py_ssize_t _error_source(const unsigned char* d, int typ, int code, uint32_t ident,
+                              unsigned char* out) noexcept nogil:
+    """kdp.fast.replay.error_source into out (room for 14 + 28 + QUOTE_MAX); its length."""
+    cdef uint32_t total = _be16(d + 16)
+    cdef uint32_t q = total if total < QUOTE_MAX else QUOTE_MAX
+    cdef uint32_t n = 28 + q
+    cdef uint32_t c
+    memcpy(out, d + 6, 6)
+    memcpy(out + 6, d, 6)
+    out[12] = 0x08
+    out[13] = 0
+    out[14] = 0x45
+    out[15] = 0xC0
+    out[16], out[17] = n >> 8, n & 0xFF
+    out[18], out[19] = (ident >> 8) & 0xFF, ident & 0xFF
+    out[20] = 0
+    out[21] = 0
+    out[22] = 64
+    out[23] = 1
+    out[24] = 0
+    out[25] = 0
+    memcpy(out + 26, d + 30, 4)
+    memcpy(out + 30, d + 26, 4)
+    c = (~_fl_fold(_fl_sum16(out + 14, 20))) & 0xFFFF
+    out[24], out[25] = c >> 8, c & 0xFF
+    out[34] = typ
+    out[35] = code
+    memset(out + 36, 0, 6)
+    memcpy(out + 42, d + 14, q)
+    c = (~_fl_fold(_fl_sum16(out + 34, 8 + q))) & 0xFFFF
+    out[36], out[37] = c >> 8, c & 0xFF
+    return 14 + n
+
+
 cdef inline int _udp_len_str(const unsigned char* f, char* out) noexcept nogil:
     """UDP's payload length in decimal into out; its length."""
     cdef char digits[8]
@@ -350,7 +396,8 @@ cdef class FlowEngine:
     cdef fl_ipid* ipid
     cdef uint8_t* ipid_dirty
     cdef Py_ssize_t n_ipid, cap_ipid
-    cdef fl_buf scratch                 # OP_ANSWER's source (the echo being built)
+    cdef fl_buf scratch                 # OP_ANSWER's source (the answer being built)
+    cdef fl_buf scratch_q               # an ICMP error's quote: the frame as delivered
     cdef fl_buf* sinks
     cdef Py_ssize_t n_sinks, cap_sinks
     cdef fl_buf out
@@ -382,6 +429,7 @@ cdef class FlowEngine:
         free(self.ipid)
         free(self.ipid_dirty)
         free(self.scratch.p)
+        free(self.scratch_q.p)
         free(self.dirty_ipid.p)
         for i in range(self.n_sinks):
             free(self.sinks[i].p)
@@ -495,6 +543,7 @@ cdef class FlowEngine:
 
     def add(self, bytes key, bytes prog, bytes blob, bytes rst, bytes prefix, bytes suffix,
             bytes tail=None):
+        cdef int i
         cdef fl_entry* e
         cdef void* p
         cdef Py_ssize_t eid
@@ -519,6 +568,9 @@ cdef class FlowEngine:
         if e.ops == NULL or e.blob == NULL or e.prefix == NULL or e.suffix == NULL:
             raise MemoryError()
         memcpy(e.ops, PyBytes_AS_STRING(prog), len(prog))
+        for i in range(e.n_ops):
+            if e.ops[i].code == 6:
+                e.answer_kind = e.ops[i].a
         memcpy(e.blob, PyBytes_AS_STRING(blob), len(blob))
         if len(rst) == 54:
             memcpy(e.rst, PyBytes_AS_STRING(rst), 54)
@@ -594,10 +646,11 @@ cdef class FlowEngine:
 
     def take_hits(self, Py_ssize_t eid):
         cdef fl_entry* e = &self.entries[eid]
-        n, b = e.hits, e.ip_bytes
+        n, b, a = e.hits, e.ip_bytes, e.answer_bytes
         e.hits = 0
         e.ip_bytes = 0
-        return n, e.last_now, b
+        e.answer_bytes = 0
+        return n, e.last_now, b, a
 
     def take_dirty_slots(self):
         cdef Py_ssize_t i
@@ -712,10 +765,17 @@ cdef class FlowEngine:
                     self.ipid_dirty[op.slot] = 1
                     if _vec_push(&self.dirty_ipid, op.slot) < 0:
                         return -1
-                if _buf_grow(&self.scratch, 14 + _be16(f + 16)) < 0:
+                if _buf_grow(&self.scratch, 14 + 28 + _be16(f + 16)) < 0:
                     return -1
                 srcs[2] = <unsigned char*>self.scratch.p
-                _answer_source(f, op.a, ident & 0xFFFF, srcs[2])
+                if op.a == 3:
+                    if _buf_grow(&self.scratch_q, 14 + _be16(f + 16)) < 0:
+                        return -1
+                    _apply(f, e.blob + <Py_ssize_t>op.x, <unsigned char*>self.scratch_q.p)
+                    _error_source(<unsigned char*>self.scratch_q.p, op.b >> 8, op.b & 0xFF,
+                                  ident & 0xFFFF, srcs[2])
+                else:
+                    _answer_source(f, op.a, ident & 0xFFFF, srcs[2])
             elif op.code == 5 and self.capture:
                 end = 14 + _be16(srcs[op.a] + 16)
                 b = &self.sinks[op.b]
@@ -726,6 +786,8 @@ cdef class FlowEngine:
                 b.n += 16 + n
         e.hits += 1
         e.ip_bytes += _be16(f + 16)
+        if e.answer_kind:
+            e.answer_bytes += _answer_ip_length(f, e.answer_kind)
         e.last_now = now
         if not e.dirty:
             e.dirty = True
@@ -759,9 +821,15 @@ cdef class FlowEngine:
                     st.counter, st.tstamp = ipid[op.slot]
                 ident = _ipid_draw(&st, now)
                 ipid[op.slot] = (st.counter, st.tstamp)
-                answer = bytearray(14 + _be16(f + 16))
+                answer = bytearray(14 + 28 + _be16(f + 16))
                 srcs[2] = <unsigned char*>(<char*>answer)
-                _answer_source(f, op.a, ident & 0xFFFF, srcs[2])
+                if op.a == 3:
+                    quote = bytearray(14 + _be16(f + 16))
+                    _apply(f, e.blob + <Py_ssize_t>op.x, <unsigned char*>(<char*>quote))
+                    _error_source(<unsigned char*>(<char*>quote), op.b >> 8, op.b & 0xFF,
+                                  ident & 0xFFFF, srcs[2])
+                else:
+                    _answer_source(f, op.a, ident & 0xFFFF, srcs[2])
             elif op.code == 5 and self.capture:
                 end = 14 + _be16(srcs[op.a] + 16)
                 tmp = bytearray(16 + end)

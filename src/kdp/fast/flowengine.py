@@ -11,21 +11,23 @@ import math
 
 from ..net.ipident import draw
 from .contract import FLOW_OP, OP_ANSWER, OP_CAPTURE, OP_CT, OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST
-from .replay import (END, HIT, MISS, RECORD_HEADER, answer_source, apply_template, frame_key,
-                     line_var, pcap_record, rst_source)
+from .replay import (END, HIT, ICMP_ERROR, MISS, RECORD_HEADER, answer_ip_length, answer_source,
+                     apply_template, error_source, frame_key, line_var, pcap_record, rst_source)
 
 IMPLEMENTATION = "python"
 
 
 class _Entry:
     __slots__ = ("key", "ops", "blob", "rst", "prefix", "suffix", "tail", "hits", "last_now", "live",
-                 "ip_bytes")
+                 "ip_bytes", "answer_bytes", "answer_kind")
 
     def __init__(self, key, prog, blob, rst, prefix, suffix, tail):
         self.key, self.blob, self.rst = key, blob, rst
         self.ops = [FLOW_OP.unpack_from(prog, i) for i in range(0, len(prog), FLOW_OP.size)]
         self.prefix, self.suffix, self.tail = prefix, suffix, tail
         self.hits, self.last_now, self.live, self.ip_bytes = 0, 0.0, True, 0
+        self.answer_bytes = 0
+        self.answer_kind = next((a for code, a, *_ in self.ops if code == OP_ANSWER), 0)
 
 
 class FlowEngine:
@@ -120,12 +122,13 @@ class FlowEngine:
             if self.index.get(e.key) == eid:
                 del self.index[e.key]
 
-    def take_hits(self, eid: int) -> tuple[int, float, int]:
-        """Replays since the last call, the last one's time and the sum of the
-        frames' IP total lengths (rule byte counters)."""
+    def take_hits(self, eid: int) -> tuple[int, float, int, int]:
+        """Replays since the last call, the last one's time, the sum of the
+        frames' IP total lengths and of their answers' (rule byte counters)."""
         e = self.entries[eid]
-        n, b, e.hits, e.ip_bytes = e.hits, e.ip_bytes, 0, 0
-        return n, e.last_now, b
+        n, b, a = e.hits, e.ip_bytes, e.answer_bytes
+        e.hits = e.ip_bytes = e.answer_bytes = 0
+        return n, e.last_now, b, a
 
     def take_dirty_slots(self) -> tuple[list[int], list[int], list[int]]:
         """Conntrack, FDB and IP ID slots changed since the last call
@@ -175,7 +178,11 @@ class FlowEngine:
                 counter, tstamp = ipid.get(slot, self.ipid[slot][:2])
                 ident, counter, tstamp = draw(counter, tstamp, self.ipid[slot][2], now)
                 ipid[slot] = (counter, tstamp)
-                srcs[2] = answer_source(frame, a, ident & 0xFFFF)
+                if a == ICMP_ERROR:
+                    delivered = apply_template(frame, e.blob, int(x))
+                    srcs[2] = error_source(delivered, b >> 8, b & 0xFF, ident & 0xFFFF)
+                else:
+                    srcs[2] = answer_source(frame, a, ident & 0xFFFF)
             elif code == OP_CAPTURE and self.capture:
                 caps.append((b, pcap_record(now, apply_template(srcs[a], e.blob, slot))))
         return self._line(e, index, frame), caps, ct, fdb, ipid
@@ -227,5 +234,7 @@ class FlowEngine:
             e.hits += 1
             e.last_now = n2
             e.ip_bytes += (frame[16] << 8) | frame[17]
+            if e.answer_kind:
+                e.answer_bytes += answer_ip_length(frame, e.answer_kind)
             self.dirty_entries.add(eid)
             now, index, pos, done = n2, index + 1, pos + 16 + incl, done + 1

@@ -117,7 +117,31 @@ def line_var(f: bytes) -> bytes:
     return str(((f[38] << 8) | f[39]) - 8).encode()
 
 
-ECHO_UDP, ECHO_ICMP = 1, 2            # OP_ANSWER kinds (kdp.net.replies.Delivery.echo)
+ECHO_UDP, ECHO_ICMP, ICMP_ERROR = 1, 2, 3    # OP_ANSWER kinds (kdp.net.replies.Delivery.template)
+QUOTE_MAX = 576 - 28                         # what an ICMP error quotes (kdp.net.replies)
+
+
+def answer_ip_length(f: bytes, kind: int) -> int:
+    """The IP total length of OP_ANSWER's answer to frame f."""
+    total = (f[16] << 8) | f[17]
+    return 28 + min(total, QUOTE_MAX) if kind == ICMP_ERROR else total
+
+
+def error_source(delivered: bytes, typ: int, code: int, ident: int) -> bytes:
+    """icmp_send()'s error for a datagram as it was delivered (OP_ANSWER's
+    source 2 for ICMP_ERROR): from its destination to its source, TOS 0xC0, the
+    IP ID ident, TTL 64, quoting its IP header and payload up to QUOTE_MAX bytes."""
+    end = 14 + ((delivered[16] << 8) | delivered[17])
+    quoted = delivered[14:min(end, 14 + QUOTE_MAX)]
+    msg = bytearray(bytes([typ, code, 0, 0, 0, 0, 0, 0]) + quoted)
+    c = (~_fold(_sum16(msg, 0, len(msg)))) & 0xFFFF
+    msg[2], msg[3] = c >> 8, c & 0xFF
+    n = 20 + len(msg)
+    ip = bytearray(bytes([0x45, 0xC0, n >> 8, n & 0xFF, (ident >> 8) & 0xFF, ident & 0xFF, 0, 0, 64, 1, 0, 0])
+                   + delivered[30:34] + delivered[26:30])
+    c = (~_fold(_sum16(ip, 0, 20))) & 0xFFFF
+    ip[10], ip[11] = c >> 8, c & 0xFF
+    return delivered[6:12] + delivered[0:6] + b"\x08\x00" + bytes(ip) + bytes(msg)
 
 
 def answer_source(f: bytes, kind: int, ident: int) -> bytes:

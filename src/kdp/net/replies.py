@@ -25,13 +25,15 @@ class Delivery:
     answers: list[Packet] = field(default_factory=list)
     owner: str | None = None
     stateless: bool = False         # nothing in the table changed and nothing keyed was drawn
-    # the one answer is the request mirrored (an echo: UDP echo app, ICMP echo
-    # reply) and only its IP ID was drawn: (kind, ip_idents, bucket), kind
-    # ECHO_UDP or ECHO_ICMP; nothing else in the table changed
-    echo: tuple | None = None
+    # the one answer is a template of the request and only its IP ID was drawn:
+    # (kind, ip_idents, bucket); nothing else in the table changed. Kinds:
+    # ECHO_UDP, ECHO_ICMP (the request mirrored: UDP echo app, ICMP echo reply),
+    # ICMP_ERROR (icmp_send() quoting the request as delivered)
+    template: tuple | None = None
 
 
-ECHO_UDP, ECHO_ICMP = 1, 2          # Delivery.echo kinds (kdp.fast.contract's OP_ANSWER)
+ECHO_UDP, ECHO_ICMP, ICMP_ERROR = 1, 2, 3   # Delivery.template kinds (kdp.fast.contract's OP_ANSWER)
+QUOTE_MAX = 576 - 28                         # bytes of the offending datagram an ICMP error quotes
 
 
 def tcp_reset(ip: IPv4, l4: TCP) -> Packet:
@@ -50,7 +52,7 @@ def icmp_error(pkt: Packet, typ: int, code: int, ident: int, src: IPv4Address | 
     ip = pkt.ip
     l4_bytes = wire.emit_l4(pkt.l4) if pkt.l4 is not None else pkt.payload
     quoted = wire.ip_header(ip, len(l4_bytes)) + l4_bytes
-    quoted = quoted[:576 - 28]
+    quoted = quoted[:QUOTE_MAX]
     out = Packet(BLANK_ETH, ip=IPv4(src or ip.dst, ip.src, wire.PROTO_ICMP, 64, ident, 0, tos=0xC0),
                  l4=ICMP(typ, code, 0, 0, quoted))
     return wire.finalize(out)

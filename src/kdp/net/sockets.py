@@ -16,7 +16,7 @@ from .. import wire
 from ..watch import Watch
 from ..wire import ICMP, SCTP, IPv4, Packet, TCP, UDP
 from .ipident import IpIdents
-from .replies import BLANK_ETH, ECHO_ICMP, ECHO_UDP, Delivery, icmp_error
+from .replies import BLANK_ETH, ECHO_ICMP, ECHO_UDP, ICMP_ERROR, Delivery, icmp_error
 from .sctpsock import sctp_deliver
 from .tcpstate import TcpConn, TcpHandle, TcpSockets
 
@@ -145,12 +145,13 @@ class SocketTable(TcpSockets):
             reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_ICMP, 64, ident, 0),
                            l4=ICMP(wire.ICMP_ECHOREPLY, 0, 0, l4.rest, l4.payload))
             return Delivery("answered", "ICMP echo reply", [wire.finalize(reply)], "kernel",
-                            echo=(ECHO_ICMP, self.idents, bucket))
+                            template=(ECHO_ICMP, self.idents, bucket))
         if l4.type == wire.ICMP_ECHOREPLY:
             return Delivery("consumed", "echo reply received by the pinging socket", owner="ping",
                             stateless=True)
         if l4.type in wire.ICMP_ERROR_TYPES:
-            return Delivery("consumed", f"ICMP error ({wire.icmp_str(l4)}) reported to the socket")
+            return Delivery("consumed", f"ICMP error ({wire.icmp_str(l4)}) reported to the socket",
+                            stateless=True)
         return Delivery("consumed", f"ICMP type {l4.type} ignored")
 
     def _udp(self, ip: IPv4, l4: UDP) -> Delivery:
@@ -160,9 +161,11 @@ class SocketTable(TcpSockets):
         lst = self.listeners.get(("UDP", l4.dport))
         if lst is None:
             pkt = Packet(BLANK_ETH, ip=ip, l4=l4)
+            bucket = self.idents.bucket(ip.dst, ip.src, wire.PROTO_ICMP)
+            ident = self.idents.reserve(bucket, self._now) & 0xFFFF
             return Delivery("closed", f"UDP port {l4.dport} closed: ICMP port unreachable",
-                            [icmp_error(pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_PORT_UNREACH,
-                                        self._icmp_id(pkt))])
+                            [icmp_error(pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_PORT_UNREACH, ident)],
+                            template=(ICMP_ERROR, self.idents, bucket))
         payload, detail = lst.app.datagram(l4.payload, (ip.src, l4.sport), (ip.dst, l4.dport), self._now)
         if payload is None:
             return Delivery("accepted", f"UDP :{l4.dport} ({lst.owner}): {detail}", owner=lst.owner)
@@ -173,7 +176,7 @@ class SocketTable(TcpSockets):
                        l4=UDP(l4.dport, l4.sport, 0, payload))
         echo = (ECHO_UDP, self.idents, bucket) if type(lst.app) is EchoApp else None
         return Delivery("answered", f"UDP :{l4.dport} ({lst.owner}) {detail}",
-                        [wire.finalize(reply)], lst.owner, echo=echo)
+                        [wire.finalize(reply)], lst.owner, template=echo)
 
     def _icmp_id(self, pkt: Packet) -> int:
         """The IP ID of an ICMP answer to pkt (echo reply, error): icmp_sk is unconnected."""

@@ -267,7 +267,7 @@ def test_answer_source_is_what_the_stack_answers(payload, ident, seq, ip_id):
         table = SocketTable("pod", seed=5)
         table.listen(53, "UDP", "app")
         res = table.deliver(pkt, 12.5)
-        assert res.echo is not None and res.echo[0] == kind and len(res.answers) == 1
+        assert res.template is not None and res.template[0] == kind and len(res.answers) == 1
         sent = wire.emit(res.answers[0])
         got = replay.answer_source(f, kind, (sent[18] << 8) | sent[19])
         assert got[14:] == sent[14:]
@@ -341,4 +341,39 @@ def test_both_engines_build_icmp_echo_replies_as_the_stack(ident, seq, payload):
         eng.ipid_new((counter - 1) & 0xFFFFFFFF, tstamp, key)
         eng.add(replay.frame_key(f), prog, tmpl, b"", b"<", b">\n")
         line, caps, _ct, _fdb, _ipid = eng.predict(0, f, 3.0, 0)
+        assert caps[0][1][16:][14:] == sent[14:]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=700), st.integers(1, 255), st.integers(0, 0xFFFF))
+def test_both_engines_build_a_closed_ports_icmp_error_as_the_stack(payload, ttl, seq):
+    """A closed UDP port's ICMP port unreachable from a cached entry: both
+    engines give icmp_send()'s bytes, quoting the datagram as delivered (here
+    one hop later: TTL - 1) up to 548 bytes, whatever its length."""
+    from kdp import wire
+    from kdp.fast.contract import OP_ANSWER
+    from kdp.net.sockets import SocketTable
+    f = udp_frame(payload=payload, ident=seq)
+    delivered = bytearray(f)
+    delivered[0:6] = b"\x0a\x0b\x0c\x0d\x0e\x0f"
+    delivered[22] = ttl
+    delivered[24:26] = b"\0\0"
+    delivered[24:26] = struct.pack("!H", _csum(bytes(delivered[14:34])))
+    delivered = bytes(delivered)
+    table = SocketTable("pod", seed=5)
+    res = table.deliver(wire.parse(delivered), 3.0)
+    assert res.template is not None and res.template[0] == replay.ICMP_ERROR
+    sent = wire.emit(res.answers[0])
+    assert replay.error_source(delivered, 3, 3, (sent[18] << 8) | sent[19])[14:] == sent[14:]
+    quote = derive_template(f, delivered)
+    prog = (FLOW_OP.pack(OP_ANSWER, replay.ICMP_ERROR, 0x0303, 0, float(0), 0.0)
+            + FLOW_OP.pack(OP_CAPTURE, 2, 0, len(quote), 0.0, 0.0))
+    ans_tmpl = derive_template(sent, sent)
+    for cls in engines():
+        eng = cls(True)
+        eng.sink_new()
+        counter, tstamp, key = table.idents.state(res.template[2])
+        eng.ipid_new((counter - 1) & 0xFFFFFFFF, tstamp, key)
+        eng.add(replay.frame_key(f), prog, quote + ans_tmpl, b"", b"<", b">\n")
+        _line, caps, _ct, _fdb, _ipid = eng.predict(0, f, 3.0, 0)
         assert caps[0][1][16:][14:] == sent[14:]
