@@ -14,7 +14,7 @@ from kdp.netfilter.boundary import RulesetError
 from .model import (AnonSet, BinOp, Chain, Concat, Counter, Ct, Element, Fib, Match, Meta,
                     MetaSet, Nat, NftRuleset, NftSet, Numgen, Payload, Reject, Rule, SetRef,
                     SetUpdate, Table, Value, Verdict, Vmap)
-from .values import (ValueProblem, element_sort_key, format_ct_state, format_mark, format_proto,
+from .values import (ValueProblem, element_sort_key, ipv4_bounds, format_ct_state, format_mark, format_proto,
                      merge_ipv4, parse_priority, parse_time)
 
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
@@ -86,6 +86,8 @@ def canon_value(left, text: str) -> str:
         return format_mark(text)
     if isinstance(key, Ct) and key.key == "state":
         return format_ct_state(text)
+    if isinstance(key, Payload) and key.proto == "ip" and key.field in ("saddr", "daddr"):
+        ipv4_bounds(text)                # raises ValueProblem for a bad address
     if (isinstance(key, Meta) and key.key == "l4proto") or (
             isinstance(key, Payload) and key.field == "protocol"):
         return format_proto(text)
@@ -734,12 +736,13 @@ def parse_rule_tokens(toks: list[_Tok], source: str, listed: bool = False) -> Ru
     return _RuleParser(_join_lists(toks), source, listed).rule()
 
 
-def parse_rule(text: str, source: str = "-", line: int = 1) -> Rule:
-    """One rule's statements (``ip daddr 10.0.0.1 tcp dport 80 accept``)."""
+def parse_rule(text: str, source: str = "-", line: int = 1, listed: bool = False) -> Rule:
+    """One rule's statements (``ip daddr 10.0.0.1 tcp dport 80 accept``), as `nft add rule`
+    takes them, or (listed) as `nft list` printed them."""
     toks = [t for t in tokenize(text, source) if t.text != "\n"]
     for t in toks:
         t.line = line
-    return parse_rule_tokens(toks, source)
+    return parse_rule_tokens(toks, source, listed)
 
 
 def parse_ruleset(text: str, source: str = "-") -> NftRuleset:

@@ -88,7 +88,7 @@ def format_proto(text: str) -> str:
     return text
 
 
-def _ipv4_bounds(text: str) -> tuple[int, int]:
+def ipv4_bounds(text: str) -> tuple[int, int]:
     try:
         if "-" in text:
             lo, hi = text.split("-", 1)
@@ -102,7 +102,7 @@ def _ipv4_bounds(text: str) -> tuple[int, int]:
 def merge_ipv4(texts: list[str]) -> list[str]:
     """The elements of an anonymous IPv4 interval set after nft merged overlapping and
     adjacent ones, sorted: a prefix prints as CIDR (a host without /32), else as a range."""
-    spans = sorted(_ipv4_bounds(t) for t in texts)
+    spans = sorted(ipv4_bounds(t) for t in texts)
     merged: list[list[int]] = []
     for lo, hi in spans:
         # overlapping intervals merge; adjacent ones only when neither is a single address
@@ -125,7 +125,7 @@ def merge_ipv4(texts: list[str]) -> list[str]:
 def _field_bytes(text: str, dtype: str) -> bytes:
     try:
         if dtype == "ipv4_addr":
-            return _ipv4_bounds(text)[0].to_bytes(4, "big")
+            return ipv4_bounds(text)[0].to_bytes(4, "big")
         if dtype == "inet_proto":
             return (int(text) if text.isdigit() else PROTO_NUMBER.get(text, 0)).to_bytes(1, "big")
         if dtype == "inet_service":
