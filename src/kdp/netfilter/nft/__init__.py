@@ -3,8 +3,9 @@
 # `nft -f` transactions, and the printer that reproduces `nft list ruleset` byte for byte.
 # No packet evaluation yet (a later engine walks the model).
 from .model import (AnonSet, BinOp, Chain, Concat, Counter, Ct, Element, Fib, Match, Meta,
-                    MetaSet, Nat, NftRuleset, NftSet, Numgen, Payload, Reject, Rule, SetRef,
-                    SetUpdate, Table, Value, Verdict, Vmap)
+                    MetaSet, Nat, NftSet, Numgen, Payload, Reject, Rule, SetRef, SetUpdate, Table,
+                    Value, Verdict, Vmap)
+from .ruleset import NftRuleset
 from .parse import parse_rule, parse_ruleset
 
 __all__ = [

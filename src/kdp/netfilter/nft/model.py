@@ -3,7 +3,8 @@
 # policy), rules as lists of statements, and the expressions statements read (payload,
 # meta, ct, numgen, fib, concatenations, bitwise operations). Plain frozen values kept in
 # the kernel's order (sets and chains in creation order, rules in chain order) so a later
-# engine can walk them; printing lives in render, reading in parse.
+# engine can walk them; the whole ruleset is ruleset.NftRuleset, printing lives in render,
+# reading in parse.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -234,21 +235,3 @@ class Table:
     comment: str | None = None
     sets: dict[str, NftSet] = field(default_factory=dict)     # creation order
     chains: dict[str, Chain] = field(default_factory=dict)    # creation order
-
-
-@dataclass
-class NftRuleset:
-    """Every table of one namespace, in creation order."""
-
-    tables: list[Table] = field(default_factory=list)
-
-    def table(self, family: str, name: str) -> Table | None:
-        for t in self.tables:
-            if t.family == family and t.name == name:
-                return t
-        return None
-
-    def render(self) -> str:
-        """The ruleset as `nft list ruleset` prints it."""
-        from .render import render_ruleset
-        return render_ruleset(self)

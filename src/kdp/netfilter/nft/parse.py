@@ -12,8 +12,9 @@ import re
 from kdp.netfilter.boundary import RulesetError
 
 from .model import (AnonSet, BinOp, Chain, Concat, Counter, Ct, Element, Fib, Match, Meta,
-                    MetaSet, Nat, NftRuleset, NftSet, Numgen, Payload, Reject, Rule, SetRef,
-                    SetUpdate, Table, Value, Verdict, Vmap)
+                    MetaSet, Nat, NftSet, Numgen, Payload, Reject, Rule, SetRef, SetUpdate, Table,
+                    Value, Verdict, Vmap)
+from .ruleset import NftRuleset
 from .values import (ValueProblem, element_sort_key, ipv4_bounds, format_ct_state, format_mark, format_proto,
                      merge_ipv4, parse_priority, parse_time)
 

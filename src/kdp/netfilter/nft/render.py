@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 from .model import (AnonSet, BinOp, Chain, Concat, Counter, Ct, Element, Fib, Match, Meta,
-                    MetaSet, Nat, NftRuleset, NftSet, Numgen, Payload, Reject, Rule, SetRef,
-                    SetUpdate, Table, Value, Verdict, Vmap)
+                    MetaSet, Nat, NftSet, Numgen, Payload, Reject, Rule, SetRef, SetUpdate, Table,
+                    Value, Verdict, Vmap)
 from .values import element_sort_key, format_priority, format_time, per_line, quote
 
 # meta keys nft prints without the `meta` keyword
@@ -143,8 +143,9 @@ def table_lines(t: Table) -> list[str]:
     return lines
 
 
-def render_ruleset(rs: NftRuleset) -> str:
+def render_ruleset(tables: list[Table]) -> str:
+    """`nft list ruleset` of these tables."""
     lines: list[str] = []
-    for t in rs.tables:
+    for t in tables:
         lines += table_lines(t)
     return "".join(line + "\n" for line in lines)
