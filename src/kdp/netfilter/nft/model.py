@@ -185,14 +185,8 @@ Statement = Union[Match, Vmap, Counter, Verdict, Nat, Reject, MetaSet, SetUpdate
 class Rule:
     statements: tuple[Statement, ...]
     comment: str | None = None
-    line: int | None = None      # where it was read (errors, traces); not printed
-
-    def __eq__(self, other):     # the source line is not part of the rule
-        return isinstance(other, Rule) and (self.statements, self.comment) == (
-            other.statements, other.comment)
-
-    def __hash__(self):
-        return hash((self.statements, self.comment))
+    # where it was read (errors, traces); neither printed nor compared
+    line: int | None = field(default=None, compare=False)
 
 
 @dataclass
