@@ -11,14 +11,15 @@ import os
 import sys
 import time
 
-from .cli_common import input_file, load_cluster, load_emulator, output_dir, output_file, run_command
+from .cli_common import (add_proxy_mode, input_file, load_cluster, load_emulator, output_dir,
+                         output_file, run_command)
 from .errors import UsageError
 from .suggest import did_you_mean
 
 
 def cmd_validate(a) -> int:
     from .ingress.controller import serving_warnings
-    c = load_cluster(a.cluster)
+    c = load_cluster(a.cluster, a.proxy_mode)
     for w in list(c.warnings) + serving_warnings(c):
         print(f"warning: {w}", file=sys.stderr)
     print(f"ok: {len(c.nodes)} nodes, {len(c.pods)} pods, {len(c.services)} services, "
@@ -29,7 +30,7 @@ def cmd_validate(a) -> int:
 def cmd_topology(a) -> int:
     from .topology import topology_json, topology_svg, topology_text
     output_file(a.svg, "--svg")
-    emu = load_emulator(a.cluster, capture=False)
+    emu = load_emulator(a.cluster, capture=False, proxy_mode=a.proxy_mode)
     if a.svg:
         with open(a.svg, "w") as f:
             f.write(topology_svg(emu.topology))
@@ -44,7 +45,7 @@ def cmd_topology(a) -> int:
 
 def cmd_inspect(a) -> int:
     from .inspection import inspect_text
-    emu = load_emulator(a.cluster, capture=False)
+    emu = load_emulator(a.cluster, capture=False, proxy_mode=a.proxy_mode)
     info = emu.inspect(a.target)
     print(json.dumps(info, indent=2) if a.json else inspect_text(info))
     return 0
@@ -52,7 +53,7 @@ def cmd_inspect(a) -> int:
 
 def cmd_trace(a) -> int:
     from .render import trace_text
-    emu = load_emulator(a.cluster, seed=a.seed, rules=a.rules)
+    emu = load_emulator(a.cluster, seed=a.seed, rules=a.rules, proxy_mode=a.proxy_mode)
     from .dns.resolver import is_dns_name, resolve_then_trace
     resolution = None
     if is_dns_name(a.dst):                 # a name: the source resolves it first, as packets
@@ -109,7 +110,8 @@ def cmd_run(a) -> int:
     output_dir(a.out, "--out")
     if a.flows:
         output_file(a.flows, "--flows")
-    emu = load_emulator(a.cluster, seed=a.seed, capture=False, rules=a.rules, trace=False)
+    emu = load_emulator(a.cluster, seed=a.seed, capture=False, rules=a.rules, trace=False,
+                        proxy_mode=a.proxy_mode)
     sys.stdout.flush()
     out = sys.stdout.buffer
     t0 = time.perf_counter()
@@ -186,18 +188,31 @@ class _progress:
 
 def cmd_rules(a) -> int:
     from .k8s.kubeproxy import node_rules
-    c = load_cluster(a.cluster)
+    from .k8s.kubeproxy_nft import node_ruleset
+    c = load_cluster(a.cluster, a.proxy_mode)
     names = [n.name for n in c.nodes]
     if a.node not in names:
         raise UsageError(f"--node {a.node}: no such node"
                          + (did_you_mean(a.node, names) or f" (nodes: {', '.join(names)})"))
-    sys.stdout.write(node_rules(c, a.node, a.source))
+    # kube-proxy's rules in nftables mode are its `ip kube-proxy` table; kubelet and
+    # ip-masq-agent still write iptables rules
+    nft = c.config.kube_proxy.mode == "nftables" and a.source in ("all", "kube-proxy")
+    fmt = a.format or ("nft" if nft else "iptables-save")
+    if fmt != ("nft" if nft else "iptables-save"):
+        raise UsageError(f"--format {fmt}: kube-proxy runs in {c.config.kube_proxy.mode} mode "
+                         f"and --source {a.source}, so the rules print as "
+                         f"{'nft list ruleset' if nft else 'iptables-save'} "
+                         f"(--format {'nft' if nft else 'iptables-save'})")
+    sys.stdout.write(node_ruleset(c, a.node) if nft else node_rules(c, a.node, a.source))
     return 0
 
 
 def cmd_demo(a) -> int:
     from .tour import run_tour
     output_dir(a.out, "--out")
+    if a.proxy_mode == "nftables":
+        from .k8s.kubeproxy_nft import NOT_EMULATED
+        raise UsageError(NOT_EMULATED)
     return run_tour(out_dir=a.out, seed=a.seed)
 
 
@@ -268,23 +283,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", metavar="DIR", help="also write every device's pcap (DIR/pcap/) and the "
                    "traces (DIR/traces.json) here")
     d.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    add_proxy_mode(d)
     d.set_defaults(func=cmd_demo)
 
     v = _sub(sub, "validate", "load and check a cluster, reporting every problem")
     v.add_argument("cluster", help=CLUSTER_HELP)
+    add_proxy_mode(v)
     v.set_defaults(func=cmd_validate)
 
     t = _sub(sub, "topology", "show nodes, routes, bridges, veth pairs, pods, services and ingresses")
     t.add_argument("cluster", help=CLUSTER_HELP)
     t.add_argument("--json", action="store_true", help="print the stable JSON document (docs/cli.md)")
     t.add_argument("--svg", metavar="FILE", help="write a picture of nodes, bridges, veths and pods to FILE")
+    add_proxy_mode(t)
     t.set_defaults(func=cmd_topology)
 
-    ru = _sub(sub, "rules", "the node's iptables rules (kube-proxy, kubelet, CNI) as iptables-save")
+    ru = _sub(sub, "rules", "the node's iptables rules (kube-proxy, kubelet, CNI) as iptables-save, "
+              "or kube-proxy's nftables table as nft list ruleset")
     ru.add_argument("cluster", help=CLUSTER_HELP)
     ru.add_argument("--node", required=True, help="the node whose rules to print (see kdp topology)")
-    ru.add_argument("--format", choices=["iptables-save"], default="iptables-save",
-                    help="output format (only iptables-save, as the real command prints it)")
+    ru.add_argument("--format", choices=["iptables-save", "nft"], default=None,
+                    help="output format, as the real command prints it: iptables-save (iptables "
+                         "mode), nft (`nft list ruleset` of kube-proxy's table in nftables mode); "
+                         "default: the one kube-proxy's mode writes")
+    add_proxy_mode(ru)
     ru.add_argument("--source", choices=["all", "kube-proxy", "kubelet", "ip-masq-agent"],
                     default="all",
                     help="only the rules one component writes (default all: the whole node); "
@@ -295,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("cluster", help=CLUSTER_HELP)
     i.add_argument("target", metavar="pod/NS/NAME|node/NAME", help="the pod or node to show")
     i.add_argument("--json", action="store_true", help="print it as JSON")
+    add_proxy_mode(i)
     i.set_defaults(func=cmd_inspect)
 
     tr = _sub(sub, "trace", "follow one packet (and its answer) hop by hop")
@@ -319,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="summary (default): the hops and the rules that decided; full: every ARP "
                          "exchange and every rule walked; minimal: only the outcomes")
     tr.add_argument("--json", action="store_true", help="print the trace as JSON (every hop)")
+    add_proxy_mode(tr)
     tr.set_defaults(func=cmd_trace)
 
     r = _sub(sub, "run", "feed a pcap through the emulator, frame by frame")
@@ -345,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "translated into the live peer's sequence space; docs/cli.md)")
     r.add_argument("--flows", metavar="FILE", help="write one row per flow of the capture (CSV if FILE ends "
                                                    "in .csv, else JSON): state, frames, service, endpoint, resets")
+    add_proxy_mode(r)
     r.set_defaults(func=cmd_run)
     from .bench_cli import add_parser as add_bench
     from .cli_http import add_parser as add_http

@@ -13,12 +13,23 @@ import sys
 from .errors import ClusterInputError, KdpError, UsageError
 
 
+PROXY_MODE_HELP = ("kube-proxy's mode on every node, overriding the ClusterConfig's "
+                   "kubeProxy.mode: iptables, or nftables (its rules print with kdp rules; "
+                   "sending packets through them is not emulated yet)")
+
+
+def add_proxy_mode(parser) -> None:
+    """--proxy-mode on a command that builds a cluster."""
+    parser.add_argument("--proxy-mode", choices=["iptables", "nftables"], default=None,
+                        help=PROXY_MODE_HELP)
+
+
 def load_emulator(spec: str, seed: int = 0, capture: bool = True, rules: list[str] | None = None,
-                  trace: bool = True):
+                  trace: bool = True, proxy_mode: str | None = None):
     """An Emulator of the cluster a CLUSTER argument names (see load_cluster)."""
     from .emulator import Emulator
-    return Emulator(load_cluster(spec), seed=seed, capture=capture, rules=rules_arg(rules or []),
-                    trace=trace)
+    return Emulator(load_cluster(spec, proxy_mode), seed=seed, capture=capture,
+                    rules=rules_arg(rules or []), trace=trace)
 
 
 def rules_arg(items: list[str]) -> dict[str, str]:
@@ -33,14 +44,19 @@ def rules_arg(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_cluster(spec: str):
-    """The cluster a CLUSTER argument names: 'demo', a YAML file or a directory."""
+def load_cluster(spec: str, proxy_mode: str | None = None):
+    """The cluster a CLUSTER argument names: 'demo', a YAML file or a directory
+    (with kube-proxy's mode replaced by --proxy-mode's, if given)."""
     from .k8s import demo_cluster, load_cluster
     if spec == "demo":
-        return demo_cluster()
-    if not os.path.exists(spec):
+        cluster = demo_cluster()
+    elif not os.path.exists(spec):
         raise UsageError(f"{spec}: no such file or directory (give a YAML file, a directory, or 'demo')")
-    return load_cluster(spec)
+    else:
+        cluster = load_cluster(spec)
+    if proxy_mode is not None:
+        cluster.config.kube_proxy.mode = proxy_mode
+    return cluster
 
 
 def _reason(e: OSError) -> str:

@@ -301,6 +301,8 @@ class Emulator:
         except KeyError:
             raise UsageError(f"no node {node!r}") from None
         if text is None:
+            from .k8s.kubeproxy_nft import require_emulated
+            require_emulated(self.cluster)
             text = node_rules(self.cluster, node)
             source = source or f"kube-proxy rules of {node}"
         ns.netfilter.load(parse_iptables_save(text, source=source or f"rules for {node}"))

@@ -16,8 +16,8 @@ from .model import ClusterConfig, ExternalHost, KubeProxyConfig, UpstreamRecord
 
 PLUGINS = ("kubenet", "azure")
 HAIRPIN_MODES = ("hairpin-veth", "promiscuous-bridge", "none")
-PROXY_MODES = ("iptables",)
-PROXY_MODES_LATER = ("nftables", "ipvs")
+PROXY_MODES = ("iptables", "nftables")
+PROXY_MODES_LATER = ("ipvs",)
 SPEC_KEYS = ("networkPlugin", "podCIDR", "nodePodPrefix", "serviceCIDR", "dnsServiceIP",
              "dockerBridgeAddress", "vnetSubnet", "clusterDomain", "nodePortRange",
              "hairpinMode", "maxPods", "nodes", "kubeProxy", "externalHosts", "nonMasqueradeCIDRs",
@@ -99,9 +99,12 @@ def _kube_proxy(f: Fields) -> KubeProxyConfig:
     strict_keys(f, PROXY_KEYS)
     mode = f.str("mode", default="iptables")
     if mode in PROXY_MODES_LATER:
-        f.error(("mode",), f"kube-proxy mode {mode!r} is not supported yet (only iptables)")
+        f.error(("mode",), f"kube-proxy mode {mode!r} is not supported yet "
+                "(iptables or nftables)")
     elif mode not in PROXY_MODES:
-        f.error(("mode",), f"unknown kube-proxy mode {mode!r}: must be iptables")
+        f.error(("mode",), f"unknown kube-proxy mode {mode!r}: must be iptables or nftables")
+    else:
+        kp.mode = mode
     kp.masquerade_all = f.bool("masqueradeAll", default=kp.masquerade_all)
     kp.cluster_cidr = f.net("clusterCIDR")
     mode = f.str("detectLocalMode")

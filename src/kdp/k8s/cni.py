@@ -171,6 +171,8 @@ def node_netfilter(cluster: Cluster, node: Node, ns: Namespace, seed: int, dump=
     from .kubeproxy import node_rules
     kp = cluster.config.kube_proxy
     if dump is None:
+        from .kubeproxy_nft import require_emulated
+        require_emulated(cluster)        # nftables mode: printed, not emulated (yet)
         text, source = node_rules(cluster, node.name), f"kube-proxy rules of {node.name}"
     else:
         text, source = dump

@@ -132,10 +132,14 @@ def test_unknown_kube_proxy_field():
     assert "did you mean 'masqueradeAll'" in p.message
 
 
-def test_kube_proxy_modes_not_supported_yet():
-    for mode in ("nftables", "ipvs"):
-        p = cfg_problem("spec.kubeProxy.mode", kubeProxy=f"{{mode: {mode}}}")
-        assert "not supported yet" in p.message
+def test_kube_proxy_ipvs_mode_not_supported_yet():
+    p = cfg_problem("spec.kubeProxy.mode", kubeProxy="{mode: ipvs}")
+    assert "not supported yet" in p.message
+
+
+def test_kube_proxy_unknown_mode():
+    p = cfg_problem("spec.kubeProxy.mode", kubeProxy="{mode: userspace}")
+    assert "must be iptables or nftables" in p.message
 
 
 def test_node_port_range_format():
