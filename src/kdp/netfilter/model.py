@@ -46,6 +46,7 @@ class Rule:
         self._text: str | None = None
         self._src = self._dst = None
         self._volatile: bool | None = None
+        self.test = self._first_test
 
     @property
     def volatile(self) -> bool:
@@ -61,6 +62,24 @@ class Rule:
         self._src = (int(self.src.network_address), int(self.src.netmask)) if self.src else None
         self._dst = (int(self.dst.network_address), int(self.dst.netmask)) if self.dst else None
         self._text = None
+        self.test = self._first_test
+
+    # test(pc): ip_matches() and then every match in order, as one function built
+    # the first time the walk reaches the rule (None: the rule matches every
+    # packet). Same answer, same match calls (side effects) in the same order;
+    # comment matches, always true, are left out.
+    def _first_test(self, pc) -> bool:
+        self.test = test = _build_test(self)
+        return test is None or test(pc)
+
+    def __getstate__(self) -> dict:         # copies (Ruleset.copy(deep=True)) build their own test
+        state = self.__dict__.copy()
+        del state["test"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.test = self._first_test
 
     def ip_matches(self, pc) -> bool:
         """ip_packet_match(): addresses, interfaces, protocol."""
@@ -116,6 +135,35 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"<Rule {self.text}>"
+
+
+def _build_test(rule: Rule):
+    """The rule's test as one generated function (see Rule.test)."""
+    env: dict = {"iface_match": iface_match}
+    lines = []
+    if rule._src is not None:
+        lines.append(f"if ((pc.src_int & {rule._src[1]}) == {rule._src[0]}) == {bool(rule.src_inv)}: "
+                     "return False")
+    if rule._dst is not None:
+        lines.append(f"if ((pc.dst_int & {rule._dst[1]}) == {rule._dst[0]}) == {bool(rule.dst_inv)}: "
+                     "return False")
+    if rule.in_iface is not None:
+        env["in_iface"] = rule.in_iface
+        lines.append(f"if iface_match(in_iface, pc.in_dev) == {bool(rule.in_inv)}: return False")
+    if rule.out_iface is not None:
+        env["out_iface"] = rule.out_iface
+        lines.append(f"if iface_match(out_iface, pc.out_dev) == {bool(rule.out_inv)}: return False")
+    if rule.proto:
+        lines.append(f"if (pc.proto == {int(rule.proto)}) == {bool(rule.proto_inv)}: return False")
+    for i, m in enumerate(rule.matches):
+        if not m.always:
+            env[f"m{i}"] = m.matches
+            lines.append(f"if not m{i}(pc): return False")
+    if not lines:
+        return None
+    src = "def test(pc):\n" + "".join(f"    {line}\n" for line in lines) + "    return True\n"
+    exec(compile(src, f"<rule {rule.chain}>", "exec"), env)
+    return env["test"]
 
 
 class Chain:
