@@ -262,9 +262,14 @@ class Netfilter:
         cur, idx = start, 0
         tracing = self.tracing
         trace_misses = self.trace_misses and tracing
+        # the destination index (Chain.dst_skips) skips rules whose -d cannot match,
+        # whose test would have failed without a side effect; not when every rule
+        # evaluated is traced ("no match" entries)
+        indexed = not trace_misses
         res = pc.res
         trace = res.trace
         rules = cur.rules
+        skips = cur.dst_skips() if indexed else None
         evaluated = 0
         while True:
             if idx >= len(rules):
@@ -274,9 +279,23 @@ class Netfilter:
                     if stack:
                         cur, idx = stack.pop()
                         rules = cur.rules
+                        skips = cur.dst_skips() if indexed else None
                         continue
                 res.rules_evaluated += evaluated
                 return self._policy(pc, start)
+            if skips is not None:
+                run = skips[idx]
+                if run is not None:
+                    end, mask, where = run
+                    nxt = end
+                    for pos in where.get(pc.dst_int & mask, ()):
+                        if pos >= idx:
+                            nxt = pos
+                            break
+                    if nxt > idx:
+                        evaluated += nxt - idx
+                        idx = nxt
+                        continue
             rule = rules[idx]
             idx += 1
             pc.chain, pc.rule_number = cur.name, idx
@@ -312,6 +331,7 @@ class Netfilter:
                         return DROP, errors.JUMP_DEPTH
                 cur, idx = table.chains[t.chain], 0
                 rules = cur.rules
+                skips = cur.dst_skips() if indexed else None
                 continue
             if kind is VERDICT:
                 if tracing:
@@ -321,6 +341,7 @@ class Netfilter:
                     if stack:
                         cur, idx = stack.pop()
                         rules = cur.rules
+                        skips = cur.dst_skips() if indexed else None
                         continue
                     res.rules_evaluated += evaluated
                     return self._policy(pc, start)

@@ -63,6 +63,7 @@ class Rule:
         self._dst = (int(self.dst.network_address), int(self.dst.netmask)) if self.dst else None
         self._text = None
         self.test = self._first_test
+        COMPILED[0] += 1                    # chains' destination indexes are rebuilt
 
     # test(pc): ip_matches() and then every match in order, as one function built
     # the first time the walk reaches the rule (None: the rule matches every
@@ -166,6 +167,11 @@ def _build_test(rule: Rule):
     return env["test"]
 
 
+# bumped by every Rule.compile(): a chain's destination index made before is stale
+COMPILED = [0]
+DST_RUN_MIN = 4         # shorter runs of destination rules are walked one by one
+
+
 class Chain:
     def __init__(self, name: str, policy: str | None = None):
         self.name = name
@@ -173,6 +179,46 @@ class Chain:
         self.rules: list[Rule] = []
         self.packets = 0
         self.bytes = 0
+        self._dst_index: tuple | None = None
+
+    def dst_skips(self) -> list | None:
+        """The destination index of the chain (kube-proxy's KUBE-SERVICES: one
+        `-d IP/32` rule per Service port): for each rule position, None, or the
+        run of consecutive rules it belongs to whose destinations are all
+        `-d NET/MASK` with the same mask and not negated, as (end of the run,
+        mask, {network: positions in the run with that network}). A packet whose
+        destination is not one of a rule's cannot match it; the walk goes
+        straight to the next rule in the run that it can match (or past the run),
+        counting the ones between as evaluated. None: no such run. Rebuilt when
+        the rule list changed (appended, inserted, replaced) or a rule was compiled."""
+        rules = self.rules
+        cached = self._dst_index
+        if cached is not None and cached[0] is rules and cached[1] == len(rules) \
+                and cached[2] == COMPILED[0]:
+            return cached[3]
+        skips: list | None = None
+        i, n = 0, len(rules)
+        while i < n:
+            r = rules[i]
+            if r._dst is None or r.dst_inv:
+                i += 1
+                continue
+            mask = r._dst[1]
+            j = i
+            where: dict[int, list[int]] = {}
+            while j < n and rules[j]._dst is not None and not rules[j].dst_inv \
+                    and rules[j]._dst[1] == mask:
+                where.setdefault(rules[j]._dst[0], []).append(j)
+                j += 1
+            if j - i >= DST_RUN_MIN:
+                if skips is None:
+                    skips = [None] * n
+                run = (j, mask, {net: tuple(pos) for net, pos in where.items()})
+                for k in range(i, j):
+                    skips[k] = run
+            i = j
+        self._dst_index = (rules, n, COMPILED[0], skips)
+        return skips
 
     @property
     def builtin(self) -> bool:
