@@ -139,32 +139,42 @@ class Rule:
 
 
 def _build_test(rule: Rule):
-    """The rule's test as one generated function (see Rule.test)."""
+    """The rule's test as one generated function (see Rule.test). The source
+    names the rule's values (env) rather than spelling them, so rules of one
+    shape (kube-proxy writes thousands alike) share one compiled code object."""
     env: dict = {"iface_match": iface_match}
     lines = []
     if rule._src is not None:
-        lines.append(f"if ((pc.src_int & {rule._src[1]}) == {rule._src[0]}) == {bool(rule.src_inv)}: "
-                     "return False")
+        env["src_net"], env["src_mask"], env["src_inv"] = rule._src[0], rule._src[1], bool(rule.src_inv)
+        lines.append("if ((pc.src_int & src_mask) == src_net) == src_inv: return False")
     if rule._dst is not None:
-        lines.append(f"if ((pc.dst_int & {rule._dst[1]}) == {rule._dst[0]}) == {bool(rule.dst_inv)}: "
-                     "return False")
+        env["dst_net"], env["dst_mask"], env["dst_inv"] = rule._dst[0], rule._dst[1], bool(rule.dst_inv)
+        lines.append("if ((pc.dst_int & dst_mask) == dst_net) == dst_inv: return False")
     if rule.in_iface is not None:
-        env["in_iface"] = rule.in_iface
-        lines.append(f"if iface_match(in_iface, pc.in_dev) == {bool(rule.in_inv)}: return False")
+        env["in_iface"], env["in_inv"] = rule.in_iface, bool(rule.in_inv)
+        lines.append("if iface_match(in_iface, pc.in_dev) == in_inv: return False")
     if rule.out_iface is not None:
-        env["out_iface"] = rule.out_iface
-        lines.append(f"if iface_match(out_iface, pc.out_dev) == {bool(rule.out_inv)}: return False")
+        env["out_iface"], env["out_inv"] = rule.out_iface, bool(rule.out_inv)
+        lines.append("if iface_match(out_iface, pc.out_dev) == out_inv: return False")
     if rule.proto:
-        lines.append(f"if (pc.proto == {int(rule.proto)}) == {bool(rule.proto_inv)}: return False")
+        env["proto"], env["proto_inv"] = rule.proto, bool(rule.proto_inv)
+        lines.append("if (pc.proto == proto) == proto_inv: return False")
     for i, m in enumerate(rule.matches):
         if not m.always:
             env[f"m{i}"] = m.matches
             lines.append(f"if not m{i}(pc): return False")
     if not lines:
         return None
-    src = "def test(pc):\n" + "".join(f"    {line}\n" for line in lines) + "    return True\n"
-    exec(compile(src, f"<rule {rule.chain}>", "exec"), env)
+    shape = tuple(lines)
+    code = _TEST_CODE.get(shape)
+    if code is None:
+        src = "def test(pc):\n" + "".join(f"    {line}\n" for line in lines) + "    return True\n"
+        code = _TEST_CODE[shape] = compile(src, "<rule test>", "exec")
+    exec(code, env)
     return env["test"]
+
+
+_TEST_CODE: dict[tuple, object] = {}     # rule shape -> compiled `def test` (see _build_test)
 
 
 # bumped by every Rule.compile(): a chain's destination index made before is stale
