@@ -20,7 +20,7 @@ from kdp.wire import Packet, l4_length
 from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
                        StatisticQuery, TraceEntry)
 from .ext import ACCEPT, CONTINUE, DROP, RETURN
-from .model import Ruleset
+from .model import DST_RUN_MIN, Ruleset
 from .recent import RecentTables
 from .targets import JUMP, VERDICT
 
@@ -269,7 +269,7 @@ class Netfilter:
         res = pc.res
         trace = res.trace
         rules = cur.rules
-        skips = cur.dst_skips() if indexed else None
+        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
         evaluated = 0
         while True:
             if idx >= len(rules):
@@ -279,7 +279,7 @@ class Netfilter:
                     if stack:
                         cur, idx = stack.pop()
                         rules = cur.rules
-                        skips = cur.dst_skips() if indexed else None
+                        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
                         continue
                 res.rules_evaluated += evaluated
                 return self._policy(pc, start)
@@ -331,7 +331,7 @@ class Netfilter:
                         return DROP, errors.JUMP_DEPTH
                 cur, idx = table.chains[t.chain], 0
                 rules = cur.rules
-                skips = cur.dst_skips() if indexed else None
+                skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
                 continue
             if kind is VERDICT:
                 if tracing:
@@ -341,7 +341,7 @@ class Netfilter:
                     if stack:
                         cur, idx = stack.pop()
                         rules = cur.rules
-                        skips = cur.dst_skips() if indexed else None
+                        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
                         continue
                     res.rules_evaluated += evaluated
                     return self._policy(pc, start)
