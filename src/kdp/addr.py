@@ -20,11 +20,12 @@ def mac_to_bytes(mac: str) -> bytes:
 
 
 def mac_from_bytes(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+    return bytes(raw).hex(":")
 
 
 def is_multicast_mac(mac: str) -> bool:
-    return bool(int(mac[:2], 16) & 1)
+    """The group bit (the low bit of the first octet, i.e. of its second hex digit)."""
+    return mac[1] in "13579bdfBDF"
 
 
 def stable_hex(*parts: str, length: int = 8) -> str:

@@ -11,6 +11,7 @@ from ipaddress import IPv4Address
 from .checksum import crc32c, csum_replace, inet_checksum
 from .addr import mac_from_bytes, mac_to_bytes
 from .errors import KdpError
+from .frozen import fast_init
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
@@ -42,6 +43,7 @@ class MalformedFrame(KdpError):
     """The bytes are not a frame kdp can parse (too short, bad header length...)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Ether:
     dst: str
@@ -49,6 +51,7 @@ class Ether:
     type: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ARP:
     op: int                 # 1 request, 2 reply
@@ -58,6 +61,7 @@ class ARP:
     tpa: IPv4Address
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IPv4:
     src: IPv4Address
@@ -76,6 +80,7 @@ class IPv4:
         return 20 + len(self.options)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TCP:
     sport: int
@@ -90,6 +95,7 @@ class TCP:
     payload: bytes = b""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class UDP:
     sport: int
@@ -98,6 +104,7 @@ class UDP:
     payload: bytes = b""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ICMP:
     type: int
@@ -115,6 +122,7 @@ class ICMP:
         return self.rest & 0xFFFF
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SCTP:
     """The SCTP common header and its chunks (raw bytes, see sctp_chunks). `checksum`
@@ -127,6 +135,7 @@ class SCTP:
     chunks: bytes = b""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Chunk:
     type: int
@@ -174,6 +183,7 @@ def sctp_chunk_str(l4: SCTP) -> str:
 L4 = TCP | UDP | ICMP | SCTP
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Packet:
     """A parsed frame. For unknown ethertypes/protocols the rest stays in `payload`."""
@@ -379,13 +389,26 @@ def finalize(pkt: Packet) -> Packet:
         return pkt
     ip, l4 = pkt.ip, pkt.l4
     if l4 is not None:
-        l4 = replace(l4, checksum=l4_checksum_of(ip, l4))
+        l4 = _with_checksum(l4, l4_checksum_of(ip, l4))
         l4_len = l4_length(l4)
     else:
         l4_len = len(pkt.payload)
     ip = IPv4(ip.src, ip.dst, ip.proto, ip.ttl, ip.ident, ip.flags, ip.frag, ip.tos,
               inet_checksum(ip_header(ip, l4_len, checksum=0)), ip.options)
     return Packet(pkt.eth, pkt.arp, ip, l4, pkt.payload)
+
+
+def _with_checksum(l4: L4, csum: int) -> L4:
+    """dataclasses.replace(l4, checksum=csum), by the constructors (faster)."""
+    t = type(l4)
+    if t is TCP:
+        return TCP(l4.sport, l4.dport, l4.seq, l4.ack, l4.flags, l4.window, csum, l4.urg,
+                   l4.options, l4.payload)
+    if t is UDP:
+        return UDP(l4.sport, l4.dport, csum, l4.payload)
+    if t is ICMP:
+        return ICMP(l4.type, l4.code, csum, l4.rest, l4.payload)
+    return replace(l4, checksum=csum)
 
 
 def l4_length(l4: L4) -> int:
@@ -400,10 +423,31 @@ def l4_length(l4: L4) -> int:
 
 
 def ip_checksum_ok(pkt: Packet) -> bool:
-    if pkt.ip is None:
+    """inet_checksum(ip_header(...)) == 0, summed from the fields (no bytes built:
+    every device a frame enters checks it)."""
+    ip = pkt.ip
+    if ip is None:
         return True
-    l4_len = l4_length(pkt.l4) if pkt.l4 is not None else len(pkt.payload)
-    return inet_checksum(ip_header(pkt.ip, l4_len)) == 0
+    l4 = pkt.l4
+    l4_len = l4_length(l4) if l4 is not None else len(pkt.payload)
+    options = ip.options
+    ihl = 20 + len(options)
+    src, dst = int(ip.src), int(ip.dst)
+    total = (((0x40 | (ihl // 4)) << 8) | ip.tos) + ihl + l4_len + ip.ident + \
+        ((ip.flags << 13) | ip.frag) + ((ip.ttl << 8) | ip.proto) + ip.checksum + \
+        (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+    if options:
+        if len(options) % 2:
+            options += b"\x00"
+        total += sum(struct.unpack(f"!{len(options) // 2}H", options))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+# the last L4 checksum verified (l4_checksum_ok): a frame's L4 header is checked
+# again at each node it enters, mostly the same object between the same addresses
+_last_l4_ok: list = [None, None, None, None, False]
 
 
 def l4_checksum_ok(pkt: Packet) -> bool:
@@ -412,7 +456,12 @@ def l4_checksum_ok(pkt: Packet) -> bool:
         return True
     if isinstance(l4, UDP) and l4.checksum == 0:
         return True   # UDP over IPv4: checksum optional
-    return l4_checksum_of(ip, l4) == l4.checksum
+    last = _last_l4_ok
+    if last[0] is l4 and last[1] == ip.src and last[2] == ip.dst and last[3] == ip.proto:
+        return last[4]
+    ok = l4_checksum_of(ip, l4) == l4.checksum
+    last[:] = (l4, ip.src, ip.dst, ip.proto, ok)
+    return ok
 
 
 # --- rewrites the kernel makes (incremental checksum updates) -------------

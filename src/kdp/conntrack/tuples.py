@@ -7,6 +7,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from kdp.frozen import fast_init
 from kdp.wire import (ICMP, ICMP_ERROR_TYPES, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SCTP,
                       TCP, UDP, Packet)
 
@@ -18,6 +19,7 @@ ICMP_INVERSE = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17}
 ICMP_VALID_NEW = frozenset({8, 13, 15, 17})          # requests may open an entry
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Tuple:
     """One direction of a connection. TCP/UDP: ports. ICMP: `sport` is the
@@ -102,6 +104,7 @@ def packet_tuple(pkt: Packet) -> Tuple | None:
     return Tuple(ip.proto, ip.src, ip.dst)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Quoted:
     """The packet quoted in an ICMP error: where its headers sit in the ICMP

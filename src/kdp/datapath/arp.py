@@ -85,8 +85,7 @@ class ArpMixin:
         if ns.is_broadcast(pkt.ip.dst):
             self.transmit(dev, wire.set_macs(pkt, dev.mac, BROADCAST_MAC), ev)
             return
-        mac = ns.neigh.lookup_mac(dev.name, nexthop)
-        entry = ns.neigh.get(dev.name, nexthop)
+        entry, mac = ns.neigh.resolve(dev.name, nexthop)
         if mac is not None and resume is not None:
             # br_nf_pre_routing_finish_bridge: with a cached header the frame is bridged
             # at once; otherwise it goes out through the bridge device first
@@ -115,10 +114,12 @@ class ArpMixin:
                 else ns.source_address(dev.name, nexthop)       # inet_select_addr, any device
             req = Packet(Ether(BROADCAST_MAC, dev.mac, wire.ETH_P_ARP),
                          arp=ARP(1, dev.mac, src or IPv4Address(0), ZERO_MAC, nexthop))
-            self.hop(ev, dev, "arp", "request", f"who-has {nexthop} tell {src} (packet queued)")
+            if self.tracing:
+                self.hop(ev, dev, "arp", "request", f"who-has {nexthop} tell {src} (packet queued)")
             self.transmit(dev, req, ev.child(dev, req, meta=None, leg="arp"))
         else:
-            self.hop(ev, dev, "arp", "queue", f"waiting for {nexthop}")
+            if self.tracing:
+                self.hop(ev, dev, "arp", "queue", f"waiting for {nexthop}")
 
     def fail_pending_neighbours(self) -> bool:
         """No answer came: the kernel gives up after its probes, drops the queued

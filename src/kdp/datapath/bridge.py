@@ -107,14 +107,16 @@ class BridgeMixin:
         ns = br.namespace
         rt = ns.routes.lookup(pkt.ip.dst)
         if ns.is_local(pkt.ip.dst) or rt is None or rt.dev != br.name:
-            self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: routed by the node")
+            if self.tracing:
+                self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: routed by the node")
             ev.pkt = wire.set_macs(pkt, pkt.eth.src, br.mac)
             return False
 
         def resume(mac: str, via_output: bool) -> None:
             out = wire.set_macs(pkt, pkt.eth.src, mac)
-            self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: stays bridged, to {mac}"
-                     + (f" (sent through {br.name}: no cached header yet)" if via_output else ""))
+            if self.tracing:
+                self.hop(ev, port, "bridge", "dnat", f"DNAT to {pkt.ip.dst}: stays bridged, to {mac}"
+                         + (f" (sent through {br.name}: no cached header yet)" if via_output else ""))
             if via_output:
                 self.capture(br, wire.set_macs(pkt, br.mac, mac), "out")
             self._br_handle_frame_finish(br, port, out, ev.child(port, out, meta=ev.meta), nf=True)

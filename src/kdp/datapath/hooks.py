@@ -30,6 +30,8 @@ class HookMixin:
         res = nf.hook(HookState(hook, pkt, in_dev, out_dev, physin, physout, self.now), ev.meta)
         if rec is not None:                 # which leg each counter increment belongs to
             rec.legs.extend([ev.leg] * (len(rec.counted) - counted))
+        if res.verdict == "ACCEPT" and not res.trace and not res.log:
+            return res.packet               # (the common case: nothing to report)
         dev = ns.devices.get(in_dev or out_dev or "lo")
         for t in res.trace:
             if t.kind == "rule" and not self.trace_misses and t.outcome in ("no match", "miss"):

@@ -177,6 +177,7 @@ class Ipv4Mixin:
             ident = keyed_hash(self.seed, "icmp-id", ns.name, str(pkt.ip.src), pkt.ip.ident,
                                seed_as_key=False) & 0xFFFF
         err = icmp_error(pkt, typ, code, ident, src=src)
-        self.hop(ev, dev, "route", "icmp", f"sending {wire.icmp_str(err.l4)} to {pkt.ip.src}", ns)
+        if self.tracing:
+            self.hop(ev, dev, "route", "icmp", f"sending {wire.icmp_str(err.l4)} to {pkt.ip.src}", ns)
         leg = answer_leg(ev.leg)
         self.local_out(ns, err, ev.child(ns.devices["lo"], err, meta=None, leg=leg))

@@ -19,6 +19,9 @@ class NeighEntry:
     hh: bool = False                    # the cached header: set once output used the entry
 
 
+_USABLE = ("REACHABLE", "STALE", "PERMANENT")     # states whose MAC output uses
+
+
 class NeighTable:
     """Changes are reported to `watch` (the owning datapath's, once it has one)."""
 
@@ -27,13 +30,21 @@ class NeighTable:
     def __init__(self, watch: Watch | None = None) -> None:
         self.entries: dict[tuple[str, IPv4Address], NeighEntry] = {}
         self.watch = watch if watch is not None else Watch()
+        # False: no entry is INCOMPLETE (only incomplete() makes one), so pending(),
+        # asked after every frame, has nothing to look for
+        self._maybe_incomplete = False
 
     def get(self, dev: str, ip: IPv4Address) -> NeighEntry | None:
         return self.entries.get((dev, ip))
 
     def lookup_mac(self, dev: str, ip: IPv4Address) -> str | None:
         e = self.entries.get((dev, ip))
-        return e.mac if e is not None and e.state in ("REACHABLE", "STALE", "PERMANENT") else None
+        return e.mac if e is not None and e.state in _USABLE else None
+
+    def resolve(self, dev: str, ip: IPv4Address) -> tuple[NeighEntry | None, str | None]:
+        """(get(dev, ip), lookup_mac(dev, ip)) in one lookup."""
+        e = self.entries.get((dev, ip))
+        return e, (e.mac if e is not None and e.state in _USABLE else None)
 
     def update(self, dev: str, ip: IPv4Address, mac: str, now: float, create: bool = True) -> list:
         """Record ip→mac on dev; returns the packets that were waiting for it."""
@@ -58,6 +69,7 @@ class NeighTable:
         if e is None or e.state == "FAILED":
             e = self.entries[(dev, ip)] = NeighEntry(ip, dev, updated=now)
             self.watch.bump()
+        self._maybe_incomplete = True
         return e
 
     def cache_header(self, e: NeighEntry) -> None:
@@ -72,7 +84,13 @@ class NeighTable:
         self.watch.bump()
 
     def pending(self) -> list[NeighEntry]:
-        return [e for e in self.entries.values() if e.state == "INCOMPLETE" and e.queue]
+        """INCOMPLETE entries with packets queued."""
+        if not self._maybe_incomplete:
+            return []
+        incomplete = [e for e in self.entries.values() if e.state == "INCOMPLETE"]
+        if not incomplete:
+            self._maybe_incomplete = False
+        return [e for e in incomplete if e.queue]
 
     def dump(self) -> list[str]:
         """`ip neigh show` lines."""

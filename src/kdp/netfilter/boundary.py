@@ -141,23 +141,34 @@ class TraceEntry(NamedTuple):
         return f"{where}: {self.rule} => {self.outcome}" if self.rule else f"{where}: {self.outcome}"
 
 
-@dataclass
 class HookResult:
-    """What a hook did to one packet."""
+    """What a hook did to one packet. (A plain class with slots, not a
+    dataclass: one is made per hook call, ~15 per frame.)"""
 
-    verdict: str
-    packet: Packet
-    reason: str | None = None
-    trace: list[TraceEntry] = field(default_factory=list)
-    generated: list[Packet] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
-    rejected: bool = False                        # a REJECT answered the dropped packet
-    generated_meta: list[SkbMeta] = field(default_factory=list)   # ct attached, per generated
-    rules_evaluated: int = 0
+    __slots__ = ("verdict", "packet", "reason", "trace", "generated", "log", "rejected",
+                 "generated_meta", "rules_evaluated")
+
+    def __init__(self, verdict: str, packet: Packet, reason: str | None = None,
+                 trace: list[TraceEntry] | None = None, generated: list[Packet] | None = None,
+                 log: list[str] | None = None, rejected: bool = False,
+                 generated_meta: list[SkbMeta] | None = None, rules_evaluated: int = 0):
+        self.verdict = verdict
+        self.packet = packet
+        self.reason = reason
+        self.trace = [] if trace is None else trace
+        self.generated = [] if generated is None else generated
+        self.log = [] if log is None else log
+        self.rejected = rejected                  # a REJECT answered the dropped packet
+        self.generated_meta = [] if generated_meta is None else generated_meta   # ct attached
+        self.rules_evaluated = rules_evaluated
 
     @property
     def accepted(self) -> bool:
         return self.verdict == "ACCEPT"
+
+    def __repr__(self) -> str:
+        return (f"HookResult(verdict={self.verdict!r}, reason={self.reason!r}, "
+                f"trace={len(self.trace)} entries, generated={len(self.generated)})")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import math
 from ipaddress import IPv4Address
 
 from kdp.conntrack import (ASSURED, CONFIRMED, DST_NAT, EXPECTED, ORIGINAL, SEEN_REPLY, SRC_NAT,
-                           ctinfo_dir, packet_tuple)
+                           ctinfo_dir, ctinfo_state, packet_tuple)
 from kdp.conntrack.keyed import decision_point, flow_hash, random31
 
 from .ext import Match, register_match
@@ -42,6 +42,18 @@ def packet_states(pc) -> set[str]:
     if ct.status & DST_NAT:
         states.add("DNAT")
     return states
+
+
+def state_hit(want: frozenset[str], meta) -> bool:
+    """bool(want & packet_states(pc)), without building the set (the state
+    match of nearly every kube-proxy chain runs this for every packet)."""
+    ct = meta.ct
+    if ct is None:
+        return ("UNTRACKED" if meta.notrack else "INVALID") in want
+    if ctinfo_state(meta.ctinfo) in want:
+        return True
+    status = ct.status
+    return bool((status & SRC_NAT and "SNAT" in want) or (status & DST_NAT and "DNAT" in want))
 
 
 @register_match
@@ -122,8 +134,10 @@ class ConntrackMatch(Match):
         o = self.opts
         if "state" in o:
             want, inv = o["state"]
-            if bool(want & packet_states(pc)) == inv:
+            if state_hit(want, pc.meta) == inv:
                 return False
+            if len(o) == 1:
+                return True
         ct = pc.meta.ct
         if ct is None:
             return "state" in o
@@ -178,7 +192,7 @@ class StateMatch(Match):
             ",".join(s for s in self.STATES if s in self.states)
 
     def matches(self, pc) -> bool:
-        return bool(self.states & packet_states(pc)) != self.inv
+        return state_hit(self.states, pc.meta) != self.inv
 
 
 @register_match

@@ -20,9 +20,9 @@ from kdp.wire import Packet, l4_length
 from .boundary import (HookResult, HookState, NamespaceInfo, SkbMeta, StaticNamespaceInfo,
                        StatisticQuery, TraceEntry)
 from .ext import ACCEPT, CONTINUE, DROP, RETURN
-from .model import Ruleset
+from .model import DST_RUN_MIN, Ruleset
 from .recent import RecentTables
-from .targets import ChainJump, Verdict
+from .targets import JUMP, VERDICT
 
 STAGES = {
     "PREROUTING": ("raw", "conntrack", "mangle", "nat"),
@@ -44,20 +44,26 @@ def ip_length(pkt: Packet) -> int:
 class PacketCtx:
     """What matches and targets see while one packet walks one hook."""
 
+    __slots__ = ("nf", "hs", "meta", "res", "hook", "in_dev", "out_dev", "now", "table", "chain",
+                 "rule_number", "rejected", "drop_note", "pkt", "ip", "l4", "src", "dst", "proto",
+                 "src_int", "dst_int", "ip_len")
+
     def __init__(self, nf: "Netfilter", hs: HookState, meta: SkbMeta, res: HookResult):
         self.nf, self.hs, self.meta, self.res = nf, hs, meta, res
-        self.hook, self.in_dev, self.out_dev, self.now = hs.hook, hs.in_dev, hs.out_dev, hs.now
+        self.hook, pkt, self.in_dev, self.out_dev, _physin, _physout, self.now = hs
         self.table = self.chain = ""
         self.rule_number = 0
         self.rejected = False
         self.drop_note: str | None = None
-        self.set_packet(hs.packet)
-        self.ip_len = ip_length(hs.packet)
+        self.set_packet(pkt)
+        self.ip_len = ip_length(pkt)
 
     def set_packet(self, pkt: Packet) -> None:
-        self.pkt, self.ip, self.l4 = pkt, pkt.ip, pkt.l4
-        self.src, self.dst, self.proto = pkt.ip.src, pkt.ip.dst, pkt.ip.proto
-        self.src_int, self.dst_int = int(self.src), int(self.dst)
+        ip = pkt.ip
+        self.pkt, self.ip, self.l4 = pkt, ip, pkt.l4
+        src, dst = ip.src, ip.dst
+        self.src, self.dst, self.proto = src, dst, ip.proto
+        self.src_int, self.dst_int = int(src), int(dst)
 
     def trace(self, table: str, chain: str, number: int, rule: str, outcome: str,
               kind: str = "rule") -> None:
@@ -146,15 +152,30 @@ class Netfilter:
 
     # --- the hook ----------------------------------------------------------
     def hook(self, state: HookState, meta: SkbMeta) -> HookResult:
-        if state.hook not in STAGES:
-            raise ValueError(f"unknown hook {state.hook!r} (one of {', '.join(STAGES)})")
+        hook = state.hook
+        plan = _PLANS.get(hook)
+        if plan is None:
+            raise ValueError(f"unknown hook {hook!r} (one of {', '.join(STAGES)})")
         res = HookResult(ACCEPT, state.packet)
         if state.packet.ip is None:
             return res                      # ARP and other non-IPv4 frames: not iptables' business
         pc = PacketCtx(self, state, meta, res)
-        for stage in STAGES[state.hook]:
-            special = _STAGE_METHODS.get(stage)
-            verdict, reason = special(self, pc) if special is not None else self._walk(pc, stage)
+        tables = self.ruleset.tables
+        for table_name, special in plan:
+            if special is not None:
+                verdict, reason = special(self, pc)
+            else:
+                start = tables[table_name].chains.get(hook)
+                if start is None:
+                    continue
+                if not start.rules and start.policy == ACCEPT:
+                    # an empty chain: only its policy counter moves (_walk, without the call)
+                    start.packets += 1
+                    start.bytes += pc.ip_len
+                    if self.counted is not None:
+                        self.counted.append((start, pc.ip_len))
+                    continue
+                verdict, reason = self._walk(pc, table_name)
             if verdict == DROP:
                 res.verdict, res.reason, res.rejected = DROP, reason, pc.rejected
                 break
@@ -230,79 +251,110 @@ class Netfilter:
             return ACCEPT, None
         pc.table = table_name
         counted = self.counted
+        ip_len = pc.ip_len
         if not start.rules and start.policy == ACCEPT:
             start.packets += 1
-            start.bytes += pc.ip_len
+            start.bytes += ip_len
             if counted is not None:
-                counted.append((start, pc.ip_len))
+                counted.append((start, ip_len))
             return ACCEPT, None
         stack: list[tuple] = []
         cur, idx = start, 0
-        trace_misses = self.trace_misses and self.tracing
+        tracing = self.tracing
+        trace_misses = self.trace_misses and tracing
+        # the destination index (Chain.dst_skips) skips rules whose -d cannot match,
+        # whose test would have failed without a side effect; not when every rule
+        # evaluated is traced ("no match" entries)
+        indexed = not trace_misses
         res = pc.res
         trace = res.trace
         rules = cur.rules
+        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+        evaluated = 0
         while True:
             if idx >= len(rules):
                 if cur is not start:
-                    pc.trace(table_name, cur.name, 0, "", "return", "return")
+                    if tracing:
+                        pc.trace(table_name, cur.name, 0, "", "return", "return")
                     if stack:
                         cur, idx = stack.pop()
                         rules = cur.rules
+                        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
                         continue
+                res.rules_evaluated += evaluated
                 return self._policy(pc, start)
+            if skips is not None:
+                run = skips[idx]
+                if run is not None:
+                    end, mask, where = run
+                    nxt = end
+                    for pos in where.get(pc.dst_int & mask, ()):
+                        if pos >= idx:
+                            nxt = pos
+                            break
+                    if nxt > idx:
+                        evaluated += nxt - idx
+                        idx = nxt
+                        continue
             rule = rules[idx]
             idx += 1
             pc.chain, pc.rule_number = cur.name, idx
-            res.rules_evaluated += 1
-            if not rule.ip_matches(pc):
-                matched = False
-            elif counted is not None and rule.volatile:
-                matched = _matches_noting_volatile(rule, pc, counted)
+            evaluated += 1
+            if counted is not None and rule.volatile:
+                matched = rule.ip_matches(pc) and _matches_noting_volatile(rule, pc, counted)
             else:
-                matched = True
-                for m in rule.matches:
-                    if not m.matches(pc):
-                        matched = False
-                        break
+                test = rule.test
+                matched = test is None or test(pc)
             if not matched:
                 if trace_misses:
                     trace.append(TraceEntry(table_name, cur.name, idx, rule.text, "no match"))
                 continue
             rule.packets += 1
-            rule.bytes += pc.ip_len
-            if counted is not None:
-                counted.append((rule, pc.ip_len))
-                if rule.target is not None and rule.target.volatile:
-                    counted.append(None)
+            rule.bytes += ip_len
             t = rule.target
+            if counted is not None:
+                counted.append((rule, ip_len))
+                if t is not None and t.volatile:
+                    counted.append(None)
             if t is None:
-                pc.trace(table_name, cur.name, idx, rule.text, "match")
+                if tracing:
+                    pc.trace(table_name, cur.name, idx, rule.text, "match")
                 continue
-            if isinstance(t, ChainJump):
-                pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
+            kind = t.KIND
+            if kind is JUMP:
+                if tracing:
+                    pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
                 if not t.goto:
                     stack.append((cur, idx))
                     if len(stack) > MAX_JUMP_DEPTH:
+                        res.rules_evaluated += evaluated
                         return DROP, errors.JUMP_DEPTH
                 cur, idx = table.chains[t.chain], 0
                 rules = cur.rules
+                skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
                 continue
-            if isinstance(t, Verdict):
-                pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.verdict}")
-                if t.verdict == RETURN:
+            if kind is VERDICT:
+                if tracing:
+                    pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.verdict}")
+                verdict = t.verdict
+                if verdict == RETURN:
                     if stack:
                         cur, idx = stack.pop()
                         rules = cur.rules
+                        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
                         continue
+                    res.rules_evaluated += evaluated
                     return self._policy(pc, start)
-                if t.verdict == DROP:
+                res.rules_evaluated += evaluated
+                if verdict == DROP:
                     return DROP, f"rule:{table_name}/{cur.name}#{idx}"
                 return ACCEPT, None
-            pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
+            if tracing:
+                pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
             verdict = t.run(pc)
             if verdict == CONTINUE:
                 continue
+            res.rules_evaluated += evaluated
             if verdict == DROP:
                 return DROP, pc.drop_note or f"rule:{table_name}/{cur.name}#{idx}"
             return verdict, None
@@ -322,6 +374,9 @@ class Netfilter:
 # The stages that are not a table walk, by name (Netfilter.hook).
 _STAGE_METHODS = {"conntrack": Netfilter._conntrack, "nat": Netfilter._nat,
                   "confirm": Netfilter._confirm}
+# Each hook's stages as Netfilter.hook runs them: (table to walk, None) or (None, stage method).
+_PLANS = {hook: tuple((None, _STAGE_METHODS[s]) if s in _STAGE_METHODS else (s, None)
+                      for s in stages) for hook, stages in STAGES.items()}
 
 
 def _matches_noting_volatile(rule, pc: PacketCtx, counted: list) -> bool:

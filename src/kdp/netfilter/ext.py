@@ -79,6 +79,9 @@ class Match(Extension):
     # volatile: the result depends on state or time the flow cache does not key
     # on (recent lists, counters, expiry), or evaluating it changes state
     volatile: ClassVar[bool] = False
+    # matches() is True for every packet and has no side effect (comment): the
+    # compiled rule test (model.Rule.test) leaves it out
+    always: ClassVar[bool] = False
 
     def matches(self, pc: Any) -> bool:
         raise NotImplementedError
@@ -87,6 +90,9 @@ class Match(Extension):
 class Target(Extension):
     terminal: ClassVar[bool] = False
     volatile: ClassVar[bool] = False        # running it changes state or generates packets
+    # what the chain walk does with it: "jump" (a chain offset), "verdict" (ACCEPT/DROP/RETURN),
+    # None (run it); the walk compares by identity with targets.JUMP / targets.VERDICT
+    KIND: ClassVar[str | None] = None
 
     def run(self, pc: Any) -> str:
         """Execute; return ACCEPT, DROP or CONTINUE."""

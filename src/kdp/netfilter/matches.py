@@ -230,6 +230,7 @@ class MultiportMatch(Match):
 @register_match
 class CommentMatch(Match):
     name = "comment"
+    always = True
     OPTIONS = {"--comment": "comment"}
 
     def __init__(self) -> None:

@@ -46,6 +46,7 @@ class Rule:
         self._text: str | None = None
         self._src = self._dst = None
         self._volatile: bool | None = None
+        self.test = self._first_test
 
     @property
     def volatile(self) -> bool:
@@ -61,6 +62,25 @@ class Rule:
         self._src = (int(self.src.network_address), int(self.src.netmask)) if self.src else None
         self._dst = (int(self.dst.network_address), int(self.dst.netmask)) if self.dst else None
         self._text = None
+        self.test = self._first_test
+        COMPILED[0] += 1                    # chains' destination indexes are rebuilt
+
+    # test(pc): ip_matches() and then every match in order, as one function built
+    # the first time the walk reaches the rule (None: the rule matches every
+    # packet). Same answer, same match calls (side effects) in the same order;
+    # comment matches, always true, are left out.
+    def _first_test(self, pc) -> bool:
+        self.test = test = _build_test(self)
+        return test is None or test(pc)
+
+    def __getstate__(self) -> dict:         # copies (Ruleset.copy(deep=True)) build their own test
+        state = self.__dict__.copy()
+        del state["test"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.test = self._first_test
 
     def ip_matches(self, pc) -> bool:
         """ip_packet_match(): addresses, interfaces, protocol."""
@@ -118,6 +138,50 @@ class Rule:
         return f"<Rule {self.text}>"
 
 
+def _build_test(rule: Rule):
+    """The rule's test as one generated function (see Rule.test). The source
+    names the rule's values (env) rather than spelling them, so rules of one
+    shape (kube-proxy writes thousands alike) share one compiled code object."""
+    env: dict = {"iface_match": iface_match}
+    lines = []
+    if rule._src is not None:
+        env["src_net"], env["src_mask"], env["src_inv"] = rule._src[0], rule._src[1], bool(rule.src_inv)
+        lines.append("if ((pc.src_int & src_mask) == src_net) == src_inv: return False")
+    if rule._dst is not None:
+        env["dst_net"], env["dst_mask"], env["dst_inv"] = rule._dst[0], rule._dst[1], bool(rule.dst_inv)
+        lines.append("if ((pc.dst_int & dst_mask) == dst_net) == dst_inv: return False")
+    if rule.in_iface is not None:
+        env["in_iface"], env["in_inv"] = rule.in_iface, bool(rule.in_inv)
+        lines.append("if iface_match(in_iface, pc.in_dev) == in_inv: return False")
+    if rule.out_iface is not None:
+        env["out_iface"], env["out_inv"] = rule.out_iface, bool(rule.out_inv)
+        lines.append("if iface_match(out_iface, pc.out_dev) == out_inv: return False")
+    if rule.proto:
+        env["proto"], env["proto_inv"] = rule.proto, bool(rule.proto_inv)
+        lines.append("if (pc.proto == proto) == proto_inv: return False")
+    for i, m in enumerate(rule.matches):
+        if not m.always:
+            env[f"m{i}"] = m.matches
+            lines.append(f"if not m{i}(pc): return False")
+    if not lines:
+        return None
+    shape = tuple(lines)
+    code = _TEST_CODE.get(shape)
+    if code is None:
+        src = "def test(pc):\n" + "".join(f"    {line}\n" for line in lines) + "    return True\n"
+        code = _TEST_CODE[shape] = compile(src, "<rule test>", "exec")
+    exec(code, env)
+    return env["test"]
+
+
+_TEST_CODE: dict[tuple, object] = {}     # rule shape -> compiled `def test` (see _build_test)
+
+
+# bumped by every Rule.compile(): a chain's destination index made before is stale
+COMPILED = [0]
+DST_RUN_MIN = 4         # shorter runs of destination rules are walked one by one
+
+
 class Chain:
     def __init__(self, name: str, policy: str | None = None):
         self.name = name
@@ -125,6 +189,46 @@ class Chain:
         self.rules: list[Rule] = []
         self.packets = 0
         self.bytes = 0
+        self._dst_index: tuple | None = None
+
+    def dst_skips(self) -> list | None:
+        """The destination index of the chain (kube-proxy's KUBE-SERVICES: one
+        `-d IP/32` rule per Service port): for each rule position, None, or the
+        run of consecutive rules it belongs to whose destinations are all
+        `-d NET/MASK` with the same mask and not negated, as (end of the run,
+        mask, {network: positions in the run with that network}). A packet whose
+        destination is not one of a rule's cannot match it; the walk goes
+        straight to the next rule in the run that it can match (or past the run),
+        counting the ones between as evaluated. None: no such run. Rebuilt when
+        the rule list changed (appended, inserted, replaced) or a rule was compiled."""
+        rules = self.rules
+        cached = self._dst_index
+        if cached is not None and cached[0] is rules and cached[1] == len(rules) \
+                and cached[2] == COMPILED[0]:
+            return cached[3]
+        skips: list | None = None
+        i, n = 0, len(rules)
+        while i < n:
+            r = rules[i]
+            if r._dst is None or r.dst_inv:
+                i += 1
+                continue
+            mask = r._dst[1]
+            j = i
+            where: dict[int, list[int]] = {}
+            while j < n and rules[j]._dst is not None and not rules[j].dst_inv \
+                    and rules[j]._dst[1] == mask:
+                where.setdefault(rules[j]._dst[0], []).append(j)
+                j += 1
+            if j - i >= DST_RUN_MIN:
+                if skips is None:
+                    skips = [None] * n
+                run = (j, mask, {net: tuple(pos) for net, pos in where.items()})
+                for k in range(i, j):
+                    skips[k] = run
+            i = j
+        self._dst_index = (rules, n, COMPILED[0], skips)
+        return skips
 
     @property
     def builtin(self) -> bool:

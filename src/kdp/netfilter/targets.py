@@ -10,10 +10,14 @@ from .reject import REJECT_NAMES, build_reject
 from .syntax import SyntaxProblem, parse_mark, parse_uint, save_string
 
 
+JUMP, VERDICT = "jump", "verdict"         # Target.KIND of the two standard targets
+
+
 class Verdict(Target):
     """ACCEPT, DROP, RETURN: the standard target with a verdict."""
 
     terminal = True
+    KIND = VERDICT
 
     def __init__(self, verdict: str) -> None:
         super().__init__()
@@ -31,6 +35,7 @@ class ChainJump(Target):
     """-j CHAIN / -g CHAIN: the standard target with a chain offset."""
 
     terminal = True
+    KIND = JUMP
 
     def __init__(self, chain: str, goto: bool = False) -> None:
         super().__init__()
