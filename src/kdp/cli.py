@@ -210,10 +210,7 @@ def cmd_rules(a) -> int:
 def cmd_demo(a) -> int:
     from .tour import run_tour
     output_dir(a.out, "--out")
-    if a.proxy_mode == "nftables":
-        from .k8s.kubeproxy_nft import NOT_EMULATED
-        raise UsageError(NOT_EMULATED)
-    return run_tour(out_dir=a.out, seed=a.seed)
+    return run_tour(out_dir=a.out, seed=a.seed, proxy_mode=a.proxy_mode)
 
 
 CLUSTER_HELP = "a YAML file, a directory of YAML files, or 'demo' (the built-in example cluster)"

@@ -134,6 +134,18 @@ class Netfilter:
         # bytes) per counter increment, None for a volatile rule evaluated
         self.counted: list | None = None
         self.watch = watch if watch is not None else Watch()
+        # nftables beside the iptables tables (attach_nft): the stages per hook, with
+        # its base chains among them, and the nat chains nf_nat runs per hook
+        self.nft = None
+        self.stages: dict = STAGES
+        self.nat_chains: dict = {}
+
+    def attach_nft(self, engine) -> None:
+        """Evaluate an nftables ruleset (a kdp.netfilter.nft.NftEngine, or None to
+        remove it) at the hooks beside the iptables tables."""
+        self.nft = engine
+        self.stages, self.nat_chains = engine.stages(STAGES) if engine is not None else (STAGES, {})
+        self.watch.bump()
 
     def load(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset (conntrack, recent lists and nfacct stay)."""
@@ -152,9 +164,14 @@ class Netfilter:
         if state.packet.ip is None:
             return res                      # ARP and other non-IPv4 frames: not iptables' business
         pc = PacketCtx(self, state, meta, res)
-        for stage in STAGES[state.hook]:
+        for stage in self.stages[state.hook]:
             special = _STAGE_METHODS.get(stage)
-            verdict, reason = special(self, pc) if special is not None else self._walk(pc, stage)
+            if special is not None:
+                verdict, reason = special(self, pc)
+            elif stage.__class__ is str:
+                verdict, reason = self._walk(pc, stage)
+            else:                           # an nftables base chain (netfilter.nft.engine)
+                verdict, reason = stage(pc)
             if verdict == DROP:
                 res.verdict, res.reason, res.rejected = DROP, reason, pc.rejected
                 break
@@ -181,7 +198,7 @@ class Netfilter:
     def _nat(self, pc: PacketCtx) -> tuple[str, str | None]:
         """nf_nat_ipv4_fn(): walk the nat table for the first packet of a
         connection (per manip type), else rewrite from the entry's binding."""
-        if not self.ruleset.tables["nat"].loaded:
+        if not self.ruleset.tables["nat"].loaded and not self.nat_chains:
             return ACCEPT, None
         meta = pc.meta
         ct = meta.ct
@@ -197,7 +214,7 @@ class Netfilter:
                 pc.set_packet(new)
             return ACCEPT, None
         if meta.ctinfo in (NEW, RELATED, RELATED_REPLY) and not nat_initialized(ct, manip):
-            verdict, reason = self._walk(pc, "nat")
+            verdict, reason = self._nat_walk(pc, manip)
             if verdict == DROP:
                 return verdict, reason
             if not nat_initialized(ct, manip):
@@ -209,6 +226,18 @@ class Netfilter:
         if ev:
             pc.event(ev, "nat")
             pc.set_packet(new)
+        return ACCEPT, None
+
+    def _nat_walk(self, pc: PacketCtx, manip: str) -> tuple[str, str | None]:
+        """nf_nat_inet_fn(): the hook's nat chains in priority order (iptables' nat
+        table, nftables' nat base chains) until one binds the connection."""
+        chains = self.nat_chains.get(pc.hook)
+        if chains is None:
+            return self._walk(pc, "nat")
+        for chain in chains:
+            verdict, reason = self._walk(pc, "nat") if chain == "nat" else chain(pc)
+            if verdict == DROP or nat_initialized(pc.meta.ct, manip):
+                return verdict, reason
         return ACCEPT, None
 
     def _confirm(self, pc: PacketCtx) -> tuple[str, str | None]:

@@ -1,6 +1,6 @@
 # Tests for k8s.kubeproxy_nft: kube-proxy 1.33's nftables-mode ruleset (latest 1.33 layout)
 # as `nft list ruleset` prints it, its parse/print round trip (demo and Hypothesis clusters),
-# and the CLI around it (kubeProxy.mode, --proxy-mode, kdp rules; no emulation yet).
+# and the CLI around it (kubeProxy.mode, --proxy-mode, kdp rules, kdp trace).
 # The real-nft checks (a throwaway netns) are in tests/oracle/test_nft_oracle.py.
 from __future__ import annotations
 
@@ -255,13 +255,9 @@ def test_iptables_mode_still_prints_iptables_save(kdp, node0):
     assert r.returncode == 2 and "--format iptables-save" in r.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ("trace", "demo", "--from", "pod/default/client", "--to", "svc/backend/service-a"),
-    ("demo",),
-    ("run", "demo", "--pcap", str(PCAPS / "capture.pcap"), "--at", "auto"),
-])
-def test_forwarding_through_nftables_mode_stops_with_one_clear_line(kdp, args):
-    r = kdp(*args, "--proxy-mode", "nftables")
-    assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert "nftables mode" in r.stderr and "cannot emulate them yet" in r.stderr
+def test_nftables_mode_forwards_packets_through_kdp_trace(kdp):
+    r = kdp("trace", "demo", "--from", "pod/default/client", "--to", "svc/backend/service-a",
+            "--proxy-mode", "nftables", "--detail", "full")
+    assert r.returncode == 0 and r.stderr == ""
+    assert "request: DELIVERED to pod/backend/service-a" in r.stdout
+    assert "ip kube-proxy/services#1" in r.stdout and "vmap @service-ips" in r.stdout
