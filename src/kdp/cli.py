@@ -85,7 +85,8 @@ def cmd_trace(a) -> int:
 
 def _tables(emu, a) -> dict:
     """What --conntrack / --counters asked for: per node, `conntrack -L` and
-    `iptables-save -c` as they stand after the run."""
+    `iptables-save -c` as they stand after the run (and, in nftables mode,
+    `nft list ruleset`: counter statements as counted, dynamic set elements)."""
     out = {}
     now = emu.datapath.now
     if getattr(a, "conntrack", False):
@@ -94,11 +95,15 @@ def _tables(emu, a) -> dict:
     if getattr(a, "counters", False):
         out["counters"] = {n.name: emu.topology.node_ns[n.name].netfilter.ruleset.to_iptables_save(counters=True)
                            for n in emu.cluster.nodes}
+        nft = {n.name: emu.topology.node_ns[n.name].netfilter.nft for n in emu.cluster.nodes}
+        if any(e is not None for e in nft.values()):     # nftables mode: kube-proxy's table too
+            out["nft"] = {name: e.listing(now).render() for name, e in nft.items() if e is not None}
     return out
 
 
 def _print_tables(tables: dict) -> None:
-    for what, title in (("conntrack", "conntrack -L"), ("counters", "iptables-save -c")):
+    for what, title in (("conntrack", "conntrack -L"), ("counters", "iptables-save -c"),
+                        ("nft", "nft list ruleset")):
         for node, text in tables.get(what, {}).items():
             print(f"\n# {title} on {node}")
             print(text.rstrip("\n") or "(empty)")
