@@ -111,6 +111,10 @@ class NftEngine:
     def __init__(self, ruleset: NftRuleset, source: str = "-", ns_name: str = "ns", seed: int = 0):
         self.ruleset, self.source, self.ns_name, self.seed = ruleset, source, ns_name, seed
         self.tables: list[CTable] = []
+        # force_choice: None, or a callable (table label, chain name) -> bool that steers
+        # `numgen ... vmap` to the first element whose chain it accepts (kdp.testing's
+        # endpoint probes, as Netfilter.force_statistic steers the statistic match)
+        self.force_choice = None
         for t in ruleset.tables:
             if t.family in FAMILIES:
                 self.tables.append(self._table(t))
@@ -176,6 +180,8 @@ class NftEngine:
             s = self._set(table, st.map, kind, is_map=True)
             for _v, el in s.exact.values():
                 self._check_target(table, el.value)
+            if isinstance(st.key, Numgen):
+                return _numgen_vmap(self, table, key, kind, s)
             return _vmap(key, kind, s, volatile)
         if isinstance(st, Counter):
             c = NftCounter(st.packets, st.bytes)
@@ -344,6 +350,18 @@ class NftEngine:
             return DROP, f"policy:{label}/{base.name}"
         return ACCEPT, None
 
+    def hide_dynamic_elements(self):
+        """Empty the dynamic sets (affinity memory) for a probe; returns the undo."""
+        saved = [(s, s.exact, s.expires, s.added) for t in self.tables for s in t.sets.values()
+                 if s.dynamic]
+        for s, *_ in saved:
+            s.exact, s.expires, s.added = {}, {}, {}
+
+        def undo():
+            for s, exact, expires, added in saved:
+                s.exact, s.expires, s.added = exact, expires, added
+        return undo
+
     # -- listing ------------------------------------------------------------------------
     def listing(self, now: float) -> NftRuleset:
         """The ruleset as `nft list ruleset` shows it now: counters as counted, dynamic
@@ -446,6 +464,24 @@ def _vmap(key, kind, s: RuntimeSet, volatile: bool):
         pc.nft_note = f"[{where}{describe_value(v, kind)} : {el.value}]"
         return value
     return vmap
+
+
+def _numgen_vmap(engine, table, key, kind, s: RuntimeSet):
+    """``numgen random mod N vmap { ... }``: the drawn number's element, or (force_choice
+    set) the first element whose chain force_choice accepts."""
+    plain = _vmap(key, kind, s, True)
+    elements = sorted(s.exact.items())
+
+    def numgen_vmap(pc):
+        force = engine.force_choice
+        if force is not None:
+            for n, (value, el) in elements:
+                if value[1] is not None and force(table.label, value[1]):
+                    _volatile(pc)
+                    pc.nft_note = f"[{n} : {el.value} (forced)]"
+                    return value
+        return plain(pc)
+    return numgen_vmap
 
 
 def _counter(c: NftCounter):
