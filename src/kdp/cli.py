@@ -220,8 +220,9 @@ def cmd_demo(a) -> int:
 
 CLUSTER_HELP = "a YAML file, a directory of YAML files, or 'demo' (the built-in example cluster)"
 SEED_HELP = "seed of every random choice (endpoint, ports, IDs); the same seed, the same output (default 0)"
-RULES_HELP = ("load a real node's iptables-save dump instead of the rules kdp generates: FILE for "
-              "every node, NODE=FILE for one (repeatable)")
+RULES_HELP = ("load a real node's iptables-save dump instead of the rules kdp generates (or an "
+              "`nft list ruleset` dump of kube-proxy's nftables table): FILE for every node, "
+              "NODE=FILE for one (repeatable)")
 EPILOGS = {
     "demo": """examples:
   kdp demo                      # the tour: topology, then each kind of traffic, hop by hop

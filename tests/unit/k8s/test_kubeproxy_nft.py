@@ -261,3 +261,25 @@ def test_nftables_mode_forwards_packets_through_kdp_trace(kdp):
     assert r.returncode == 0 and r.stderr == ""
     assert "request: DELIVERED to pod/backend/service-a" in r.stdout
     assert "ip kube-proxy/services#1" in r.stdout and "vmap @service-ips" in r.stdout
+
+
+def test_rules_accepts_an_nft_list_ruleset_dump(kdp, tmp_path, node0):
+    """--rules NODE=FILE with `nft list ruleset` text: kube-proxy's table from the file
+    (here edited to always pick one endpoint), kubelet's iptables rules beside it."""
+    text = node_ruleset(demo_cluster(), node0)
+    chain = "endpoint-7VLKFEF6-backend/service-a/tcp/http__10.244.2.2/8080"
+    lines = [f"\t\tgoto {chain}" if "numgen random mod 2" in ln and "service-a" in ln else ln
+             for ln in text.splitlines()]
+    dump = tmp_path / "n0.nft"
+    dump.write_text("\n".join(lines) + "\n")
+    for sport in ("40001", "40002", "40003"):
+        r = kdp("trace", "demo", "--rules", f"{node0}={dump}", "--from", "pod/default/client",
+                "--to", "svc/backend/service-a", "--sport", sport)
+        assert r.returncode == 0 and "DELIVERED to pod/backend/service-a" in r.stdout
+        assert "10.244.2.2:8080" in r.stdout
+    bad = tmp_path / "bad.nft"
+    bad.write_text("table ip x {\n chain c { type filter hook input priority 0; tcp flags syn drop }\n}\n")
+    r = kdp("trace", "demo", "--rules", f"{node0}={bad}", "--from", "pod/default/client",
+            "--to", "svc/backend/service-a")
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert f"{bad}:2: chain c: unsupported expression `tcp flags`" in r.stderr
