@@ -48,7 +48,8 @@ def test_pod_to_clusterip_is_dnated_by_the_service_ips_map(emu):
     out = emu.trace("pod/default/client", "svc/default/web")
     assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)
     assert out.packet.l4.dport == 8080 and out.packet.ip.src == ip_of(emu, "client")
-    assert nft_hops(out, f"[@service-ips {svc_ip(emu, 'web')} . tcp . 80 : goto service-")
+    assert nft_hops(out, f"match -> goto service-SUSTUHLJ-default/web/tcp/http "
+                         f"[@service-ips {svc_ip(emu, 'web')} . tcp . 80]")
     assert nft_hops(out, "numgen random mod 3 vmap") and nft_hops(out, "dnat to")
     assert not [h for h in out.hops if h.detail.startswith("nat/KUBE-")]   # no iptables service rules
     r = out.reply.packet
@@ -95,7 +96,7 @@ def test_nodeport_from_outside_is_masqueraded(emu):
     out = emu.trace("ext/8.8.8.8", "10.240.0.4", dport=30080)
     assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)
     assert out.packet.ip.src in (A("10.240.0.4"), A("10.244.0.1"))    # masqueraded to the node
-    assert nft_hops(out, "[@service-nodeports tcp . 30080 : goto external-")
+    assert nft_hops(out, "-> goto external-") and nft_hops(out, "[@service-nodeports tcp . 30080]")
     r = out.reply.packet
     assert out.reply.delivered_to == "ext/8.8.8.8" and (r.ip.src, r.l4.sport) == (A("10.240.0.4"), 30080)
 

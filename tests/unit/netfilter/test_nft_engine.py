@@ -75,7 +75,7 @@ def test_verdict_map_concatenation_and_trace_names_the_element():
     meta = SkbMeta()
     res = hook(nf, "FORWARD", tcp(), meta)
     assert res.verdict == "ACCEPT" and meta.mark == 0x4000          # goto: return ends the base chain
-    assert any("[@m 10.2.0.1 . tcp . 80 : goto svc]" in str(t) for t in res.trace)
+    assert any("=> match -> goto svc [@m 10.2.0.1 . tcp . 80]" in str(t) for t in res.trace)
     res = hook(nf, "FORWARD", tcp(dport=81))
     assert res.verdict == "DROP" and res.reason == "rule:ip t/c#2"    # a miss breaks the rule only
 

@@ -319,9 +319,10 @@ class NftEngine:
                                                 "match" + note))
                 continue
             kind, target = v
-            if tracing:
+            if tracing:         # "match -> VERDICT [ELEMENT]" (kdp.render reads the verdict)
                 res.trace.append(TraceEntry(label, cur.name, rule.number, rule.text,
-                                            f"match{note} -> {kind}" + (f" {target}" if target else "")))
+                                            f"match -> {kind}" + (f" {target}" if target else "")
+                                            + note))
             if kind == "continue":
                 continue
             if kind in ("jump", "goto"):
@@ -461,7 +462,7 @@ def _vmap(key, kind, s: RuntimeSet, volatile: bool):
             return BREAK
         value, el = hit
         where = f"@{s.name} " if s.name is not None else ""
-        pc.nft_note = f"[{where}{describe_value(v, kind)} : {el.value}]"
+        pc.nft_note = f"[{where}{describe_value(v, kind)}]"
         return value
     return vmap
 
@@ -478,7 +479,7 @@ def _numgen_vmap(engine, table, key, kind, s: RuntimeSet):
             for n, (value, el) in elements:
                 if value[1] is not None and force(table.label, value[1]):
                     _volatile(pc)
-                    pc.nft_note = f"[{n} : {el.value} (forced)]"
+                    pc.nft_note = f"[{n} (forced)]"
                     return value
         return plain(pc)
     return numgen_vmap
