@@ -209,3 +209,14 @@ def test_both_modes_agree(src, dst, kw):
             (y.reply.packet.ip.src, y.reply.packet.l4.sport)
     else:
         assert (x.reply is None) == (y.reply is None)
+
+
+def test_load_rules_regenerates_the_nftables_table(emu):
+    emu.trace("pod/default/client", "svc/default/sticky", sport=43000, time=0.0)
+    nf = emu.namespace("node/n1").netfilter
+    before = nf.nft
+    emu.load_rules("n1")                                  # kube-proxy's full resync
+    assert nf.nft is not before and nf.nft.listing(1.0).render() == \
+        before.ruleset.render()                           # the affinity element is gone again
+    out = emu.trace("pod/default/client", "svc/default/web", sport=43001, time=1.0)
+    assert out.disposition == "delivered" and out.packet.ip.dst in web_ips(emu)

@@ -261,6 +261,11 @@ def test_nftables_mode_forwards_packets_through_kdp_trace(kdp):
     assert r.returncode == 0 and r.stderr == ""
     assert "request: DELIVERED to pod/backend/service-a" in r.stdout
     assert "ip kube-proxy/services#1" in r.stdout and "vmap @service-ips" in r.stdout
+    r = kdp("trace", "demo", "--from", "pod/default/client", "--to", "svc/backend/service-a",
+            "--proxy-mode", "nftables")                       # --detail summary: the deciding rules
+    assert "ip kube-proxy/services#1 -> goto service-KTHKV256-backend/service-a/tcp/http " \
+        "[@service-ips 10.2.0.1 . tcp . 80]" in r.stdout
+    assert "no match" not in r.stdout and "firewall-check" not in r.stdout
 
 
 def test_rules_accepts_an_nft_list_ruleset_dump(kdp, tmp_path, node0):
