@@ -637,7 +637,7 @@ def _steer(emu, ep: Endpoint):
         nf.force_statistic, nf.recent = force, RecentTables()
         nft = getattr(nf, "nft", None)
         if nft is not None:                  # nftables mode: numgen vmaps, affinity sets
-            nft.force_choice = lambda label, chain, e=nft: _nft_dnats_to(e, label, chain, ep)
+            nft.force_choice = lambda label, chain, _t, e=nft: _nft_dnats_to(e, label, chain, ep)
             nft_undo.append((nft, nft.hide_dynamic_elements()))
 
     def undo():
@@ -651,15 +651,8 @@ def _steer(emu, ep: Endpoint):
 
 def _nft_dnats_to(engine, label: str, chain: str, ep: Endpoint) -> bool:
     """The nftables chain's `dnat to` statement goes to ep (kube-proxy's endpoint chains)."""
-    from ..netfilter.nft.model import Nat
-    for t in engine.ruleset.tables:
-        if f"{t.family} {t.name}" == label and chain in t.chains:
-            for r in t.chains[chain].rules:
-                for st in r.statements:
-                    if isinstance(st, Nat) and st.kind == "dnat" and st.addr is not None:
-                        return IPv4Address(st.addr) == ep.ip and \
-                            (st.port is None or int(st.port) == ep.port)
-    return False
+    got = engine.dnat_of(label, chain)
+    return got is not None and got[0] == ep.ip and got[1] in (None, ep.port)
 
 
 def endpoint_reachable(emu, flow, outcome=None):

@@ -111,9 +111,11 @@ class NftEngine:
     def __init__(self, ruleset: NftRuleset, source: str = "-", ns_name: str = "ns", seed: int = 0):
         self.ruleset, self.source, self.ns_name, self.seed = ruleset, source, ns_name, seed
         self.tables: list[CTable] = []
-        # force_choice: None, or a callable (table label, chain name) -> bool that steers
-        # `numgen ... vmap` to the first element whose chain it accepts (kdp.testing's
-        # endpoint probes, as Netfilter.force_statistic steers the statistic match)
+        # force_choice: None, or a callable (table label, chain name, the connection's
+        # original tuple or None) -> True/False/None that steers `numgen ... vmap` to the
+        # first element whose chain it accepts (None everywhere: the hash decides) --
+        # kdp.testing's endpoint probes and the kernel oracle, as Netfilter.force_statistic
+        # steers the statistic match
         self.force_choice = None
         for t in ruleset.tables:
             if t.family in FAMILIES:
@@ -351,6 +353,18 @@ class NftEngine:
             return DROP, f"policy:{label}/{base.name}"
         return ACCEPT, None
 
+    def dnat_of(self, label: str, chain: str):
+        """(address, port or None) of the chain's first `dnat to` statement, or None."""
+        from ipaddress import IPv4Address
+        for t in self.ruleset.tables:
+            if f"{t.family} {t.name}" == label and chain in t.chains:
+                for r in t.chains[chain].rules:
+                    for st in r.statements:
+                        if isinstance(st, Nat) and st.kind == "dnat" and st.addr is not None:
+                            return (IPv4Address(st.addr.split("-")[0]),
+                                    int(st.port.split("-")[0]) if st.port else None)
+        return None
+
     def hide_dynamic_elements(self):
         """Empty the dynamic sets (affinity memory) for a probe; returns the undo."""
         saved = [(s, s.exact, s.expires, s.added) for t in self.tables for s in t.sets.values()
@@ -476,8 +490,10 @@ def _numgen_vmap(engine, table, key, kind, s: RuntimeSet):
     def numgen_vmap(pc):
         force = engine.force_choice
         if force is not None:
+            ct = pc.meta.ct
+            t = ct.orig if ct is not None else None
             for n, (value, el) in elements:
-                if value[1] is not None and force(table.label, value[1]):
+                if value[1] is not None and force(table.label, value[1], t):
                     _volatile(pc)
                     pc.nft_note = f"[{n} (forced)]"
                     return value
