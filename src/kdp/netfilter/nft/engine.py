@@ -117,6 +117,7 @@ class NftEngine:
         # kdp.testing's endpoint probes and the kernel oracle, as Netfilter.force_statistic
         # steers the statistic match
         self.force_choice = None
+        self.note: list = [None]     # the set or map element the rule being walked matched
         for t in ruleset.tables:
             if t.family in FAMILIES:
                 self.tables.append(self._table(t))
@@ -183,8 +184,8 @@ class NftEngine:
             for _v, el in s.exact.values():
                 self._check_target(table, el.value)
             if isinstance(st.key, Numgen):
-                return _numgen_vmap(self, table, key, kind, s)
-            return _vmap(key, kind, s, volatile)
+                return _numgen_vmap(self, table, key, kind, s, self.note)
+            return _vmap(key, kind, s, volatile, self.note)
         if isinstance(st, Counter):
             c = NftCounter(st.packets, st.bytes)
             counters.append(c)
@@ -233,7 +234,7 @@ class NftEngine:
             if op not in ("==", "!="):
                 raise Problem(f"`{op}` with a set")
             s = self._set(table, st.right, kind, is_map=False)
-            return _in_set(key, kind, s, op == "==", volatile or s.dynamic)
+            return _in_set(key, kind, s, op == "==", volatile or s.dynamic, self.note)
         if isinstance(kind, tuple):
             raise Problem("a concatenation compared with a single value")
         c = parse_const(st.right.text, kind)
@@ -288,6 +289,7 @@ class NftEngine:
         label = table.label
         pc.table = label
         chains = table.chains
+        note_box = self.note
         stack: list = []
         cur, idx = base, 0
         rules = cur.rules
@@ -303,7 +305,7 @@ class NftEngine:
             rule = rules[idx]
             idx += 1
             pc.chain, pc.rule_number = cur.name, rule.number
-            pc.nft_note = None
+            note_box[0] = None
             res.rules_evaluated += 1
             v = NEXT
             for op in rule.ops:
@@ -314,7 +316,7 @@ class NftEngine:
                 if trace_misses:
                     res.trace.append(TraceEntry(label, cur.name, rule.number, rule.text, "no match"))
                 continue
-            note = f" {pc.nft_note}" if pc.nft_note else ""
+            note = f" {note_box[0]}" if note_box[0] else ""
             if v is NEXT:
                 if tracing:
                     res.trace.append(TraceEntry(label, cur.name, rule.number, rule.text,
@@ -450,7 +452,7 @@ def _compare(key, op, n, volatile):
     return compare
 
 
-def _in_set(key, kind, s: RuntimeSet, want: bool, volatile: bool):
+def _in_set(key, kind, s: RuntimeSet, want: bool, volatile: bool, note: list):
     def lookup(pc):
         if volatile:
             _volatile(pc)
@@ -459,12 +461,12 @@ def _in_set(key, kind, s: RuntimeSet, want: bool, volatile: bool):
             return BREAK
         hit = s.lookup(v, pc.now)
         if hit is not None and want and s.name is not None:
-            pc.nft_note = f"[@{s.name} {describe_value(v, kind)}]"
+            note[0] = f"[@{s.name} {describe_value(v, kind)}]"
         return NEXT if (hit is not None) == want else BREAK
     return lookup
 
 
-def _vmap(key, kind, s: RuntimeSet, volatile: bool):
+def _vmap(key, kind, s: RuntimeSet, volatile: bool, note: list):
     def vmap(pc):
         if volatile or s.dynamic:
             _volatile(pc)
@@ -476,15 +478,15 @@ def _vmap(key, kind, s: RuntimeSet, volatile: bool):
             return BREAK
         value, el = hit
         where = f"@{s.name} " if s.name is not None else ""
-        pc.nft_note = f"[{where}{describe_value(v, kind)}]"
+        note[0] = f"[{where}{describe_value(v, kind)}]"
         return value
     return vmap
 
 
-def _numgen_vmap(engine, table, key, kind, s: RuntimeSet):
+def _numgen_vmap(engine, table, key, kind, s: RuntimeSet, note: list):
     """``numgen random mod N vmap { ... }``: the drawn number's element, or (force_choice
     set) the first element whose chain force_choice accepts."""
-    plain = _vmap(key, kind, s, True)
+    plain = _vmap(key, kind, s, True, note)
     elements = sorted(s.exact.items())
 
     def numgen_vmap(pc):
@@ -495,7 +497,7 @@ def _numgen_vmap(engine, table, key, kind, s: RuntimeSet):
             for n, (value, el) in elements:
                 if value[1] is not None and force(table.label, value[1], t):
                     _volatile(pc)
-                    pc.nft_note = f"[{n} (forced)]"
+                    note[0] = f"[{n} (forced)]"
                     return value
         return plain(pc)
     return numgen_vmap
