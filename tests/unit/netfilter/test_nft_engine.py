@@ -107,6 +107,8 @@ def test_jump_returns_goto_does_not():
     ("ct state established,related accept", False),
     ("ct state new accept", True),
     ("meta mark & 0x00004000 == 0x00000000 accept", True),
+    ("meta nfproto ipv4 accept", True),
+    ("meta protocol ip6 accept", False),
 ])
 def test_expressions(rule, hit):
     nf = nf_with(table(f"""

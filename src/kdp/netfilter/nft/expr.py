@@ -37,7 +37,8 @@ def kind_of(e) -> str | tuple:
             return {"saddr": "addr", "daddr": "addr", "protocol": "proto"}.get(e.field, "int")
         return "port" if e.field in ("sport", "dport") else "int"
     if isinstance(e, Meta):
-        return {"l4proto": "proto", "iifname": "ifname", "oifname": "ifname"}.get(e.key, "int")
+        return {"l4proto": "proto", "iifname": "ifname", "oifname": "ifname",
+                "nfproto": "nfproto", "protocol": "ethertype"}.get(e.key, "int")
     if isinstance(e, Ct):
         if e.key in ("state", "status"):
             return "ct" + e.key
@@ -211,6 +212,11 @@ def parse_const(text: str, kind) -> tuple:
             return ("mask", sum(1 << CT_STATUS_BITS[s] for s in text.split(",")))
         if kind == "fibtype":
             return ("eq", text)
+        if kind == "nfproto":
+            return ("eq", {"ipv4": 2, "ipv6": 10}[text] if not text.isdigit() else int(text))
+        if kind == "ethertype":
+            return ("eq", {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806}[text]
+                    if text in ("ip", "ip6", "arp") else int(text, 0))
     except (ValueError, KeyError, ValueProblem):
         pass
     raise Problem(f"cannot read {text!r} as a value of {_KIND_NAMES.get(kind, kind)}")
