@@ -88,16 +88,17 @@ class CTable:
 
 
 class BaseChainStage:
-    """One base chain as a stage of a Netfilter hook: called with the packet context,
-    returns (verdict, drop reason) as iptables' stages do."""
+    """One base chain as a stage of a Netfilter hook: called with the packet context
+    (or the Netfilter and the packet context, as its stage methods are), returns
+    (verdict, drop reason) as iptables' stages do."""
 
     __slots__ = ("engine", "table", "chain", "priority")
 
     def __init__(self, engine, table, chain):
         self.engine, self.table, self.chain, self.priority = engine, table, chain, chain.priority
 
-    def __call__(self, pc):
-        return self.engine.walk(pc, self.table, self.chain)
+    def __call__(self, *args):
+        return self.engine.walk(args[-1], self.table, self.chain)
 
     def __repr__(self):
         return f"<nft {self.table.label} {self.chain.name} {self.chain.hook} {self.priority}>"
