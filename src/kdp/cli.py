@@ -85,7 +85,8 @@ def cmd_trace(a) -> int:
 
 def _tables(emu, a) -> dict:
     """What --conntrack / --counters asked for: per node, `conntrack -L` and
-    `iptables-save -c` as they stand after the run."""
+    `iptables-save -c` as they stand after the run (and, in nftables mode,
+    `nft list ruleset`: counter statements as counted, dynamic set elements)."""
     out = {}
     now = emu.datapath.now
     if getattr(a, "conntrack", False):
@@ -94,11 +95,15 @@ def _tables(emu, a) -> dict:
     if getattr(a, "counters", False):
         out["counters"] = {n.name: emu.topology.node_ns[n.name].netfilter.ruleset.to_iptables_save(counters=True)
                            for n in emu.cluster.nodes}
+        nft = {n.name: emu.topology.node_ns[n.name].netfilter.nft for n in emu.cluster.nodes}
+        if any(e is not None for e in nft.values()):     # nftables mode: kube-proxy's table too
+            out["nft"] = {name: e.listing(now).render() for name, e in nft.items() if e is not None}
     return out
 
 
 def _print_tables(tables: dict) -> None:
-    for what, title in (("conntrack", "conntrack -L"), ("counters", "iptables-save -c")):
+    for what, title in (("conntrack", "conntrack -L"), ("counters", "iptables-save -c"),
+                        ("nft", "nft list ruleset")):
         for node, text in tables.get(what, {}).items():
             print(f"\n# {title} on {node}")
             print(text.rstrip("\n") or "(empty)")
@@ -210,16 +215,14 @@ def cmd_rules(a) -> int:
 def cmd_demo(a) -> int:
     from .tour import run_tour
     output_dir(a.out, "--out")
-    if a.proxy_mode == "nftables":
-        from .k8s.kubeproxy_nft import NOT_EMULATED
-        raise UsageError(NOT_EMULATED)
-    return run_tour(out_dir=a.out, seed=a.seed)
+    return run_tour(out_dir=a.out, seed=a.seed, proxy_mode=a.proxy_mode)
 
 
 CLUSTER_HELP = "a YAML file, a directory of YAML files, or 'demo' (the built-in example cluster)"
 SEED_HELP = "seed of every random choice (endpoint, ports, IDs); the same seed, the same output (default 0)"
-RULES_HELP = ("load a real node's iptables-save dump instead of the rules kdp generates: FILE for "
-              "every node, NODE=FILE for one (repeatable)")
+RULES_HELP = ("load a real node's iptables-save dump instead of the rules kdp generates (or an "
+              "`nft list ruleset` dump of kube-proxy's nftables table): FILE for every node, "
+              "NODE=FILE for one (repeatable)")
 EPILOGS = {
     "demo": """examples:
   kdp demo                      # the tour: topology, then each kind of traffic, hop by hop

@@ -14,8 +14,7 @@ from .errors import ClusterInputError, KdpError, UsageError
 
 
 PROXY_MODE_HELP = ("kube-proxy's mode on every node, overriding the ClusterConfig's "
-                   "kubeProxy.mode: iptables, or nftables (its rules print with kdp rules; "
-                   "sending packets through them is not emulated yet)")
+                   "kubeProxy.mode: iptables or nftables")
 
 
 def add_proxy_mode(parser) -> None:

@@ -300,12 +300,18 @@ class Emulator:
             ns = self.topology.node_ns[node]
         except KeyError:
             raise UsageError(f"no node {node!r}") from None
+        from .k8s.cni import is_nft_dump, nft_engine
+        nf = ns.netfilter
+        if text is None and self.cluster.config.kube_proxy.mode == "nftables":
+            from .k8s.kubeproxy_nft import node_ruleset
+            text, source = node_ruleset(self.cluster, node), source or f"kube-proxy nftables rules of {node}"
         if text is None:
-            from .k8s.kubeproxy_nft import require_emulated
-            require_emulated(self.cluster)
             text = node_rules(self.cluster, node)
             source = source or f"kube-proxy rules of {node}"
-        ns.netfilter.load(parse_iptables_save(text, source=source or f"rules for {node}"))
+        if is_nft_dump(text):        # kube-proxy's nftables table; the iptables rules stay
+            nf.attach_nft(nft_engine(text, source or f"rules for {node}", ns.name, nf.seed))
+            return
+        nf.load(parse_iptables_save(text, source=source or f"rules for {node}"))
 
     def run_pcap(self, path: str, at: str, out, *, json_lines: bool = True,
                  out_dir: str | None = None, fastpath: bool = True, events=None,

@@ -36,7 +36,9 @@ LEG_MARK = {"request": "->", "reply": "<-", "arp": "  "}
 _CT_ROUTINE = ("conntrack new ", "conntrack confirm ", "conntrack tcp ", "conntrack sctp ",
                "conntrack udp stream",
                "conntrack established ", "conntrack related ", "nat bind ")
-_NF_HOP = re.compile(r"(?P<table>[a-z]+)/(?P<chain>[^\s:#]+)(?:#\d+)?: (?P<rest>.*)\Z", re.S)
+# an iptables table (`nat`) or an nftables one with its family (`ip kube-proxy`)
+_NF_HOP = re.compile(r"(?P<table>(?:ip|ip6|inet|arp|bridge|netdev) [\w.-]+|[a-z]+)/(?P<chain>[^\s:#]+)"
+                     r"(?:#\d+)?: (?P<rest>.*)\Z", re.S)
 
 
 def trace_text(outcome, detail: str = DEFAULT_DETAIL) -> str:
@@ -154,12 +156,15 @@ def _deciding_rules(hops) -> set[int]:
         if rest == "return":
             if stack and stack[-1][1] == m["chain"]:
                 stack.pop()
-        elif " => policy " in rest:
-            if not rest.endswith("policy ACCEPT"):
+        elif " => policy " in rest or rest.startswith("policy "):
+            if not rest.lower().endswith("policy accept"):
                 keep.add(i)
             stack = []
         elif " => match -> " in rest:
-            target = rest.rsplit(" => match -> ", 1)[1].split(" ", 1)[0]
+            target = rest.rsplit(" => match -> ", 1)[1].split(" ", 2)
+            # nftables: "jump CHAIN", "goto CHAIN", "return", "accept", "drop"
+            target = target[1] if target[0] in ("jump", "goto") and len(target) > 1 else \
+                "RETURN" if target[0] == "return" else target[0]
             if target == "RETURN":
                 if stack and stack[-1][1] == m["chain"]:
                     stack.pop()

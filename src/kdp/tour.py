@@ -97,8 +97,13 @@ def _ingress_stop(emu: Emulator, traces: dict, echo) -> None:
                                   "controller", "exchange": ex.as_dict(hops=False)}
 
 
-def run_tour(out_dir: str | None = None, seed: int = 0, echo=print) -> int:
-    emu = Emulator.demo(seed=seed, capture=True)
+def run_tour(out_dir: str | None = None, seed: int = 0, echo=print,
+             proxy_mode: str | None = None) -> int:
+    from .k8s import demo_cluster
+    cluster = demo_cluster()
+    if proxy_mode is not None:
+        cluster.config.kube_proxy.mode = proxy_mode
+    emu = Emulator(cluster, seed=seed, capture=True)
     echo("kdp demo: the AKS kubenet example (service CIDR 10.2.0.0/24, DNS 10.2.0.10, "
          "docker bridge 172.17.0.1/16)\n")
     echo(topology_text(emu.topology))

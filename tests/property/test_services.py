@@ -38,6 +38,18 @@ def test_service_flows(plugin, data):
 
 @pytest.mark.parametrize("plugin", ["kubenet", "azure"])
 @given(data=st.data())
+def test_service_flows_in_nftables_mode(plugin, data):
+    """The same invariants with kube-proxy in nftables mode (kdp.netfilter.nft.engine):
+    any flow kind, each checked as in iptables mode (the endpoint probes steer numgen)."""
+    cluster = data.draw(clusters(plugins=(plugin,), min_services=1), label="cluster")
+    cluster.config.kube_proxy.mode = "nftables"
+    emu = Emulator(cluster, seed=data.draw(st.integers(0, 3), label="seed"))
+    for flow in data.draw(distinct(flows(cluster)), label="flows"):
+        check_flow(emu, flow, invariants=SERVICE_INVARIANTS)
+
+
+@pytest.mark.parametrize("plugin", ["kubenet", "azure"])
+@given(data=st.data())
 def test_local_node_ports_from_anywhere(plugin, data):
     # the narrowest corner (where kubernetes#74383 lives), reached without filtering
     cluster = data.draw(clusters(plugins=(plugin,), service_types=("NodePort",), min_services=1,

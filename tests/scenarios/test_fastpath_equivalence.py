@@ -253,6 +253,18 @@ def test_established_flows_agree_and_hit_the_cache(tmp_path):
     assert hits > 0, f"no fast path hits on established flows: {summary}"
 
 
+def test_nftables_mode_agrees_in_every_mode_and_hits_the_cache(tmp_path):
+    """kube-proxy's nftables mode (kdp.netfilter.nft.engine): every mode agrees on every
+    line, pcap, conntrack table, iptables counter and `nft list ruleset`; established
+    flows are replayed by the flow cache as in iptables mode."""
+    pcap = write(tmp_path / "nft.pcap", generated(1500, flows=30, mix="full", seed=6))
+    runs = run_modes(pcap, tmp_path, args=("--proxy-mode", "nftables", "--conntrack", "--counters"))
+    ref = assert_equivalent(runs, ("conntrack", "counters", "nft"))
+    assert ref.summary["delivered"] >= 0.99 * ref.summary["frames"], reasons(ref)
+    assert "table ip kube-proxy" in next(iter(ref.summary["nft"].values()))
+    assert runs["fastpath"].summary.get("fastpath_hits", 0) > 0, runs["fastpath"].summary
+
+
 def test_a_gzipped_cooked_pcapng_agrees_in_every_mode(tmp_path):
     """`tcpdump -i any` frames (SLL2) in gzip-compressed pcapng: the four modes
     agree, and the flow cache replays them as it does a classic pcap's."""

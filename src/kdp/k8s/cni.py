@@ -162,25 +162,59 @@ def _pod(topo: Topology, pod: Pod, seed: int) -> None:
                 ns.sockets.listen(p.port, p.protocol, c.name)
 
 
-def node_netfilter(cluster: Cluster, node: Node, ns: Namespace, seed: int, dump=None):
+def node_netfilter(cluster: Cluster, node: Node, ns: Namespace, seed: int = 0, dump=None):
     """The node's netfilter: kube-proxy's, kubelet's and the CNI's rules (or a
-    loaded iptables-save dump) and a conntrack table sized and timed as
-    kube-proxy configures it."""
+    loaded dump: iptables-save, or `nft list ruleset` for kube-proxy's nftables
+    table) and a conntrack table sized and timed as kube-proxy configures it.
+    In nftables mode kube-proxy's rules are its `ip kube-proxy` table (an
+    nftables engine at the hooks) and kubelet's and ip-masq-agent's stay
+    iptables rules."""
     from ..conntrack import ConntrackTable, Timeouts
     from ..netfilter import Netfilter, parse_iptables_save
     from .kubeproxy import node_rules
     kp = cluster.config.kube_proxy
+    nft = None
     if dump is None:
-        from .kubeproxy_nft import require_emulated
-        require_emulated(cluster)        # nftables mode: printed, not emulated (yet)
         text, source = node_rules(cluster, node.name), f"kube-proxy rules of {node.name}"
+        if kp.mode == "nftables":
+            from .kubeproxy_nft import node_ruleset
+            nft = (node_ruleset(cluster, node.name), f"kube-proxy nftables rules of {node.name}")
+            text, source = _iptables_beside_nft(cluster, node.name), f"kubelet rules of {node.name}"
     else:
         text, source = dump
+        if is_nft_dump(text):
+            nft = dump
+            text, source = _iptables_beside_nft(cluster, node.name), f"kubelet rules of {node.name}"
     table = ConntrackTable(max_entries=kp.conntrack_max,
                            timeouts=Timeouts.kube_proxy(established=kp.conntrack_tcp_established,
                                                         close_wait=kp.conntrack_tcp_close_wait),
                            seed=seed)
-    return Netfilter(parse_iptables_save(text, source=source), table, info=ns, seed=seed)
+    nf = Netfilter(parse_iptables_save(text, source=source), table, info=ns, seed=seed)
+    if nft is not None:
+        nf.attach_nft(nft_engine(nft[0], nft[1], ns.name, seed))
+    return nf
+
+
+def _iptables_beside_nft(cluster: Cluster, node_name: str) -> str:
+    """What stays iptables on an nftables-mode node: kubelet's and ip-masq-agent's rules."""
+    from dataclasses import replace
+    from .kubeproxy import _Gen, node_options
+    return _Gen(cluster, node_name, replace(node_options(cluster), kube_proxy=False)).run()
+
+
+def is_nft_dump(text: str) -> bool:
+    """An `nft list ruleset` dump (or `nft -f` input) rather than iptables-save."""
+    for line in text.splitlines():
+        word = line.strip().split(" ", 1)[0]
+        if word and not word.startswith("#"):
+            return word in ("table", "add", "flush", "delete", "define", "include")
+    return False
+
+
+def nft_engine(text: str, source: str, ns_name: str, seed: int):
+    from ..netfilter.nft import parse_ruleset
+    from ..netfilter.nft.engine import NftEngine
+    return NftEngine(parse_ruleset(text, source), source, ns_name, seed)
 
 
 def gateway_of(topo: Topology, pod: Pod) -> IPv4Address:

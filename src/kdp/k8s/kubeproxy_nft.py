@@ -345,17 +345,6 @@ class _NftGen:
         return "".join(line + "\n" for line in self.tx.lines)
 
 
-NOT_EMULATED = ("kube-proxy's nftables mode: kdp prints these rules (kdp rules) but cannot "
-                "emulate them yet; use kubeProxy.mode iptables (--proxy-mode iptables) to send "
-                "packets, or give every node an iptables-save dump with --rules")
-
-
-def require_emulated(cluster: Cluster) -> None:
-    """Stop (UsageError) where packets would have to cross nftables-mode rules."""
-    if cluster.config.kube_proxy.mode == "nftables":
-        raise UsageError(NOT_EMULATED)
-
-
 def node_transaction(cluster: Cluster, node_name: str) -> str:
     """The `nft -f` input kube-proxy's first full sync writes on ``node_name``."""
     return _NftGen(cluster, node_name).run()

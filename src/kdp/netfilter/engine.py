@@ -140,6 +140,20 @@ class Netfilter:
         # bytes) per counter increment, None for a volatile rule evaluated
         self.counted: list | None = None
         self.watch = watch if watch is not None else Watch()
+        # nftables beside the iptables tables (attach_nft): the stages per hook, with
+        # its base chains among them, and the nat chains nf_nat runs per hook
+        self.nft = None
+        self.stages: dict = STAGES
+        self.plans: dict = _PLANS          # the stages as hook() runs them (_plans)
+        self.nat_chains: dict = {}
+
+    def attach_nft(self, engine) -> None:
+        """Evaluate an nftables ruleset (a kdp.netfilter.nft.NftEngine, or None to
+        remove it) at the hooks beside the iptables tables."""
+        self.nft = engine
+        self.stages, self.nat_chains = engine.stages(STAGES) if engine is not None else (STAGES, {})
+        self.plans = _plans(self.stages)
+        self.watch.bump()
 
     def load(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset (conntrack, recent lists and nfacct stay)."""
@@ -153,7 +167,7 @@ class Netfilter:
     # --- the hook ----------------------------------------------------------
     def hook(self, state: HookState, meta: SkbMeta) -> HookResult:
         hook = state.hook
-        plan = _PLANS.get(hook)
+        plan = self.plans.get(hook)
         if plan is None:
             raise ValueError(f"unknown hook {hook!r} (one of {', '.join(STAGES)})")
         res = HookResult(ACCEPT, state.packet)
@@ -202,7 +216,7 @@ class Netfilter:
     def _nat(self, pc: PacketCtx) -> tuple[str, str | None]:
         """nf_nat_ipv4_fn(): walk the nat table for the first packet of a
         connection (per manip type), else rewrite from the entry's binding."""
-        if not self.ruleset.tables["nat"].loaded:
+        if not self.ruleset.tables["nat"].loaded and not self.nat_chains:
             return ACCEPT, None
         meta = pc.meta
         ct = meta.ct
@@ -218,7 +232,7 @@ class Netfilter:
                 pc.set_packet(new)
             return ACCEPT, None
         if meta.ctinfo in (NEW, RELATED, RELATED_REPLY) and not nat_initialized(ct, manip):
-            verdict, reason = self._walk(pc, "nat")
+            verdict, reason = self._nat_walk(pc, manip)
             if verdict == DROP:
                 return verdict, reason
             if not nat_initialized(ct, manip):
@@ -230,6 +244,18 @@ class Netfilter:
         if ev:
             pc.event(ev, "nat")
             pc.set_packet(new)
+        return ACCEPT, None
+
+    def _nat_walk(self, pc: PacketCtx, manip: str) -> tuple[str, str | None]:
+        """nf_nat_inet_fn(): the hook's nat chains in priority order (iptables' nat
+        table, nftables' nat base chains) until one binds the connection."""
+        chains = self.nat_chains.get(pc.hook)
+        if chains is None:
+            return self._walk(pc, "nat")
+        for chain in chains:
+            verdict, reason = self._walk(pc, "nat") if chain == "nat" else chain(pc)
+            if verdict == DROP or nat_initialized(pc.meta.ct, manip):
+                return verdict, reason
         return ACCEPT, None
 
     def _confirm(self, pc: PacketCtx) -> tuple[str, str | None]:
@@ -374,9 +400,17 @@ class Netfilter:
 # The stages that are not a table walk, by name (Netfilter.hook).
 _STAGE_METHODS = {"conntrack": Netfilter._conntrack, "nat": Netfilter._nat,
                   "confirm": Netfilter._confirm}
-# Each hook's stages as Netfilter.hook runs them: (table to walk, None) or (None, stage method).
-_PLANS = {hook: tuple((None, _STAGE_METHODS[s]) if s in _STAGE_METHODS else (s, None)
-                      for s in stages) for hook, stages in STAGES.items()}
+
+
+def _plans(stages: dict) -> dict:
+    """Each hook's stages as Netfilter.hook runs them: (table to walk, None) or
+    (None, stage): a stage method, or an nftables base chain (called as one)."""
+    return {hook: tuple(((None, _STAGE_METHODS[s]) if s in _STAGE_METHODS else (s, None))
+                        if s.__class__ is str else (None, s) for s in hook_stages)
+            for hook, hook_stages in stages.items()}
+
+
+_PLANS = _plans(STAGES)
 
 
 def _matches_noting_volatile(rule, pc: PacketCtx, counted: list) -> bool:

@@ -8,7 +8,8 @@
 # `ext` namespace answers for every non-cluster address (`local 0.0.0.0/0 dev
 # lo` in a rule-selected table, `throw` routes for the cluster ranges). With
 # rules=True each kdp namespace's netfilter ruleset (kube-proxy's, kubelet's,
-# ip-masq-agent's rules as kdp runs them) is loaded with iptables-restore.
+# ip-masq-agent's rules as kdp runs them) is loaded with iptables-restore, and in
+# kube-proxy's nftables mode its `ip kube-proxy` table with `nft -f`.
 # Sysctls that make the kernel comparable (documented in OracleSettings) are
 # set before any device exists. Reads kdp's model; never changes it.
 from __future__ import annotations
@@ -290,6 +291,13 @@ class RealCluster:
             r = N.netns_exec(self.netns[ns.name], ["iptables-restore", "-w"], input=text)
             if r.returncode != 0:
                 raise N.NetnsError(f"iptables-restore in {self.netns[ns.name]} ({ns.name}): {r.stderr.strip()}")
+            nft = getattr(nf, "nft", None)
+            if nft is not None:             # nftables mode: kube-proxy's table, with nft -f
+                ruleset = nft.ruleset.render()
+                r = N.netns_exec(self.netns[ns.name], ["nft", "-f", "-"], input=ruleset)
+                if r.returncode != 0:
+                    raise N.NetnsError(f"nft -f in {self.netns[ns.name]} ({ns.name}): {r.stderr.strip()}")
+                text += ruleset
             self.loaded_rules[ns.name] = text
 
     def _run_batches(self, batches: dict[str, list[str]], what: str) -> None:

@@ -180,6 +180,22 @@ def statistic_forcer(nf, ns_name: str, choices: dict[tuple, tuple]):
     return force
 
 
+def numgen_forcer(engine, ns_name: str, choices: dict[tuple, tuple]):
+    """An NftEngine.force_choice callback for namespace `ns_name` (nftables mode: kube-proxy's
+    `numgen random mod N vmap` picks the endpoint chain)."""
+    def force(label, chain, t):
+        if t is None:
+            return None
+        ep = choices.get((ns_name, t.proto, t.src, t.dst, t.sport, t.dport))
+        if ep is None:
+            return None
+        dnat = engine.dnat_of(label, chain)
+        if dnat is None:
+            return None
+        return dnat[0] == ep[0] and (dnat[1] is None or dnat[1] == ep[1])
+    return force
+
+
 # --- the MASQUERADE / SNAT port ------------------------------------------------------
 
 _FORCED_NAT = "_oracle_forced_nat"      # attribute on a kdp Netfilter: {key: (ip, port)}
@@ -266,6 +282,8 @@ def force_emulator(emu, dumps: dict[str, list[str]], keep=None, seen: tuple | No
         for ns in emu.topology.namespaces.values():
             if ns.netfilter is not None:
                 ns.netfilter.force_statistic = statistic_forcer(ns.netfilter, ns.name, eps)
+                if getattr(ns.netfilter, "nft", None) is not None:
+                    ns.netfilter.nft.force_choice = numgen_forcer(ns.netfilter.nft, ns.name, eps)
     if nats:
         nat_forcing(emu, nats)
     return {"endpoints": len({k[1:] for k in eps}), "snat": len({k[1:] for k in nats})}

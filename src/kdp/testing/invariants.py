@@ -622,7 +622,7 @@ def _steer(emu, ep: Endpoint):
     their chain DNATs to ep, and hide ClientIP-affinity memory (the `recent`
     lists), for one probe. Returns the undo."""
     from ..netfilter.recent import RecentTables
-    saved = []
+    saved, nft_undo = [], []
     for ns in emu.topology.node_ns.values():
         nf = ns.netfilter
         if nf is None:
@@ -635,11 +635,24 @@ def _steer(emu, ep: Endpoint):
 
         saved.append((nf, nf.force_statistic, nf.recent))
         nf.force_statistic, nf.recent = force, RecentTables()
+        nft = getattr(nf, "nft", None)
+        if nft is not None:                  # nftables mode: numgen vmaps, affinity sets
+            nft.force_choice = lambda label, chain, _t, e=nft: _nft_dnats_to(e, label, chain, ep)
+            nft_undo.append((nft, nft.hide_dynamic_elements()))
 
     def undo():
         for nf, forced, recent in saved:
             nf.force_statistic, nf.recent = forced, recent
+        for nft, restore in nft_undo:
+            nft.force_choice = None
+            restore()
     return undo
+
+
+def _nft_dnats_to(engine, label: str, chain: str, ep: Endpoint) -> bool:
+    """The nftables chain's `dnat to` statement goes to ep (kube-proxy's endpoint chains)."""
+    got = engine.dnat_of(label, chain)
+    return got is not None and got[0] == ep.ip and got[1] in (None, ep.port)
 
 
 def endpoint_reachable(emu, flow, outcome=None):
