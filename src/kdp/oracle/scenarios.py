@@ -59,6 +59,11 @@ class Scenario:
     # what kdp's own trace of the first step did (disposition, reason, delivered to),
     # for tests and the report
     kdp_outcome: str = ""
+    # `kdp run --apps off`: every pod's stack consumes what reaches it and answers
+    # nothing (a capture holds both sides). kdp: the pods' SocketTables are silent;
+    # the kernel: `iptables -A INPUT -j DROP` in each pod's namespace (after the
+    # device tap, the pod's conntrack-free PREROUTING and routing; before any socket)
+    apps_off: bool = False
 
 
 @dataclass
@@ -752,3 +757,26 @@ def _dns_query_scenario(cluster, seed: int, client: str):
         return None
     return Scenario("dns-query", f"DNS query {client} -> kube-dns {svc.cluster_ip}:53 for kube-dns.kube-system "
                     f"(DNAT to a CoreDNS pod, the A answer un-DNATed)", [step], quiet=0.05, needs_rules=True)
+
+
+def two_sided_replay(cluster, seed: int, frames: list[bytes], name: str, description: str) -> Scenario:
+    """A capture holding both sides of a conversation, replayed as `kdp run
+    --at auto --apps off` replays it: each frame transmitted at its sender's
+    device (kdp.senders, the same code: by source MAC, else source IP, with
+    the header that sender's stack writes) and every pod silent (apps_off).
+    Frames `--at auto` skips (a Service IP's, no host's) are left out; their
+    indexes and reasons are in the scenario's `skipped`."""
+    from ..emulator import Emulator
+    from ..senders import Senders
+    senders = Senders(Emulator(cluster, seed=seed, capture=False))
+    steps, skipped = [], []
+    for i, raw in enumerate(frames):
+        dev, frame, reason, _rewritten = senders.resolve(raw)
+        if dev is None:
+            skipped.append((i, reason))
+            continue
+        steps.append(Step(dev.namespace.name, dev.name, frame, f"#{i} at {dev.namespace.name} {dev.name}"))
+    sc = Scenario(name, description + " (--at auto --apps off: each frame at its sender, pods silent)",
+                  steps, needs_rules=True, apps_off=True)
+    sc.skipped = skipped
+    return sc
