@@ -646,6 +646,23 @@ def tcp_session(cluster, seed, src, dst, dport, name, payload=b"hello oracle\n")
                     f"(client RSTs suppressed)", steps, silent_client=syn.ns)
 
 
+def tcp_steps(cluster, seed, src, dst, dport, name, plan, sport=None, description="") -> Scenario | None:
+    """A TCP conversation written step by step: the SYN, then per plan item
+    (label, flags, payload, sent, ack_delta) a segment `sent` bytes after the
+    ISN acknowledging all the peer sent so far plus ack_delta (a wrong ACK
+    when not 0), each side's from what its server really sent."""
+    try:
+        syn = first_frame(cluster, seed, src, dst, proto="tcp", dport=dport,
+                          **({"sport": sport} if sport is not None else {}))
+    except LookupError:
+        return None
+    p = wire.parse(syn.frame)
+    steps = [syn] + [Step(syn.ns, syn.dev, None, label, _segment(p, k + 1, data, flags, sent, delta))
+                     for k, (label, flags, data, sent, delta) in enumerate(plan)]
+    return Scenario(name, description or f"TCP {src} -> {dst}:{dport}: " + "; ".join(x[0] for x in plan)
+                    + " (client RSTs suppressed)", steps, silent_client=syn.ns)
+
+
 def live_replay_session(cluster, seed, src, dst, dport, name, payload=b"GET / HTTP/1.0\r\n\r\n",
                         rec_isn: int = 5000, rec_ts: int = 7000) -> Scenario | None:
     """A recorded client conversation (SYN; ACK; request; ACK of the echo;
@@ -683,7 +700,9 @@ def live_replay_session(cluster, seed, src, dst, dport, name, payload=b"GET / HT
     return sc
 
 
-def _segment(syn, k: int, payload: bytes, flags: int, sent: int):
+def _segment(syn, k: int, payload: bytes, flags: int, sent: int, ack_delta: int = 0):
+    """Step k's segment of the connection `syn` opened: `sent` bytes after the
+    ISN, acknowledging all that came back (plus ack_delta: a wrong ack)."""
     from ..net.tcpstate import parse_tcp_options
 
     def make(inbound: list) -> bytes:
@@ -694,7 +713,7 @@ def _segment(syn, k: int, payload: bytes, flags: int, sent: int):
             raise StepError("no SYN-ACK came back")
         rcv = (synack.l4.seq + 1) & 0xFFFFFFFF
         for q in segs:
-            if q.l4.flags & wire.SYN:
+            if q.l4.flags & (wire.SYN | wire.RST):      # a RST's sequence number is no data
                 continue
             end = (q.l4.seq + len(q.l4.payload) + (1 if q.l4.flags & wire.FIN else 0)) & 0xFFFFFFFF
             if 0 < ((end - rcv) & 0xFFFFFFFF) < 1 << 30:
@@ -703,7 +722,8 @@ def _segment(syn, k: int, payload: bytes, flags: int, sent: int):
         ts_peer = next((parse_tcp_options(q.l4.options)["ts"][0] for q in reversed(segs)
                         if "ts" in parse_tcp_options(q.l4.options)), 0)
         opts = b"\x01\x01\x08\x0a" + struct.pack("!II", (ts_syn + k) & 0xFFFFFFFF, ts_peer)
-        seg = wire.TCP(syn.l4.sport, syn.l4.dport, (syn.l4.seq + 1 + sent) & 0xFFFFFFFF, rcv, flags, 502,
+        seg = wire.TCP(syn.l4.sport, syn.l4.dport, (syn.l4.seq + 1 + sent) & 0xFFFFFFFF,
+                       (rcv + ack_delta) & 0xFFFFFFFF, flags, 502,
                        0, 0, opts, payload)
         ip = replace(syn.ip, ident=(syn.ip.ident + k) & 0xFFFF)
         return wire.emit(wire.finalize(wire.Packet(syn.eth, ip=ip, l4=seg)))
