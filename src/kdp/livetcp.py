@@ -1,7 +1,7 @@
 # livetcp: `kdp run`'s live TCP replay (the default; --raw turns it off). It
 # owns the TCP flows a capture opens from the attachment point (a SYN sent
-# from it): a capture-owned socket per flow in the attachment namespace's
-# socket table consumes what the live peer answers (no RST from that stack)
+# from it; with --at auto, from any sender's device): a capture-owned socket
+# per flow in the sending namespace's socket table consumes what the live peer answers (no RST from that stack)
 # and learns the peer's ISN, timestamps and how far it has sent; the flow's
 # later frames have their acknowledgement number, SACK blocks and timestamp
 # echo shifted from the recorded peer's sequence space into the live peer's,
@@ -75,31 +75,36 @@ class LiveFlow:
 
 
 class LiveTcp:
-    """The capture-owned flows of one run, attached at device `dev`."""
+    """The capture-owned flows of one run, attached at device `dev` (None:
+    each frame's own device is passed to outbound(), as with --at auto)."""
 
-    def __init__(self, dev) -> None:
+    def __init__(self, dev=None) -> None:
         self.dev = dev
         self.table = dev.namespace.sockets if dev is not None else None   # None: no sockets (replayed())
         self.flows: dict[tuple, LiveFlow] = {}
         self.by_local: dict[tuple, LiveFlow] = {}     # (local ip, local port) -> the flow (peer frames)
         self.udp: set[tuple] = set()                  # capture-owned UDP flows (local ip, port, remote ip, port)
 
-    def outbound(self, frame: bytes, pkt) -> tuple:
+    def outbound(self, frame: bytes, pkt, dev=None) -> tuple:
         """What to do with a parsed frame about to be injected at the
-        attachment point: (action, info) where action is "raw" (not a
-        capture-owned flow), "skip" (info: reason), or "live" (info: dict with
-        the translated frame's fields: "frame" bytes or None when unchanged,
-        "translated" {field: [recorded, sent]}, "unacceptable" text or None)."""
+        attachment point (or at `dev`, its sender's device): (action, info)
+        where action is "raw" (not a capture-owned flow), "skip" (info:
+        reason), or "live" (info: dict with the translated frame's fields:
+        "frame" bytes or None when unchanged, "translated" {field: [recorded,
+        sent]}, "unacceptable" text or None)."""
         ip, l4 = pkt.ip, pkt.l4
         if ip is not None and isinstance(l4, wire.UDP) and not (ip.frag or ip.flags & 1):
-            return self._udp(ip, l4)
+            return self._udp(ip, l4, dev)
         if ip is None or not isinstance(l4, wire.TCP) or ip.frag or ip.flags & 1:
             return "raw", None
         key = (ip.src, l4.sport, ip.dst, l4.dport)
         flow = self.flows.get(key)
         if l4.flags & wire.SYN and not l4.flags & wire.ACK:
+            table = self.table if dev is None else dev.namespace.sockets
+            if dev is not None and table is None:            # a sender with no sockets modelled
+                return "raw", None
             if flow is None or flow.client_isn != l4.seq:        # a new flow (or the port reused)
-                flow = self._own(key, l4.seq)
+                flow = self._own(key, l4.seq, table)
             return "live", {"frame": None, "translated": {}, "unacceptable": None}
         if flow is None:
             peer = self.by_local.get((ip.dst, l4.dport))
@@ -112,7 +117,7 @@ class LiveTcp:
             return "raw", None
         return "live", self._translate(flow, frame, pkt)
 
-    def _udp(self, ip, l4) -> tuple:
+    def _udp(self, ip, l4, dev=None) -> tuple:
         """A UDP datagram: the capture's own flow (raw injection; its socket
         consumes the answers), or the recorded peer's datagram of one (skipped)."""
         key = (ip.src, l4.sport, ip.dst, l4.dport)
@@ -120,18 +125,21 @@ class LiveTcp:
             return "raw", None
         if (ip.dst, l4.dport, ip.src, l4.sport) in self.udp:
             return "skip", PEER_ANSWERS
+        table = self.table if dev is None else dev.namespace.sockets
+        if dev is not None and table is None:            # a sender with no sockets modelled
+            return "raw", None
         self.udp.add(key)
-        if self.table is not None:
-            self.table.add_client("udp", *key)
+        if table is not None:
+            table.add_client("udp", *key)
         return "raw", None
 
-    def _own(self, key: tuple, isn: int) -> LiveFlow:
+    def _own(self, key: tuple, isn: int, table) -> LiveFlow:
         flow = LiveFlow(key, isn)
         self.flows[key] = flow
         self.by_local[(key[0], key[1])] = flow
-        if self.table is not None:
-            self.table.capture_owned[key] = flow
-            self.table.watch.touch(("sock", id(self.table), key))
+        if table is not None:
+            table.capture_owned[key] = flow
+            table.watch.touch(("sock", id(table), key))
         return flow
 
     def _translate(self, flow: LiveFlow, frame: bytes, pkt) -> dict:
