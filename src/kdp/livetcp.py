@@ -1,20 +1,22 @@
 # livetcp: `kdp run`'s live TCP replay (the default; --raw turns it off). It
 # owns the TCP flows a capture opens from the attachment point (a SYN sent
 # from it; with --at auto, from any sender's device): a capture-owned socket
-# per flow in the sending namespace's socket table consumes what the live peer answers (no RST from that stack)
-# and learns the peer's ISN, timestamps and how far it has sent; the flow's
+# per flow in the sending namespace's socket table consumes what the live
+# peer answers (no RST from that stack) and learns the peer's ISN, timestamps and how far it has sent; the flow's
 # later frames have their acknowledgement number, SACK blocks and timestamp
 # echo shifted from the recorded peer's sequence space into the live peer's,
 # TCP checksum updated incrementally (a wrong one stays wrong). Frames the
 # capture holds from the peer to the attachment point are not injected (the
 # live peer answers): the runner reports them skipped. A segment the live
-# peer would not accept is reported on its line, never fixed.
+# peer would not accept is reported on its line, never fixed; so is a
+# retransmission (data, FIN or SYN the capture already sent on the flow),
+# sent as recorded (translated like any segment): the live peer ACKs it again.
 #
-# UDP flows the capture sends from the attachment point belong to it too, as
-# a client's socket would (a connected UDP socket, SocketTable.add_client): the
-# live peer's datagrams back to it are consumed there, not answered with ICMP
-# port unreachable, and the recorded peer's datagrams are skipped. Nothing of
-# a UDP frame is translated.
+# UDP flows the capture sends from the attachment point (with --at auto, from
+# any sender's) belong to it too, as a client's socket would (a connected UDP
+# socket, SocketTable.add_client): the live peer's datagrams back to it are
+# consumed there, not answered with ICMP port unreachable, and the recorded
+# peer's datagrams are skipped. Nothing of a UDP frame is translated.
 from __future__ import annotations
 
 import struct
@@ -48,6 +50,7 @@ class LiveFlow:
     reset: bool = False                  # the live peer reset the flow
     fin: bool = False                    # the live peer sent its FIN
     received: int = 0                    # payload bytes the live peer sent
+    sent_nxt: int | None = None          # the sequence number after the last the capture sent
 
     # --- the capture-owned socket: what the live peer sends ----------------------
     def segment(self, ip, l4, now: float) -> Delivery:
@@ -103,9 +106,12 @@ class LiveTcp:
             table = self.table if dev is None else dev.namespace.sockets
             if dev is not None and table is None:            # a sender with no sockets modelled
                 return "raw", None
+            again = None
             if flow is None or flow.client_isn != l4.seq:        # a new flow (or the port reused)
                 flow = self._own(key, l4.seq, table)
-            return "live", {"frame": None, "translated": {}, "unacceptable": None}
+            else:
+                again = "SYN sent before"
+            return "live", {"frame": None, "translated": {}, "unacceptable": None, "retransmission": again}
         if flow is None:
             peer = self.by_local.get((ip.dst, l4.dport))
             if peer is not None:                 # the recorded peer's side: learn, do not inject
@@ -115,7 +121,24 @@ class LiveTcp:
                     peer.rec_ts = ts[0] if ts else None
                 return "skip", PEER_ANSWERS
             return "raw", None
-        return "live", self._translate(flow, frame, pkt)
+        info = self._translate(flow, frame, pkt)
+        info["retransmission"] = self._retransmission(flow, l4)
+        return "live", info
+
+    @staticmethod
+    def _retransmission(flow: LiveFlow, l4) -> str | None:
+        """What of this segment the capture sent on the flow before (None: nothing)."""
+        n = len(l4.payload) + (1 if l4.flags & wire.FIN else 0)
+        if not n:
+            return None
+        end = (l4.seq + n) & M32
+        if flow.sent_nxt is None or _after(end, flow.sent_nxt):
+            old = 0 if flow.sent_nxt is None or not _after(flow.sent_nxt, l4.seq) else \
+                (flow.sent_nxt - l4.seq) & M32
+            flow.sent_nxt = end
+            return f"{old} of its {n} bytes sent before" if old else None
+        return ("FIN sent before" if not l4.payload else
+                f"{len(l4.payload)} bytes sent before" + (" + FIN" if l4.flags & wire.FIN else ""))
 
     def _udp(self, ip, l4, dev=None) -> tuple:
         """A UDP datagram: the capture's own flow (raw injection; its socket
@@ -134,7 +157,7 @@ class LiveTcp:
         return "raw", None
 
     def _own(self, key: tuple, isn: int, table) -> LiveFlow:
-        flow = LiveFlow(key, isn)
+        flow = LiveFlow(key, isn, sent_nxt=(isn + 1) & M32)
         self.flows[key] = flow
         self.by_local[(key[0], key[1])] = flow
         if table is not None:
@@ -224,6 +247,8 @@ def translated_text(info: dict) -> str:
     if "tsecr" in tr:
         parts.append(f"tsecr {tr['tsecr'][0]}->{tr['tsecr'][1]}")
     text = f"  translated {', '.join(parts)}" if parts else ""
+    if info.get("retransmission"):
+        text += f"  retransmission: {info['retransmission']}"
     if info.get("unacceptable"):
         text += f"  ! {info['unacceptable']}"
     return text

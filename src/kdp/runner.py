@@ -264,6 +264,9 @@ class PcapRun:
                 if live is not None:
                     r["translated"] = live["translated"]
                     r["unacceptable"] = live["unacceptable"]
+                    r["retransmission"] = live["retransmission"]
+                    if live["retransmission"]:
+                        self.counts["retransmitted"] = self.counts.get("retransmitted", 0) + 1
         self._record = Outcomes.record(r, resets, frame)
         ip_bytes = (frame[16] << 8) | frame[17] if len(frame) >= 18 and frame[12:14] == b"\x08\x00" else 0
         self.outcomes.add(self._record, 1, ip_bytes, self.dp.now)

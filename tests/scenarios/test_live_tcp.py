@@ -223,3 +223,29 @@ def test_at_auto_live_replay_agrees_in_every_mode(tmp_path):
     ref = assert_equivalent(runs, ("conntrack",))
     assert ref.summary["translated"] == 12 and ref.summary["skipped"] == 9
     assert ref.summary["outcomes"]["flows"]["completed"] == 3
+
+
+def test_recorded_retransmission_is_reported_and_acked_again(tmp_path):
+    """The capture's client sent its request twice: the copy is translated
+    like any segment and reported; kdp's server ACKs it again with a D-SACK
+    block and does not hand it to the app again; the conversation completes."""
+    n = _answer_len(tmp_path)
+    frames = _conversation(n)
+    again = frames[2].copy()                               # the GET, retransmitted
+    again.time = frames[2].time + 0.0005
+    wrpcap(str(tmp_path / "re.pcap"), frames[:3] + [again] + frames[3:])
+    r = kdp("run", "demo", "--pcap", tmp_path / "re.pcap", "--at", AT, "--json", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    recs, summary = lines[:-1], lines[-1]["summary"]
+    assert [x["retransmission"] for x in recs] == [None, None, None, f"{len(GET)} bytes sent before",
+                                                   None, None, None]
+    assert summary["retransmitted"] == 1 and summary["outcomes"]["flows"]["completed"] == 1
+    assert summary["outcomes"]["resets"]["total"] == 0
+    server = [s for s in _tcp(tmp_path / "out" / "default__client__eth0.pcap") if s.sport == 80]
+    answers = [s for s in server if len(s.payload)]
+    assert sum(len(s.payload) for s in answers) == n                # answered once
+    dsack = [s for s in server if dict(s.options).get("SAck")]
+    assert len(dsack) == 1 and dsack[0].flags == "A"
+    text = kdp("run", "demo", "--pcap", tmp_path / "re.pcap", "--at", AT).stdout.splitlines()
+    assert f"  retransmission: {len(GET)} bytes sent before" in text[3]

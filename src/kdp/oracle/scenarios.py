@@ -664,12 +664,13 @@ def tcp_steps(cluster, seed, src, dst, dport, name, plan, sport=None, descriptio
 
 
 def live_replay_session(cluster, seed, src, dst, dport, name, payload=b"GET / HTTP/1.0\r\n\r\n",
-                        rec_isn: int = 5000, rec_ts: int = 7000) -> Scenario | None:
+                        rec_isn: int = 5000, rec_ts: int = 7000, retransmit: bool = False) -> Scenario | None:
     """A recorded client conversation (SYN; ACK; request; ACK of the echo;
     FIN; ACK of the server's FIN), recorded against a server whose ISN was
     rec_isn and TSval rec_ts, sent as `kdp run`'s live TCP replay sends it:
     each later segment translated by kdp.livetcp from what that side's server
-    really sent (its ISN and TSval), the same code on both sides."""
+    really sent (its ISN and TSval), the same code on both sides. retransmit:
+    the request is in the recording twice (the client retransmitted it)."""
     from ..livetcp import replayed
     from ..net.tcpstate import parse_tcp_options
     try:
@@ -687,12 +688,14 @@ def live_replay_session(cluster, seed, src, dst, dport, name, payload=b"GET / HT
         ip = replace(p.ip, ident=(p.ip.ident + k) & 0xFFFF)
         return wire.emit(wire.finalize(wire.Packet(p.eth, ip=ip, l4=seg)))
     A, PA, FA = wire.ACK, wire.PSH | wire.ACK, wire.FIN | wire.ACK
-    recorded = [syn.frame, rec(1, A, b"", 0), rec(2, PA, payload, 0), rec(3, A, b"", n),
-                rec(4, FA, b"", n), rec(5, A, b"", n + 1)]
     # (an echo server: the recorded server sent back as many bytes as the client sent)
-    labels = ["ACK", f"{n} bytes", "ACK of the echo", "FIN", "ACK of the server's FIN"]
+    plan = [("ACK", A, b"", 0), (f"{n} bytes", PA, payload, 0)] \
+        + ([(f"the {n} bytes again (retransmission)", PA, payload, 0)] if retransmit else []) \
+        + [("ACK of the echo", A, b"", n), ("FIN", FA, b"", n), ("ACK of the server's FIN", A, b"", n + 1)]
+    recorded = [syn.frame] + [rec(k, flags, data, sent) for k, (_l, flags, data, sent) in enumerate(plan, 1)]
+    labels = [label for label, *_rest in plan]
     steps = [syn] + [Step(syn.ns, syn.dev, None, f"{labels[k - 1]} (live replay)",
-                          lambda inbound, k=k: replayed(recorded, k, inbound)) for k in range(1, 6)]
+                          lambda inbound, k=k: replayed(recorded, k, inbound)) for k in range(1, len(recorded))]
     sc = Scenario(name, f"recorded TCP conversation {src} -> {dst}:{dport} replayed live: acks and "
                   f"timestamp echo translated into the real server's sequence space (client RSTs "
                   f"suppressed)", steps, silent_client=syn.ns)
