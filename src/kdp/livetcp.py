@@ -51,6 +51,9 @@ class LiveFlow:
     fin: bool = False                    # the live peer sent its FIN
     received: int = 0                    # payload bytes the live peer sent
     sent_nxt: int | None = None          # the sequence number after the last the capture sent
+    acked: int | None = None             # the highest ack the live peer took (its snd_una)
+    max_window: int = 0                  # the largest window the capture offered it (scaled)
+    wscale: int | None = None            # the capture's window shift (its SYN's; None: not offered)
 
     # --- the capture-owned socket: what the live peer sends ----------------------
     def segment(self, ip, l4, now: float) -> Delivery:
@@ -64,6 +67,8 @@ class LiveFlow:
             if self.live_isn is None:
                 self.live_isn = l4.seq
                 self.live_ts = ts[0] if ts else None
+                if "ws" not in parse_tcp_options(l4.options):
+                    self.wscale = None               # scaling needs both sides' offer
             what = "SYN-ACK"
         else:
             what = f"{len(l4.payload)} bytes" if l4.payload else "ACK"
@@ -109,6 +114,7 @@ class LiveTcp:
             again = None
             if flow is None or flow.client_isn != l4.seq:        # a new flow (or the port reused)
                 flow = self._own(key, l4.seq, table)
+                flow.wscale = parse_tcp_options(l4.options).get("ws")
             else:
                 again = "SYN sent before"
             return "live", {"frame": None, "translated": {}, "unacceptable": None, "retransmission": again}
@@ -224,7 +230,34 @@ class LiveTcp:
             out["unacceptable"] = out["unacceptable"] or (
                 f"acknowledges {(new_ack - flow.live_nxt) & M32} bytes the live peer has not sent "
                 f"(ack {new_ack}, the peer sent up to {flow.live_nxt})")
+        else:
+            self._too_old(flow, new_ack, struct.unpack_from("!H", raw, l4at + 14)[0], out)
         return out
+
+    @staticmethod
+    def _too_old(flow: LiveFlow, ack: int, window: int, out: dict) -> None:
+        """The live peer's tcp_ack() takes an ACK back to its snd_una less the
+        smaller of the largest window offered and the bytes acknowledged
+        (RFC 5961 5.2); an older one is dropped: reported. Else the ACK moves
+        what the peer took."""
+        window <<= flow.wscale or 0
+        if flow.acked is None:                   # the handshake's ACK: exactly the SYN-ACK's
+            if ack != (flow.live_isn + 1) & M32:
+                out["unacceptable"] = out["unacceptable"] or (
+                    f"is not the ACK of the live peer's SYN-ACK (ack {ack}, expected "
+                    f"{(flow.live_isn + 1) & M32}): the peer answers RST")
+                return
+            flow.acked, flow.max_window = ack, window
+            return
+        lag = min(flow.max_window, (flow.acked - flow.live_isn - 1) & M32)
+        if _after((flow.acked - lag) & M32, ack):
+            out["unacceptable"] = out["unacceptable"] or (
+                f"acknowledges {(flow.acked - ack) & M32} bytes less than before, more than the "
+                f"{lag} the live peer lets an ACK lag: too old (ack {ack}, acknowledged up to {flow.acked})")
+            return
+        if _after(ack, flow.acked):
+            flow.acked = ack
+        flow.max_window = max(flow.max_window, window)
 
 
 def _odd(raw: bytearray, l4at: int, csum: int, at: int, old: bytes) -> int:
