@@ -218,10 +218,14 @@ def test_at_auto_live_replay_agrees_in_every_mode(tmp_path):
             f.time += k
             del f[IP].chksum, f[TCP].chksum
             frames.append(f)
+    again = frames[11].copy()             # the second conversation's request, retransmitted
+    again.time += 0.0005
+    frames.insert(12, again)
     wrpcap(str(tmp_path / "auto.pcap"), frames)
     runs = run_modes(tmp_path / "auto.pcap", tmp_path, args=("--at", "auto", "--conntrack"), live=True)
     ref = assert_equivalent(runs, ("conntrack",))
-    assert ref.summary["translated"] == 12 and ref.summary["skipped"] == 9
+    assert ref.summary["translated"] == 13 and ref.summary["skipped"] == 9
+    assert ref.summary["retransmitted"] == 1 and records(ref.lines)[12]["retransmission"]
     assert ref.summary["outcomes"]["flows"]["completed"] == 3
 
 
