@@ -368,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for captures that hold both sides of their conversations (with --at auto)")
     r.add_argument("--raw", action="store_true",
                    help="inject every frame as recorded; by default TCP flows the capture opens from "
-                        "the attachment point replay live (answers consumed there, acknowledgements "
-                        "translated into the live peer's sequence space; docs/cli.md)")
+                        "the attachment point (--at auto: from each sender) replay live (answers consumed "
+                        "there, acknowledgements translated into the live peer's sequence space; "
+                        "--apps off injects raw; docs/cli.md)")
     r.add_argument("--flows", metavar="FILE", help="write one row per flow of the capture (CSV if FILE ends "
                                                    "in .csv, else JSON): state, frames, service, endpoint, resets")
     add_proxy_mode(r)

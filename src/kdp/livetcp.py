@@ -1,20 +1,22 @@
 # livetcp: `kdp run`'s live TCP replay (the default; --raw turns it off). It
 # owns the TCP flows a capture opens from the attachment point (a SYN sent
-# from it): a capture-owned socket per flow in the attachment namespace's
-# socket table consumes what the live peer answers (no RST from that stack)
-# and learns the peer's ISN, timestamps and how far it has sent; the flow's
+# from it; with --at auto, from any sender's device): a capture-owned socket
+# per flow in the sending namespace's socket table consumes what the live
+# peer answers (no RST from that stack) and learns the peer's ISN, timestamps and how far it has sent; the flow's
 # later frames have their acknowledgement number, SACK blocks and timestamp
 # echo shifted from the recorded peer's sequence space into the live peer's,
 # TCP checksum updated incrementally (a wrong one stays wrong). Frames the
 # capture holds from the peer to the attachment point are not injected (the
 # live peer answers): the runner reports them skipped. A segment the live
-# peer would not accept is reported on its line, never fixed.
+# peer would not accept is reported on its line, never fixed; so is a
+# retransmission (data, FIN or SYN the capture already sent on the flow),
+# sent as recorded (translated like any segment): the live peer ACKs it again.
 #
-# UDP flows the capture sends from the attachment point belong to it too, as
-# a client's socket would (a connected UDP socket, SocketTable.add_client): the
-# live peer's datagrams back to it are consumed there, not answered with ICMP
-# port unreachable, and the recorded peer's datagrams are skipped. Nothing of
-# a UDP frame is translated.
+# UDP flows the capture sends from the attachment point (with --at auto, from
+# any sender's) belong to it too, as a client's socket would (a connected UDP
+# socket, SocketTable.add_client): the live peer's datagrams back to it are
+# consumed there, not answered with ICMP port unreachable, and the recorded
+# peer's datagrams are skipped. Nothing of a UDP frame is translated.
 from __future__ import annotations
 
 import struct
@@ -48,6 +50,10 @@ class LiveFlow:
     reset: bool = False                  # the live peer reset the flow
     fin: bool = False                    # the live peer sent its FIN
     received: int = 0                    # payload bytes the live peer sent
+    sent_nxt: int | None = None          # the sequence number after the last the capture sent
+    acked: int | None = None             # the highest ack the live peer took (its snd_una)
+    max_window: int = 0                  # the largest window the capture offered it (scaled)
+    wscale: int | None = None            # the capture's window shift (its SYN's; None: not offered)
 
     # --- the capture-owned socket: what the live peer sends ----------------------
     def segment(self, ip, l4, now: float) -> Delivery:
@@ -61,6 +67,8 @@ class LiveFlow:
             if self.live_isn is None:
                 self.live_isn = l4.seq
                 self.live_ts = ts[0] if ts else None
+                if "ws" not in parse_tcp_options(l4.options):
+                    self.wscale = None               # scaling needs both sides' offer
             what = "SYN-ACK"
         else:
             what = f"{len(l4.payload)} bytes" if l4.payload else "ACK"
@@ -75,32 +83,41 @@ class LiveFlow:
 
 
 class LiveTcp:
-    """The capture-owned flows of one run, attached at device `dev`."""
+    """The capture-owned flows of one run, attached at device `dev` (None:
+    each frame's own device is passed to outbound(), as with --at auto)."""
 
-    def __init__(self, dev) -> None:
+    def __init__(self, dev=None) -> None:
         self.dev = dev
         self.table = dev.namespace.sockets if dev is not None else None   # None: no sockets (replayed())
         self.flows: dict[tuple, LiveFlow] = {}
         self.by_local: dict[tuple, LiveFlow] = {}     # (local ip, local port) -> the flow (peer frames)
         self.udp: set[tuple] = set()                  # capture-owned UDP flows (local ip, port, remote ip, port)
 
-    def outbound(self, frame: bytes, pkt) -> tuple:
+    def outbound(self, frame: bytes, pkt, dev=None) -> tuple:
         """What to do with a parsed frame about to be injected at the
-        attachment point: (action, info) where action is "raw" (not a
-        capture-owned flow), "skip" (info: reason), or "live" (info: dict with
-        the translated frame's fields: "frame" bytes or None when unchanged,
-        "translated" {field: [recorded, sent]}, "unacceptable" text or None)."""
+        attachment point (or at `dev`, its sender's device): (action, info)
+        where action is "raw" (not a capture-owned flow), "skip" (info:
+        reason), or "live" (info: dict with the translated frame's fields:
+        "frame" bytes or None when unchanged, "translated" {field: [recorded,
+        sent]}, "unacceptable" text or None)."""
         ip, l4 = pkt.ip, pkt.l4
         if ip is not None and isinstance(l4, wire.UDP) and not (ip.frag or ip.flags & 1):
-            return self._udp(ip, l4)
+            return self._udp(ip, l4, dev)
         if ip is None or not isinstance(l4, wire.TCP) or ip.frag or ip.flags & 1:
             return "raw", None
         key = (ip.src, l4.sport, ip.dst, l4.dport)
         flow = self.flows.get(key)
         if l4.flags & wire.SYN and not l4.flags & wire.ACK:
+            table = self.table if dev is None else dev.namespace.sockets
+            if dev is not None and table is None:            # a sender with no sockets modelled
+                return "raw", None
+            again = None
             if flow is None or flow.client_isn != l4.seq:        # a new flow (or the port reused)
-                flow = self._own(key, l4.seq)
-            return "live", {"frame": None, "translated": {}, "unacceptable": None}
+                flow = self._own(key, l4.seq, table)
+                flow.wscale = parse_tcp_options(l4.options).get("ws")
+            else:
+                again = "SYN sent before"
+            return "live", {"frame": None, "translated": {}, "unacceptable": None, "retransmission": again}
         if flow is None:
             peer = self.by_local.get((ip.dst, l4.dport))
             if peer is not None:                 # the recorded peer's side: learn, do not inject
@@ -110,9 +127,26 @@ class LiveTcp:
                     peer.rec_ts = ts[0] if ts else None
                 return "skip", PEER_ANSWERS
             return "raw", None
-        return "live", self._translate(flow, frame, pkt)
+        info = self._translate(flow, frame, pkt)
+        info["retransmission"] = self._retransmission(flow, l4)
+        return "live", info
 
-    def _udp(self, ip, l4) -> tuple:
+    @staticmethod
+    def _retransmission(flow: LiveFlow, l4) -> str | None:
+        """What of this segment the capture sent on the flow before (None: nothing)."""
+        n = len(l4.payload) + (1 if l4.flags & wire.FIN else 0)
+        if not n:
+            return None
+        end = (l4.seq + n) & M32
+        if flow.sent_nxt is None or _after(end, flow.sent_nxt):
+            old = 0 if flow.sent_nxt is None or not _after(flow.sent_nxt, l4.seq) else \
+                (flow.sent_nxt - l4.seq) & M32
+            flow.sent_nxt = end
+            return f"{old} of its {n} bytes sent before" if old else None
+        return ("FIN sent before" if not l4.payload else
+                f"{len(l4.payload)} bytes sent before" + (" + FIN" if l4.flags & wire.FIN else ""))
+
+    def _udp(self, ip, l4, dev=None) -> tuple:
         """A UDP datagram: the capture's own flow (raw injection; its socket
         consumes the answers), or the recorded peer's datagram of one (skipped)."""
         key = (ip.src, l4.sport, ip.dst, l4.dport)
@@ -120,18 +154,21 @@ class LiveTcp:
             return "raw", None
         if (ip.dst, l4.dport, ip.src, l4.sport) in self.udp:
             return "skip", PEER_ANSWERS
+        table = self.table if dev is None else dev.namespace.sockets
+        if dev is not None and table is None:            # a sender with no sockets modelled
+            return "raw", None
         self.udp.add(key)
-        if self.table is not None:
-            self.table.add_client("udp", *key)
+        if table is not None:
+            table.add_client("udp", *key)
         return "raw", None
 
-    def _own(self, key: tuple, isn: int) -> LiveFlow:
-        flow = LiveFlow(key, isn)
+    def _own(self, key: tuple, isn: int, table) -> LiveFlow:
+        flow = LiveFlow(key, isn, sent_nxt=(isn + 1) & M32)
         self.flows[key] = flow
         self.by_local[(key[0], key[1])] = flow
-        if self.table is not None:
-            self.table.capture_owned[key] = flow
-            self.table.watch.touch(("sock", id(self.table), key))
+        if table is not None:
+            table.capture_owned[key] = flow
+            table.watch.touch(("sock", id(table), key))
         return flow
 
     def _translate(self, flow: LiveFlow, frame: bytes, pkt) -> dict:
@@ -193,7 +230,34 @@ class LiveTcp:
             out["unacceptable"] = out["unacceptable"] or (
                 f"acknowledges {(new_ack - flow.live_nxt) & M32} bytes the live peer has not sent "
                 f"(ack {new_ack}, the peer sent up to {flow.live_nxt})")
+        else:
+            self._too_old(flow, new_ack, struct.unpack_from("!H", raw, l4at + 14)[0], out)
         return out
+
+    @staticmethod
+    def _too_old(flow: LiveFlow, ack: int, window: int, out: dict) -> None:
+        """The live peer's tcp_ack() takes an ACK back to its snd_una less the
+        smaller of the largest window offered and the bytes acknowledged
+        (RFC 5961 5.2); an older one is dropped: reported. Else the ACK moves
+        what the peer took."""
+        window <<= flow.wscale or 0
+        if flow.acked is None:                   # the handshake's ACK: exactly the SYN-ACK's
+            if ack != (flow.live_isn + 1) & M32:
+                out["unacceptable"] = out["unacceptable"] or (
+                    f"is not the ACK of the live peer's SYN-ACK (ack {ack}, expected "
+                    f"{(flow.live_isn + 1) & M32}): the peer answers RST")
+                return
+            flow.acked, flow.max_window = ack, window
+            return
+        lag = min(flow.max_window, (flow.acked - flow.live_isn - 1) & M32)
+        if _after((flow.acked - lag) & M32, ack):
+            out["unacceptable"] = out["unacceptable"] or (
+                f"acknowledges {(flow.acked - ack) & M32} bytes less than before, more than the "
+                f"{lag} the live peer lets an ACK lag: too old (ack {ack}, acknowledged up to {flow.acked})")
+            return
+        if _after(ack, flow.acked):
+            flow.acked = ack
+        flow.max_window = max(flow.max_window, window)
 
 
 def _odd(raw: bytearray, l4at: int, csum: int, at: int, old: bytes) -> int:
@@ -216,6 +280,8 @@ def translated_text(info: dict) -> str:
     if "tsecr" in tr:
         parts.append(f"tsecr {tr['tsecr'][0]}->{tr['tsecr'][1]}")
     text = f"  translated {', '.join(parts)}" if parts else ""
+    if info.get("retransmission"):
+        text += f"  retransmission: {info['retransmission']}"
     if info.get("unacceptable"):
         text += f"  ! {info['unacceptable']}"
     return text

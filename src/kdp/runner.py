@@ -62,10 +62,12 @@ class PcapRun:
                 if ns.kind == "pod" and ns.sockets is not None:
                     ns.sockets.silent = True
         self.dev = emu.attach_device(at) if self.senders is None else None
-        # live TCP replay (kdp.livetcp): flows the capture opens from one attachment
-        # point with apps on; --raw, --at auto and --apps off inject raw
-        self.live = (LiveTcp(self.dev) if live and apps and self.dev is not None
-                     and self.dev.namespace.sockets is not None else None)
+        # live TCP replay (kdp.livetcp): flows the capture opens from the attachment
+        # point (--at auto: from each sender) with apps on; --raw and --apps off (the
+        # capture holds the answers: no live peer) inject raw
+        self.live = (LiveTcp(self.dev) if live and apps and (self.dev is None
+                                                             or self.dev.namespace.sockets is not None)
+                     else None)
         self._declined = False                  # the last reference frame was rewritten: not cached
         self.dp = emu.datapath
         self.out_dir = out_dir
@@ -235,14 +237,14 @@ class PcapRun:
         except wire.MalformedFrame as e:
             r, outcome, resets = run_record(index, None, str(e)), None, ()
         else:
-            dev, self._declined = self.dev, False
+            dev, self._declined, sent = self.dev, False, frame
             if self.senders is not None:
                 dev, sent, skip, self._declined = self.senders.resolve(frame)
                 if sent is not frame:
                     pkt = wire.parse(sent)
             live = None
             if self.live is not None and dev is not None:
-                action, live = self.live.outbound(frame, pkt)
+                action, live = self.live.outbound(sent, pkt, dev if self.senders is not None else None)
                 if action == "skip":
                     dev, skip, live = None, live, None
                 elif action == "live":
@@ -262,6 +264,9 @@ class PcapRun:
                 if live is not None:
                     r["translated"] = live["translated"]
                     r["unacceptable"] = live["unacceptable"]
+                    r["retransmission"] = live["retransmission"]
+                    if live["retransmission"]:
+                        self.counts["retransmitted"] = self.counts.get("retransmitted", 0) + 1
         self._record = Outcomes.record(r, resets, frame)
         ip_bytes = (frame[16] << 8) | frame[17] if len(frame) >= 18 and frame[12:14] == b"\x08\x00" else 0
         self.outcomes.add(self._record, 1, ip_bytes, self.dp.now)

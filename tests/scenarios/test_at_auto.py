@@ -124,7 +124,11 @@ def test_a_two_sided_capture_replays_both_directions(tmp_path):
     cl_frames = [f for _, f in read_pcap(str(tmp_path / "out" / "default__client__eth0.pcap"))
                  if f[12:14] == b"\x08\x00"]
     assert len(cl_frames) == 8                              # (and the ARP exchange)
-    # with the apps on, the backend answers the SYN itself and the recorded answers clash
-    r = kdp("run", "demo", "--pcap", tmp_path / "two.pcap", "--at", "auto", "--json")
+    # with the apps on and --raw, the backend answers the SYN itself and the recorded answers clash
+    r = kdp("run", "demo", "--pcap", tmp_path / "two.pcap", "--at", "auto", "--json", "--raw")
     on = json.loads(r.stdout.splitlines()[-1])["summary"]["outcomes"]
     assert on["resets"]["total"] > 0
+    # live replay (the default): the recorded answers are skipped, the live backend answers
+    r = kdp("run", "demo", "--pcap", tmp_path / "two.pcap", "--at", "auto", "--json")
+    live = json.loads(r.stdout.splitlines()[-1])["summary"]
+    assert live["outcomes"]["resets"]["total"] == 0 and live["skipped"] == 3

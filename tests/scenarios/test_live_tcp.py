@@ -9,6 +9,7 @@
 import io
 import json
 import struct
+from pathlib import Path
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
@@ -180,3 +181,75 @@ def test_live_replay_agrees_in_every_mode(tmp_path):
     assert all(x["unacceptable"] is None for x in recs[3:])
     # (the first 5-tuple counts as reset: its early ACKs were answered with RST)
     assert ref.summary["outcomes"]["flows"]["completed"] == 2 and ref.summary["outcomes"]["flows"]["reset"] == 1
+
+
+TWO_SIDED = Path(__file__).resolve().parents[2] / "examples" / "pcaps" / "two-sided.pcap"
+
+
+def test_at_auto_replays_live_from_each_sender(tmp_path):
+    """--at auto with live replay (the default): the client's flow is owned at
+    the client pod, the backend pod's recorded frames are skipped (its live app
+    answers), the conversation completes; --apps off injects both sides raw."""
+    r = kdp("run", "demo", "--pcap", TWO_SIDED, "--at", "auto", "--json", "--conntrack")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    recs, summary = lines[:-1], lines[-1]["summary"]
+    assert [x["index"] for x in recs if x["reason"] == "live-peer-answers"] == [1, 4, 6]
+    assert summary["translated"] == 4 and summary["skipped"] == 3
+    assert all(x["unacceptable"] is None for x in recs if "unacceptable" in x)
+    out = summary["outcomes"]
+    assert out["resets"]["total"] == 0 and out["flows"]["completed"] == 1
+    assert "TIME_WAIT" in "\n".join(summary["conntrack"].values())
+    off = kdp("run", "demo", "--pcap", TWO_SIDED, "--at", "auto", "--apps", "off", "--json")
+    got = [json.loads(l) for l in off.stdout.splitlines()]
+    assert "translated" not in got[-1]["summary"] and got[-1]["summary"]["skipped"] == 0
+    assert all(x["disposition"] == "delivered" and "translated" not in x for x in got[:-1])
+
+
+def test_at_auto_live_replay_agrees_in_every_mode(tmp_path):
+    frames = []
+    for k in range(3):                    # the two-sided conversation three times, new client ports
+        for f in rdpcap(str(TWO_SIDED)):
+            f = f.copy()
+            if f[TCP].sport == 45000:
+                f[TCP].sport = 45000 + k
+            else:
+                f[TCP].dport = 45000 + k
+            f.time += k
+            del f[IP].chksum, f[TCP].chksum
+            frames.append(f)
+    again = frames[11].copy()             # the second conversation's request, retransmitted
+    again.time += 0.0005
+    frames.insert(12, again)
+    wrpcap(str(tmp_path / "auto.pcap"), frames)
+    runs = run_modes(tmp_path / "auto.pcap", tmp_path, args=("--at", "auto", "--conntrack"), live=True)
+    ref = assert_equivalent(runs, ("conntrack",))
+    assert ref.summary["translated"] == 13 and ref.summary["skipped"] == 9
+    assert ref.summary["retransmitted"] == 1 and records(ref.lines)[12]["retransmission"]
+    assert ref.summary["outcomes"]["flows"]["completed"] == 3
+
+
+def test_recorded_retransmission_is_reported_and_acked_again(tmp_path):
+    """The capture's client sent its request twice: the copy is translated
+    like any segment and reported; kdp's server ACKs it again with a D-SACK
+    block and does not hand it to the app again; the conversation completes."""
+    n = _answer_len(tmp_path)
+    frames = _conversation(n)
+    again = frames[2].copy()                               # the GET, retransmitted
+    again.time = frames[2].time + 0.0005
+    wrpcap(str(tmp_path / "re.pcap"), frames[:3] + [again] + frames[3:])
+    r = kdp("run", "demo", "--pcap", tmp_path / "re.pcap", "--at", AT, "--json", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    recs, summary = lines[:-1], lines[-1]["summary"]
+    assert [x["retransmission"] for x in recs] == [None, None, None, f"{len(GET)} bytes sent before",
+                                                   None, None, None]
+    assert summary["retransmitted"] == 1 and summary["outcomes"]["flows"]["completed"] == 1
+    assert summary["outcomes"]["resets"]["total"] == 0
+    server = [s for s in _tcp(tmp_path / "out" / "default__client__eth0.pcap") if s.sport == 80]
+    answers = [s for s in server if len(s.payload)]
+    assert sum(len(s.payload) for s in answers) == n                # answered once
+    dsack = [s for s in server if dict(s.options).get("SAck")]
+    assert len(dsack) == 1 and dsack[0].flags == "A"
+    text = kdp("run", "demo", "--pcap", tmp_path / "re.pcap", "--at", AT).stdout.splitlines()
+    assert f"  retransmission: {len(GET)} bytes sent before" in text[3]

@@ -64,3 +64,22 @@ def test_wrong_checksum_stays_wrong_and_unsent_bytes_are_reported():
     del want[TCP].chksum
     assert Ether(bytes(want))[TCP].chksum != got[TCP].chksum
     assert info["unacceptable"].startswith("acknowledges 100 bytes the live peer has not sent")
+
+
+def test_too_old_and_wrong_handshake_acks_are_reported():
+    """What the live peer's tcp_check_req/tcp_ack would refuse: a handshake ACK
+    other than ISN + 1, and an ACK further back than snd_una less the bytes
+    acknowledged (the peer had sent 300)."""
+    lt = _flow()
+    rec = bytes(Ether() / IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=80, dport=1234, flags="SA",
+                                                                   seq=REC_ISN, ack=101))
+    assert lt.outbound(rec, wire.parse(rec)) == ("skip", "live-peer-answers")     # the recorded ISN
+    low = _c("A", 101, REC_ISN, [])                                  # one before the SYN-ACK's
+    _, info = lt.outbound(low, wire.parse(low))
+    assert info["unacceptable"].startswith("is not the ACK of the live peer's SYN-ACK")
+    for ack, bad in ((REC_ISN + 1, None), (REC_ISN + 201, None), (REC_ISN + 101, None),    # 100 back of 200: taken
+                     (REC_ISN + 301, None), (REC_ISN + 1, None), (REC_ISN, "acknowledges 301 bytes less")):
+        f = _c("A", 101, ack, [])
+        _, info = lt.outbound(f, wire.parse(f))
+        assert (info["unacceptable"] or "").startswith(bad or ""), (ack, info)
+        assert (info["unacceptable"] is None) == (bad is None), (ack, info)

@@ -4,7 +4,11 @@
 # active ones apps open themselves (connect(): SYN with Linux's options, ACK +
 # queued data on the SYN-ACK, data and FIN handed to the app, RST), the
 # segments either side sends (sequence numbers, windows, timestamps, IP IDs)
-# and the TCP option codecs. TcpSockets is the TCP half of
+# and the TCP option codecs. What a socket accepts is checked as tcp_ack()
+# does (RFC 5961 5.2): in SYN-RECEIVED only the ACK of our SYN-ACK (else RST);
+# later an ACK of data never sent, or older than the bytes the peer ever
+# acknowledged, drops the segment (a challenge ACK in ESTABLISHED, at most one
+# per tcp_invalid_ratelimit). TcpSockets is the TCP half of
 # net.sockets.SocketTable and works on the table's state (connections,
 # listeners, client sockets, capture-owned flows, outbox); it owns neither the table nor UDP, ICMP
 # or the listeners themselves.
@@ -26,6 +30,13 @@ if TYPE_CHECKING:
 MSS = 1460
 TIME_WAIT_LEN = 60.0                 # TCP_TIMEWAIT_LEN, seconds
 TCP_RMEM = (4096, 131072, 6291456)   # net.ipv4.tcp_rmem, the kernel's default
+INVALID_RATELIMIT = 0.5              # net.ipv4.tcp_invalid_ratelimit (500 ms): answers to bad segments
+M32 = 0xFFFFFFFF
+
+
+def seq_after(a: int, b: int) -> bool:
+    """after(a, b): a is later than b in sequence space."""
+    return 0 < ((a - b) & M32) < 0x80000000
 
 
 def window_scale(rmem_max: int = TCP_RMEM[2]) -> int:
@@ -51,6 +62,14 @@ class TcpConn:
     since: float = 0.0              # when TIME_WAIT began
     ts_recent: int = 0              # the peer's last TSval (echoed in TSecr)
     handle: "TcpHandle | None" = None
+    # what the peer acknowledged (tcp_ack): the oldest unacknowledged sequence number,
+    # bytes acknowledged so far, the largest window it offered and its window shift
+    snd_una: int = 0
+    bytes_acked: int = 0
+    max_window: int = 0
+    snd_wscale: int = 0
+    sack_ok: bool = False           # the peer offered SACK (our ACKs may carry D-SACK blocks)
+    last_oow: float | None = None   # when the last answer to an unacceptable segment left
     # active (client) connections only
     isn: int = 0
     mss: int = MSS                  # the peer's MSS (minus the timestamp option's 12 bytes)
@@ -211,6 +230,9 @@ class TcpSockets:
         conn = TcpConn("SYN_RECV", isn + 1, (l4.seq + 1) & 0xFFFFFFFF, ts_ok)
         conn.ts_recent = opts["ts"][0] if ts_ok else 0
         conn.wscale = window_scale() if "ws" in opts else 0
+        conn.snd_wscale = min(opts.get("ws", 0), 14)
+        conn.sack_ok = bool(opts.get("sack"))
+        conn.snd_una = (isn + 1) & M32               # the child socket's, once the handshake completes
         conn.ip_id = keyed_hash(self.seed, "inet_id", self.ns_name, str(ip.dst), l4.dport, str(ip.src),
                                 l4.sport, seed_as_key=False) & 0xFFFF
         self.tcp[key] = conn
@@ -222,28 +244,44 @@ class TcpSockets:
 
     def _segment(self, ip, l4, conn, lst, now, key) -> Delivery:
         owner = lst.owner if lst else None
-        self._track_ts(conn, l4)
-        if conn.handle is None:
-            conn.handle = TcpHandle(self, key, "server", owner=owner or "")
-        conn.app_state.setdefault("_handle", conn.handle)
         if l4.flags & SYN:
+            self._track_ts(conn, l4)
             if conn.state == "SYN_RECV" and not l4.flags & ACK and lst is not None:
                 return self._syn(ip, l4, lst, now)    # the SYN-ACK is sent again (same ISN)
             return Delivery("consumed", "retransmitted SYN for a known connection", owner=owner)
+        old_ack = seq_after(conn.snd_una, l4.ack) and conn.state != "SYN_RECV"
+        refused = self._ack_refused(ip, l4, conn, key, now, owner)
+        if refused is not None:
+            return refused
+        if not old_ack:                  # tcp_ack: an old (but acceptable) ACK leaves ts_recent
+            self._track_ts(conn, l4)
+        if conn.handle is None:
+            conn.handle = TcpHandle(self, key, "server", owner=owner or "")
+        conn.app_state.setdefault("_handle", conn.handle)
         seq_end = (l4.seq + len(l4.payload) + (1 if l4.flags & FIN else 0)) & 0xFFFFFFFF
         if conn.state == "SYN_RECV" and l4.flags & ACK:
             conn.state = "ESTABLISHED"
-        if conn.state == "LAST_ACK" and l4.flags & ACK and not l4.payload:
+        if conn.state == "LAST_ACK" and l4.flags & ACK and not l4.payload and l4.ack == conn.snd_nxt:
             del self.tcp[key]
             return Delivery("consumed", "final ACK: connection closed", owner=owner)
+        data, dsack = l4.payload, None
+        if (data or l4.flags & FIN) and not seq_after(seq_end, conn.rcv_nxt):
+            return self._retransmitted(ip, l4, conn, seq_end, now, owner)
+        if data and seq_after(conn.rcv_nxt, l4.seq):      # partly old: the new part is taken
+            dsack = (l4.seq, conn.rcv_nxt)
+            data = data[(conn.rcv_nxt - l4.seq) & M32:]
         answers, what = [], []
-        if l4.payload or l4.flags & FIN:
+        if data or l4.flags & FIN:
             conn.rcv_nxt = seq_end
         close = False
-        if l4.payload and lst is not None and conn.state != "LAST_ACK":
+        if dsack is not None:
+            what.append(f"{len(l4.payload) - len(data)} bytes already received (D-SACK)")
+            conn.pingpong = False
+            answers.append(self._seg(ip, l4, conn, ACK, b"", now, dsack))
+        if data and lst is not None and conn.state != "LAST_ACK":
             if not conn.pingpong:            # quick-ACK mode: the data is ACKed at once
                 answers.append(self._seg(ip, l4, conn, ACK, b"", now))
-            out, close, detail = lst.app.stream(conn.app_state, l4.payload, now)
+            out, close, detail = lst.app.stream(conn.app_state, data, now)
             what.append(detail)
             if not out and conn.pingpong:
                 answers.append(self._seg(ip, l4, conn, ACK, b"", now))
@@ -269,6 +307,58 @@ class TcpSockets:
         if not answers:
             return Delivery("accepted", f"ACK on {conn.state} connection", owner=owner)
         return Delivery("answered", ", ".join(what), answers, owner)
+
+    def _retransmitted(self, ip, l4, conn: TcpConn, seq_end: int, now: float, owner) -> Delivery:
+        """tcp_data_queue(): a segment whose data (or FIN) was all received
+        before, a retransmission: dropped, ACKed at once with a D-SACK block
+        for it (when the peer offered SACK), quick-ACK mode entered."""
+        conn.pingpong = False
+        n = len(l4.payload)
+        what = f"{n} bytes" if n else "FIN"
+        return Delivery("answered", f"retransmitted {what} already received: dropped, ACKed again"
+                        + (" with D-SACK" if conn.sack_ok else ""),
+                        [self._seg(ip, l4, conn, ACK, b"", now, (l4.seq, seq_end))], owner)
+
+    def _ack_refused(self, ip, l4, conn: TcpConn, key: tuple, now: float, owner) -> Delivery | None:
+        """The ACK check of a segment for a connection (tcp_check_req in
+        SYN-RECEIVED, tcp_ack later): a Delivery when the segment is refused,
+        None when it goes on (snd_una, bytes_acked and max_window advanced)."""
+        ack = l4.ack
+        if conn.state == "SYN_RECV":
+            if l4.flags & ACK and ack != conn.snd_nxt:
+                return Delivery("answered", f"ACK {ack} is not for our SYN-ACK (expected {conn.snd_nxt}): "
+                                "RST sent, the connection request stays", [tcp_reset(ip, l4)], owner)
+            if not l4.flags & ACK:
+                return Delivery("consumed", "segment without ACK for a connection request: dropped",
+                                owner=owner)
+        elif not l4.flags & ACK:
+            return Delivery("consumed", f"segment without ACK on {conn.state} connection: dropped (TCP_FLAGS)",
+                            owner=owner)
+        window = l4.window << conn.snd_wscale
+        if conn.state == "SYN_RECV":
+            conn.max_window = window                 # tcp_create_openreq_child: snd_wnd of the final ACK
+            return None
+        limit = (conn.snd_una - min(conn.max_window, conn.bytes_acked)) & M32
+        if seq_after(limit, ack):
+            why = (f"ACK {ack} too old (before {limit}: snd_una {conn.snd_una} less the "
+                   f"{min(conn.max_window, conn.bytes_acked)} bytes it may lag): segment dropped (TCP_TOO_OLD_ACK)")
+        elif seq_after(ack, conn.snd_nxt):
+            why = (f"ACK {ack} of data never sent (snd_nxt {conn.snd_nxt}): segment dropped "
+                   "(TCP_ACK_UNSENT_DATA)")
+        else:
+            if seq_after(ack, conn.snd_una):
+                conn.bytes_acked += (ack - conn.snd_una) & M32
+                conn.snd_una = ack
+            conn.max_window = max(conn.max_window, window)
+            return None
+        if conn.state != "ESTABLISHED":              # tcp_rcv_state_process: FLAG_NO_CHALLENGE_ACK
+            return Delivery("consumed", why, owner=owner)
+        if conn.last_oow is not None and 0 <= now - conn.last_oow < INVALID_RATELIMIT:
+            return Delivery("consumed", why + ", challenge ACK rate-limited (tcp_invalid_ratelimit)",
+                            owner=owner)
+        conn.last_oow = now
+        return Delivery("answered", why + ", challenge ACK sent",
+                        [self._conn_seg(key, conn, ACK, b"", now)], owner)
 
     # --- active connections: what arrives -------------------------------------
     def _client_segment(self, ip: IPv4, l4: TCP, conn: TcpConn, key: tuple, now: float) -> Delivery:
@@ -385,12 +475,19 @@ class TcpSockets:
     def _out(self, ip: IPv4, seg: TCP, ident: int = 0) -> Packet:
         return wire.finalize(Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_TCP, 64, ident, 2), l4=seg))
 
-    def _seg(self, ip: IPv4, l4: TCP, conn: TcpConn, flags: int, payload: bytes, now: float) -> Packet:
+    def _seg(self, ip: IPv4, l4: TCP, conn: TcpConn, flags: int, payload: bytes, now: float,
+             dsack: tuple | None = None) -> Packet:
         """A segment of an established connection: sequence numbers advance,
-        the window is the initial receive window scaled, the IP ID counts up."""
+        the window is the initial receive window scaled, the IP ID counts up.
+        dsack: (start, end) of data received twice, reported in a D-SACK block
+        (RFC 2883) when the peer offered SACK."""
         window = (65160 if conn.ts_ok else 64240) >> conn.wscale
+        # TSecr: ts_recent, the TSval of the last segment that advanced it (tcp_ack)
+        opts = b"\x01\x01\x08\x0a" + struct.pack("!II", self._tsval(now), conn.ts_recent) if conn.ts_ok else b""
+        if dsack is not None and conn.sack_ok:           # tcp_options_write: NOP NOP SACK
+            opts += b"\x01\x01\x05\x0a" + struct.pack("!II", dsack[0] & M32, dsack[1] & M32)
         seg = TCP(l4.dport, l4.sport, conn.snd_nxt, conn.rcv_nxt, flags, min(window, 65535), 0, 0,
-                  self._ts_opt(conn, l4, now), payload)
+                  opts, payload)
         conn.snd_nxt = (conn.snd_nxt + len(payload) + (1 if flags & (FIN | SYN) else 0)) & 0xFFFFFFFF
         ident, conn.ip_id = conn.ip_id, (conn.ip_id + 1) & 0xFFFF
         return self._out(ip, seg, ident)

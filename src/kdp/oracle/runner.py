@@ -22,6 +22,10 @@ from .listeners import EchoServers
 from .scenarios import Scenario, StepError
 
 
+# `--apps off` in a real pod: its stack takes in what reaches it and answers nothing
+APPS_OFF_RULE = ["INPUT", "-j", "DROP"]
+
+
 class ScenarioUnsupported(Exception):
     """The kernel here cannot run this scenario without touching the host
     (e.g. a per-namespace nf_conntrack_max); the message says why."""
@@ -175,6 +179,10 @@ class Oracle:
             note = (note + "; " if note else "") + \
                 f"kdp forced to the kernel's random choices: {forced['endpoints']} endpoint(s) " \
                 f"(statistic), {forced['snat']} SNAT port(s) (MASQUERADE --random-fully)"
+        if sc.apps_off:                          # kdp run --apps off (kdp.runner.PcapRun does the same)
+            for ns in emu.topology.namespaces.values():
+                if ns.kind == "pod" and ns.sockets is not None:
+                    ns.sockets.silent = True
         if sc.silent_client:
             sockets = emu.namespace(sc.silent_client).sockets
             for st in sc.steps:
@@ -258,6 +266,7 @@ class Oracle:
             r = N.netns_exec(silent, ["iptables", "-w", "-I", *rst_rule])
             if r.returncode != 0:
                 raise N.NetnsError(f"iptables in {silent}: {r.stderr.strip()}")
+        apps_off = self._apps_off() if sc.apps_off else []
         try:
             for i, st in enumerate(sc.steps):
                 frame = st.frame
@@ -274,9 +283,32 @@ class Oracle:
         finally:
             if silent:
                 N.netns_exec(silent, ["iptables", "-w", "-D", *rst_rule])
+            for me in apps_off:
+                N.netns_exec(me, ["iptables", "-w", "-D", *APPS_OFF_RULE])
         caps = {k: [Frame.of(ts, raw, d) for ts, raw, d in v] for k, v in self.sniffer.take().items()}
         self._conntrack = self._conntrack_dump() if self.rules else {}
         return caps
+
+    def _apps_off(self) -> list[str]:
+        """`kdp run --apps off` in the real twin: every pod's namespace drops
+        what its stack would deliver to a socket (filter INPUT DROP: after the
+        pod's device, where the capture sees the frame arrive, and after
+        routing; no socket lookup, so no RST, no ICMP error, no echo reply;
+        ARP is not IP and still answered). Returns the namespaces changed."""
+        done = []
+        for ns in self.cluster_namespaces("pod"):
+            me = self.real.netns[ns]
+            r = N.netns_exec(me, ["iptables", "-w", "-A", *APPS_OFF_RULE])
+            if r.returncode != 0:
+                for back in done:
+                    N.netns_exec(back, ["iptables", "-w", "-D", *APPS_OFF_RULE])
+                raise N.NetnsError(f"iptables in {me} ({ns}): {r.stderr.strip()}")
+            done.append(me)
+        return done
+
+    def cluster_namespaces(self, kind: str) -> list[str]:
+        """kdp's names of the namespaces of one kind (pod, node, ...)."""
+        return [ns.name for ns in self.real.emu.topology.namespaces.values() if ns.kind == kind]
 
     def kernel_only(self, steps, pace: float = 0.002, settle: float = 0.3) -> dict[str, list[str]]:
         """Inject static frames into the kernel twin only (no capture kept, no

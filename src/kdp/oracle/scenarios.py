@@ -59,6 +59,11 @@ class Scenario:
     # what kdp's own trace of the first step did (disposition, reason, delivered to),
     # for tests and the report
     kdp_outcome: str = ""
+    # `kdp run --apps off`: every pod's stack consumes what reaches it and answers
+    # nothing (a capture holds both sides). kdp: the pods' SocketTables are silent;
+    # the kernel: `iptables -A INPUT -j DROP` in each pod's namespace (after the
+    # device tap, the pod's conntrack-free PREROUTING and routing; before any socket)
+    apps_off: bool = False
 
 
 @dataclass
@@ -641,13 +646,31 @@ def tcp_session(cluster, seed, src, dst, dport, name, payload=b"hello oracle\n")
                     f"(client RSTs suppressed)", steps, silent_client=syn.ns)
 
 
+def tcp_steps(cluster, seed, src, dst, dport, name, plan, sport=None, description="") -> Scenario | None:
+    """A TCP conversation written step by step: the SYN, then per plan item
+    (label, flags, payload, sent, ack_delta) a segment `sent` bytes after the
+    ISN acknowledging all the peer sent so far plus ack_delta (a wrong ACK
+    when not 0), each side's from what its server really sent."""
+    try:
+        syn = first_frame(cluster, seed, src, dst, proto="tcp", dport=dport,
+                          **({"sport": sport} if sport is not None else {}))
+    except LookupError:
+        return None
+    p = wire.parse(syn.frame)
+    steps = [syn] + [Step(syn.ns, syn.dev, None, label, _segment(p, k + 1, data, flags, sent, delta))
+                     for k, (label, flags, data, sent, delta) in enumerate(plan)]
+    return Scenario(name, description or f"TCP {src} -> {dst}:{dport}: " + "; ".join(x[0] for x in plan)
+                    + " (client RSTs suppressed)", steps, silent_client=syn.ns)
+
+
 def live_replay_session(cluster, seed, src, dst, dport, name, payload=b"GET / HTTP/1.0\r\n\r\n",
-                        rec_isn: int = 5000, rec_ts: int = 7000) -> Scenario | None:
+                        rec_isn: int = 5000, rec_ts: int = 7000, retransmit: bool = False) -> Scenario | None:
     """A recorded client conversation (SYN; ACK; request; ACK of the echo;
     FIN; ACK of the server's FIN), recorded against a server whose ISN was
     rec_isn and TSval rec_ts, sent as `kdp run`'s live TCP replay sends it:
     each later segment translated by kdp.livetcp from what that side's server
-    really sent (its ISN and TSval), the same code on both sides."""
+    really sent (its ISN and TSval), the same code on both sides. retransmit:
+    the request is in the recording twice (the client retransmitted it)."""
     from ..livetcp import replayed
     from ..net.tcpstate import parse_tcp_options
     try:
@@ -665,12 +688,14 @@ def live_replay_session(cluster, seed, src, dst, dport, name, payload=b"GET / HT
         ip = replace(p.ip, ident=(p.ip.ident + k) & 0xFFFF)
         return wire.emit(wire.finalize(wire.Packet(p.eth, ip=ip, l4=seg)))
     A, PA, FA = wire.ACK, wire.PSH | wire.ACK, wire.FIN | wire.ACK
-    recorded = [syn.frame, rec(1, A, b"", 0), rec(2, PA, payload, 0), rec(3, A, b"", n),
-                rec(4, FA, b"", n), rec(5, A, b"", n + 1)]
     # (an echo server: the recorded server sent back as many bytes as the client sent)
-    labels = ["ACK", f"{n} bytes", "ACK of the echo", "FIN", "ACK of the server's FIN"]
+    plan = [("ACK", A, b"", 0), (f"{n} bytes", PA, payload, 0)] \
+        + ([(f"the {n} bytes again (retransmission)", PA, payload, 0)] if retransmit else []) \
+        + [("ACK of the echo", A, b"", n), ("FIN", FA, b"", n), ("ACK of the server's FIN", A, b"", n + 1)]
+    recorded = [syn.frame] + [rec(k, flags, data, sent) for k, (_l, flags, data, sent) in enumerate(plan, 1)]
+    labels = [label for label, *_rest in plan]
     steps = [syn] + [Step(syn.ns, syn.dev, None, f"{labels[k - 1]} (live replay)",
-                          lambda inbound, k=k: replayed(recorded, k, inbound)) for k in range(1, 6)]
+                          lambda inbound, k=k: replayed(recorded, k, inbound)) for k in range(1, len(recorded))]
     sc = Scenario(name, f"recorded TCP conversation {src} -> {dst}:{dport} replayed live: acks and "
                   f"timestamp echo translated into the real server's sequence space (client RSTs "
                   f"suppressed)", steps, silent_client=syn.ns)
@@ -678,7 +703,9 @@ def live_replay_session(cluster, seed, src, dst, dport, name, payload=b"GET / HT
     return sc
 
 
-def _segment(syn, k: int, payload: bytes, flags: int, sent: int):
+def _segment(syn, k: int, payload: bytes, flags: int, sent: int, ack_delta: int = 0):
+    """Step k's segment of the connection `syn` opened: `sent` bytes after the
+    ISN, acknowledging all that came back (plus ack_delta: a wrong ack)."""
     from ..net.tcpstate import parse_tcp_options
 
     def make(inbound: list) -> bytes:
@@ -689,7 +716,7 @@ def _segment(syn, k: int, payload: bytes, flags: int, sent: int):
             raise StepError("no SYN-ACK came back")
         rcv = (synack.l4.seq + 1) & 0xFFFFFFFF
         for q in segs:
-            if q.l4.flags & wire.SYN:
+            if q.l4.flags & (wire.SYN | wire.RST):      # a RST's sequence number is no data
                 continue
             end = (q.l4.seq + len(q.l4.payload) + (1 if q.l4.flags & wire.FIN else 0)) & 0xFFFFFFFF
             if 0 < ((end - rcv) & 0xFFFFFFFF) < 1 << 30:
@@ -698,7 +725,8 @@ def _segment(syn, k: int, payload: bytes, flags: int, sent: int):
         ts_peer = next((parse_tcp_options(q.l4.options)["ts"][0] for q in reversed(segs)
                         if "ts" in parse_tcp_options(q.l4.options)), 0)
         opts = b"\x01\x01\x08\x0a" + struct.pack("!II", (ts_syn + k) & 0xFFFFFFFF, ts_peer)
-        seg = wire.TCP(syn.l4.sport, syn.l4.dport, (syn.l4.seq + 1 + sent) & 0xFFFFFFFF, rcv, flags, 502,
+        seg = wire.TCP(syn.l4.sport, syn.l4.dport, (syn.l4.seq + 1 + sent) & 0xFFFFFFFF,
+                       (rcv + ack_delta) & 0xFFFFFFFF, flags, 502,
                        0, 0, opts, payload)
         ip = replace(syn.ip, ident=(syn.ip.ident + k) & 0xFFFF)
         return wire.emit(wire.finalize(wire.Packet(syn.eth, ip=ip, l4=seg)))
@@ -752,3 +780,26 @@ def _dns_query_scenario(cluster, seed: int, client: str):
         return None
     return Scenario("dns-query", f"DNS query {client} -> kube-dns {svc.cluster_ip}:53 for kube-dns.kube-system "
                     f"(DNAT to a CoreDNS pod, the A answer un-DNATed)", [step], quiet=0.05, needs_rules=True)
+
+
+def two_sided_replay(cluster, seed: int, frames: list[bytes], name: str, description: str) -> Scenario:
+    """A capture holding both sides of a conversation, replayed as `kdp run
+    --at auto --apps off` replays it: each frame transmitted at its sender's
+    device (kdp.senders, the same code: by source MAC, else source IP, with
+    the header that sender's stack writes) and every pod silent (apps_off).
+    Frames `--at auto` skips (a Service IP's, no host's) are left out; their
+    indexes and reasons are in the scenario's `skipped`."""
+    from ..emulator import Emulator
+    from ..senders import Senders
+    senders = Senders(Emulator(cluster, seed=seed, capture=False))
+    steps, skipped = [], []
+    for i, raw in enumerate(frames):
+        dev, frame, reason, _rewritten = senders.resolve(raw)
+        if dev is None:
+            skipped.append((i, reason))
+            continue
+        steps.append(Step(dev.namespace.name, dev.name, frame, f"#{i} at {dev.namespace.name} {dev.name}"))
+    sc = Scenario(name, description + " (--at auto --apps off: each frame at its sender, pods silent)",
+                  steps, needs_rules=True, apps_off=True)
+    sc.skipped = skipped
+    return sc
