@@ -155,6 +155,19 @@ class MasqueradeTarget(_PortsTarget):
         return pc.nat_setup(SRC, self.nat_range(newsrc))
 
 
+
+def redirect_address(pc):
+    """nf_nat_redirect_ipv4()'s new destination: 127.0.0.1 from OUTPUT, else the
+    first address of the incoming device (None when it has none). REDIRECT and
+    nftables' redirect share it."""
+    from ipaddress import IPv4Address
+    if pc.hook == "OUTPUT":
+        return IPv4Address("127.0.0.1")
+    info = pc.nf.info
+    primary = getattr(info, "primary_address", None)
+    return primary(pc.in_dev) if primary else info.source_address(pc.in_dev, pc.src)
+
+
 @register_target
 class RedirectTarget(_PortsTarget):
     name = "REDIRECT"
@@ -165,15 +178,7 @@ class RedirectTarget(_PortsTarget):
     FLAGS = ("random",)
 
     def run(self, pc) -> str:
-        """nf_nat_redirect_ipv4(): 127.0.0.1 from OUTPUT, else the first
-        address of the incoming device."""
-        from ipaddress import IPv4Address
-        if pc.hook == "OUTPUT":
-            newdst = IPv4Address("127.0.0.1")
-        else:
-            info = pc.nf.info
-            primary = getattr(info, "primary_address", None)
-            newdst = primary(pc.in_dev) if primary else info.source_address(pc.in_dev, pc.src)
+        newdst = redirect_address(pc)
         if newdst is None:
             pc.note(f"REDIRECT: {pc.in_dev} has no address")
             return DROP

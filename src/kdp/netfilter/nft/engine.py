@@ -17,6 +17,7 @@ from kdp.conntrack import DST, SRC, NatRange
 
 from ..boundary import RulesetError, TraceEntry
 from ..ext import ACCEPT, DROP
+from ..nattargets import redirect_address
 from ..reject import build_reject
 from . import render
 from .expr import (Problem, compile_expr, const_matches, describe_value, kind_of, numgen,
@@ -601,12 +602,7 @@ def _nat(st: Nat):
     if st.kind == "redirect":
         def redirect(pc):
             _volatile(pc)
-            if pc.hook == "OUTPUT":
-                newdst = IPv4Address("127.0.0.1")
-            else:
-                info = pc.nf.info
-                primary = getattr(info, "primary_address", None)
-                newdst = primary(pc.in_dev) if primary else info.source_address(pc.in_dev, pc.src)
+            newdst = redirect_address(pc)
             if newdst is None:
                 pc.note(f"redirect: {pc.in_dev} has no address")
                 return ("drop", None)
