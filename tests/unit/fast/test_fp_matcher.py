@@ -67,11 +67,14 @@ def test_compiled_decision_equals_the_reference_walk(kernel, data, cluster, seed
         want = reference_decision(nf, proto, src, dst, sport, dport, now, local)
         event(f"verdict {want.verdict}{' masq' if want.masquerade else ''}")
         # KNOWN DEFECT (open, 2026-12-03): a pod that is one endpoint of a
-        # LoadBalancer Service with affinity, calling its LB IP, DNATed to the
-        # other endpoint at the node's own address: the reference's conntrack
-        # entry keeps no DNAT binding (reply source = the pod itself) while the
-        # compiled matcher reports the endpoint. Such examples are set aside
-        # until it is fixed; every other decision must agree.
+        # LoadBalancer Service with affinity (and internalTrafficPolicy Local),
+        # calling its LB IP: inside this test the reference walk's conntrack
+        # entry says DNAT to the pod itself (no binding) while the compiled
+        # matcher picks the other endpoint (the node's own address). The same
+        # rules and flows in a fresh process give the compiled matcher's answer
+        # from the reference too, so the reference walk takes state from
+        # somewhere it should not. Such examples are set aside until it is
+        # found; every other decision must agree.
         assume(not (got[:5] != want[:5] and want.verdict == "dnat" and want.endpoint_ip == A(src)))
         assert got[:5] == want[:5], (f"{pkt} {A(src)} -> {A(dst)}:{dport} local={local}\n"
                                      f"compiled  {got}\nreference {want}")
