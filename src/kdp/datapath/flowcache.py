@@ -97,7 +97,9 @@ class Recorder:
                 return
             kind, idents, bucket = res.template
             self.answer = wire.emit(res.answers[0])
-            self.ops.append(("answer", kind, idents, bucket, wire.emit(pkt)))
+            # an ICMP error quotes the datagram as delivered: its bytes are the quote's template
+            delivered = wire.emit(pkt) if kind == ICMP_ERROR else None
+            self.ops.append(("answer", kind, idents, bucket, delivered))
         elif not res.stateless:
             self.problems.append(f"socket layer: {res.detail}")
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 
+from ..net.replies import ECHO_ICMP, ECHO_UDP, ICMP_ERROR, QUOTE_MAX  # noqa: F401  (OP_ANSWER kinds)
 from .contract import FLOW_KEY_LEN, FLOW_OVERWRITE, FLOW_TEMPLATE
 
 # FlowEngine.run() stopped: at its limit (an event is due), at a frame it
@@ -115,10 +116,6 @@ def line_var(f: bytes) -> bytes:
     if f[23] == 6:
         return flag_str(f[47])
     return str(((f[38] << 8) | f[39]) - 8).encode()
-
-
-ECHO_UDP, ECHO_ICMP, ICMP_ERROR = 1, 2, 3    # OP_ANSWER kinds (kdp.net.replies.Delivery.template)
-QUOTE_MAX = 576 - 28                         # what an ICMP error quotes (kdp.net.replies)
 
 
 def answer_ip_length(f: bytes, kind: int) -> int:

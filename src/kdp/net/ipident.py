@@ -80,4 +80,9 @@ class IpIdents:
 
     def select(self, saddr, daddr, proto: int, now: float) -> int:
         """__ip_select_ident(): the 16-bit IP ID of one packet saddr -> daddr."""
-        return self.reserve(self.bucket(saddr, daddr, proto), now) & 0xFFFF
+        return self.select_in(saddr, daddr, proto, now)[0]
+
+    def select_in(self, saddr, daddr, proto: int, now: float) -> tuple[int, int]:
+        """select(), and the bucket it drew from (a cached answer's IP ID slot)."""
+        bucket = self.bucket(saddr, daddr, proto)
+        return self.reserve(bucket, now) & 0xFFFF, bucket

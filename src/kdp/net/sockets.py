@@ -140,8 +140,7 @@ class SocketTable(TcpSockets):
     def _icmp(self, pkt: Packet, now: float) -> Delivery:
         ip, l4 = pkt.ip, pkt.l4
         if l4.type == wire.ICMP_ECHO and self.icmp_echo:
-            bucket = self.idents.bucket(ip.dst, ip.src, wire.PROTO_ICMP)
-            ident = self.idents.reserve(bucket, self._now) & 0xFFFF
+            ident, bucket = self.idents.select_in(ip.dst, ip.src, wire.PROTO_ICMP, self._now)
             reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_ICMP, 64, ident, 0),
                            l4=ICMP(wire.ICMP_ECHOREPLY, 0, 0, l4.rest, l4.payload))
             return Delivery("answered", "ICMP echo reply", [wire.finalize(reply)], "kernel",
@@ -161,8 +160,7 @@ class SocketTable(TcpSockets):
         lst = self.listeners.get(("UDP", l4.dport))
         if lst is None:
             pkt = Packet(BLANK_ETH, ip=ip, l4=l4)
-            bucket = self.idents.bucket(ip.dst, ip.src, wire.PROTO_ICMP)
-            ident = self.idents.reserve(bucket, self._now) & 0xFFFF
+            ident, bucket = self.idents.select_in(ip.dst, ip.src, wire.PROTO_ICMP, self._now)
             return Delivery("closed", f"UDP port {l4.dport} closed: ICMP port unreachable",
                             [icmp_error(pkt, wire.ICMP_DEST_UNREACH, wire.ICMP_PORT_UNREACH, ident)],
                             template=(ICMP_ERROR, self.idents, bucket))
@@ -170,8 +168,7 @@ class SocketTable(TcpSockets):
         if payload is None:
             return Delivery("accepted", f"UDP :{l4.dport} ({lst.owner}): {detail}", owner=lst.owner)
         # an unconnected socket's sendto(): DF, and (on this kernel) a hashed IP ID
-        bucket = self.idents.bucket(ip.dst, ip.src, wire.PROTO_UDP)
-        ident = self.idents.reserve(bucket, self._now) & 0xFFFF
+        ident, bucket = self.idents.select_in(ip.dst, ip.src, wire.PROTO_UDP, self._now)
         reply = Packet(BLANK_ETH, ip=IPv4(ip.dst, ip.src, wire.PROTO_UDP, 64, ident, 2),
                        l4=UDP(l4.dport, l4.sport, 0, payload))
         echo = (ECHO_UDP, self.idents, bucket) if type(lst.app) is EchoApp else None
