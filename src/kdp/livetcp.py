@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import struct
+from ipaddress import IPv4Address
 from dataclasses import dataclass
 
 from . import wire
@@ -161,6 +162,25 @@ class LiveTcp:
         if table is not None:
             table.add_client("udp", *key)
         return "raw", None
+
+    @staticmethod
+    def _udp_key(frame: bytes) -> tuple:
+        return (IPv4Address(frame[26:30]), (frame[34] << 8) | frame[35],
+                IPv4Address(frame[30:34]), (frame[36] << 8) | frame[37])
+
+    def udp_claimable(self, frame: bytes) -> bool:
+        """A UDP frame from the attachment point opens a capture-owned flow
+        (_udp() would make its socket): neither it nor its peer is known."""
+        key = self._udp_key(frame)
+        return self.table is not None and key not in self.udp and \
+            (key[2], key[3], key[0], key[1]) not in self.udp
+
+    def claim_udp(self, frame: bytes) -> None:
+        """Take a new UDP flow from the attachment point as _udp() takes it
+        (udp_claimable() said it opens one): its socket made."""
+        key = self._udp_key(frame)
+        self.udp.add(key)
+        self.table.add_client("udp", *key)
 
     def _own(self, key: tuple, isn: int, table) -> LiveFlow:
         flow = LiveFlow(key, isn, sent_nxt=(isn + 1) & M32)

@@ -16,11 +16,12 @@ from . import errors, wire
 from .fast import FlowEngine
 from .fast.replay import HIT, RECORD_HEADER, answer_ip_length, frame_key
 from .datapath.flowcache import LEN_ANSWER, LEN_REQUEST, FlowCache
+from .datapath.megaflow import create, entry_fields, free, predicted_entries
 from .errors import KdpError
 from .capfile import CaptureReader, check_length
 from .io import PCAP_HEADER, pcap_record, truncated_record
 from .livetcp import LiveTcp, translated_text
-from .outcomes import Outcomes
+from .outcomes import Outcomes, frame_flow
 from .senders import Senders
 from .render import packet_fields
 
@@ -82,7 +83,12 @@ class PcapRun:
         self.outcomes = Outcomes(emu.cluster)
         self._record = None                      # the outcomes record of the last reference frame
         if self.cache is not None:
-            self.cache.on_hits = lambda m, n, ip_bytes, last: self.outcomes.add(m.outcome, n, ip_bytes, last)
+            self.cache.on_hits = lambda m, n, ip_bytes, last: \
+                m.outcome is not None and self.outcomes.add(m.outcome, n, ip_bytes, last)
+        # megaflow branch -> (the run record it was built from, its JSON line cut
+        # around index, source port and UDP length, or None); its outcomes record
+        self.branch_records: dict[int, tuple] = {}
+        self.branch_outcomes: dict[int, tuple] = {}
         self.sinks: dict[tuple[str, str], int] = {}
         self.sink_names: list[str] = []
         self.files: set[int] = set()
@@ -203,7 +209,7 @@ class PcapRun:
             t = sec + frac * unit
             if self.validate:
                 self._validated(frame, t, index)
-            else:
+            elif not self._megaflow(frame, t, index):
                 self._slow(frame, t, index)
             pos += 16 + incl
             if self.engine.buffered() >= FLUSH_AT:
@@ -288,15 +294,85 @@ class PcapRun:
             return
         self._learn(frame, r, line)
 
+    def _branch_for(self, frame: bytes, now: float):
+        """(branch, its new entries' tuples) when frame is a new flow of a shape
+        a megaflow branch knows and everything the branch would create is free
+        (kdp.datapath.megaflow); else None: the reference decides."""
+        cache = self.cache
+        if cache is None or not cache.megaflows.shapes or self.senders is not None:
+            return None
+        key = self.engine.key(frame)
+        if key is None:
+            return None
+        sport = (frame[34] << 8) | frame[35]
+        branch = cache.megaflows.select(key, sport)
+        if branch is None or not self.engine.check(branch.eid, now):
+            return None
+        cache.write_back(full=False)           # the tables' timeouts as the engine left them
+        tuples = free(branch, sport, now)
+        if tuples is None or (self.live is not None and frame[23] == 17
+                              and not self.live.udp_claimable(frame)):
+            return None
+        return branch, tuples
+
+    def _megaflow(self, frame: bytes, t: float, index: int) -> bool:
+        """A new flow a megaflow branch replays: its conntrack entries made as
+        the reference makes them, the rest replayed by the engine. False: the
+        reference decides."""
+        now = max(self.dp.now, t)
+        hit = self._branch_for(frame, now)
+        if hit is None:
+            return False
+        branch, tuples = hit
+        if self.live is not None and frame[23] == 17:
+            self.live.claim_udp(frame)
+        create(branch, tuples, now)
+        self.dp.now = now
+        self.engine.commit(branch.eid, frame, now)
+        self.engine.out_append(self._branch_line(branch.eid, index, frame))
+        disposition, reason, delivered_to, resets, _flow = self.branch_outcomes[branch.eid]
+        self.outcomes.add((disposition, reason, delivered_to, resets, frame_flow(frame)), 1,
+                          (frame[16] << 8) | frame[17], now)
+        self._hits(1)
+        return True
+
+    def _branch_line(self, eid: int, index: int, frame: bytes) -> bytes:
+        r, pieces = self.branch_records[eid]
+        if pieces is None:
+            return self._line_of(self._branch_record(r, index, frame))
+        return b"%s%d%s%d%s%d%s" % (        # the JSON line: its three fields spliced in
+            pieces[0], index, pieces[1], (frame[34] << 8) | frame[35], pieces[2],
+            ((frame[38] << 8) | frame[39]) - 8, pieces[3])
+
+    @staticmethod
+    def _branch_record(r: dict, index: int, frame: bytes) -> dict:
+        """A megaflow branch's run record for another frame of its shape: the
+        index, and the source port and UDP payload length the frame carries."""
+        p = dict(r["packet"], sport=(frame[34] << 8) | frame[35])
+        if "length" in p:
+            p["length"] = ((frame[38] << 8) | frame[39]) - 8
+        return dict(r, index=index, packet=p)
+
+    def _line_of(self, r: dict) -> bytes:
+        return ((json.dumps(r) if self.json else run_line(r)) + "\n").encode()
+
     def _validated(self, frame: bytes, t: float, index: int) -> None:
         """KDP_FASTPATH_VALIDATE=1: predict with the engine, run the reference,
         and refuse to go on if they differ in anything the run would show."""
         eid = self.engine.lookup(frame)
         now = max(self.dp.now, t)
         pred = self.engine.predict(eid, frame, now, index) if eid >= 0 else None
+        made = None                              # a megaflow branch's new entries, as predicted
         if pred is None:
-            self._slow(frame, t, index)
-            return
+            hit = self._branch_for(frame, now)
+            if hit is not None:
+                branch, tuples = hit
+                eid, made = branch.eid, predicted_entries(branch, tuples, now)
+                pred = self.engine.predict(eid, frame, now, index)
+            if pred is None:
+                self._slow(frame, t, index)
+                return
+            pred = (self._branch_line(eid, index, frame),) + tuple(pred[1:])
         line, caps, ct, fdb, ipid = pred
         cache = self.cache
         meta = cache.meta[eid]
@@ -335,6 +411,10 @@ class PcapRun:
                   for o, n, length in meta.counted]
         if counted != expect:
             diffs.append("rule counters differ")
+        if made is not None:
+            got_made = entry_fields(cache.recorder.created)
+            if got_made != made:
+                diffs.append(f"new conntrack entries: reference {got_made}, fast path {made}")
         problems = cache.after_run()
         if problems:
             diffs.append(f"the reference changed state the cached decision rests on: {problems[0]}")
@@ -352,6 +432,9 @@ class PcapRun:
         key = frame_key(frame, self.cache.carry_psh)
         if key is None or self._declined:
             return
+        if self.cache.recorder.new_entries:
+            self._learn_megaflow(frame, key, r, line)
+            return
         parts = self._line_parts(r, line)
         if parts is None:
             return
@@ -365,6 +448,46 @@ class PcapRun:
                     for dev, data in captured] if self.out_dir else []
             if got is None or got[0] != line or got[1] != want:
                 self.cache.forget(eid)
+
+    def _learn_megaflow(self, frame: bytes, key: bytes, r: dict, line: bytes) -> None:
+        """Make the new flow just recorded a megaflow branch, when its line and
+        captures come back from another frame of its shape as they came now."""
+        if self.senders is not None or r["packet"] is None or \
+                self._line_of(self._branch_record(r, r["index"], frame)) != line:
+            return
+        if "translated" in r:                    # live replay's fields: the reference says them
+            return
+        captured = [(dev, wire.emit(pkt)) for dev, _d, pkt in self.dp.frames_seen]
+        eid = self.cache.build_megaflow(frame, key, r["disposition"], self.sink_of, captured)
+        if not isinstance(eid, int):
+            return
+        got = self.cache.predict_recorded(eid, frame, self.dp.now, r["index"])
+        want = [(self.sink_of(dev), pcap_record(self.dp.now, data))
+                for dev, data in captured] if self.out_dir else []
+        if got is None or got[1] != want:
+            self.cache.forget(eid)
+            return
+        self.branch_records[eid] = (r, self._line_pieces(r, line))
+        self.branch_outcomes[eid] = self._record
+
+    def _line_pieces(self, r: dict, line: bytes) -> tuple | None:
+        """The JSON line of a UDP branch record cut around its index, source
+        port and payload length (None: format it per frame)."""
+        p = r["packet"]
+        if not self.json or p.get("proto") != "udp" or "length" not in p:
+            return None
+        marks = (-987654321, -987654322, -987654323)
+        text = self._line_of(dict(r, index=marks[0], packet=dict(p, sport=marks[1], length=marks[2])))
+        cut = []
+        for m in marks:
+            head, sep, text = text.partition(str(m).encode())
+            if not sep or str(m).encode() in text:
+                return None
+            cut.append(head)
+        pieces = (*cut, text)
+        again = b"%s%d%s%d%s%d%s" % (pieces[0], r["index"], pieces[1], p["sport"], pieces[2],
+                                    p["length"], pieces[3])
+        return pieces if again == line else None
 
     def _line_parts(self, r: dict, line: bytes) -> tuple:
         """(prefix, suffix[, tail]) cut from the frame's own line: the line is

@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
+from ..checksum import extensions_disabled
+
 _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
 
@@ -184,3 +186,16 @@ def jhash2(words: list[int], initval: int) -> int:
 def reciprocal_scale(val: int, ep_ro: int) -> int:
     """Map a 32-bit value into [0, ep_ro) as the kernel does."""
     return (val * ep_ro) >> 32
+
+
+# The hashes the reference path computes per packet (conntrack's bucket hash,
+# the statistic match's draw, a megaflow's redraw), compiled unless
+# KDP_NO_EXTENSIONS=1 (kdp.checksum's rule): the same values as flow_base and
+# flow_hash above, which stay the reference the compiled ones are tested against.
+fast_flow_base = flow_base
+fast_flow_hash = flow_hash
+if not extensions_disabled():
+    try:
+        from .._fastpath import flow_base as fast_flow_base, flow_hash as fast_flow_hash  # noqa: F811
+    except ImportError:  # extension not built
+        pass

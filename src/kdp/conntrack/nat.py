@@ -14,7 +14,7 @@ from kdp.wire import ICMP, Packet, l4_checksum_of, rewrite_addr
 from .events import Event
 from .entry import (DST_NAT, DST_NAT_DONE, NAT_MASK, ORIGINAL, REPLY, SRC_NAT, SRC_NAT_DONE,
                     ConntrackEntry)
-from .keyed import decision_point, flow_hash, jhash2, reciprocal_scale
+from .keyed import decision_point, fast_flow_hash as flow_hash, jhash2, reciprocal_scale
 from .quoted import rewrite_quoted
 from .table import ConntrackTable
 from .tuples import PORT_PROTOS, PROTO_ICMP, Tuple

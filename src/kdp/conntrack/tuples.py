@@ -44,6 +44,10 @@ class Tuple:
     def proto_name(self) -> str:
         return PROTO_NAMES.get(self.proto, str(self.proto))
 
+    def __hash__(self) -> int:
+        # by the addresses' integers: IPv4Address hashes through hex() (slow)
+        return hash((self.proto, self.src._ip, self.dst._ip, self.sport, self.dport))
+
     def invert(self) -> "Tuple | None":
         """nf_ct_invert_tuple(): None when the protocol cannot invert it
         (an ICMP type that is not a query)."""

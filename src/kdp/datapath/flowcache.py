@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import math
+import re
+import struct
 from dataclasses import dataclass, field
 
 from .. import wire
 from ..fast.replay import ICMP_ERROR, answer_source, apply_template, error_source, rst_source
 from ..conntrack.entry import SEEN_REPLY
 from ..conntrack.tuples import Tuple
+from .megaflow import Branch, Megaflows, guards_of, recipes_of
 from ..fast.contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_ANSWER, OP_CAPTURE, OP_CT,
                              OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST)
 
@@ -34,6 +37,7 @@ class Recorder:
     def __init__(self, datapath) -> None:
         self.dp = datapath
         self.counted: list = []
+        self.guards: list = []
         self.begin()
 
     def begin(self) -> None:
@@ -45,6 +49,9 @@ class Recorder:
         self.deps: set = set()
         self.rst: bytes | None = None
         self.answer: bytes | None = None       # a template answer (Delivery.template), as the stack sent it
+        self.new_entries: list = []            # (table, entry) conntrack allocated (a new flow)
+        self.created: list = []                # (table, entry) confirmed, in order (kdp.datapath.megaflow)
+        self.guards.clear()                    # the statistic draws by flow hash made
         self.legs: list[str] = []              # the leg of each entry of counted
         self.counted.clear()
         self.generation = self.dp.watch.generation
@@ -57,6 +64,11 @@ class Recorder:
 
     def ct_result(self, table, res) -> None:
         e = res.entry
+        if e is not None and res.new and not res.drop:
+            self.new_entries.append((table, e))     # a new flow: a megaflow, if confirmed
+            return
+        if e is not None and not res.drop and any(e is c for _t, c in self.created):
+            return                                  # (an ICMP error about it): its recipe's final state
         if e is None or res.new or res.drop or id(e) not in self.before:
             self.problems.append("conntrack did not find an established entry")
             return
@@ -68,6 +80,9 @@ class Recorder:
         if e.orig.proto == wire.PROTO_UDP and e.status & SEEN_REPLY and now <= e.udp_stream_at:
             bound = e.udp_stream_at
         self.ops.append(("ct", table, e, e.refresh, bound))
+
+    def ct_confirmed(self, table, entry) -> None:
+        self.created.append((table, entry))
 
     def fdb_learn(self, br, mac: str, port) -> None:
         e = br.fdb.get(mac)
@@ -124,8 +139,11 @@ class Recorder:
         changed = []
         if None in self.counted:
             self.problems.append("a volatile rule was evaluated")
+        created = {id(e) for _t, e in self.created}
+        if any(id(e) not in created for _t, e in self.new_entries):
+            self.problems.append("a new conntrack entry was not confirmed")
         for eid, (entry, state) in self.before.items():
-            if _ct_state(entry) != state:
+            if eid not in created and _ct_state(entry) != state:
                 changed.append(("ct", eid))
                 self.problems.append("the conntrack entry changed")
         if self.dp.watch.generation != self.generation:
@@ -198,6 +216,9 @@ class FlowCache:
         self.watch = datapath.watch
         self.generation = self.watch.generation
         self.recorder = Recorder(datapath)
+        self.megaflows = Megaflows()               # new flows (kdp.datapath.megaflow)
+        self.megaflows_on = False                  # no rule reads the source port, no nftables
+        self._branches = 0
         self.carry_psh = False
         # id(ruleset) -> (ruleset, reads TCP flags): a ruleset is scanned once (rules
         # change by loading a new one), not at every generation change
@@ -225,9 +246,17 @@ class FlowCache:
                 rs = ns.netfilter.ruleset
                 hit = known.get(id(rs))
                 self._flag_readers[id(rs)] = hit if hit is not None and hit[0] is rs else \
-                    (rs, _reads_tcp_flags(rs))
-        self.carry_psh = not any(reads for _rs, reads in self._flag_readers.values())
+                    (rs, _reads_tcp_flags(rs), _reads_sport(rs))
+        self.carry_psh = not any(reads for _rs, reads, _s in self._flag_readers.values())
         self.engine.set_carry_psh(self.carry_psh)
+        # a new flow's decision is a megaflow (keyed without the source port) only
+        # where no rule reads that port; nftables' numgen draws are not guards yet
+        self.megaflows_on = all(ns.netfilter.nft is None for ns in self.dp.namespaces.values()
+                                if ns.netfilter is not None) \
+            and not any(sport for _rs, _f, sport in self._flag_readers.values())
+        for ns in self.dp.namespaces.values():
+            if ns.netfilter is not None:
+                ns.netfilter.guards = self.recorder.guards if self.megaflows_on else None
 
     # --- slots ----------------------------------------------------------------
     def _ct_slot(self, entry) -> int:
@@ -309,6 +338,7 @@ class FlowCache:
             nf = ns.netfilter
             if nf is not None and nf.counted is self.recorder.counted:
                 nf.counted = None
+                nf.guards = None
                 nf.conntrack.recorder = None
                 nf.conntrack.on_remove = None
         for idents in self.idents:
@@ -390,18 +420,49 @@ class FlowCache:
             self._apply_hits(eid)            # replays not yet counted
             del self.meta[eid]
             self.engine.remove(eid)
+            self.megaflows.forget(eid)
 
     def forget_all(self) -> None:
         for eid in list(self.meta):
             self._forget(eid)
         self.by_token.clear()
+        self.megaflows.clear()
 
     # --- building an entry ------------------------------------------------------
-    def build(self, frame: bytes, key: bytes, line: tuple, disposition: str,
-              sink_of, captured: list) -> int | str:
-        """Make the recorded run a cache entry: its id, else why not. captured:
-        (device, bytes) of every capture the run made, in order."""
+    def build_megaflow(self, frame: bytes, key: bytes, disposition: str, sink_of,
+                       captured: list) -> int | str:
+        """Make the recorded run of a new flow a megaflow branch (kdp.datapath.
+        megaflow): the engine entry replaying what is not conntrack, and the
+        recipes and draws that make the rest; its engine id, else why not."""
         rec = self.recorder
+        if not self.megaflows_on:
+            return "a rule reads the source port, or nftables draws"
+        if frame[23] not in (6, 17):
+            return "a new flow of a protocol other than TCP and UDP"
+        sport = (frame[34] << 8) | frame[35]
+        recipes = recipes_of(rec.created, sport, self.dp.now)
+        if isinstance(recipes, str):
+            return recipes
+        guards = guards_of(rec.guards, rec.created)
+        if isinstance(guards, str):
+            return guards
+        self._branches += 1
+        # a key no frame has (its IP length bytes are 0 in every frame's key)
+        own = bytes(16) + b"\x01\x00" + struct.pack("<Q", self._branches) + bytes(10)
+        eid = self.build(frame, own, (b"", b""), disposition, sink_of, captured, new_flow=True)
+        if isinstance(eid, int):
+            self.megaflows.add(key, Branch(guards, recipes, eid))
+        return eid
+
+    def build(self, frame: bytes, key: bytes, line: tuple, disposition: str,
+              sink_of, captured: list, new_flow: bool = False) -> int | str:
+        """Make the recorded run a cache entry: its id, else why not. captured:
+        (device, bytes) of every capture the run made, in order. new_flow: a
+        megaflow branch's entry (the entries the run created are not its slots)."""
+        rec = self.recorder
+        created = {id(e) for _t, e in rec.created}
+        if rec.new_entries and not new_flow:
+            return "a new flow (a megaflow branch, kdp.datapath.megaflow)"
         src0 = frame[:14 + ((frame[16] << 8) | frame[17])]
         srcs = [src0, None, None]
         prog = bytearray()
@@ -423,6 +484,10 @@ class FlowCache:
         for op in rec.ops:
             if op[0] == "ct":
                 _, _table, entry, refresh, bound = op
+                if id(entry) in created:
+                    continue                  # made by the branch's recipe
+                if new_flow:
+                    return "a new flow that also rests on an existing entry"
                 slot = self._ct_slot(entry)
                 prog += FLOW_OP.pack(OP_CT, 0, 0, slot, math.nan if refresh is None else refresh, bound)
                 tokens.add(("ct", id(entry)))
@@ -499,6 +564,17 @@ def _reads_tcp_flags(ruleset) -> bool:
     return any(m.name == "tcp" and getattr(m, "flags", None) is not None
                for table in ruleset.tables.values() for chain in table.chains.values()
                for rule in chain.rules for m in rule.matches)
+
+
+_SPORT_OPTIONS = re.compile(r"--(sport|source-port|sports|source-ports|ports|ctorigsrcport|"
+                            r"ctorigdstport|ctreplsrcport|ctrepldstport)\b")
+
+
+def _reads_sport(ruleset) -> bool:
+    """A rule of ruleset may test a flow's source port (or a conntrack port)."""
+    return any(_SPORT_OPTIONS.search(rule.text or "")
+               for table in ruleset.tables.values() for chain in table.chains.values()
+               for rule in chain.rules)
 
 
 def derive_template(src: bytes, got: bytes) -> bytes | None:

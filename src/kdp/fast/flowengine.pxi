@@ -537,6 +537,13 @@ cdef class FlowEngine:
         self.out.n = 0
         return out
 
+    def out_append(self, bytes data):
+        """Append a line the caller made (a megaflow branch's: kdp.datapath.megaflow)."""
+        cdef Py_ssize_t n = len(data)
+        _buf_reserve(&self.out, n)
+        memcpy(self.out.p + self.out.n, PyBytes_AS_STRING(data), n)
+        self.out.n += n
+
     # --- entries --------------------------------------------------------------
     def set_carry_psh(self, bint on):
         self.carry_psh = on
@@ -667,6 +674,14 @@ cdef class FlowEngine:
         for i in range(self.dirty_entries.n):
             self.entries[self.dirty_entries.p[i]].dirty = False
         return self.take_dirty_slots() + (_vec_take(&self.dirty_entries),)
+
+    def key(self, frame):
+        """The frame's flow key (kdp.fast.replay.frame_key), None when it is not replayable."""
+        cdef unsigned char key[KEYLEN]
+        cdef const unsigned char[:] f = frame
+        if f.shape[0] == 0 or not _frame_key(&f[0], f.shape[0], key, self.carry_psh):
+            return None
+        return (<char*>key)[:KEYLEN]
 
     def lookup(self, frame):
         cdef unsigned char key[KEYLEN]
@@ -837,6 +852,21 @@ cdef class FlowEngine:
                 _rec_header(<char*>tmp, now, <uint32_t>n)
                 caps.append((op.b, bytes(tmp)))
         return caps
+
+    def check(self, Py_ssize_t eid, double now):
+        """Whether entry eid's checks pass at now (a live entry)."""
+        if eid < 0 or eid >= self.n_entries or not self.entries[eid].live:
+            return False
+        return bool(self._check(&self.entries[eid], now))
+
+    def commit(self, Py_ssize_t eid, frame, double now):
+        """Replay entry eid on frame (its checks passed) without its output
+        line: slots, captures, hit counts (the caller writes the line)."""
+        cdef const unsigned char[:] f = frame
+        if eid < 0 or eid >= self.n_entries or not self.entries[eid].live:
+            raise ValueError(f"no live flow cache entry {eid}")
+        if self._commit(eid, &f[0], now) < 0:
+            raise MemoryError()
 
     def predict(self, Py_ssize_t eid, frame, double now, Py_ssize_t index):
         cdef const unsigned char[:] f = frame

@@ -142,6 +142,10 @@ class FlowEngine:
         entries, self.dirty_entries = sorted(self.dirty_entries), set()
         return self.take_dirty_slots() + (entries,)
 
+    def key(self, frame: bytes) -> bytes | None:
+        """The frame's flow key (kdp.fast.replay.frame_key), None when it is not replayable."""
+        return frame_key(frame, self.carry_psh)
+
     def lookup(self, frame: bytes) -> int:
         key = frame_key(frame, self.carry_psh)
         return -1 if key is None else self.index.get(key, -1)
@@ -193,6 +197,24 @@ class FlowEngine:
             return e.prefix + b"#" + str(index).ljust(5).encode() + e.suffix + tail
         return e.prefix + str(index).encode() + e.suffix + tail
 
+    def out_append(self, data: bytes) -> None:
+        """Append a line the caller made (a megaflow branch's: kdp.datapath.megaflow)."""
+        self.out += data
+
+    def check(self, eid: int, now: float) -> bool:
+        """Whether entry eid's checks pass at now (a live entry)."""
+        e = self.entries[eid] if 0 <= eid < len(self.entries) else None
+        return e is not None and e.live and self._check(e, now)
+
+    def commit(self, eid: int, frame: bytes, now: float) -> None:
+        """Replay entry eid on frame (its checks passed) without its output
+        line: slots, captures, hit counts (the caller writes the line)."""
+        e = self.entries[eid] if 0 <= eid < len(self.entries) else None
+        if e is None or not e.live:
+            raise ValueError(f"no live flow cache entry {eid}")
+        _line, caps, ct, fdb, ipid = self.predict(eid, frame, now, 0)
+        self._apply(eid, frame, now, caps, ct, fdb, ipid)
+
     def run(self, buf, pos: int, end: int, index: int, now: float, unit: float,
             big_endian: bool, limit: int = -1):
         """Replay records of a classic pcap buffer from pos until a frame is not
@@ -218,23 +240,27 @@ class FlowEngine:
             if got is None:
                 return MISS, pos, index, now
             line, caps, ct, fdb, ipid = got
-            for slot, v in ct.items():
-                self.ct[slot] = v
-                self.dirty_ct.add(slot)
-            for slot, (counter, tstamp) in ipid.items():
-                self.ipid[slot][0], self.ipid[slot][1] = counter, tstamp
-                self.dirty_ipid.add(slot)
-            for slot, v in fdb.items():
-                self.fdb[slot] = v
-                self.dirty_fdb.add(slot)
-            for sink, record in caps:
-                self.sinks[sink] += record
+            self._apply(eid, frame, n2, caps, ct, fdb, ipid)
             self.out += line
-            e = self.entries[eid]
-            e.hits += 1
-            e.last_now = n2
-            e.ip_bytes += (frame[16] << 8) | frame[17]
-            if e.answer_kind:
-                e.answer_bytes += answer_ip_length(frame, e.answer_kind)
-            self.dirty_entries.add(eid)
             now, index, pos, done = n2, index + 1, pos + 16 + incl, done + 1
+
+    def _apply(self, eid: int, frame: bytes, now: float, caps, ct, fdb, ipid) -> None:
+        """A replay's effects (predict's values) made real, but its line."""
+        for slot, v in ct.items():
+            self.ct[slot] = v
+            self.dirty_ct.add(slot)
+        for slot, (counter, tstamp) in ipid.items():
+            self.ipid[slot][0], self.ipid[slot][1] = counter, tstamp
+            self.dirty_ipid.add(slot)
+        for slot, v in fdb.items():
+            self.fdb[slot] = v
+            self.dirty_fdb.add(slot)
+        for sink, record in caps:
+            self.sinks[sink] += record
+        e = self.entries[eid]
+        e.hits += 1
+        e.last_now = now
+        e.ip_bytes += (frame[16] << 8) | frame[17]
+        if e.answer_kind:
+            e.answer_bytes += answer_ip_length(frame, e.answer_kind)
+        self.dirty_entries.add(eid)

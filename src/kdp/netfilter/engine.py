@@ -139,6 +139,9 @@ class Netfilter:
         # counted: None, or a list the flow cache's recorder reads: (rule or chain,
         # bytes) per counter increment, None for a volatile rule evaluated
         self.counted: list | None = None
+        # guards: None, or a list the recorder reads: the statistic draws by flow
+        # hash made (kdp.datapath.megaflow recomputes them for a new flow)
+        self.guards: list | None = None
         self.watch = watch if watch is not None else Watch()
         # nftables beside the iptables tables (attach_nft): the stages per hook, with
         # its base chains among them, and the nat chains nf_nat runs per hook
@@ -340,7 +343,7 @@ class Netfilter:
             t = rule.target
             if counted is not None:
                 counted.append((rule, ip_len))
-                if t is not None and t.volatile:
+                if t is not None and t.volatile and not t.guarded(pc):
                     counted.append(None)
             if t is None:
                 if tracing:
@@ -416,10 +419,11 @@ _PLANS = _plans(STAGES)
 def _matches_noting_volatile(rule, pc: PacketCtx, counted: list) -> bool:
     """The rule's matches in order, as the walk evaluates them; each volatile
     one actually evaluated leaves a None in counted (the flow cache's recorder
-    then keeps the decision out of the cache). One that is never reached
+    then keeps the decision out of the cache), but for a draw by the flow's
+    hash, which notes itself in nf.guards (Match.guarded). One that is never reached
     (an earlier match failed) had no say and no side effect."""
     for m in rule.matches:
-        if m.volatile:
+        if m.volatile and not m.guarded(pc):
             counted.append(None)
         if not m.matches(pc):
             return False

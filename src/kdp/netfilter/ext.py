@@ -86,6 +86,12 @@ class Match(Extension):
     def matches(self, pc: Any) -> bool:
         raise NotImplementedError
 
+    def guarded(self, pc: Any) -> bool:
+        """A volatile match whose result the flow cache can recompute (a draw by
+        the flow's hash, noted in pc.nf.guards as it is made): True keeps the
+        decision cacheable as a megaflow branch (kdp.datapath.megaflow)."""
+        return False
+
 
 class Target(Extension):
     terminal: ClassVar[bool] = False
@@ -100,6 +106,11 @@ class Target(Extension):
 
     def describe(self) -> str:
         return f"{self.name}{self.save()}"
+
+    def guarded(self, pc: Any) -> bool:
+        """A volatile target whose effect the flow cache can make again for a
+        new flow (Match.guarded; kdp.datapath.megaflow)."""
+        return False
 
 
 MATCHES: dict[str, type[Match]] = {}

@@ -79,6 +79,16 @@ class _NatTarget(Target):
                         random_fully="random-fully" in self.flags,
                         persistent="persistent" in self.flags)
 
+    def guarded(self, pc) -> bool:
+        """The binding is a megaflow recipe's (kdp.datapath.megaflow): no flag
+        draws, one address, and a port only where it replaces the destination's.
+        The new entry's tuples, checked free for each new flow, say the rest."""
+        if pc.nf.guards is None or self.flags:
+            return False
+        r = self.range
+        return r is None or (r.min_ip == r.max_ip and
+                             (r.min_port is None or (self.MANIP == DST and r.min_port == r.max_port)))
+
     def save_flags(self) -> str:
         return "".join(f" --{f}" for f in ("random", "random-fully", "persistent") if f in self.flags)
 

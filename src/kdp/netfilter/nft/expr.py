@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from kdp.conntrack.keyed import decision_point, flow_hash
+from kdp.conntrack.keyed import decision_point, fast_flow_hash as flow_hash
 
 from .model import BinOp, Concat, Ct, Fib, Meta, Numgen, Payload
 from .values import PROTO_NUMBER, ValueProblem, ipv4_bounds

@@ -1,0 +1,207 @@
+# datapath.megaflow: new flows in the flow cache (Open vSwitch's megaflows with
+# ct(commit, nat)). A reference run that creates conntrack entries (a new
+# connection: DNAT to the endpoint the statistic rules drew by the flow's hash,
+# the endpoint node's own entry) rests on the frame's source port only through
+# those entries' tuples and those draws. Such a decision is kept under the
+# frame's key without its source port, as one *branch* per outcome of the draws
+# seen so far: the draws (guards), the entries to create (recipes: their
+# tuples with the source port left open, status, mark, timeouts) and an engine
+# entry replaying the rest (captures, answers, FDB; kdp.datapath.flowcache).
+# A later frame of the same shape redraws for its own tuple (flow_hash, as the
+# reference does), takes the branch the draws select, checks that every entry
+# it would create is free in its table (no live entry on either tuple, no
+# earlier generation of the tuple, room in the table), and creates them as the
+# reference would (new_entry, confirm). Anything else goes to the reference.
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..conntrack.entry import CONFIRMED, SRC_NAT, TcpInfo
+from ..conntrack.keyed import fast_flow_hash as flow_hash, random31
+from ..conntrack.track import UDP_STREAM_AFTER
+from ..conntrack.tuples import Tuple
+
+SPORT = -1          # a recipe's port that is the frame's source port
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One conntrack entry a branch creates: its tuples with the frame's source
+    port open (SPORT), and every other field as the reference left it."""
+
+    table: object
+    orig: tuple                 # (proto, src, dst, sport, dport), SPORT where the frame's
+    reply: tuple
+    status: int
+    mark: int
+    masq_dev: str | None
+    timeout: float              # timeout_at = now + timeout (the last refresh's value)
+    udp_stream: bool            # udp_stream_at = now + UDP_STREAM_AFTER (else 0.0)
+    tcp: tuple | None           # (state, last_index, last_dir, close_init) or None
+
+    def tuples(self, sport: int) -> tuple[Tuple, Tuple]:
+        return _tuple(self.orig, sport), _tuple(self.reply, sport)
+
+
+@dataclass(frozen=True)
+class Branch:
+    guards: tuple               # (seed, point, recipe index, probability, drawn)
+    recipes: tuple
+    eid: int                    # the engine entry replaying the rest (kdp.datapath.flowcache)
+
+
+def _tuple(t: tuple, sport: int) -> Tuple:
+    proto, src, dst, a, b = t
+    return Tuple(proto, src, dst, sport if a == SPORT else a, sport if b == SPORT else b)
+
+
+def _template(t: Tuple, sport: int, at_sport: bool, at_dport: bool) -> tuple | None:
+    """t with the frame's source port opened where expected; None when the port
+    appears anywhere else (which port is the frame's would be ambiguous)."""
+    a = SPORT if at_sport and t.sport == sport else t.sport
+    b = SPORT if at_dport and t.dport == sport else t.dport
+    if (at_sport and a != SPORT) or (at_dport and b != SPORT) or sport in (a, b):
+        return None
+    return (t.proto, t.src, t.dst, a, b)
+
+
+def recipes_of(created: list, sport: int, now: float) -> tuple | str:
+    """The recipes of the entries a recorded run created (table, entry), in
+    the order they were confirmed; else why they cannot be made again."""
+    out = []
+    tables = set()
+    for table, e in created:
+        if id(table) in tables:
+            return "two new entries in one table"
+        tables.add(id(table))
+        if e.gen != 0:
+            return "a reopened tuple (its draws are the entry generation's)"
+        if e.sctp is not None or e.orig.proto not in (6, 17):
+            return "a new entry of a protocol other than TCP and UDP"
+        orig = _template(e.orig, sport, True, False)
+        reply = _template(e.reply, sport, False, True)
+        if orig is None or reply is None:
+            return "the new entry's tuples are not the frame's port (NAT chose a port)"
+        if e.created != now or e.refresh is None or now + e.refresh != e.timeout_at:
+            return "the new entry's times are not the packet's"
+        stream = e.orig.proto == 17
+        if e.udp_stream_at != (now + UDP_STREAM_AFTER if stream else 0.0):
+            return "the new entry's UDP stream time is not the packet's"
+        tcp = None if e.tcp is None else (e.tcp.state, e.tcp.last_index, e.tcp.last_dir,
+                                          tuple(e.tcp.close_init))
+        out.append(Recipe(table, orig, reply, e.status, e.mark, e.masq_dev, e.refresh, stream, tcp))
+    return tuple(out)
+
+
+def guards_of(draws: list, created: list) -> tuple | str:
+    """The statistic draws a recorded run made, on the entries it created."""
+    where = {id(e): i for i, (_t, e) in enumerate(created)}
+    out = []
+    for seed, point, entry, prob, drawn in draws:
+        i = where.get(id(entry))
+        if i is None:
+            return "a draw on an entry the run did not create"
+        out.append((seed, point, i, prob, bool(drawn)))
+    return tuple(out)
+
+
+class Megaflows:
+    """Branches by the frame's key without its source port."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[bytes, list[Branch]] = {}
+        self.by_eid: dict[int, bytes] = {}
+
+    @staticmethod
+    def shape(key: bytes) -> bytes:
+        return key[:30] + b"\0\0" + key[32:]
+
+    def add(self, key: bytes, branch: Branch) -> None:
+        shape = self.shape(key)
+        self.shapes.setdefault(shape, []).append(branch)
+        self.by_eid[branch.eid] = shape
+
+    def forget(self, eid: int) -> None:
+        shape = self.by_eid.pop(eid, None)
+        if shape is not None:
+            left = [b for b in self.shapes.get(shape, ()) if b.eid != eid]
+            if left:
+                self.shapes[shape] = left
+            else:
+                self.shapes.pop(shape, None)
+
+    def clear(self) -> None:
+        self.shapes.clear()
+        self.by_eid.clear()
+
+    def select(self, key: bytes, sport: int) -> Branch | None:
+        """The branch whose draws this source port repeats, if any."""
+        branches = self.shapes.get(self.shape(key))
+        if not branches:
+            return None
+        for b in branches:
+            if all(_draw(b.recipes[i], seed, point, sport) < prob if drawn
+                   else _draw(b.recipes[i], seed, point, sport) >= prob
+                   for seed, point, i, prob, drawn in b.guards):
+                return b
+        return None
+
+
+def _draw(recipe: Recipe, seed: int, point: int, sport: int) -> int:
+    proto, src, dst, a, b = recipe.orig
+    return random31(flow_hash(seed, point, proto, src, dst, sport if a == SPORT else a,
+                              sport if b == SPORT else b, 0))
+
+
+def free(branch: Branch, sport: int, now: float) -> list | None:
+    """The tuples of the entries branch would create, when every one is free
+    (no live entry on either tuple, no earlier entry of the original tuple
+    remembered, room in the table); else None."""
+    out = []
+    for r in branch.recipes:
+        t = r.table
+        if t.max_entries and len(t) + 1 >= t.max_entries:
+            return None
+        orig, reply = r.tuples(sport)
+        if t.generation(orig) or t.lookup(orig, now) is not None or t.lookup(reply, now) is not None:
+            return None
+        if r.status & SRC_NAT and t.by_source(orig.proto, orig.src, orig.sport):
+            return None                  # nf_nat would reuse that connection's mapping
+        out.append((orig, reply))
+    return out
+
+
+def predicted_entries(branch: Branch, tuples: list, now: float) -> list:
+    """What create() will make, as entry_fields() describes made entries."""
+    return [(id(r.table), orig, reply, r.status, r.mark, r.masq_dev, now, now + r.timeout,
+             now + UDP_STREAM_AFTER if r.udp_stream else 0.0, r.tcp)
+            for r, (orig, reply) in zip(branch.recipes, tuples)]
+
+
+def entry_fields(created: list) -> list:
+    """The fields of entries a reference run made ((table, entry) as confirmed)
+    that a branch's recipes make again (KDP_FASTPATH_VALIDATE compares them)."""
+    return [(id(t), e.orig, e.reply, e.status, e.mark, e.masq_dev, e.created, e.timeout_at,
+             e.udp_stream_at, None if e.tcp is None else
+             (e.tcp.state, e.tcp.last_index, e.tcp.last_dir, tuple(e.tcp.close_init)))
+            for t, e in created]
+
+
+def create(branch: Branch, tuples: list, now: float) -> None:
+    """Make the branch's entries as the reference does (new_entry, confirm)."""
+    for r, (orig, reply) in zip(branch.recipes, tuples):
+        table = r.table
+        e = table.new_entry(orig, reply, now)
+        e.status = r.status & ~CONFIRMED        # confirm() sets it
+        e.mark, e.masq_dev = r.mark, r.masq_dev
+        e.refresh = r.timeout
+        e.timeout_at = now + r.timeout
+        if r.udp_stream:
+            e.udp_stream_at = now + UDP_STREAM_AFTER
+        if r.tcp is not None:
+            state, last_index, last_dir, close_init = r.tcp
+            e.tcp = TcpInfo(state, last_index, last_dir, list(close_init))
+        if not table.confirm(e, now):
+            raise AssertionError(f"megaflow: {orig} was free but its entry clashed")
+
+

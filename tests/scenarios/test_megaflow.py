@@ -1,0 +1,165 @@
+# Megaflows (kdp.datapath.megaflow): new flows replayed by the flow cache.
+# Each frame below opens a conntrack entry (a new source port), through a
+# Service's DNAT and its statistic rules or straight to a pod; the four modes of
+# `kdp run` must agree on every line, pcap, conntrack entry and counter, the
+# cache must replay most of them, and it must hand back to the reference every
+# frame whose entries are not free (an earlier flow on the tuple, a reply
+# tuple taken, a reopened tuple). KDP_FASTPATH_VALIDATE must catch a branch
+# that would make other entries than the reference.
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+
+from kdp.datapath import megaflow
+from kdp.runner import FastpathMismatch
+
+from .test_fastpath_equivalence import assert_equivalent, reasons, records, run_modes, traffic, write
+
+T0 = 1_700_000_000_000_000
+
+
+def _udp(g, dst: tuple, sport: int, size: int) -> bytes:
+    from scapy.layers.inet import UDP
+    return bytes(g._base(dst[0]) / UDP(sport=sport, dport=dst[1]) / bytes(size))
+
+
+def new_udp_flows(n: int, seed: int, repeats: float = 0.0, gap_at: int | None = None) -> list:
+    """n UDP datagrams from the client, each (but repeats) a new source port:
+    to the UDP echo Service (its DNAT, three endpoints drawn by flow hash) and
+    to a pod's closed port; with `repeats`, that share of frames reuses an
+    earlier port (an existing flow, or after gap_at's 200 s gap a reopened one)."""
+    g = traffic.Generator(seed)
+    rng = random.Random(seed)
+    recs, used, t = [], [], T0
+    for i in range(n):
+        if gap_at is not None and i == gap_at:
+            t += 200 * 1_000_000
+        if used and rng.random() < repeats:
+            sport = rng.choice(used)
+        else:
+            sport = 20000 + i
+            used.append(sport)
+        dst = traffic.UDP_ECHO_SVC if rng.random() < 0.8 else (traffic.REMOTE_POD, 9999)
+        recs.append((t, _udp(g, dst, sport, rng.randrange(16, 200))))
+        t += 1000
+    return recs
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> str:
+    return traffic.write_cluster(str(tmp_path_factory.mktemp("megaflow") / "cluster"))
+
+
+def test_new_udp_flows_are_replayed_and_agree(tmp_path, cluster):
+    pcap = write(tmp_path / "new.pcap", new_udp_flows(600, seed=1))
+    runs = run_modes(pcap, tmp_path, cluster=cluster, args=("--conntrack", "--counters"), live=True)
+    ref = assert_equivalent(runs, ("conntrack", "counters"))
+    assert ref.summary["delivered"] == 600, reasons(ref)
+    got = records(ref.lines)
+    assert len({r["delivered_to"] for r in got}) >= 4        # the three endpoints and the pod
+    assert ref.summary["outcomes"]["flows"]["opened"] == 600
+    hits = runs["fastpath"].summary["fastpath_hits"]
+    assert hits >= 560, f"only {hits} of 600 new flows replayed by the cache"
+    assert runs["pure"].summary["fastpath_hits"] == hits
+    assert runs["validate"].summary["fastpath_hits"] == hits  # each one checked against the reference
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_flows_that_are_not_new_go_to_the_reference(tmp_path, cluster, raw):
+    """A third of the frames reuse a port: an existing entry (the branch must
+    not make a second one), and after a 200 s gap an expired one whose tuple
+    the table remembers (a reopened tuple draws as generation 1)."""
+    pcap = write(tmp_path / "mixed.pcap", new_udp_flows(600, seed=2, repeats=0.35, gap_at=300))
+    runs = run_modes(pcap, tmp_path, cluster=cluster, args=("--conntrack", "--counters"),
+                     live=not raw)
+    ref = assert_equivalent(runs, ("conntrack", "counters"))
+    assert ref.summary["frames"] == 600
+    if not raw:
+        assert runs["fastpath"].summary["fastpath_hits"] >= 250
+
+
+def test_validate_refuses_a_branch_that_makes_other_entries(tmp_path, cluster, monkeypatch):
+    """A branch predicting an entry the reference does not make (here: one
+    second longer a timeout) stops the run with the difference named."""
+    from kdp.cli_common import load_emulator
+    from kdp.runner import PcapRun
+    import kdp.runner as runner
+
+    pcap = write(tmp_path / "v.pcap", new_udp_flows(60, seed=3))
+
+    def wrong(branch, tuples, now):
+        made = megaflow.predicted_entries(branch, tuples, now)
+        return [m[:7] + (m[7] + 1.0,) + m[8:] for m in made]
+
+    monkeypatch.setattr(runner, "predicted_entries", wrong)
+    emu = load_emulator(cluster, capture=False)
+    run = PcapRun(emu, "pod/default/client", io.BytesIO(), json_lines=True, out_dir=None,
+                  validate=True, live=True)
+    with pytest.raises(FastpathMismatch, match="new conntrack entries"):
+        run.run(str(pcap))
+
+
+# --- the recipes and guards ------------------------------------------------------
+
+class _Table:
+    pass
+
+
+def _entry(orig, reply, now, **kw):
+    from kdp.conntrack.entry import ConntrackEntry
+    e = ConntrackEntry(orig, reply, created=now, status=kw.pop("status", 0x18a))
+    e.refresh, e.timeout_at = 30.0, now + 30.0
+    e.udp_stream_at = now + 2.0
+    for k, v in kw.items():
+        setattr(e, k, v)
+    return e
+
+
+def _tuples(sport, reply_dport=None):
+    from ipaddress import IPv4Address as A
+    from kdp.conntrack.tuples import Tuple
+    return (Tuple(17, A("10.244.0.2"), A("10.2.0.20"), sport, 90),
+            Tuple(17, A("10.244.1.4"), A("10.244.0.2"), 9000, sport if reply_dport is None else reply_dport))
+
+
+def test_recipes_open_the_source_port_and_decline_what_they_cannot_make():
+    now = 1000.0
+    t = _Table()
+    ok = megaflow.recipes_of([(t, _entry(*_tuples(40000), now))], 40000, now)
+    assert not isinstance(ok, str)
+    orig, reply = ok[0].tuples(41000)
+    assert (orig.sport, reply.dport, reply.sport, orig.dport) == (41000, 41000, 9000, 90)
+    cases = {
+        "reopened": [(t, _entry(*_tuples(40000), now, gen=1))],
+        "NAT chose a port": [(t, _entry(*_tuples(40000, reply_dport=1025), now))],
+        "two new entries": [(t, _entry(*_tuples(40000), now)), (t, _entry(*_tuples(40000), now))],
+        "times": [(t, _entry(*_tuples(40000), now - 1.0))],
+        "ambiguous port": [(t, _entry(*_tuples(90), now))],      # the source port is the service's
+    }
+    for what, created in cases.items():
+        assert isinstance(megaflow.recipes_of(created, created[0][1].orig.sport, now), str), what
+
+
+def test_a_branch_is_selected_only_when_every_draw_repeats():
+    from kdp.conntrack.keyed import decision_point, flow_hash, random31
+    now = 1000.0
+    t = _Table()
+    recipes = megaflow.recipes_of([(t, _entry(*_tuples(40000), now))], 40000, now)
+    point, seed, prob = decision_point("statistic", "n", "nat", "KUBE-SVC-X", 1), 7, 0x80000000 // 3
+
+    def drawn(sport):
+        orig = recipes[0].tuples(sport)[0]
+        return random31(flow_hash(seed, point, 17, orig.src, orig.dst, sport, 90)) < prob
+
+    flows = megaflow.Megaflows()
+    key = bytes(30) + b"\x9c\x40" + bytes(4)
+    flows.add(key, megaflow.Branch(((seed, point, 0, prob, True),), recipes, eid=5))
+    taken = [s for s in range(41000, 41300) if flows.select(key, s) is not None]
+    assert taken and len(taken) < 300
+    assert all(drawn(s) for s in taken)
+    assert not any(drawn(s) for s in range(41000, 41300) if s not in taken)
+    flows.forget(5)
+    assert flows.select(key, taken[0]) is None and not flows.shapes
