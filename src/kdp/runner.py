@@ -304,16 +304,14 @@ class PcapRun:
         key = self.engine.key(frame)
         if key is None:
             return None
-        sport = (frame[34] << 8) | frame[35]
-        branch = cache.megaflows.select(key, sport)
-        if branch is None or not self.engine.check(branch.eid, now):
+        hit = cache.megaflows.select(key, (frame[34] << 8) | frame[35])
+        if hit is None or not self.engine.check(hit[0].eid, now):
             return None
         cache.write_back(full=False)           # the tables' timeouts as the engine left them
-        tuples = free(branch, sport, now)
-        if tuples is None or (self.live is not None and frame[23] == 17
-                              and not self.live.udp_claimable(frame)):
+        if not free(*hit, now) or (self.live is not None and frame[23] == 17
+                                   and not self.live.udp_claimable(frame)):
             return None
-        return branch, tuples
+        return hit
 
     def _megaflow(self, frame: bytes, t: float, index: int) -> bool:
         """A new flow a megaflow branch replays: its conntrack entries made as

@@ -105,7 +105,8 @@ def test_validate_refuses_a_branch_that_makes_other_entries(tmp_path, cluster, m
 # --- the recipes and guards ------------------------------------------------------
 
 class _Table:
-    pass
+    def generation(self, t) -> int:
+        return 0
 
 
 def _entry(orig, reply, now, **kw):
@@ -132,11 +133,15 @@ def test_recipes_open_the_source_port_and_decline_what_they_cannot_make():
     assert not isinstance(ok, str)
     orig, reply = ok[0].tuples(41000)
     assert (orig.sport, reply.dport, reply.sport, orig.dport) == (41000, 41000, 9000, 90)
+    from kdp.conntrack.entry import DYING
+    gone = megaflow.recipes_of([(t, _entry(*_tuples(40000), now, status=0x18a | DYING, refresh=None))],
+                               40000, now)
+    assert gone[0].removed and not gone[0].status & DYING      # made, confirmed, removed again
     cases = {
-        "reopened": [(t, _entry(*_tuples(40000), now, gen=1))],
         "NAT chose a port": [(t, _entry(*_tuples(40000, reply_dport=1025), now))],
         "two new entries": [(t, _entry(*_tuples(40000), now)), (t, _entry(*_tuples(40000), now))],
         "times": [(t, _entry(*_tuples(40000), now - 1.0))],
+        "timeout": [(t, _entry(*_tuples(40000), now, refresh=None))],
         "ambiguous port": [(t, _entry(*_tuples(90), now))],      # the source port is the service's
     }
     for what, created in cases.items():
@@ -160,6 +165,24 @@ def test_a_branch_is_selected_only_when_every_draw_repeats():
     taken = [s for s in range(41000, 41300) if flows.select(key, s) is not None]
     assert taken and len(taken) < 300
     assert all(drawn(s) for s in taken)
+    assert flows.select(key, taken[0])[1] == [recipes[0].tuples(taken[0])]
     assert not any(drawn(s) for s in range(41000, 41300) if s not in taken)
     flows.forget(5)
     assert flows.select(key, taken[0]) is None and not flows.shapes
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_tcp_pickups_reset_at_once_are_replayed(tmp_path, cluster, raw):
+    """Mid-stream ACKs on 64 flows conntrack never saw open: each picks up an
+    entry (loose tracking), the pod's stack answers RST and conntrack kills
+    the entry again; the next ACK of the flow reopens the tuple (generation
+    1, 2, ...). Each is a branch's work: the entry made, confirmed and
+    removed, the RST built for the frame's own ports."""
+    pcap = tmp_path / "ack.pcap"
+    traffic.write_pcap(str(pcap), "ack-midstream", 600, seed=4)
+    runs = run_modes(pcap, tmp_path, cluster=cluster, args=("--conntrack", "--counters"),
+                     live=not raw)
+    ref = assert_equivalent(runs, ("conntrack", "counters"))
+    assert ref.summary["outcomes"]["resets"]["total"] == 600, ref.summary["outcomes"]["resets"]
+    hits = runs["fastpath"].summary["fastpath_hits"]
+    assert hits >= 590, f"only {hits} of 600 pickups replayed by the cache"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..conntrack.entry import CONFIRMED, SRC_NAT, TcpInfo
+from ..conntrack.entry import CONFIRMED, DYING, SRC_NAT, TcpInfo
 from ..conntrack.keyed import fast_flow_hash as flow_hash, random31
 from ..conntrack.track import UDP_STREAM_AFTER
 from ..conntrack.tuples import Tuple
@@ -38,6 +38,7 @@ class Recipe:
     timeout: float              # timeout_at = now + timeout (the last refresh's value)
     udp_stream: bool            # udp_stream_at = now + UDP_STREAM_AFTER (else 0.0)
     tcp: tuple | None           # (state, last_index, last_dir, close_init) or None
+    removed: bool = False       # gone again before the run ended (a RST before any reply)
 
     def tuples(self, sport: int) -> tuple[Tuple, Tuple]:
         return _tuple(self.orig, sport), _tuple(self.reply, sport)
@@ -74,16 +75,20 @@ def recipes_of(created: list, sport: int, now: float) -> tuple | str:
         if id(table) in tables:
             return "two new entries in one table"
         tables.add(id(table))
-        if e.gen != 0:
-            return "a reopened tuple (its draws are the entry generation's)"
         if e.sctp is not None or e.orig.proto not in (6, 17):
             return "a new entry of a protocol other than TCP and UDP"
         orig = _template(e.orig, sport, True, False)
         reply = _template(e.reply, sport, False, True)
         if orig is None or reply is None:
             return "the new entry's tuples are not the frame's port (NAT chose a port)"
-        if e.created != now or e.refresh is None or now + e.refresh != e.timeout_at:
-            return "the new entry's times are not the packet's"
+        if e.created != now:
+            return "the new entry's creation time is not the packet's"
+        if e.status & DYING:            # made, confirmed and removed: only its traces stay
+            out.append(Recipe(table, orig, reply, e.status & ~DYING, e.mark, e.masq_dev, 0.0,
+                              False, None, removed=True))
+            continue
+        if e.refresh is None or now + e.refresh != e.timeout_at:
+            return "the new entry's timeout is not the packet's"
         stream = e.orig.proto == 17
         if e.udp_stream_at != (now + UDP_STREAM_AFTER if stream else 0.0):
             return "the new entry's UDP stream time is not the packet's"
@@ -134,56 +139,55 @@ class Megaflows:
         self.shapes.clear()
         self.by_eid.clear()
 
-    def select(self, key: bytes, sport: int) -> Branch | None:
-        """The branch whose draws this source port repeats, if any."""
+    def select(self, key: bytes, sport: int) -> tuple | None:
+        """(branch, its entries' tuples) for the branch whose draws this source
+        port repeats, if any. Each draw is the reference's: by the new entry's
+        original tuple and generation (a tuple the table saw before draws anew)."""
         branches = self.shapes.get(self.shape(key))
         if not branches:
             return None
         for b in branches:
-            if all(_draw(b.recipes[i], seed, point, sport) < prob if drawn
-                   else _draw(b.recipes[i], seed, point, sport) >= prob
+            tuples = [r.tuples(sport) for r in b.recipes]
+            if all((_draw(seed, point, tuples[i][0], b.recipes[i].table) < prob) == drawn
                    for seed, point, i, prob, drawn in b.guards):
-                return b
+                return b, tuples
         return None
 
 
-def _draw(recipe: Recipe, seed: int, point: int, sport: int) -> int:
-    proto, src, dst, a, b = recipe.orig
-    return random31(flow_hash(seed, point, proto, src, dst, sport if a == SPORT else a,
-                              sport if b == SPORT else b, 0))
+def _draw(seed: int, point: int, orig: Tuple, table) -> int:
+    return random31(flow_hash(seed, point, orig.proto, orig.src, orig.dst, orig.sport, orig.dport,
+                              table.generation(orig)))
 
 
-def free(branch: Branch, sport: int, now: float) -> list | None:
-    """The tuples of the entries branch would create, when every one is free
-    (no live entry on either tuple, no earlier entry of the original tuple
-    remembered, room in the table); else None."""
-    out = []
-    for r in branch.recipes:
+def free(branch: Branch, tuples: list, now: float) -> bool:
+    """Every entry the branch would create is free: no live entry on either
+    tuple, room in the table, no earlier source NAT mapping to reuse."""
+    for r, (orig, reply) in zip(branch.recipes, tuples):
         t = r.table
         if t.max_entries and len(t) + 1 >= t.max_entries:
-            return None
-        orig, reply = r.tuples(sport)
-        if t.generation(orig) or t.lookup(orig, now) is not None or t.lookup(reply, now) is not None:
-            return None
+            return False
+        if t.lookup(orig, now) is not None or t.lookup(reply, now) is not None:
+            return False
         if r.status & SRC_NAT and t.by_source(orig.proto, orig.src, orig.sport):
-            return None                  # nf_nat would reuse that connection's mapping
-        out.append((orig, reply))
-    return out
+            return False                 # nf_nat would reuse that connection's mapping
+    return True
 
 
 def predicted_entries(branch: Branch, tuples: list, now: float) -> list:
     """What create() will make, as entry_fields() describes made entries."""
-    return [(id(r.table), orig, reply, r.status, r.mark, r.masq_dev, now, now + r.timeout,
-             now + UDP_STREAM_AFTER if r.udp_stream else 0.0, r.tcp)
+    return [(id(r.table), orig, reply, r.status | (DYING if r.removed else 0), r.mark, r.masq_dev,
+             now) + ((None, None, None) if r.removed else
+                     (now + r.timeout, now + UDP_STREAM_AFTER if r.udp_stream else 0.0, r.tcp))
             for r, (orig, reply) in zip(branch.recipes, tuples)]
 
 
 def entry_fields(created: list) -> list:
     """The fields of entries a reference run made ((table, entry) as confirmed)
     that a branch's recipes make again (KDP_FASTPATH_VALIDATE compares them)."""
-    return [(id(t), e.orig, e.reply, e.status, e.mark, e.masq_dev, e.created, e.timeout_at,
-             e.udp_stream_at, None if e.tcp is None else
-             (e.tcp.state, e.tcp.last_index, e.tcp.last_dir, tuple(e.tcp.close_init)))
+    return [(id(t), e.orig, e.reply, e.status, e.mark, e.masq_dev, e.created) +
+            ((None, None, None) if e.status & DYING else
+             (e.timeout_at, e.udp_stream_at, None if e.tcp is None else
+              (e.tcp.state, e.tcp.last_index, e.tcp.last_dir, tuple(e.tcp.close_init))))
             for t, e in created]
 
 
@@ -203,5 +207,7 @@ def create(branch: Branch, tuples: list, now: float) -> None:
             e.tcp = TcpInfo(state, last_index, last_dir, list(close_init))
         if not table.confirm(e, now):
             raise AssertionError(f"megaflow: {orig} was free but its entry clashed")
+        if r.removed:
+            table.remove(e)
 
 

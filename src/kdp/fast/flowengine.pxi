@@ -215,6 +215,7 @@ cdef void _rst_source(const unsigned char* base, const unsigned char* f, int mod
     cdef uint32_t seglen = _be16(f + 16) - 20 - (f[46] >> 4) * 4 + flag_len
     cdef int i
     memcpy(out, base, 54)
+    memcpy(out + 36, f + 34, 2)          # to the frame's source port (a megaflow's frames differ in it)
     if mode == 1:
         memcpy(out + 38, f + 42, 4)
         memset(out + 42, 0, 4)
@@ -222,7 +223,7 @@ cdef void _rst_source(const unsigned char* base, const unsigned char* f, int mod
         v = ((<uint32_t>f[38] << 24) | (<uint32_t>f[39] << 16) | (<uint32_t>f[40] << 8) | f[41]) + seglen
         memset(out + 38, 0, 4)
         out[42], out[43], out[44], out[45] = (v >> 24) & 0xFF, (v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF
-    for i in range(38, 46, 2):
+    for i in range(36, 46, 2):
         delta += ((~_be16(base + i)) & 0xFFFF) + _be16(out + i)
     v = _adjust(_be16(base + 50), delta)
     out[50], out[51] = v >> 8, v & 0xFF

@@ -170,19 +170,21 @@ def answer_source(f: bytes, kind: int, ident: int) -> bytes:
 def rst_source(base: bytes, f: bytes, mode: int, flag_len: int) -> bytes:
     """tcp_v4_send_reset()'s segment for frame f, from the entry's recorded RST:
     only seq or ack differ from one frame to the next (mode 1: the frame had
-    ACK; mode 2: ack = seq + payload + flag_len, the SYN/FIN count)."""
+    ACK; mode 2: ack = seq + payload + flag_len, the SYN/FIN count), and the
+    destination port, the frame's source port (a megaflow's frames differ in it)."""
     if mode == 1:
         seq, ack = f[42:46], b"\0\0\0\0"
     else:
         payload = ((f[16] << 8) | f[17]) - 20 - (f[46] >> 4) * 4
         v = (int.from_bytes(f[38:42], "big") + payload + flag_len) & 0xFFFFFFFF
         seq, ack = b"\0\0\0\0", v.to_bytes(4, "big")
-    delta = 0
+    dport = f[34:36]
+    delta = ((~((base[36] << 8) | base[37])) & 0xFFFF) + ((dport[0] << 8) | dport[1])
     for old, new in ((base[38:42], seq), (base[42:46], ack)):
         for i in (0, 2):
             delta += ((~((old[i] << 8) | old[i + 1])) & 0xFFFF) + ((new[i] << 8) | new[i + 1])
     csum = adjust((base[50] << 8) | base[51], delta)
-    return base[:38] + seq + ack + base[46:50] + csum.to_bytes(2, "big") + base[52:]
+    return base[:36] + dport + seq + ack + base[46:50] + csum.to_bytes(2, "big") + base[52:]
 
 
 def apply_template(src: bytes, blob: bytes, off: int) -> bytes:
