@@ -345,10 +345,13 @@ class PcapRun:
     @staticmethod
     def _branch_record(r: dict, index: int, frame: bytes) -> dict:
         """A megaflow branch's run record for another frame of its shape: the
-        index, and the source port and UDP payload length the frame carries."""
+        index, and the source port, UDP payload length and TCP flags (PSH is
+        not in the key) the frame carries."""
         p = dict(r["packet"], sport=(frame[34] << 8) | frame[35])
         if "length" in p:
             p["length"] = ((frame[38] << 8) | frame[39]) - 8
+        if "flags" in p:
+            p["flags"] = wire.tcp_flag_str(frame[47])
         return dict(r, index=index, packet=p)
 
     def _line_of(self, r: dict) -> bytes:
