@@ -92,7 +92,8 @@ class LiveTcp:
         self.table = dev.namespace.sockets if dev is not None else None   # None: no sockets (replayed())
         self.flows: dict[tuple, LiveFlow] = {}
         self.by_local: dict[tuple, LiveFlow] = {}     # (local ip, local port) -> the flow (peer frames)
-        self.udp: set[tuple] = set()                  # capture-owned UDP flows (local ip, port, remote ip, port)
+        # capture-owned UDP flows: (local ip, port, remote ip, port), addresses as integers
+        self.udp: set[tuple] = set()
 
     def outbound(self, frame: bytes, pkt, dev=None) -> tuple:
         """What to do with a parsed frame about to be injected at the
@@ -150,23 +151,23 @@ class LiveTcp:
     def _udp(self, ip, l4, dev=None) -> tuple:
         """A UDP datagram: the capture's own flow (raw injection; its socket
         consumes the answers), or the recorded peer's datagram of one (skipped)."""
-        key = (ip.src, l4.sport, ip.dst, l4.dport)
+        key = (ip.src._ip, l4.sport, ip.dst._ip, l4.dport)
         if key in self.udp:
             return "raw", None
-        if (ip.dst, l4.dport, ip.src, l4.sport) in self.udp:
+        if (key[2], key[3], key[0], key[1]) in self.udp:
             return "skip", PEER_ANSWERS
         table = self.table if dev is None else dev.namespace.sockets
         if dev is not None and table is None:            # a sender with no sockets modelled
             return "raw", None
         self.udp.add(key)
         if table is not None:
-            table.add_client("udp", *key)
+            table.add_client("udp", ip.src, l4.sport, ip.dst, l4.dport)
         return "raw", None
 
     @staticmethod
     def _udp_key(frame: bytes) -> tuple:
-        return (IPv4Address(frame[26:30]), (frame[34] << 8) | frame[35],
-                IPv4Address(frame[30:34]), (frame[36] << 8) | frame[37])
+        return (int.from_bytes(frame[26:30], "big"), (frame[34] << 8) | frame[35],
+                int.from_bytes(frame[30:34], "big"), (frame[36] << 8) | frame[37])
 
     def udp_claimable(self, frame: bytes) -> bool:
         """A UDP frame from the attachment point opens a capture-owned flow
@@ -180,7 +181,7 @@ class LiveTcp:
         (udp_claimable() said it opens one): its socket made."""
         key = self._udp_key(frame)
         self.udp.add(key)
-        self.table.add_client("udp", *key)
+        self.table.add_client("udp", IPv4Address(key[0]), key[1], IPv4Address(key[2]), key[3])
 
     def _own(self, key: tuple, isn: int, table) -> LiveFlow:
         flow = LiveFlow(key, isn, sent_nxt=(isn + 1) & M32)

@@ -21,7 +21,7 @@ from .errors import KdpError
 from .capfile import CaptureReader, check_length
 from .io import PCAP_HEADER, pcap_record, truncated_record
 from .livetcp import LiveTcp, translated_text
-from .outcomes import Outcomes, frame_flow
+from .outcomes import Outcomes
 from .senders import Senders
 from .render import packet_fields
 
@@ -328,8 +328,11 @@ class PcapRun:
         self.dp.now = now
         self.engine.commit(branch.eid, frame, now)
         self.engine.out_append(self._branch_line(branch.eid, index, frame))
-        disposition, reason, delivered_to, resets, _flow = self.branch_outcomes[branch.eid]
-        self.outcomes.add((disposition, reason, delivered_to, resets, frame_flow(frame)), 1,
+        disposition, reason, delivered_to, resets, flow = self.branch_outcomes[branch.eid]
+        # the flow as the frame sent it: the shape's, with the frame's source port and TCP flags
+        flow = (flow[0], flow[1], (frame[34] << 8) | frame[35], flow[3], flow[4],
+                frame[47] if frame[23] == 6 else 0)
+        self.outcomes.add((disposition, reason, delivered_to, resets, flow), 1,
                           (frame[16] << 8) | frame[17], now)
         self._hits(1)
         return True
@@ -456,8 +459,8 @@ class PcapRun:
         if self.senders is not None or r["packet"] is None or \
                 self._line_of(self._branch_record(r, r["index"], frame)) != line:
             return
-        if "translated" in r:                    # live replay's fields: the reference says them
-            return
+        if "translated" in r or self._record[4] is None or frame[14] != 0x45:
+            return                               # (live replay's fields: the reference says them)
         captured = [(dev, wire.emit(pkt)) for dev, _d, pkt in self.dp.frames_seen]
         eid = self.cache.build_megaflow(frame, key, r["disposition"], self.sink_of, captured)
         if not isinstance(eid, int):

@@ -146,17 +146,22 @@ class Megaflows:
         branches = self.shapes.get(self.shape(key))
         if not branches:
             return None
+        draws: dict = {}          # the branches of a shape share most draws: each made once
         for b in branches:
-            tuples = [r.tuples(sport) for r in b.recipes]
-            if all((_draw(seed, point, tuples[i][0], b.recipes[i].table) < prob) == drawn
-                   for seed, point, i, prob, drawn in b.guards):
-                return b, tuples
+            for seed, point, i, prob, drawn in b.guards:
+                r = b.recipes[i]
+                k = (seed, point, r.orig, id(r.table))
+                v = draws.get(k)
+                if v is None:
+                    orig = _tuple(r.orig, sport)
+                    v = draws[k] = random31(flow_hash(seed, point, orig.proto, orig.src._ip,
+                                                      orig.dst._ip, orig.sport, orig.dport,
+                                                      r.table.generation(orig)))
+                if (v < prob) != drawn:
+                    break
+            else:
+                return b, [r.tuples(sport) for r in b.recipes]
         return None
-
-
-def _draw(seed: int, point: int, orig: Tuple, table) -> int:
-    return random31(flow_hash(seed, point, orig.proto, orig.src, orig.dst, orig.sport, orig.dport,
-                              table.generation(orig)))
 
 
 def free(branch: Branch, tuples: list, now: float) -> bool:
@@ -195,19 +200,27 @@ def create(branch: Branch, tuples: list, now: float) -> None:
     """Make the branch's entries as the reference does (new_entry, confirm)."""
     for r, (orig, reply) in zip(branch.recipes, tuples):
         table = r.table
-        e = table.new_entry(orig, reply, now)
-        e.status = r.status & ~CONFIRMED        # confirm() sets it
-        e.mark, e.masq_dev = r.mark, r.masq_dev
-        e.refresh = r.timeout
-        e.timeout_at = now + r.timeout
-        if r.udp_stream:
-            e.udp_stream_at = now + UDP_STREAM_AFTER
-        if r.tcp is not None:
-            state, last_index, last_dir, close_init = r.tcp
-            e.tcp = TcpInfo(state, last_index, last_dir, list(close_init))
-        if not table.confirm(e, now):
-            raise AssertionError(f"megaflow: {orig} was free but its entry clashed")
-        if r.removed:
-            table.remove(e)
+        rec, table.recorder = table.recorder, None      # (the flow cache's: no run to record)
+        try:
+            _make(table, r, orig, reply, now)
+        finally:
+            table.recorder = rec
+
+
+def _make(table, r: Recipe, orig: Tuple, reply: Tuple, now: float) -> None:
+    e = table.new_entry(orig, reply, now)
+    e.status = r.status & ~CONFIRMED        # confirm() sets it
+    e.mark, e.masq_dev = r.mark, r.masq_dev
+    e.refresh = r.timeout
+    e.timeout_at = now + r.timeout
+    if r.udp_stream:
+        e.udp_stream_at = now + UDP_STREAM_AFTER
+    if r.tcp is not None:
+        state, last_index, last_dir, close_init = r.tcp
+        e.tcp = TcpInfo(state, last_index, last_dir, list(close_init))
+    if not table.confirm(e, now):
+        raise AssertionError(f"megaflow: {orig} was free but its entry clashed")
+    if r.removed:
+        table.remove(e)
 
 
