@@ -328,6 +328,7 @@ class PcapRun:
         self.dp.now = now
         self.engine.commit(branch.eid, frame, now)
         self.engine.out_append(self._branch_line(branch.eid, index, frame))
+        self.cache.settle()                    # what the new entries and socket changed
         disposition, reason, delivered_to, resets, flow = self.branch_outcomes[branch.eid]
         # the flow as the frame sent it: the shape's, with the frame's source port and TCP flags
         flow = (flow[0], flow[1], (frame[34] << 8) | frame[35], flow[3], flow[4],

@@ -361,6 +361,13 @@ class FlowCache:
             for eid in self.by_token.pop(tok, ()):
                 self._forget(eid)
 
+    def settle(self) -> None:
+        """Forget what changes outside a reference run touched (a megaflow's
+        new entries and sockets: expiries they swept, tokens they touched), so
+        that the change log does not grow between reference runs."""
+        if self.removed or self.watch.tokens:
+            self._forget_changed([])
+
     def revalidate(self) -> None:
         """After a change from outside the walk (an API call between frames)."""
         self._forget_changed([])
