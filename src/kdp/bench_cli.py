@@ -9,7 +9,10 @@ import json
 import sys
 
 from . import bench
+from .cli_common import add_proxy_mode
 from .errors import UsageError
+
+MODES = ("iptables", "nftables")
 
 
 def _counts(text: str) -> list[int]:
@@ -22,11 +25,21 @@ def _counts(text: str) -> list[int]:
     return out
 
 
+def _modes(text: str) -> list[str]:
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in out if x not in MODES]
+    if not out or bad:
+        raise UsageError(f"--mode {text}: give iptables, nftables or iptables,nftables")
+    return list(dict.fromkeys(out))
+
+
 def add_parser(subparsers) -> None:
     """Register `kdp bench rules` on the CLI's subparsers."""
     import argparse
     examples = """examples:
   kdp bench rules --services 100,1000,10000 --plot rules.svg
+  kdp bench rules --mode iptables,nftables --services 100,1000,10000 --plot modes.svg
+  kdp bench rules --cluster demo --node aks-nodepool1-71771131-vmss000000 --proxy-mode nftables
   kdp bench rules --cluster demo --node aks-nodepool1-71771131-vmss000000 --no-kernel
   kdp bench rules --rules node.rules --json          # node.rules: `iptables-save` on a node
 
@@ -50,6 +63,11 @@ root (else skipped with the reason); --no-kernel skips it."""
                      help="a YAML file, a directory or 'demo': the rules kube-proxy writes for "
                           "--node (with --rules: the model the dump is compared with)")
     r.add_argument("--node", metavar="NODE", help="the node of --cluster")
+    r.add_argument("--mode", metavar="MODE[,MODE]",
+                   help="kube-proxy's mode(s) to measure: iptables, nftables or both, each "
+                        "with the same Services (default iptables; with --cluster: the "
+                        "cluster's kubeProxy.mode)")
+    add_proxy_mode(r)
     r.add_argument("--endpoints", type=int, default=2, metavar="K",
                    help="with --services: ready endpoints per service, 1-64 (default 2)")
     r.add_argument("--pcap", metavar="FILE",
@@ -74,6 +92,10 @@ root (else skipped with the reason); --no-kernel skips it."""
 
 def _rulesets(a) -> list:
     from . import bench_rules as br
+    modes = _modes(a.mode) if a.mode is not None else None
+    if modes and a.proxy_mode and modes != [a.proxy_mode]:
+        raise UsageError(f"--proxy-mode {a.proxy_mode}: not with --mode {a.mode} (give one)")
+    modes = modes or ([a.proxy_mode] if a.proxy_mode else None)
     given = [x for x in ("services", "rules", "cluster") if getattr(a, x)]
     if not given:
         raise UsageError("bench rules: give --services N, --cluster CLUSTER --node NODE, "
@@ -85,10 +107,14 @@ def _rulesets(a) -> list:
     if a.services:
         if not 1 <= a.endpoints <= 64:
             raise UsageError(f"--endpoints {a.endpoints}: between 1 and 64")
-        return [lambda n=n: br.synthetic(n, a.endpoints) for n in _counts(a.services)]
+        return [lambda n=n, m=m: br.synthetic(n, a.endpoints, m) for n in _counts(a.services)
+                for m in modes or ["iptables"]]
     if a.rules:
+        if modes and modes != ["iptables"]:
+            raise UsageError("--rules: an iptables-save dump is measured in iptables mode only "
+                             "(not --mode/--proxy-mode nftables)")
         return [lambda: br.from_rules(a.rules, a.cluster, a.node)]
-    return [lambda: br.from_cluster(a.cluster, a.node)]
+    return [lambda m=m: br.from_cluster(a.cluster, a.node, m) for m in modes or [None]]
 
 
 def cmd_bench_rules(a) -> int:
@@ -112,8 +138,11 @@ def cmd_bench_rules(a) -> int:
                                    kernel=a.kernel, batch=a.batch, budget_s=a.budget, pcap=pcap,
                                    log=log))
     endpoints = a.endpoints if a.services else None
+    modes = bench_report.tag_modes(rulesets)
     doc = {"results": bench_report.spec_results(rulesets, endpoints), "rulesets": rulesets,
            "machine": bench_report.metadata(a.repeats)}
+    if modes:
+        doc = {"modes": modes} | doc
     if a.plot:
         bench_report.plot(doc, a.plot)
         log(f"plot: {a.plot}")
