@@ -13,6 +13,7 @@ from .cli_common import add_proxy_mode
 from .errors import UsageError
 
 MODES = ("iptables", "nftables")
+KERNEL_LOAD_BUDGET_S = 900.0
 
 
 def _counts(text: str) -> list[int]:
@@ -85,6 +86,11 @@ root (else skipped with the reason); --no-kernel skips it."""
                    help="which of kdp's implementations to time (default all)")
     r.add_argument("--kernel", action=argparse.BooleanOptionalAction, default=True,
                    help="measure the real kernel too (root; default on)")
+    r.add_argument("--kernel-load-budget", type=float, default=KERNEL_LOAD_BUDGET_S,
+                   metavar="SECONDS",
+                   help="skip the kernel for a ruleset whose loading (iptables-restore, nft -f) "
+                        "would take longer, foreseen from the last smaller one of its mode as "
+                        f"growing with the square of the Services (default {KERNEL_LOAD_BUDGET_S:g})")
     r.add_argument("--plot", metavar="FILE.svg|png", help="plot cost vs Services (matplotlib)")
     r.add_argument("--json", action="store_true", help="print the results as JSON")
     r.set_defaults(func=cmd_bench_rules)
@@ -117,6 +123,18 @@ def _rulesets(a) -> list:
     return [lambda m=m: br.from_cluster(a.cluster, a.node, m) for m in modes or [None]]
 
 
+def _kernel_load_skip(last, services: int, budget: float) -> str | None:
+    """Why the kernel is skipped for this ruleset: its load foreseen over the budget."""
+    if last is None or last[0] >= services:
+        return None
+    n, seconds = last
+    foreseen = seconds * (services / n) ** 2
+    if foreseen <= budget:
+        return None
+    return (f"loading {n:,} services took {seconds:,.0f} s; {services:,} would take about "
+            f"{foreseen:,.0f} s (square of the Services), over --kernel-load-budget {budget:g}")
+
+
 def cmd_bench_rules(a) -> int:
     from . import bench_report, bench_rules as br
     for opt in ("packets", "repeats", "batch"):
@@ -133,10 +151,22 @@ def cmd_bench_rules(a) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     rulesets = []
+    loads: dict[str, tuple[int, float]] = {}       # mode -> (services, seconds) last loaded
     for make in makers:
-        rulesets.append(br.measure(make(), packets=a.packets, repeats=a.repeats, impls=impls,
-                                   kernel=a.kernel, batch=a.batch, budget_s=a.budget, pcap=pcap,
-                                   log=log))
+        rs = make()
+        skip = _kernel_load_skip(loads.get(rs.mode), rs.services, a.kernel_load_budget)
+        if skip and a.kernel:
+            log(f"  kernel: skipped: {skip}")
+        out = br.measure(rs, packets=a.packets, repeats=a.repeats, impls=impls,
+                         kernel=a.kernel and not skip, batch=a.batch, budget_s=a.budget,
+                         pcap=pcap, log=log)
+        if skip and a.kernel:
+            out["kernel"] = {"skipped": skip}
+        k = out.get("kernel") or {}
+        if "restore_seconds" in k:
+            loads[rs.mode] = (rs.services, k["restore_seconds"] + k.get("nft_seconds", 0))
+        rulesets.append(out)
+        del rs
     endpoints = a.endpoints if a.services else None
     modes = bench_report.tag_modes(rulesets)
     doc = {"results": bench_report.spec_results(rulesets, endpoints), "rulesets": rulesets,
