@@ -339,7 +339,8 @@ def measure(rs: Ruleset, *, packets: int, repeats: int, impls, kernel: bool, bat
         out["compile"]["service_ips_elements"] = sm.split.dump_rules
     if log:
         what = "service-ips elements" if nft else "KUBE-SERVICES rules"
-        log(f"{rs.label}: {rs.services} service rules, {out['lines']} lines; matcher program: "
+        unit = "service-ips elements" if nft else "service rules"
+        log(f"{rs.label}: {rs.services} {unit}, {out['lines']} lines; matcher program: "
             f"{sm.split.compiled_rules} of {sm.split.dump_rules} {what}")
     decisions = []
     if "reference" in impls:
