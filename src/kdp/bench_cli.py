@@ -38,10 +38,8 @@ def add_parser(subparsers) -> None:
     """Register `kdp bench rules` on the CLI's subparsers."""
     import argparse
     examples = """examples:
-  kdp bench rules --services 100,1000,10000 --plot rules.svg
   kdp bench rules --mode iptables,nftables --services 100,1000,10000 --plot modes.svg
   kdp bench rules --cluster demo --node aks-nodepool1-71771131-vmss000000 --proxy-mode nftables
-  kdp bench rules --cluster demo --node aks-nodepool1-71771131-vmss000000 --no-kernel
   kdp bench rules --rules node.rules --json          # node.rules: `iptables-save` on a node
 
 The kernel's own cost is measured in throwaway network namespaces when run as
