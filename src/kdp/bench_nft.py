@@ -9,7 +9,6 @@
 # itself (kdp.bench_rules times); never changes kdp's behaviour.
 from __future__ import annotations
 
-import math
 from ipaddress import IPv4Address
 
 from .conntrack.keyed import decision_point
@@ -169,14 +168,15 @@ def numgen_thresholds(n: int) -> list[int]:
     out = []
     for i in range(n - 1):
         t = -(-((i + 1) << 32) // n)
-        out.append(min(ALWAYS - 1, math.ceil(t / 2)))
+        out.append(min(ALWAYS - 1, (t + 1) // 2))
     return out + [ALWAYS]
 
 
 def compile_matcher(cluster, node: str, ruleset, seed: int, addresses):
-    """The compiled matcher (kdp.fast.svcsplit.SplitMatcher) of the node's Services with
-    every endpoint draw the nft table's: (matcher, number of service-ips elements
-    compiled, the chains whose draw could not be re-pointed, with why)."""
+    """The compiled matcher (a kdp.fast.svcsplit.SplitMatcher) of the node's Services with
+    every endpoint draw the nft table's; its Split counts the service-ips elements
+    (dump_rules) and those compiled, and lists the chains whose draw could not be
+    re-pointed, with why (their Services' first packets go to the reference walk)."""
     from .fast import svcmatch as sm
     from .fast.svcsplit import Split, SplitMatcher
     from .k8s import kubeproxy as kp
