@@ -1,7 +1,9 @@
 # bench_kernel: the real kernel's first-packet cost for a ruleset, measured in
 # throwaway network namespaces (kdp bench rules, beside kdp's own numbers).
 # Three namespaces named like the oracle's (kdpo<pid>-...): a client, the node,
-# a sink. The node gets the ruleset with iptables-restore and forwards:
+# a sink. The node gets the ruleset with iptables-restore (in kube-proxy's nftables
+# mode: the iptables rules that stay, then kube-proxy's transaction with `nft -f`,
+# cut into batches by kdp.bench_nft.kernel_batches) and forwards:
 #
 #   client c0 ──veth── eth0 [node: the ruleset, ip_forward] eth1 ──veth── s0 sink
 #
@@ -31,16 +33,25 @@ MAC_C, MAC_N0, MAC_N1, MAC_S = ("02:6b:00:00:00:01", "02:6b:00:00:00:02", "02:6b
                                 "02:6b:00:00:00:04")
 
 
-def unavailable() -> str | None:
-    """None when the kernel can be measured here, else why not."""
+def unavailable(nft: bool = False) -> str | None:
+    """None when the kernel can be measured here (with `nft` too), else why not."""
     why = N.available()
     if why:
         return why.replace("the kernel oracle needs", "measuring the kernel needs")
-    try:
-        subprocess.run(["iptables-restore", "--version"], capture_output=True, timeout=10)
-    except OSError:
-        return "iptables-restore is not installed"
+    for tool in ("iptables-restore", "nft") if nft else ("iptables-restore",):
+        try:
+            subprocess.run([tool, "--version"], capture_output=True, timeout=10)
+        except OSError:
+            return f"{tool} is not installed"
     return None
+
+
+def nft_version() -> str:
+    try:
+        return subprocess.run(["nft", "--version"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
 
 
 def iptables_version() -> str:
@@ -119,6 +130,26 @@ class KernelBench:
             raise N.NetnsError(f"iptables-restore: {r.stderr.strip().splitlines()[-1:]}")
         self.loaded = True
 
+    def load_nft(self, tx: str) -> int:
+        """kube-proxy's nftables transaction into the node with `nft -f`, in batches
+        (raises with nft's error); the number of batches."""
+        from .bench_nft import kernel_batches
+        batches = kernel_batches(tx)
+        for i, text in enumerate(batches, 1):
+            r = N.netns_exec(self.node, ["nft", "-f", "-"], input=text, timeout=3600)
+            if r.returncode != 0:
+                raise N.NetnsError(f"nft -f (batch {i} of {len(batches)}): "
+                                   f"{r.stderr.strip().splitlines()[-1:]}")
+        self.loaded = True
+        return len(batches)
+
+    def listing(self) -> str:
+        """`nft list ruleset` in the node."""
+        r = N.netns_exec(self.node, ["nft", "list", "ruleset"], timeout=600)
+        if r.returncode != 0:
+            raise N.NetnsError(f"nft list ruleset: {r.stderr.strip()}")
+        return r.stdout
+
     def delivered(self) -> int:
         """Packets s0 received: /proc/net/dev as the sink namespace sees it (the
         file, opened once from inside the sink, keeps that namespace)."""
@@ -179,14 +210,17 @@ def summary(per_packet: list[float]) -> dict:
 
 
 def measure(ruleset_text: str, flows, best, worst, *, node_ip: str = "10.240.0.4/16",
-            log=None) -> dict:
+            log=None, nft_tx: str | None = None) -> dict:
     """The kernel's first-packet cost: uniform flows, best and worst position,
-    and the same path with no rules; {"skipped": reason} when not possible."""
-    why = unavailable()
+    and the same path with no rules; {"skipped": reason} when not possible.
+    nft_tx: kube-proxy's nftables transaction, loaded after the iptables rules."""
+    why = unavailable(nft=nft_tx is not None)
     if why:
         return {"skipped": why}
     frames, fb, fw = _frames(flows), _frames(best), _frames(worst)
     out = {"iptables": iptables_version(), "batch": BATCH}
+    if nft_tx is not None:
+        out["nft"] = nft_version()
     try:
         with KernelBench(node_ip) as kb:
             per, got, sent = kb.time_batches(frames[: max(5 * BATCH, len(frames) // 4)])
@@ -196,6 +230,13 @@ def measure(ruleset_text: str, flows, best, worst, *, node_ip: str = "10.240.0.4
             out["restore_seconds"] = round(time.perf_counter() - t0, 2)
             if log:
                 log(f"  kernel: ruleset restored in {out['restore_seconds']} s")
+            if nft_tx is not None:
+                t0 = time.perf_counter()
+                out["nft_batches"] = kb.load_nft(nft_tx)
+                out["nft_seconds"] = round(time.perf_counter() - t0, 2)
+                if log:
+                    log(f"  kernel: nftables table loaded with nft -f in {out['nft_seconds']} s "
+                        f"({out['nft_batches']} batches)")
             per, got, sent = kb.time_batches(frames)
             out["uniform"] = summary(per) | {"sent": sent, "delivered": got}
             for name, fs in (("best", fb), ("worst", fw)):

@@ -1,5 +1,6 @@
 # bench_rules: `kdp bench rules` on any ruleset — a synthetic cluster, a cluster
-# file's node, or a node's iptables-save dump — first packets drawn from the
+# file's node (in kube-proxy's iptables or nftables mode: kdp.bench_nft), or a node's
+# iptables-save dump — first packets drawn from the
 # Services the ruleset names (or read from a pcap), decided by the reference
 # walk (svcref), the compiled matcher (fast.svcsplit: the chains that compile;
 # the others counted as sent to the reference walk) and, in throwaway network
@@ -34,6 +35,10 @@ class Ruleset:
     targets: list[tuple[int, int, int, int]]      # (ip, proto, port, position in KUBE-SERVICES)
     clients: np.ndarray                           # uint32 source addresses (the node's pods)
     notes: list[str] = field(default_factory=list)
+    mode: str = "iptables"                        # kube-proxy's mode: iptables | nftables
+    nft_tx: str | None = None                     # nftables: the `nft -f` transaction
+    nft: object = None                            # nftables: the parsed table (text: the
+                                                  #   iptables rules that stay)
 
     @property
     def services(self) -> int:
@@ -74,18 +79,38 @@ def _ruleset(label, text, cluster, node, notes=()) -> Ruleset:
                    _clients(cluster, node), list(notes))
 
 
-def synthetic(services: int, endpoints: int) -> Ruleset:
+def synthetic(services: int, endpoints: int, mode: str = "iptables") -> Ruleset:
     from . import bench
+    if mode == "nftables":
+        cluster = bench.synthetic_cluster(services, endpoints)
+        return _nft_ruleset(f"{services} services (synthetic, {bench.NODE}, nftables)", cluster,
+                            bench.NODE)
     w = bench.workload(services, endpoints)
     return _ruleset(f"{services} services (synthetic, {bench.NODE})", w.text, w.cluster,
                     bench.NODE)
 
 
-def from_cluster(spec: str, node: str | None) -> Ruleset:
+def _nft_ruleset(label, cluster, node) -> Ruleset:
+    from . import bench_nft
+    from .fast.svcmatch import node_addresses
+    tx, table, text = bench_nft.node_tables(cluster, node)
+    t = bench_nft.targets_of(table)
+    if not t:
+        raise UsageError(f"{label}: the service-ips verdict map is empty (no Services with "
+                         "endpoints to send first packets to)")
+    return Ruleset(label, text, cluster, node, node_addresses(cluster, node), t,
+                   _clients(cluster, node), mode="nftables", nft_tx=tx, nft=table)
+
+
+def from_cluster(spec: str, node: str | None, proxy_mode: str | None = None) -> Ruleset:
+    """The rules kube-proxy writes for a cluster file's node, in the cluster's mode
+    (kubeProxy.mode) or `proxy_mode`."""
     from .cli_common import load_cluster
     from .k8s.kubeproxy import generate_rules
-    cluster = load_cluster(spec)
+    cluster = load_cluster(spec, proxy_mode)
     node = _node(cluster, spec, node)
+    if cluster.config.kube_proxy.mode == "nftables":
+        return _nft_ruleset(f"{spec} node {node} (generated, nftables)", cluster, node)
     text = generate_rules(cluster, node, nfacct=cluster.config.kube_proxy.nfacct)
     return _ruleset(f"{spec} node {node} (generated)", text, cluster, node)
 
@@ -179,9 +204,17 @@ def _rates(runs: list[float]) -> dict:
 
 
 def reference(rs: Ruleset, flows, best, worst, repeats: int, budget_s: float, seed: int = 0):
-    """Per-packet times of the reference walk; (result, decisions)."""
+    """Per-packet times of the reference walk; (result, decisions). nftables mode: also
+    the walk's chains entered and set/verdict-map lookups per first packet, counted on
+    (at most 1,000 of) the same first packets in an untimed pass."""
     from .fast.svcref import reference_decision, reference_netfilter
-    nf = reference_netfilter(rs.text, f"node/{rs.node}", rs.addresses, seed, trace=False)
+    if rs.mode == "nftables":
+        from . import bench_nft
+        nf = bench_nft.reference_netfilter(rs.nft, rs.text, f"node/{rs.node}", rs.addresses,
+                                           seed)
+        reference_decision = bench_nft.reference_decision
+    else:
+        nf = reference_netfilter(rs.text, f"node/{rs.node}", rs.addresses, seed, trace=False)
     clock = time.perf_counter
     rows = flows.tolist()
     per, rules, decisions, runs = [], [], [], []
@@ -209,6 +242,10 @@ def reference(rs: Ruleset, flows, best, worst, repeats: int, budget_s: float, se
             reference_decision(nf, proto, src, dst, sport, dport, now, bool(local))
             ts.append(clock() - t0)
         out[name] = _pct(ts)
+    if rs.mode == "nftables":
+        work = bench_nft.count_work(nf, flows[:1000])
+        out["chains_per_packet"] = work["chains_per_packet"]
+        out["set_lookups_per_packet"] = work["lookups_per_packet"]
     return out, decisions
 
 
@@ -248,8 +285,9 @@ def compiled(sm, flows, best, worst, repeats: int, batch: int):
     return out
 
 
-def check(sm, flows, decisions) -> dict:
-    """Compiled decisions against the reference's for the same first packets."""
+def check(sm, flows, decisions, rules: bool = True) -> dict:
+    """Compiled decisions against the reference's for the same first packets (verdict,
+    endpoint, mark and, with `rules`, the iptables rules evaluated)."""
     if sm.matcher is None or not decisions:
         return {"compared": 0, "differ": 0}
     fl = flows[: len(decisions)]
@@ -258,10 +296,11 @@ def check(sm, flows, decisions) -> dict:
     want = [d for d, s in zip(decisions, slow.tolist()) if not s]
     differ, first = 0, None
     for g, w in zip(got, want):
-        ip, port, v, masq, _sp, rules = g
-        mine = (VERDICTS[v], ip if v == 1 else None, port if v == 1 else None, bool(masq), rules)
+        ip, port, v, masq, _sp, n_rules = g
+        mine = (VERDICTS[v], ip if v == 1 else None, port if v == 1 else None, bool(masq),
+                n_rules if rules else None)
         ref = (w.verdict, int(w.endpoint_ip) if w.endpoint_ip else None, w.endpoint_port,
-               w.masquerade, w.rules_evaluated_equivalent)
+               w.masquerade, w.rules_evaluated_equivalent if rules else None)
         if mine != ref:
             differ += 1
             first = first or {"compiled": list(mine), "reference": list(ref)}
@@ -274,8 +313,13 @@ def measure(rs: Ruleset, *, packets: int, repeats: int, impls, kernel: bool, bat
     """Everything `kdp bench rules` reports for one ruleset."""
     from . import bench_kernel
     from .fast.svcsplit import compile_ruleset
+    nft = rs.mode == "nftables"
     t0 = time.perf_counter()
-    sm = compile_ruleset(rs.cluster, rs.node, rs.text, seed, addresses=rs.addresses)
+    if nft:
+        from . import bench_nft
+        sm = bench_nft.compile_matcher(rs.cluster, rs.node, rs.nft, seed, rs.addresses)
+    else:
+        sm = compile_ruleset(rs.cluster, rs.node, rs.text, seed, addresses=rs.addresses)
     flows = pcap if pcap is not None else first_packets(rs, packets)
     first, last = rs.targets[0], rs.targets[-1]
     best, worst = (first_packets(rs, 200, seed=3, only=[t]) for t in (first, last))
@@ -288,9 +332,16 @@ def measure(rs: Ruleset, *, packets: int, repeats: int, impls, kernel: bool, bat
                        "compiled_rules": sm.split.compiled_rules,
                        "to_reference": [{"chain": c, "why": w} for c, w in sm.split.reasons],
                        "first_packets_to_reference": int(slow.sum())}}
+    if nft:
+        out = {"mode": "nftables"} | out | {"lines": rs.nft_tx.count("\n"),
+                                            "iptables_lines": rs.text.count("\n")}
+        out["compile"]["kube_services_rules"] = None
+        out["compile"]["service_ips_elements"] = sm.split.dump_rules
     if log:
-        log(f"{rs.label}: {rs.services} service rules, {out['lines']} lines; matcher program: "
-            f"{sm.split.compiled_rules} of {sm.split.dump_rules} KUBE-SERVICES rules")
+        what = "service-ips elements" if nft else "KUBE-SERVICES rules"
+        unit = "service-ips elements" if nft else "service rules"
+        log(f"{rs.label}: {rs.services} {unit}, {out['lines']} lines; matcher program: "
+            f"{sm.split.compiled_rules} of {sm.split.dump_rules} {what}")
     decisions = []
     if "reference" in impls:
         out["reference"], decisions = reference(rs, flows, best, worst, repeats, budget_s, seed)
@@ -300,11 +351,12 @@ def measure(rs: Ruleset, *, packets: int, repeats: int, impls, kernel: bool, bat
         out["compiled"] = compiled(sm, flows, best, worst, repeats, batch)
         if log and "per_second" in out["compiled"]:
             log(f"  compiled: {out['compiled']['per_second']:,.0f} first packets/s")
-    out["decisions"] = check(sm, flows, decisions)
+    out["decisions"] = check(sm, flows, decisions, rules=not nft)
     if kernel:
         node_ip = next((str(a) for a in rs.addresses if not a.ip.is_loopback), "10.240.0.4/16")
         out["kernel"] = bench_kernel.measure(rs.text, flows[:max(2000, min(len(flows), 20000))],
-                                             best, worst, node_ip=node_ip, log=log)
+                                             best, worst, node_ip=node_ip, log=log,
+                                             nft_tx=rs.nft_tx if nft else None)
     else:
         out["kernel"] = {"skipped": "--no-kernel"}
     return out

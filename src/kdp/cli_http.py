@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .cli_common import load_emulator
+from .cli_common import add_proxy_mode, load_emulator
 from .errors import UsageError
 
 
@@ -38,6 +38,7 @@ exit status: 0 a response came back (whatever its status), 1 none did, 2 usage o
     p.add_argument("--hops", action="store_true",
                    help="also print every packet hop by hop (as kdp trace's summary)")
     p.add_argument("--json", action="store_true", help="print the exchange as JSON")
+    add_proxy_mode(p)
     p.set_defaults(func=cmd_http)
     return p
 
@@ -54,7 +55,7 @@ def _headers(items: list[str]) -> list[tuple[str, str]]:
 
 def cmd_http(a) -> int:
     from .ingress.client import http_request
-    emu = load_emulator(a.cluster, seed=a.seed)
+    emu = load_emulator(a.cluster, seed=a.seed, proxy_mode=a.proxy_mode)
     data = a.data.encode() if a.data is not None else None
     ex = http_request(emu, a.src, a.url, a.method, _headers(a.header), data)
     if a.json:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from .cli_common import load_emulator
+from .cli_common import add_proxy_mode, load_emulator
 
 QUERY_TYPES = ("A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "SOA", "NS", "MX")
 
@@ -34,13 +34,14 @@ exit status: 0 resolved, 1 not (NXDOMAIN, NODATA, SERVFAIL, no response), 2 usag
     r.add_argument("--hops", action="store_true",
                    help="also print every query's packets hop by hop (as kdp trace's summary)")
     r.add_argument("--json", action="store_true", help="print the resolution as JSON")
+    add_proxy_mode(r)
     r.set_defaults(func=cmd_resolve)
     return r
 
 
 def cmd_resolve(a) -> int:
     from .dns.resolver import resolve
-    emu = load_emulator(a.cluster, seed=a.seed)
+    emu = load_emulator(a.cluster, seed=a.seed, proxy_mode=a.proxy_mode)
     res = resolve(emu, a.src, a.name, a.qtype)
     if a.json:
         print(json.dumps(res.as_dict(hops=a.hops), indent=2))

@@ -53,3 +53,31 @@ def test_json_report_and_pcaps(capsys, tmp_path):
     assert {p.parent.name for p in pcaps} == {"kdp", "kernel"}
     from kdp.io import read_pcap
     assert all(list(read_pcap(str(p))) for p in pcaps)
+
+
+def test_proxy_mode_is_parsed_and_checked(capsys):
+    p = argparse.ArgumentParser(prog="kdp")
+    add_parser(p.add_subparsers(dest="command"))
+    assert p.parse_args(["oracle", "demo", "--proxy-mode", "nftables"]).proxy_mode == "nftables"
+    assert p.parse_args(["oracle", "demo"]).proxy_mode is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["oracle", "demo", "--proxy-mode", "ipvs"])
+    assert "invalid choice: 'ipvs'" in capsys.readouterr().err
+
+
+@pytest.mark.root
+@needs_kernel
+def test_proxy_mode_nftables_loads_kube_proxy_table_with_nft(capsys, monkeypatch):
+    from kdp.oracle import netns
+    ran = []
+    real = netns.netns_exec
+
+    def recording(ns, argv, *args, **kw):
+        ran.append(list(argv))
+        return real(ns, argv, *args, **kw)
+    monkeypatch.setattr(netns, "netns_exec", recording)
+    rc = main(["oracle", "demo", "--proxy-mode", "nftables", "--scenario", "pod-to-clusterip-tcp",
+               "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0 and rep["summary"]["agreeing"] == 1
+    assert ["nft", "-f", "-"] in ran              # kube-proxy's table, in the kernel's nodes too

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from ..cli_common import load_cluster, output_dir, run_command
+from ..cli_common import add_proxy_mode, load_cluster, output_dir, run_command
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ exit status: 0 every scenario agrees, 1 some differ, 2 errors (including not roo
                         "iptables-restore; --no-rules: neither side has rules; default: --rules when kdp "
                         "runs netfilter")
     o.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_proxy_mode(o)
     o.add_argument("--keep-pcaps", metavar="DIR", help="write kdp's and the kernel's per-device pcaps here")
     o.add_argument("--tcp-rmem", metavar='"MIN DEFAULT MAX"',
                    help="net.ipv4.tcp_rmem in the real twin (e.g. \"4096 131072 6291456\", the older "
@@ -49,7 +50,7 @@ def cmd_oracle(a) -> int:
     from .runner import run_oracle
     from .scenarios import catalogue, select
 
-    cluster = load_cluster(a.cluster)
+    cluster = load_cluster(a.cluster, a.proxy_mode)
     if not a.list:
         output_dir(a.keep_pcaps, "--keep-pcaps")
     scenarios = catalogue(cluster, a.seed, full=True)

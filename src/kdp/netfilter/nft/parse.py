@@ -109,6 +109,7 @@ class _Parser:
         self.toks = tokenize(text, source)
         self.pos = 0
         self.rs = NftRuleset()
+        self._keys: dict[int, tuple] = {}       # id(set) -> (its element list, length, keys)
 
     # -- token helpers ----------------------------------------------------------------------
 
@@ -396,13 +397,25 @@ class _Parser:
             self.expect("{")
             els = self.elements(s.key_types)
             if v in ("add", "create"):
-                have = {e.key for e in s.elements}
-                s.elements.extend(e for e in els if e.key not in have)
+                have = self._element_keys(s)
+                for e in els:
+                    if e.key not in have:
+                        have.add(e.key)
+                        s.elements.append(e)
+                self._keys[id(s)] = (s.elements, len(s.elements), have)
             elif v in ("delete", "destroy"):
                 gone = {e.key for e in els}
                 s.elements[:] = [e for e in s.elements if e.key not in gone]
             else:
                 self.error(f"unsupported nft command {v} element", verb)
+
+    def _element_keys(self, s) -> set:
+        """The keys of a set's elements, kept between `add element` commands (a sync adds
+        one service's elements at a time: a set rebuilt per command is quadratic)."""
+        cached = self._keys.get(id(s))
+        if cached is not None and cached[0] is s.elements and cached[1] == len(s.elements):
+            return cached[2]
+        return {e.key for e in s.elements}
 
     def rule(self, toks: list[_Tok], listed: bool = False) -> Rule:
         r = parse_rule_tokens(toks, self.source, listed)
