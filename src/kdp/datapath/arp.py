@@ -11,6 +11,7 @@ from ..addr import BROADCAST_MAC, ZERO_MAC, is_multicast_mac
 from ..net.device import Device
 from ..net.namespace import Namespace
 from ..wire import ARP, Ether, Packet
+from .hooks import ARP_LEN
 from .outcome import End
 
 
@@ -125,9 +126,10 @@ class ArpMixin:
                 self.hop(ev, dev, "arp", "queue", f"waiting for {nexthop}")
 
     def arp_xmit(self, ns: Namespace, dev: Device, pkt: Packet, ev) -> None:
-        """arp_xmit(): the arp family's output chains (NF_ARP_OUT), then the device."""
+        """arp_xmit(): the arp family's output chains (NF_ARP_OUT), then the device. The
+        packet arp_create() built has its link-layer header already: counters count it."""
         if ns.netfilter is not None and ns.netfilter.l2 and \
-                not self.nft_l2(ns, "arp", "output", pkt, ev, out_dev=dev.name):
+                not self.nft_l2(ns, "arp", "output", pkt, ev, out_dev=dev.name, nbytes=ARP_LEN + 14):
             return
         self.transmit(dev, pkt, ev)
 
