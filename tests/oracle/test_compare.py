@@ -119,3 +119,37 @@ def test_pairing_tolerates_reordering_and_reports_unpaired_frames():
 def test_unparseable_kernel_frame_is_compared_as_bytes():
     f = Frame.of(0.0, b"\x01" * 10, "in")
     assert f.pkt is None and "unparsed" in f.summary()
+
+
+def _server_segment(flags: int, payload: bytes = b"") -> wire.Packet:
+    tcp = wire.TCP(80, 40000, 1001, 5014, flags, 502, 0, 0, b"", payload)
+    return wire.finalize(wire.Packet(ETH, ip=wire.IPv4(SERVER, CLIENT, wire.PROTO_TCP, 64, 0, 2), l4=tcp))
+
+
+def test_order_of_a_pure_ack_and_data_sent_together_is_timing_not_cause():
+    """The flake of cross-node-tcp-session under load: the server's pure ACK (softirq)
+    and its echoed data (the application's write) reached the capture swapped. Sent
+    within CONCURRENT_SLACK they are not ordered; sent further apart they are, and two
+    segments that both take sequence space, or frames of different senders, always are."""
+    from kdp.oracle.compare import CONCURRENT_SLACK, order_problems
+    ack, data = _server_segment(wire.ACK), _server_segment(wire.PSH | wire.ACK, b"hello\n")
+    kdp = [frame(ack, "out"), frame(data, "out")]
+
+    def kern(gap, first=data, second=ack):
+        return [Frame(10.0, "out", wire.emit(first), first),
+                Frame(10.0 + gap, "out", wire.emit(second), second)]
+    assert order_problems(pair_frames(("x", "eth0"), kdp, kern(0.0003))) == []
+    late = order_problems(pair_frames(("x", "eth0"), kdp, kern(CONCURRENT_SLACK * 5)))
+    assert late == ["kdp frame #1 comes after #0, the kernel's #0 before #1"]
+    # data and a FIN of one sender both take sequence space: stream order, a real
+    # reordering however close
+    fin = _server_segment(wire.FIN | wire.ACK)
+    fin = replace(fin, l4=replace(fin.l4, seq=1007))
+    assert order_problems(pair_frames(("x", "eth0"), [frame(data, "out"), frame(fin, "out")],
+                                      kern(0.0003, fin, data)))
+    # a pure ACK against another sender's frame (the client's request): ordered
+    req = wire.finalize(wire.Packet(ETH, ip=wire.IPv4(CLIENT, SERVER, wire.PROTO_TCP, 64, 0, 2),
+                                    l4=wire.TCP(40000, 80, 5001, 1001, wire.PSH | wire.ACK, 502, 0, 0,
+                                                b"", b"x" * 13)))
+    assert order_problems(pair_frames(("x", "eth0"), [frame(req, "out"), frame(ack, "out")],
+                                      kern(0.0003, ack, req)))

@@ -11,6 +11,7 @@ from ..addr import BROADCAST_MAC, ZERO_MAC, is_multicast_mac
 from ..net.device import Device
 from ..net.namespace import Namespace
 from ..wire import ARP, Ether, Packet
+from .hooks import ARP_LEN
 from .outcome import End
 
 
@@ -35,6 +36,9 @@ class ArpMixin:
 
     def arp_rcv(self, dev: Device, ev) -> None:
         ns, a = dev.namespace, ev.pkt.arp
+        if ns.netfilter is not None and ns.netfilter.l2 and \
+                not self.nft_l2(ns, "arp", "input", ev.pkt, ev, in_dev=dev.name):
+            return                              # NF_ARP_IN before arp_process()
         if a.op == 1:
             local = not a.tpa.is_loopback and ns.is_local(a.tpa)
             proxy = False
@@ -49,7 +53,7 @@ class ArpMixin:
                 self.hop(ev, dev, "arp", "reply", f"{how}: {a.tpa} is-at {dev.mac} (to {a.spa})")
                 if ev.leg == "request":          # the frame sent was this ARP request itself
                     self.delivered(ev, ns, ev.pkt, f"ARP request answered by {ns.name}")
-                self.transmit(dev, reply, ev.child(dev, reply, leg="reply" if ev.leg == "request" else "arp"))
+                self.arp_xmit(ns, dev, reply, ev.child(dev, reply, leg="reply" if ev.leg == "request" else "arp"))
                 return
             # not for us: only refresh an existing entry (arp_accept=0)
             ns.neigh.update(dev.name, a.spa, a.sha, self.now, create=False)
@@ -116,10 +120,18 @@ class ArpMixin:
                          arp=ARP(1, dev.mac, src or IPv4Address(0), ZERO_MAC, nexthop))
             if self.tracing:
                 self.hop(ev, dev, "arp", "request", f"who-has {nexthop} tell {src} (packet queued)")
-            self.transmit(dev, req, ev.child(dev, req, meta=None, leg="arp"))
+            self.arp_xmit(ns, dev, req, ev.child(dev, req, meta=None, leg="arp"))
         else:
             if self.tracing:
                 self.hop(ev, dev, "arp", "queue", f"waiting for {nexthop}")
+
+    def arp_xmit(self, ns: Namespace, dev: Device, pkt: Packet, ev) -> None:
+        """arp_xmit(): the arp family's output chains (NF_ARP_OUT), then the device. The
+        packet arp_create() built has its link-layer header already: counters count it."""
+        if ns.netfilter is not None and ns.netfilter.l2 and \
+                not self.nft_l2(ns, "arp", "output", pkt, ev, out_dev=dev.name, nbytes=ARP_LEN + 14):
+            return
+        self.transmit(dev, pkt, ev)
 
     def fail_pending_neighbours(self) -> bool:
         """No answer came: the kernel gives up after its probes, drops the queued

@@ -1,7 +1,11 @@
 # datapath.bridge: a Linux bridge (net/bridge): FDB learning and ageing,
 # forwarding, flooding, hairpin, delivery of frames for the bridge itself up
 # to the node's stack, and br_netfilter (bridge-nf-call-iptables) running the
-# IPv4 PREROUTING/FORWARD/POSTROUTING hooks on bridged frames.
+# IPv4 PREROUTING/FORWARD/POSTROUTING hooks on bridged frames. The nftables
+# bridge family's base chains run at the bridge hooks (prerouting, input,
+# forward, output, postrouting) in priority order around br_netfilter, which
+# sits at priority 0 (NF_BR_PRI_BRNF) of prerouting, -1 of forward and last
+# (NF_BR_PRI_LAST) of postrouting.
 from __future__ import annotations
 
 from .. import errors, wire
@@ -13,6 +17,10 @@ class BridgeMixin:
     def bridge_input(self, br: Bridge, port: Device, ev) -> None:
         """br_handle_frame(): a frame entered the bridge through `port`."""
         pkt = ev.pkt
+        ns = br.namespace
+        l2 = ns.netfilter is not None and ns.netfilter.l2
+        if l2 and not self.nft_l2(ns, "bridge", "prerouting", pkt, ev, in_dev=port.name, below=0):
+            return
         if self.rec is not None:
             self.rec.fdb_learn(br, pkt.eth.src, port)
         br.learn(pkt.eth.src, port, self.now)
@@ -31,8 +39,12 @@ class BridgeMixin:
             if pkt is None:
                 return
             ev.pkt = pkt
+            if l2 and not self.nft_l2(ns, "bridge", "prerouting", pkt, ev, in_dev=port.name, from_=0):
+                return
             if pkt.ip.dst != old_dst and self._br_nf_dnat(br, port, pkt, ev):
                 return
+        elif l2 and not self.nft_l2(ns, "bridge", "prerouting", pkt, ev, in_dev=port.name, from_=0):
+            return
         self._br_handle_frame_finish(br, port, ev.pkt, ev, nf)
 
     def _br_handle_frame_finish(self, br: Bridge, port: Device, pkt, ev, nf: bool) -> None:
@@ -69,12 +81,27 @@ class BridgeMixin:
             self._bridge_up(br, pkt, ev.child(br, pkt, meta=ev.meta), skip_prerouting=nf)
 
     def _br_forward(self, br: Bridge, inp: Device, out: Device, pkt, ev, nf: bool) -> None:
+        """__br_forward(): the bridge forward hook, then br_forward_finish()'s postrouting."""
         ns = br.namespace
+        l2 = ns.netfilter is not None and ns.netfilter.l2
+        # br_nf_forward_ip sits at -1; the frames it hands to iptables come back through
+        # br_nf_hook_thresh(), which resumes above priority 0 (chains at -1 and 0 never
+        # see them)
+        if l2 and not self.nft_l2(ns, "bridge", "forward", pkt, ev, in_dev=inp.name, out_dev=out.name,
+                                  below=-1):
+            return
         if nf:
             pkt = self.nf_hook(ns, "FORWARD", pkt, ev, in_dev=br.name, out_dev=br.name,
                                physin=inp.name, physout=out.name)
             if pkt is None:
                 return
+        if l2:
+            if not self.nft_l2(ns, "bridge", "forward", pkt, ev, in_dev=inp.name, out_dev=out.name,
+                               from_=1 if nf else -1):
+                return
+            if not self.nft_l2(ns, "bridge", "postrouting", pkt, ev, in_dev=inp.name, out_dev=out.name):
+                return
+        if nf:
             pkt = self.nf_hook(ns, "POSTROUTING", pkt, ev, out_dev=br.name, physout=out.name)
             if pkt is None:
                 return
@@ -87,7 +114,18 @@ class BridgeMixin:
             self._br_forward(br, inp, p, pkt, ev.child(p, pkt, meta=ev.meta), nf)
 
     def _bridge_up(self, br: Bridge, pkt, ev, skip_prerouting: bool, host: bool = False) -> None:
-        self.capture(br, pkt, "in")
+        """br_pass_frame_up(): the bridge input hook, then the bridge device receives it
+        (its taps, its netdev ingress chains, the node's stack)."""
+        ns = br.namespace
+        if ns.netfilter is not None and ns.netfilter.l2:
+            if not self.nft_l2(ns, "bridge", "input", pkt, ev, in_dev=ev.dev.name if ev.dev is not br
+                               else None):
+                return
+            self.capture(br, pkt, "in")
+            if not self.nft_l2(ns, "netdev", "ingress", pkt, ev, in_dev=br.name, device=br.name):
+                return
+        else:
+            self.capture(br, pkt, "in")
         up = ev.child(br, pkt, meta=ev.meta)
         up.skip_prerouting = skip_prerouting
         up.pkt_host = host
@@ -132,7 +170,14 @@ class BridgeMixin:
             self.rec.fdb_lookup(br, dst, out)
         targets = [out] if out is not None else [p for p in br.ports if p.up]
         verb = "forward" if out is not None else "flood"
+        ns = br.namespace
+        l2 = ns.netfilter is not None and ns.netfilter.l2
         for p in targets:
             if self.tracing:
                 self.hop(ev, br, "bridge", verb, f"{br.name} -> port {p.name}")
+            if l2:            # __br_forward() of a local frame: output, then postrouting
+                pev = ev.child(p, pkt, meta=ev.meta)
+                if not self.nft_l2(ns, "bridge", "output", pkt, pev, out_dev=p.name) or \
+                        not self.nft_l2(ns, "bridge", "postrouting", pkt, pev, out_dev=p.name):
+                    continue
             self.transmit(p, pkt, ev.child(p, pkt, meta=None))

@@ -137,6 +137,11 @@ class Datapath(LinkMixin, BridgeMixin, ArpMixin, Ipv4Mixin, HookMixin):
         dev = ev.dev
         if dev.kind != "loopback":
             self.capture(dev, ev.pkt, "in")
+            # nf_ingress(): netdev (and inet) ingress chains on this device, after the taps
+            ns = dev.namespace
+            if ns.netfilter is not None and ns.netfilter.l2 and \
+                    not self.nft_l2(ns, "netdev", "ingress", ev.pkt, ev, in_dev=dev.name, device=dev.name):
+                return
         if dev.master is not None:
             self.bridge_input(dev.master, dev, ev)
             return

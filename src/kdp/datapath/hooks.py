@@ -7,8 +7,21 @@ from __future__ import annotations
 from ..net.namespace import Namespace
 from .. import wire
 from ..netfilter.boundary import HookState, SkbMeta
+from ..netfilter.engine import ip_length
 from ..wire import Packet
 from .ipv4 import answer_leg
+
+
+def l3_length(pkt: Packet) -> int:
+    """The frame less its Ethernet header (skb->len past the MAC header)."""
+    if pkt.ip is not None:
+        return ip_length(pkt)
+    if pkt.arp is not None:
+        return ARP_LEN
+    return len(pkt.payload)
+
+
+ARP_LEN = 28                   # an Ethernet/IPv4 ARP packet
 
 
 class HookMixin:
@@ -52,3 +65,32 @@ class HookMixin:
                                                     leg=answer_leg(ev.leg)))
             return None
         return res.packet
+
+    def nft_l2(self, ns: Namespace, family: str, hook: str, pkt: Packet, ev, in_dev=None, out_dev=None,
+               device: str | None = None, nbytes: int | None = None, below=None, from_=None) -> bool:
+        """The nftables base chains of a bridge, netdev or arp hook (Netfilter.l2_hook):
+        True when the frame goes on. nbytes: what their counters count (skb->len there;
+        default the frame less its Ethernet header)."""
+        nf = ns.netfilter
+        if nf is None or not nf.l2 or not nf.has_l2(family, hook, device):
+            return True
+        if ev.meta is None:
+            ev.meta = self.new_meta(ns)
+        rec = self.rec
+        counted = len(rec.counted) if rec is not None else 0
+        state = HookState(f"{family} {hook}", pkt, in_dev, out_dev, None, None, self.now)
+        res = nf.l2_hook(family, hook, state, ev.meta, l3_length(pkt) if nbytes is None else nbytes,
+                         device=device, below=below, from_=from_)
+        if rec is not None:
+            rec.legs.extend([ev.leg] * (len(rec.counted) - counted))
+        if res.verdict == "ACCEPT" and not res.trace:
+            return True
+        dev = ns.devices.get(device or in_dev or out_dev or "lo")
+        for t in res.trace:
+            if t.kind == "rule" and not self.trace_misses and t.outcome in ("no match", "miss"):
+                continue
+            self.hop(ev, dev, "netfilter", state.hook, str(t), ns)
+        if res.verdict != "ACCEPT":
+            self.drop(ev, dev, "netfilter", f"{state.hook}: dropped", res.reason or f"hook:{state.hook}", ns)
+            return False
+        return True

@@ -8,6 +8,7 @@ from .. import errors
 from ..addr import is_multicast_mac
 from ..net.device import Bridge, Device
 from ..wire import Packet
+from .hooks import l3_length
 
 
 class LinkMixin:
@@ -19,6 +20,12 @@ class LinkMixin:
             else:
                 self.hop(ev, dev, "link", "drop", f"{dev.name} has no carrier: ARP not sent")
             return
+        ns = dev.namespace
+        if dev.kind != "loopback" and ns.netfilter is not None and ns.netfilter.l2:
+            # nf_hook_egress() in __dev_queue_xmit, before the taps: skb->len is the whole frame
+            if not self.nft_l2(ns, "netdev", "egress", pkt, ev, out_dev=dev.name, device=dev.name,
+                               nbytes=l3_length(pkt) + 14):
+                return
         self.capture(dev, pkt, "out")
         if dev.kind == "loopback":
             self.schedule(ev.child(dev, pkt, meta=ev.meta))

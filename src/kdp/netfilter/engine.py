@@ -61,6 +61,9 @@ class PacketCtx:
     def set_packet(self, pkt: Packet) -> None:
         ip = pkt.ip
         self.pkt, self.ip, self.l4 = pkt, ip, pkt.l4
+        if ip is None:              # a frame at a bridge, netdev or arp hook (l2_hook)
+            self.src = self.dst = self.proto = self.src_int = self.dst_int = None
+            return
         src, dst = ip.src, ip.dst
         self.src, self.dst, self.proto = src, dst, ip.proto
         self.src_int, self.dst_int = int(src), int(dst)
@@ -149,6 +152,8 @@ class Netfilter:
         self.stages: dict = STAGES
         self.plans: dict = _PLANS          # the stages as hook() runs them (_plans)
         self.nat_chains: dict = {}
+        # the nftables base chains of the bridge, netdev and arp hooks (l2_hook)
+        self.l2: dict = {}
 
     def attach_nft(self, engine) -> None:
         """Evaluate an nftables ruleset (a kdp.netfilter.nft.NftEngine, or None to
@@ -156,7 +161,51 @@ class Netfilter:
         self.nft = engine
         self.stages, self.nat_chains = engine.stages(STAGES) if engine is not None else (STAGES, {})
         self.plans = _plans(self.stages)
+        self.l2 = engine.l2_chains() if engine is not None else {}
         self.watch.bump()
+
+    def has_l2(self, family: str, hook: str, device: str | None = None) -> bool:
+        """Whether any base chain of this family and hook (on this device) would run."""
+        chains = self.l2.get((family, hook))
+        if not chains:
+            return False
+        return device is None or any(not devs or device in devs for _p, devs, _s in chains)
+
+    def l2_hook(self, family: str, hook: str, state: HookState, meta: SkbMeta, nbytes: int,
+                device: str | None = None, below: int | None = None,
+                from_: int | None = None) -> HookResult:
+        """The nftables base chains of a bridge, netdev or arp hook, in priority order
+        (those of priority < below, or >= from_, where br_netfilter sits among them).
+        nbytes: what a counter counts (skb->len at that hook). device: a netdev hook's
+        device. Any frame: an ARP packet has no ip header (its ip matches break)."""
+        res = HookResult(ACCEPT, state.packet)
+        chains = self.l2.get((family, hook))
+        if not chains:
+            return res
+        pc = None
+        is_ip = state.packet.ip is not None
+        for prio, devs, stage in chains:
+            if (below is not None and prio >= below) or (from_ is not None and prio < from_):
+                continue
+            if devs and device not in devs:
+                continue
+            if stage.table.family == "inet" and not is_ip:
+                continue                   # inet ingress: IPv4 (and IPv6) frames only
+            if pc is None:
+                pc = PacketCtx.__new__(PacketCtx)
+                pc.nf, pc.hs, pc.meta, pc.res = self, state, meta, res
+                pc.hook, _pkt, pc.in_dev, pc.out_dev, _pi, _po, pc.now = state
+                pc.table = pc.chain = ""
+                pc.rule_number = 0
+                pc.rejected = False
+                pc.drop_note = None
+                pc.set_packet(state.packet)
+                pc.ip_len = nbytes
+            verdict, reason = stage(pc)
+            if verdict == DROP:
+                res.verdict, res.reason = DROP, reason
+                break
+        return res
 
     def load(self, ruleset: Ruleset) -> None:
         """Swap in a new ruleset (conntrack, recent lists and nfacct stay)."""

@@ -8,6 +8,12 @@
 # breaks it, or gives a verdict; jump/goto/return as nft_do_chain walks them; counters,
 # marks, set updates, NAT through conntrack (as the iptables NAT targets), reject.
 # Every rule evaluated is traced (table, chain, rule number, the element that matched).
+# The other families IPv4 frames cross are hook points of their own (l2_chains): `bridge`
+# base chains at the bridge hooks (prerouting, input, forward, output, postrouting of the
+# node's bridges), `netdev` ingress/egress chains (and `inet` ingress chains, IPv4 frames
+# only) on their devices, `arp` input/output for the ARP packets the stacks receive and
+# send. `ip6` tables are parsed and printed but never evaluated: no IPv4 frame reaches
+# their hooks (kdp has no IPv6 traffic).
 from __future__ import annotations
 
 from dataclasses import replace
@@ -29,7 +35,10 @@ from .sets import RuntimeSet, parse_verdict
 
 HOOKS = {"prerouting": "PREROUTING", "input": "INPUT", "forward": "FORWARD",
          "output": "OUTPUT", "postrouting": "POSTROUTING"}
-FAMILIES = ("ip", "inet")           # the tables IPv4 packets cross
+FAMILIES = ("ip", "inet", "bridge", "netdev", "arp")    # the tables IPv4 frames cross (not ip6)
+# the hooks of the families that are not the IPv4 hooks: family -> hooks kdp runs
+L2_HOOKS = {"bridge": ("prerouting", "input", "forward", "output", "postrouting"),
+            "netdev": ("ingress", "egress"), "arp": ("input", "output")}
 # iptables' stages (netfilter.engine.STAGES) at their kernel priorities; nat depends on
 # the hook (NF_IP_PRI_NAT_DST -100 / NF_IP_PRI_NAT_SRC 100)
 STAGE_PRIORITY = {"raw": -300, "conntrack": -200, "mangle": -150, "filter": 0, "security": 50,
@@ -73,11 +82,12 @@ class CRule:
 
 
 class CChain:
-    __slots__ = ("name", "rules", "base", "policy", "hook", "priority", "type")
+    __slots__ = ("name", "rules", "base", "policy", "hook", "priority", "type", "devices")
 
-    def __init__(self, name, rules, base=False, policy="accept", hook=None, priority=0, type=None):
+    def __init__(self, name, rules, base=False, policy="accept", hook=None, priority=0, type=None,
+                 devices=()):
         self.name, self.rules, self.base, self.policy = name, rules, base, policy
-        self.hook, self.priority, self.type = hook, priority, type
+        self.hook, self.priority, self.type, self.devices = hook, priority, type, devices
 
 
 class CTable:
@@ -136,10 +146,9 @@ class NftEngine:
             except Problem as e:
                 raise self._error(None, f"table {ct.label}: {e}") from None
         for c in t.chains.values():
-            if c.hook is not None and c.hook not in HOOKS:
-                raise self._error(None, f"chain {c.name}: kdp has no {c.hook} hook for IPv4")
+            hook = self._hook(t.family, c)
             ct.chains[c.name] = CChain(c.name, [], c.base, c.policy or "accept",
-                                       HOOKS.get(c.hook), c.priority, c.type)
+                                       hook, c.priority, c.type, c.devices)
         for c in t.chains.values():
             chain = ct.chains[c.name]
             for i, r in enumerate(c.rules, 1):
@@ -148,6 +157,26 @@ class NftEngine:
                 except Problem as e:
                     raise self._error(r.line, f"chain {c.name}: {e}") from None
         return ct
+
+    def _hook(self, family: str, c):
+        """The hook a base chain runs at: an IPv4 hook name (PREROUTING...), or for the
+        other families (family, hook) (netfilter.engine.Netfilter.l2_hook's key)."""
+        if c.hook is None:
+            return None
+        where = f"chain {family} {c.name}"
+        if family in ("ip", "inet") and c.hook in HOOKS:
+            if c.devices:
+                raise self._error(None, f"{where}: a device on the {c.hook} hook")
+            return HOOKS[c.hook]
+        if family == "inet" and c.hook == "ingress":
+            family = "netdev"                  # IPv4 frames only (the rule's ip payload)
+        elif family not in L2_HOOKS or c.hook not in L2_HOOKS[family]:
+            raise self._error(None, f"{where}: kdp has no {c.hook} hook for the {family} family")
+        if c.type != "filter":
+            raise self._error(None, f"{where}: kdp runs only filter chains in the {family} family")
+        if family == "netdev" and not c.devices:
+            raise self._error(None, f"{where}: a {c.hook} chain needs a device")
+        return (family, c.hook)
 
     def _rule(self, table: CTable, chain: CChain, number: int, r) -> CRule:
         ops, counters = [], []
@@ -197,6 +226,9 @@ class NftEngine:
                 self._check_target(table, f"{st.kind} {st.chain}")
             v = (st.kind, st.chain)
             return lambda pc: v
+        if table.family not in ("ip", "inet") and isinstance(st, (Nat, Reject)):
+            raise Problem(f"`{render.statement(st)}` in the {table.family} family: kdp runs it "
+                          "only in ip and inet tables")
         if isinstance(st, Nat):
             if chain.base and chain.type != "nat":
                 raise Problem(f"{st.kind} in a {chain.type} chain (nat chains only)")
@@ -248,10 +280,22 @@ class NftEngine:
 
     # -- the hook stages ----------------------------------------------------------------
     def base_chains(self):
+        """The base chains at the IPv4 hooks."""
         for t in self.tables:
             for c in t.chains.values():
-                if c.base:
+                if c.base and isinstance(c.hook, str):
                     yield t, c
+
+    def l2_chains(self) -> dict:
+        """The base chains of the other hooks, each hook's in priority order (the order
+        of the tables and chains for one priority): {(family, hook): ((priority,
+        devices, stage), ...)}, family "netdev" holding the inet ingress chains too."""
+        out: dict = {}
+        for t in self.tables:
+            for c in t.chains.values():
+                if c.base and isinstance(c.hook, tuple):
+                    out.setdefault(c.hook, []).append((c.priority, c.devices, BaseChainStage(self, t, c)))
+        return {k: tuple(sorted(v, key=lambda x: x[0])) for k, v in out.items()}
 
     def stages(self, iptables_stages: dict) -> tuple[dict, dict]:
         """(stages per hook, nat chains per hook): iptables' stage names and this

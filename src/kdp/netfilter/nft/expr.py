@@ -35,6 +35,10 @@ def kind_of(e) -> str | tuple:
     if isinstance(e, Payload):
         if e.proto == "ip":
             return {"saddr": "addr", "daddr": "addr", "protocol": "proto"}.get(e.field, "int")
+        if e.proto == "ether":
+            return "ethertype" if e.field == "type" else "mac"
+        if e.proto == "arp":
+            return "arpop" if e.field == "operation" else "int"
         return "port" if e.field in ("sport", "dport") else "int"
     if isinstance(e, Meta):
         return {"l4proto": "proto", "iifname": "ifname", "oifname": "ifname",
@@ -89,12 +93,26 @@ def compile_expr(e):
 def _payload(e: Payload):
     proto, fld = e.proto, e.field
     if proto == "ip":
+        # (a frame that is not IPv4 -- ARP at a bridge or netdev hook -- has no ip header:
+        # src_int, dst_int and proto are None there, and the expression breaks the rule)
         getter = {"saddr": lambda pc: pc.src_int, "daddr": lambda pc: pc.dst_int,
-                  "protocol": lambda pc: pc.proto, "ttl": lambda pc: pc.ip.ttl,
-                  "length": lambda pc: pc.ip_len, "id": lambda pc: pc.ip.ident}.get(fld)
+                  "protocol": lambda pc: pc.proto,
+                  "ttl": lambda pc: pc.ip.ttl if pc.ip is not None else None,
+                  "length": lambda pc: pc.ip_len if pc.ip is not None else None,
+                  "id": lambda pc: pc.ip.ident if pc.ip is not None else None}.get(fld)
         if getter is None:
             raise Problem(f"unsupported expression `ip {fld}`")
         return getter
+    if proto == "ether":
+        getter = {"saddr": lambda pc: pc.pkt.eth.src, "daddr": lambda pc: pc.pkt.eth.dst,
+                  "type": lambda pc: pc.pkt.eth.type}.get(fld)
+        if getter is None:
+            raise Problem(f"unsupported expression `ether {fld}`")
+        return getter
+    if proto == "arp":
+        if fld != "operation":
+            raise Problem(f"unsupported expression `arp {fld}`")
+        return lambda pc: pc.pkt.arp.op if pc.pkt.arp is not None else None
     if proto in _PORT_PROTOS and fld in ("sport", "dport"):
         want = _PORT_PROTOS[proto]
 
@@ -121,7 +139,7 @@ def _meta(e: Meta):
     if k == "length":
         return lambda pc: pc.ip_len
     if k == "protocol":
-        return lambda pc: 0x0800
+        return lambda pc: pc.pkt.eth.type
     if k == "nfproto":
         return lambda pc: 2
     raise Problem(f"unsupported expression `meta {k}`")
@@ -217,6 +235,12 @@ def parse_const(text: str, kind) -> tuple:
         if kind == "ethertype":
             return ("eq", {"ip": 0x0800, "ip6": 0x86DD, "arp": 0x0806}[text]
                     if text in ("ip", "ip6", "arp") else int(text, 0))
+        if kind == "mac":
+            if len(text.split(":")) != 6:
+                raise ValueError(text)
+            return ("eq", ":".join(f"{int(x, 16):02x}" for x in text.split(":")))
+        if kind == "arpop":
+            return ("eq", {"request": 1, "reply": 2}[text] if not text.isdigit() else int(text))
     except (ValueError, KeyError, ValueProblem):
         pass
     raise Problem(f"cannot read {text!r} as a value of {_KIND_NAMES.get(kind, kind)}")
@@ -224,7 +248,8 @@ def parse_const(text: str, kind) -> tuple:
 
 _KIND_NAMES = {"addr": "an IPv4 address", "port": "a port", "proto": "a protocol",
                "int": "a number", "ifname": "an interface name", "ctstate": "ct state",
-               "ctstatus": "ct status", "fibtype": "an address type"}
+               "ctstatus": "ct status", "fibtype": "an address type", "mac": "an Ethernet address",
+               "arpop": "an ARP operation", "ethertype": "an Ethernet type"}
 
 
 def const_matches(c: tuple, v) -> bool:

@@ -198,6 +198,8 @@ class Chain:
     policy: str | None = None
     comment: str | None = None
     rules: list[Rule] = field(default_factory=list)
+    devices: tuple[str, ...] = ()   # a netdev (or inet ingress) chain's devices
+    family: str = "ip"              # its table's (how nft names the priority)
 
     @property
     def base(self) -> bool:

@@ -24,7 +24,7 @@ OPS = ("==", "!=", "<", ">", "<=", ">=", "eq", "ne")
 BINOPS = {"&": "&", "and": "&", "|": "|", "or": "|", "^": "^", "xor": "^"}
 META_KEYS = ("mark", "iif", "oif", "iifname", "oifname", "iiftype", "oiftype", "l4proto",
              "nfproto", "protocol", "skuid", "skgid", "pkttype", "length", "priority", "cpu")
-PAYLOAD_PROTOS = ("ip", "th", "tcp", "udp", "sctp", "icmp")
+PAYLOAD_PROTOS = ("ip", "th", "tcp", "udp", "sctp", "icmp", "ether", "arp")
 DYNAMIC_SET_SIZE = 65535
 NAT_FLAGS = ("random", "fully-random", "persistent")
 _TOKEN = re.compile(r'"[^"\n]*"|[{},;\n]|[^\s{},;"]+|[ \t\r]+|"')
@@ -214,7 +214,7 @@ class _Parser:
                 self.set_body(s, t.text == "map")
             elif t.text == "chain":
                 name = self.word("chain name")
-                c = table.chains.get(name) or Chain(name)
+                c = table.chains.get(name) or Chain(name, family=family)
                 table.chains[name] = c
                 self.expect("{")
                 self.chain_body(c, rules=True)
@@ -339,10 +339,25 @@ class _Parser:
         self.expect("hook")
         c.hook = self.word("hook")
         t = self.next()
+        if t.text == "device" and not t.quoted:
+            c.devices = (self.word("device name"),)
+            t = self.next()
+        elif t.text == "devices" and not t.quoted:
+            self.expect("=")
+            self.expect("{")
+            devs = []
+            while True:
+                w = self.next()
+                if w.text == "}" and not w.quoted:
+                    break
+                if w.text != ",":
+                    devs.append(w.text)
+            c.devices = tuple(sorted(devs))
+            t = self.next()
         if t.text != "priority":
             self.error(f"unsupported chain option {t.text!r}", t)
         words = [x.text for x in self.until_sep()]
-        c.priority = self._value(lambda s: parse_priority(s, c.hook), " ".join(words), t)
+        c.priority = self._value(lambda s: parse_priority(s, c.hook, c.family), " ".join(words), t)
         c.policy = c.policy or "accept"
 
     # -- nft -f commands ----------------------------------------------------------------------
@@ -443,7 +458,7 @@ class _Parser:
         if v in ("add", "create"):
             c = table.chains.get(name)
             if c is None:
-                c = table.chains[name] = Chain(name)
+                c = table.chains[name] = Chain(name, family=table.family)
             if self.peek() == "{":
                 self.pos += 1
                 self.chain_body(c, rules=False)

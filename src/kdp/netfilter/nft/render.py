@@ -123,8 +123,13 @@ def chain_lines(c: Chain) -> list[str]:
     if c.comment is not None:
         lines.append(f"\t\tcomment {quote(c.comment)}")
     if c.base:
-        lines.append(f"\t\ttype {c.type} hook {c.hook} priority "
-                     f"{format_priority(c.priority, c.hook)}; policy {c.policy or 'accept'};")
+        dev = ""
+        if len(c.devices) == 1:
+            dev = f" device {quote(c.devices[0])}"
+        elif c.devices:
+            dev = " devices = { " + ", ".join(c.devices) + " }"
+        lines.append(f"\t\ttype {c.type} hook {c.hook}{dev} priority "
+                     f"{format_priority(c.priority, c.hook, c.family)}; policy {c.policy or 'accept'};")
     lines += [f"\t\t{rule(r)}" for r in c.rules]
     lines.append("\t}")
     return lines

@@ -10,6 +10,13 @@ from ipaddress import IPv4Address, IPv4Network, summarize_address_range
 # Standard priorities of the ip/ip6/inet families and the hooks nft prints their names for.
 STD_PRIORITIES = (("raw", -300, None), ("mangle", -150, None), ("dstnat", -100, ("prerouting",)),
                   ("filter", 0, None), ("security", 50, None), ("srcnat", 100, ("postrouting",)))
+# ... of the other families (the bridge family's follow ebtables': NF_BR_PRI_*)
+FAMILY_PRIORITIES = {
+    "bridge": (("dstnat", -300, ("prerouting",)), ("filter", -200, None), ("out", 100, ("output",)),
+               ("srcnat", 300, ("postrouting",))),
+    "netdev": (("filter", 0, None),),
+    "arp": (("filter", 0, None),),
+}
 CT_STATES = ("invalid", "established", "related", "new", "untracked")   # nft prints bit order
 PROTO_NUMBER = {"icmp": 1, "igmp": 2, "ggp": 3, "ipencap": 4, "st": 5, "egp": 8, "igp": 9,
                 "pup": 12, "hmp": 20, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51,
@@ -22,14 +29,19 @@ class ValueProblem(ValueError):
     """A value nft would not accept; the parser adds source and line."""
 
 
-def parse_priority(text: str, hook: str | None) -> int:
-    """``-110``, ``filter``, ``dstnat - 10``, ``dstnat-10`` → a number."""
+def _priorities(family: str):
+    return FAMILY_PRIORITIES.get(family, STD_PRIORITIES)
+
+
+def parse_priority(text: str, hook: str | None, family: str = "ip") -> int:
+    """``-110``, ``filter``, ``dstnat - 10``, ``dstnat-10`` → a number (names as the
+    family spells them: the bridge family's filter is -200)."""
     m = re.fullmatch(r"\s*([a-z]+)?\s*(([+-])\s*(\d+))?\s*", text)
     if text.strip().lstrip("-").isdigit():
         return int(text)
     if not m or not m.group(1):
         raise ValueProblem(f"bad chain priority {text!r}")
-    base = {n: v for n, v, _ in STD_PRIORITIES}.get(m.group(1))
+    base = {n: v for n, v, _ in _priorities(family)}.get(m.group(1))
     if base is None:
         raise ValueProblem(f"unknown chain priority name {m.group(1)!r}")
     if m.group(2):
@@ -37,9 +49,9 @@ def parse_priority(text: str, hook: str | None) -> int:
     return base
 
 
-def format_priority(value: int, hook: str | None) -> str:
+def format_priority(value: int, hook: str | None, family: str = "ip") -> str:
     """What nft prints: the standard name (within 10 of it) where valid for the hook."""
-    for name, base, hooks in STD_PRIORITIES:
+    for name, base, hooks in _priorities(family):
         if hooks is not None and hook not in hooks:
             continue
         off = value - base
