@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
+from ..checksum import extensions_disabled
+
 _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
 
@@ -184,3 +186,16 @@ def jhash2(words: list[int], initval: int) -> int:
 def reciprocal_scale(val: int, ep_ro: int) -> int:
     """Map a 32-bit value into [0, ep_ro) as the kernel does."""
     return (val * ep_ro) >> 32
+
+
+# flow_base() and flow_hash() compiled (kdp._fastpath's twins of the functions
+# above, tested equal to them): what the reference path's per-packet callers
+# (conntrack buckets, NAT port offsets, statistic matches) use, unless
+# KDP_NO_EXTENSIONS=1 or the extension is not built.
+fast_flow_base, fast_flow_hash = flow_base, flow_hash
+if not extensions_disabled():
+    try:
+        from .._fastpath import flow_base as fast_flow_base  # type: ignore[no-redef]
+        from .._fastpath import flow_hash as fast_flow_hash  # type: ignore[no-redef]
+    except ImportError:     # extension not built (e.g. running from a source tree)
+        pass

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from itertools import islice
 
 from .entry import ASSURED, CONFIRMED, DYING, ORIGINAL, REPLY, SEEN_REPLY, SRC_NAT_DONE, ConntrackEntry
-from .keyed import decision_point, flow_base
+from .keyed import decision_point, fast_flow_base
 from .timeouts import Timeouts
 from .tuples import Tuple
 
@@ -246,7 +246,7 @@ class ConntrackTable:
 def bucket_of(seed: int, buckets: int, t: Tuple) -> int:
     """The hash bucket of a tuple: reciprocal_scale(hash >> 32, buckets), as
     the kernel's hash_conntrack() scales its hash to the table size."""
-    h = flow_base(seed ^ BUCKET_SALT, t.proto, t.src, t.dst, t.sport, t.dport)
+    h = fast_flow_base(seed ^ BUCKET_SALT, t.proto, t.src._ip, t.dst._ip, t.sport, t.dport)
     return ((h >> 32) * buckets) >> 32
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..net.namespace import Namespace
 from .. import wire
-from ..netfilter.boundary import HookState, SkbMeta
+from ..netfilter.boundary import SkbMeta
 from ..wire import Packet
 from .ipv4 import answer_leg
 
@@ -27,7 +27,7 @@ class HookMixin:
             ev.meta = self.new_meta(ns)
         rec = self.rec
         counted = len(rec.counted) if rec is not None else 0
-        res = nf.hook(HookState(hook, pkt, in_dev, out_dev, physin, physout, self.now), ev.meta)
+        res = nf.run_hook(hook, pkt, in_dev, out_dev, physin, physout, self.now, ev.meta)
         if rec is not None:                 # which leg each counter increment belongs to
             rec.legs.extend([ev.leg] * (len(rec.counted) - counted))
         if res.verdict == "ACCEPT" and not res.trace and not res.log:

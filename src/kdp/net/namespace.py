@@ -67,7 +67,7 @@ class Namespace:
         return view[1], view[2]
 
     def is_local(self, ip: IPv4Address) -> bool:
-        n = int(ip)
+        n = ip._ip                                # int(ip), without the call
         if n >> 24 == 127:                        # 127.0.0.0/8: ip.is_loopback
             return True
         if n in self._address_view()[0]:
@@ -83,9 +83,8 @@ class Namespace:
         return None
 
     def is_broadcast(self, ip: IPv4Address) -> bool:
-        if ip == LIMITED_BROADCAST:
-            return True
-        return int(ip) in self._address_view()[1]
+        n = ip._ip                                # int(ip), without the call
+        return n == 0xFFFFFFFF or n in self._address_view()[1]
 
     def addr_type(self, ip: IPv4Address, dev: str | None = None) -> str:
         """The kernel's inet_addr_type(), optionally limited to one device."""

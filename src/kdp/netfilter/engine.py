@@ -44,19 +44,32 @@ def ip_length(pkt: Packet) -> int:
 class PacketCtx:
     """What matches and targets see while one packet walks one hook."""
 
-    __slots__ = ("nf", "hs", "meta", "res", "hook", "in_dev", "out_dev", "now", "table", "chain",
-                 "rule_number", "rejected", "drop_note", "pkt", "ip", "l4", "src", "dst", "proto",
-                 "src_int", "dst_int", "ip_len")
+    __slots__ = ("nf", "meta", "res", "hook", "in_dev", "out_dev", "physin", "physout", "now",
+                 "table", "chain", "rule_number", "rejected", "drop_note", "pkt", "ip", "l4", "src",
+                 "dst", "proto", "src_int", "dst_int", "ip_len")
 
-    def __init__(self, nf: "Netfilter", hs: HookState, meta: SkbMeta, res: HookResult):
-        self.nf, self.hs, self.meta, self.res = nf, hs, meta, res
-        self.hook, pkt, self.in_dev, self.out_dev, _physin, _physout, self.now = hs
+    def __init__(self, nf: "Netfilter", hook: str, pkt: Packet, in_dev: str | None,
+                 out_dev: str | None, physin: str | None, physout: str | None, now: float,
+                 meta: SkbMeta, res: HookResult):
+        self.nf, self.meta, self.res = nf, meta, res
+        self.hook, self.in_dev, self.out_dev, self.physin, self.physout, self.now = \
+            hook, in_dev, out_dev, physin, physout, now
         self.table = self.chain = ""
         self.rule_number = 0
         self.rejected = False
         self.drop_note: str | None = None
-        self.set_packet(pkt)
+        ip = pkt.ip
+        self.pkt, self.ip, self.l4 = pkt, ip, pkt.l4
+        src, dst = ip.src, ip.dst
+        self.src, self.dst, self.proto = src, dst, ip.proto
+        self.src_int, self.dst_int = src._ip, dst._ip      # int(src), without the call
         self.ip_len = ip_length(pkt)
+
+    @property
+    def hs(self) -> HookState:
+        """The hook's arguments as they were passed (the packet as it entered)."""
+        return HookState(self.hook, self.res.packet, self.in_dev, self.out_dev, self.physin,
+                         self.physout, self.now)
 
     def set_packet(self, pkt: Packet) -> None:
         ip = pkt.ip
@@ -100,8 +113,11 @@ class PacketCtx:
         ct = self.meta.ct
         if ct is None:
             return ACCEPT
+        changed = setup_nat(self.nf.nat_context(self.now), ct, manip, rng)
+        if not self.nf.tracing:
+            return ACCEPT                   # (the event's text is not built when nobody reads it)
         kind = "snat" if manip == SRC else "dnat"
-        if setup_nat(self.nf.nat_context(self.now), ct, manip, rng):
+        if changed:
             t = ct.reply.invert()
             side = t.endpoints().split("->")[0 if manip == SRC else 1]
             self.event(f"nat bind {kind} {ct.orig} to {side}", "nat")
@@ -166,14 +182,18 @@ class Netfilter:
 
     # --- the hook ----------------------------------------------------------
     def hook(self, state: HookState, meta: SkbMeta) -> HookResult:
-        hook = state.hook
+        return self.run_hook(*state, meta)
+
+    def run_hook(self, hook: str, pkt: Packet, in_dev: str | None, out_dev: str | None,
+                 physin: str | None, physout: str | None, now: float, meta: SkbMeta) -> HookResult:
+        """hook() with the HookState's fields as arguments (the datapath's call)."""
         plan = self.plans.get(hook)
         if plan is None:
             raise ValueError(f"unknown hook {hook!r} (one of {', '.join(STAGES)})")
-        res = HookResult(ACCEPT, state.packet)
-        if state.packet.ip is None:
+        res = HookResult(ACCEPT, pkt)
+        if pkt.ip is None:
             return res                      # ARP and other non-IPv4 frames: not iptables' business
-        pc = PacketCtx(self, state, meta, res)
+        pc = PacketCtx(self, hook, pkt, in_dev, out_dev, physin, physout, now, meta, res)
         tables = self.ruleset.tables
         for table_name, special in plan:
             if special is not None:
