@@ -413,11 +413,12 @@ def _with_checksum(l4: L4, csum: int) -> L4:
 
 def l4_length(l4: L4) -> int:
     """len(emit_l4(l4)), without emitting it."""
-    if isinstance(l4, TCP):
+    t = l4.__class__                    # (the header classes have no subclasses)
+    if t is TCP:
         return 20 + len(l4.options) + len(l4.payload)
-    if isinstance(l4, (UDP, ICMP)):
+    if t is UDP or t is ICMP:
         return 8 + len(l4.payload)
-    if isinstance(l4, SCTP):
+    if t is SCTP:
         return 12 + len(l4.chunks)
     return len(emit_l4(l4))
 
@@ -488,10 +489,13 @@ def _u16(v: int) -> bytes:
 def decrement_ttl(pkt: Packet) -> Packet:
     """ip_decrease_ttl(): TTL-1 with the header checksum adjusted incrementally."""
     ip = pkt.ip
-    old = bytes([ip.ttl, ip.proto])
-    new = bytes([ip.ttl - 1, ip.proto])
+    # csum_replace() of the (TTL, protocol) word, on ints (RFC 1624 eqn. 3)
+    total = ((~ip.checksum) & 0xFFFF) + ((~((ip.ttl << 8) | ip.proto)) & 0xFFFF) + \
+        (((ip.ttl - 1) << 8) | ip.proto)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
     ip = IPv4(ip.src, ip.dst, ip.proto, ip.ttl - 1, ip.ident, ip.flags, ip.frag, ip.tos,
-              csum_replace(ip.checksum, old, new), ip.options)
+              (~total) & 0xFFFF, ip.options)
     return Packet(pkt.eth, pkt.arp, ip, pkt.l4, pkt.payload)
 
 

@@ -38,7 +38,7 @@ MAX_JUMP_DEPTH = 256
 def ip_length(pkt: Packet) -> int:
     """IP total length, what iptables counts as bytes."""
     l4 = pkt.l4
-    return pkt.ip.header_len + (l4_length(l4) if l4 is not None else len(pkt.payload))
+    return 20 + len(pkt.ip.options) + (l4_length(l4) if l4 is not None else len(pkt.payload))
 
 
 class PacketCtx:
@@ -314,18 +314,22 @@ class Netfilter:
         indexed = not trace_misses
         res = pc.res
         trace = res.trace
+        # the chain being walked: its rules, their number, its name, its index
         rules = cur.rules
-        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+        n = len(rules)
+        name = cur.name
+        skips = cur.dst_skips() if indexed and n >= DST_RUN_MIN else None
         evaluated = 0
         while True:
-            if idx >= len(rules):
+            if idx >= n:
                 if cur is not start:
                     if tracing:
-                        pc.trace(table_name, cur.name, 0, "", "return", "return")
+                        pc.trace(table_name, name, 0, "", "return", "return")
                     if stack:
                         cur, idx = stack.pop()
-                        rules = cur.rules
-                        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+                        rules, name = cur.rules, cur.name
+                        n = len(rules)
+                        skips = cur.dst_skips() if indexed and n >= DST_RUN_MIN else None
                         continue
                 res.rules_evaluated += evaluated
                 return self._policy(pc, start)
@@ -344,7 +348,7 @@ class Netfilter:
                         continue
             rule = rules[idx]
             idx += 1
-            pc.chain, pc.rule_number = cur.name, idx
+            pc.chain, pc.rule_number = name, idx
             evaluated += 1
             if counted is not None and rule.volatile:
                 matched = rule.ip_matches(pc) and _matches_noting_volatile(rule, pc, counted)
@@ -353,7 +357,7 @@ class Netfilter:
                 matched = test is None or test(pc)
             if not matched:
                 if trace_misses:
-                    trace.append(TraceEntry(table_name, cur.name, idx, rule.text, "no match"))
+                    trace.append(TraceEntry(table_name, name, idx, rule.text, "no match"))
                 continue
             rule.packets += 1
             rule.bytes += ip_len
@@ -364,45 +368,47 @@ class Netfilter:
                     counted.append(None)
             if t is None:
                 if tracing:
-                    pc.trace(table_name, cur.name, idx, rule.text, "match")
+                    pc.trace(table_name, name, idx, rule.text, "match")
                 continue
             kind = t.KIND
             if kind is JUMP:
                 if tracing:
-                    pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
+                    pc.trace(table_name, name, idx, rule.text, f"match -> {t.describe()}")
                 if not t.goto:
                     stack.append((cur, idx))
                     if len(stack) > MAX_JUMP_DEPTH:
                         res.rules_evaluated += evaluated
                         return DROP, errors.JUMP_DEPTH
                 cur, idx = table.chains[t.chain], 0
-                rules = cur.rules
-                skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+                rules, name = cur.rules, cur.name
+                n = len(rules)
+                skips = cur.dst_skips() if indexed and n >= DST_RUN_MIN else None
                 continue
             if kind is VERDICT:
                 if tracing:
-                    pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.verdict}")
+                    pc.trace(table_name, name, idx, rule.text, f"match -> {t.verdict}")
                 verdict = t.verdict
                 if verdict == RETURN:
                     if stack:
                         cur, idx = stack.pop()
-                        rules = cur.rules
-                        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+                        rules, name = cur.rules, cur.name
+                        n = len(rules)
+                        skips = cur.dst_skips() if indexed and n >= DST_RUN_MIN else None
                         continue
                     res.rules_evaluated += evaluated
                     return self._policy(pc, start)
                 res.rules_evaluated += evaluated
                 if verdict == DROP:
-                    return DROP, f"rule:{table_name}/{cur.name}#{idx}"
+                    return DROP, f"rule:{table_name}/{name}#{idx}"
                 return ACCEPT, None
             if tracing:
-                pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
+                pc.trace(table_name, name, idx, rule.text, f"match -> {t.describe()}")
             verdict = t.run(pc)
             if verdict == CONTINUE:
                 continue
             res.rules_evaluated += evaluated
             if verdict == DROP:
-                return DROP, pc.drop_note or f"rule:{table_name}/{cur.name}#{idx}"
+                return DROP, pc.drop_note or f"rule:{table_name}/{name}#{idx}"
             return verdict, None
 
     def _policy(self, pc: PacketCtx, chain) -> tuple[str, str | None]:
