@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import hashlib
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from socket import inet_ntoa
 
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 ZERO_MAC = "00:00:00:00:00:00"
 
 __all__ = [
     "IPv4Address", "IPv4Interface", "IPv4Network", "BROADCAST_MAC", "ZERO_MAC",
-    "mac_to_bytes", "mac_from_bytes", "stable_mac", "stable_hex", "is_multicast_mac",
+    "mac_to_bytes", "mac_from_bytes", "stable_mac", "stable_hex", "is_multicast_mac", "ip_text",
 ]
+
+
+def ip_text(ip: IPv4Address) -> str:
+    """str(ip), dotted quad, formatted in C (every output line prints two)."""
+    return inet_ntoa(ip._ip.to_bytes(4, "big"))
 
 
 def mac_to_bytes(mac: str) -> bytes:

@@ -6,6 +6,8 @@
 # records are checked with it).
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .errors import KdpError
 
 MAX_NAME = 255            # octets on the wire, including length bytes and the root
@@ -19,6 +21,9 @@ class DnsFormatError(KdpError):
 _SPECIAL = set(b'.\\"();@$')
 
 
+# label_text() and name_labels() are pure and asked again for the same few names
+# (every query and answer of a zone's names): their results are kept
+@lru_cache(maxsize=8192)
 def label_text(label: bytes) -> str:
     out = []
     for b in label:
@@ -35,6 +40,7 @@ def labels_to_name(labels) -> str:
     return "".join(label_text(lb) + "." for lb in labels) or "."
 
 
+@lru_cache(maxsize=8192)
 def name_labels(name: str) -> tuple[bytes, ...]:
     """The labels of a presentation-format name (relative names are taken as
     absolute). Raises DnsFormatError for empty labels, labels over 63 octets or

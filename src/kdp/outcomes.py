@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from ipaddress import IPv4Address
+from socket import inet_ntoa
 
 from .errors import KdpError
 
@@ -25,7 +25,7 @@ def frame_flow(frame: bytes) -> tuple | None:
         return None
     ihl = (frame[14] & 0x0F) * 4
     proto = frame[23]
-    src, dst = str(IPv4Address(frame[26:30])), str(IPv4Address(frame[30:34]))
+    src, dst = inet_ntoa(frame[26:30]), inet_ntoa(frame[30:34])     # str(IPv4Address(...)), in C
     l4 = 14 + ihl
     sport = dport = None
     flags = 0

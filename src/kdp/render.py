@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .addr import ip_text
 from .wire import ICMP, SCTP, Packet, TCP, UDP
 
 
@@ -12,7 +13,7 @@ def packet_fields(pkt: Packet) -> dict:
     d = {"src": None, "dst": None, "proto": pkt.proto_name, "sport": sport, "dport": dport,
          "ttl": None, "src_mac": pkt.eth.src, "dst_mac": pkt.eth.dst}
     if pkt.ip is not None:
-        d.update(src=str(pkt.ip.src), dst=str(pkt.ip.dst), ttl=pkt.ip.ttl)
+        d.update(src=ip_text(pkt.ip.src), dst=ip_text(pkt.ip.dst), ttl=pkt.ip.ttl)
     elif pkt.arp is not None:
         d.update(src=str(pkt.arp.spa), dst=str(pkt.arp.tpa))
     if isinstance(pkt.l4, TCP):

@@ -413,13 +413,20 @@ def _with_checksum(l4: L4, csum: int) -> L4:
 
 def l4_length(l4: L4) -> int:
     """len(emit_l4(l4)), without emitting it."""
-    if isinstance(l4, TCP):
+    t = l4.__class__                    # (the header classes have no subclasses)
+    if t is TCP:
         return 20 + len(l4.options) + len(l4.payload)
-    if isinstance(l4, (UDP, ICMP)):
+    if t is UDP or t is ICMP:
         return 8 + len(l4.payload)
-    if isinstance(l4, SCTP):
+    if t is SCTP:
         return 12 + len(l4.chunks)
     return len(emit_l4(l4))
+
+
+# the last IP header checked (ip_checksum_ok): a frame keeps its header objects
+# from device to device until a hop rewrites them (TTL, NAT), so the bridge and
+# the stack of one node, and the veth after them, check the very same header
+_last_ip_ok: list = [None, None, None, False]
 
 
 def ip_checksum_ok(pkt: Packet) -> bool:
@@ -429,10 +436,19 @@ def ip_checksum_ok(pkt: Packet) -> bool:
     if ip is None:
         return True
     l4 = pkt.l4
+    last = _last_ip_ok
+    if last[0] is ip and last[1] is l4 and last[2] is pkt.payload:
+        return last[3]
+    ok = _ip_checksum_ok(ip, l4, pkt)
+    last[:] = (ip, l4, pkt.payload, ok)
+    return ok
+
+
+def _ip_checksum_ok(ip: IPv4, l4, pkt: Packet) -> bool:
     l4_len = l4_length(l4) if l4 is not None else len(pkt.payload)
     options = ip.options
     ihl = 20 + len(options)
-    src, dst = int(ip.src), int(ip.dst)
+    src, dst = ip.src._ip, ip.dst._ip          # int(), without the call
     total = (((0x40 | (ihl // 4)) << 8) | ip.tos) + ihl + l4_len + ip.ident + \
         ((ip.flags << 13) | ip.frag) + ((ip.ttl << 8) | ip.proto) + ip.checksum + \
         (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
@@ -473,10 +489,13 @@ def _u16(v: int) -> bytes:
 def decrement_ttl(pkt: Packet) -> Packet:
     """ip_decrease_ttl(): TTL-1 with the header checksum adjusted incrementally."""
     ip = pkt.ip
-    old = bytes([ip.ttl, ip.proto])
-    new = bytes([ip.ttl - 1, ip.proto])
+    # csum_replace() of the (TTL, protocol) word, on ints (RFC 1624 eqn. 3)
+    total = ((~ip.checksum) & 0xFFFF) + ((~((ip.ttl << 8) | ip.proto)) & 0xFFFF) + \
+        (((ip.ttl - 1) << 8) | ip.proto)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
     ip = IPv4(ip.src, ip.dst, ip.proto, ip.ttl - 1, ip.ident, ip.flags, ip.frag, ip.tos,
-              csum_replace(ip.checksum, old, new), ip.options)
+              (~total) & 0xFFFF, ip.options)
     return Packet(pkt.eth, pkt.arp, ip, pkt.l4, pkt.payload)
 
 

@@ -37,11 +37,17 @@ INVALID = "INVALID"
 def ctinfo_state(ctinfo: str | None) -> str:
     """The state a rule sees (-m conntrack --ctstate / -m state) for a ctinfo;
     None (no entry attached) is INVALID."""
-    if ctinfo is None:
-        return INVALID
+    state = _CTINFO_STATE.get(ctinfo)
+    if state is not None:
+        return state
     if ctinfo.endswith("_REPLY"):
         return ctinfo[: -len("_REPLY")]
     return ctinfo
+
+
+# ctinfo_state() of the ctinfos there are, looked up (every state match asks)
+_CTINFO_STATE = {None: INVALID, NEW: NEW, ESTABLISHED: ESTABLISHED, RELATED: RELATED,
+                 ESTABLISHED_REPLY: ESTABLISHED, RELATED_REPLY: RELATED, UNTRACKED: UNTRACKED}
 
 
 def ctinfo_dir(ctinfo: str) -> str:

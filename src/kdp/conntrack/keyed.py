@@ -188,14 +188,14 @@ def reciprocal_scale(val: int, ep_ro: int) -> int:
     return (val * ep_ro) >> 32
 
 
-# The hashes the reference path computes per packet (conntrack's bucket hash,
-# the statistic match's draw, a megaflow's redraw), compiled unless
-# KDP_NO_EXTENSIONS=1 (kdp.checksum's rule): the same values as flow_base and
-# flow_hash above, which stay the reference the compiled ones are tested against.
-fast_flow_base = flow_base
-fast_flow_hash = flow_hash
+# flow_base() and flow_hash() compiled (kdp._fastpath's twins of the functions
+# above, tested equal to them): what the reference path's per-packet callers
+# (conntrack buckets, NAT port offsets, statistic matches) use, unless
+# KDP_NO_EXTENSIONS=1 or the extension is not built.
+fast_flow_base, fast_flow_hash = flow_base, flow_hash
 if not extensions_disabled():
     try:
-        from .._fastpath import flow_base as fast_flow_base, flow_hash as fast_flow_hash  # noqa: F811
-    except ImportError:  # extension not built
+        from .._fastpath import flow_base as fast_flow_base  # type: ignore[no-redef]
+        from .._fastpath import flow_hash as fast_flow_hash  # type: ignore[no-redef]
+    except ImportError:     # extension not built (e.g. running from a source tree)
         pass

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
+from kdp.frozen import fast_init
 from kdp.wire import ICMP, Packet, l4_checksum_of, rewrite_addr
 
 from .events import Event
 from .entry import (DST_NAT, DST_NAT_DONE, NAT_MASK, ORIGINAL, REPLY, SRC_NAT, SRC_NAT_DONE,
                     ConntrackEntry)
-from .keyed import decision_point, fast_flow_hash as flow_hash, jhash2, reciprocal_scale
+from .keyed import decision_point, fast_flow_hash, jhash2, reciprocal_scale
 from .quoted import rewrite_quoted
 from .table import ConntrackTable
 from .tuples import PORT_PROTOS, PROTO_ICMP, Tuple
@@ -23,7 +24,8 @@ SRC, DST = "SRC", "DST"
 MAX_ATTEMPTS = 128          # NF_NAT_MAX_ATTEMPTS
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class NatRange:
     """struct nf_nat_range2 as a NAT target fills it."""
 
@@ -48,7 +50,8 @@ class NatRange:
         return self.random or self.random_fully
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class NatContext:
     """Where the keyed-hash choices come from: the seed and the namespace."""
 
@@ -97,8 +100,8 @@ def _key(t: Tuple, manip: str) -> int:
 
 def _with_key(t: Tuple, manip: str, value: int) -> Tuple:
     if t.proto == PROTO_ICMP or manip == SRC:
-        return replace(t, sport=value)
-    return replace(t, dport=value)
+        return Tuple(t.proto, t.src, t.dst, value, t.dport)
+    return Tuple(t.proto, t.src, t.dst, t.sport, value)
 
 
 def _l4_in_range(t: Tuple, manip: str, rng: NatRange) -> bool:
@@ -139,7 +142,8 @@ def _best_ip(t: Tuple, rng: NatRange, manip: str) -> Tuple:
         initval = 0 if rng.persistent else int.from_bytes(t.dst.packed, "little")
         j = jhash2([int.from_bytes(t.src.packed, "little"), 0, 0, 0], initval)
         ip = IPv4Address(lo + reciprocal_scale(j, hi - lo + 1))
-    return replace(t, src=ip) if manip == SRC else replace(t, dst=ip)
+    return Tuple(t.proto, ip, t.dst, t.sport, t.dport) if manip == SRC else \
+        Tuple(t.proto, t.src, ip, t.sport, t.dport)
 
 
 def _unique_tuple(cx: NatContext, e: ConntrackEntry, cur: Tuple, rng: NatRange,
@@ -194,7 +198,7 @@ def _pick_port(cx: NatContext, e: ConntrackEntry, t: Tuple, rng: NatRange, manip
         if rng.random_all or manip != DST:
             o = e.orig
             point = decision_point("nat-port", cx.namespace, manip, rnd)
-            return flow_hash(cx.seed, point, o.proto, o.src, o.dst, o.sport, o.dport) & 0xFFFF
+            return fast_flow_hash(cx.seed, point, o.proto, o.src._ip, o.dst._ip, o.sport, o.dport) & 0xFFFF
         return 0
 
     off = offset()

@@ -5,8 +5,6 @@
 # packets (conntrack.nat) and does not confirm (the table's confirm()).
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from kdp import errors
 from kdp.wire import (ICMP, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SCTP, TCP, UDP, Packet,
                       l4_checksum_ok, sctp_chunks, tcp_flag_str)
@@ -23,19 +21,30 @@ NR_ICMP_TYPES = 18
 UDP_STREAM_AFTER = 2.0      # seconds a UDP flow must live before it may become a stream
 
 
-@dataclass
 class CtResult:
     """What conntrack decided for one packet. entry None and drop None means
-    the packet goes on untracked as INVALID (`invalid` says why)."""
+    the packet goes on untracked as INVALID (`invalid` says why). (A plain
+    class with slots, not a dataclass: one is made per packet at each hook
+    that tracks.)"""
 
-    entry: ConntrackEntry | None = None
-    direction: str | None = None
-    ctinfo: str | None = None
-    new: bool = False
-    drop: str | None = None
-    invalid: str | None = None
-    evicted: list[ConntrackEntry] = field(default_factory=list)
-    events: list = field(default_factory=list)      # texts (str(), built only when read)
+    __slots__ = ("entry", "direction", "ctinfo", "new", "drop", "invalid", "evicted", "events")
+
+    def __init__(self, entry: ConntrackEntry | None = None, direction: str | None = None,
+                 ctinfo: str | None = None, new: bool = False, drop: str | None = None,
+                 invalid: str | None = None, evicted: list[ConntrackEntry] | None = None,
+                 events: list | None = None):
+        self.entry, self.direction, self.ctinfo, self.new = entry, direction, ctinfo, new
+        self.drop, self.invalid = drop, invalid
+        self.evicted = [] if evicted is None else evicted
+        self.events = [] if events is None else events      # texts (str(), built only when read)
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is not CtResult:
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "CtResult(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
 
 def conntrack_in(table: ConntrackTable, pkt: Packet, now: float, *,

@@ -32,6 +32,19 @@ class Tuple:
     sport: int = 0
     dport: int = 0
 
+    # hashed and compared on the addresses' ints (ipaddress's own slot `_ip`):
+    # a tuple is a dict key in every conntrack lookup, and IPv4Address hashes
+    # through hex(). Equal tuples still hash alike.
+    def __hash__(self) -> int:
+        return hash((self.proto, self.src._ip, self.dst._ip, self.sport, self.dport))
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is not Tuple:
+            return NotImplemented
+        return (self.src._ip == other.src._ip and self.dst._ip == other.dst._ip
+                and self.sport == other.sport and self.dport == other.dport
+                and self.proto == other.proto)
+
     @property
     def icmp_type(self) -> int:
         return self.dport >> 8
@@ -43,10 +56,6 @@ class Tuple:
     @property
     def proto_name(self) -> str:
         return PROTO_NAMES.get(self.proto, str(self.proto))
-
-    def __hash__(self) -> int:
-        # by the addresses' integers: IPv4Address hashes through hex() (slow)
-        return hash((self.proto, self.src._ip, self.dst._ip, self.sport, self.dport))
 
     def invert(self) -> "Tuple | None":
         """nf_ct_invert_tuple(): None when the protocol cannot invert it

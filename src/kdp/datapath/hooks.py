@@ -40,7 +40,7 @@ class HookMixin:
             ev.meta = self.new_meta(ns)
         rec = self.rec
         counted = len(rec.counted) if rec is not None else 0
-        res = nf.hook(HookState(hook, pkt, in_dev, out_dev, physin, physout, self.now), ev.meta)
+        res = nf.run_hook(hook, pkt, in_dev, out_dev, physin, physout, self.now, ev.meta)
         if rec is not None:                 # which leg each counter increment belongs to
             rec.legs.extend([ev.leg] * (len(rec.counted) - counted))
         if res.verdict == "ACCEPT" and not res.trace and not res.log:

@@ -10,19 +10,25 @@ from ..net.device import Device
 from ..wire import Packet
 
 
-@dataclass
 class Event:
-    """A frame arriving at a device (rx), with the leg it belongs to."""
+    """A frame arriving at a device (rx), with the leg it belongs to. (A plain
+    class with slots, not a dataclass: several are made per frame.)"""
 
-    dev: Device
-    pkt: Packet
-    leg: str                 # request | reply | arp
-    meta: Any = None         # netfilter's per-skb metadata inside one namespace
-    skip_prerouting: bool = False   # br_netfilter already ran PREROUTING (ip_sabotage_in)
-    pkt_host: bool = False          # the link layer already marked it for this host (PACKET_HOST)
+    __slots__ = ("dev", "pkt", "leg", "meta", "skip_prerouting", "pkt_host")
+
+    def __init__(self, dev: Device, pkt: Packet, leg: str, meta: Any = None):
+        self.dev = dev
+        self.pkt = pkt
+        self.leg = leg                  # request | reply | arp
+        self.meta = meta                # netfilter's per-skb metadata inside one namespace
+        self.skip_prerouting = False    # br_netfilter already ran PREROUTING (ip_sabotage_in)
+        self.pkt_host = False           # the link layer already marked it for this host (PACKET_HOST)
 
     def child(self, dev: Device, pkt: Packet, meta=None, leg: str | None = None) -> "Event":
         return Event(dev, pkt, leg or self.leg, meta)
+
+    def __repr__(self) -> str:
+        return f"Event(dev={self.dev.name!r}, leg={self.leg!r}, pkt={self.pkt!r})"
 
 
 @dataclass

@@ -31,7 +31,7 @@ class Namespace:
     local_exclude: tuple = ()                   # networks never local to a catch-all namespace
     owner: Any = None                           # the Pod / Node object, when there is one
     lb: Any = None                              # the edge's cloud load balancer (k8s.cloudlb)
-    # (key, local address ints, broadcast address ints): _address_view()'s cache
+    # (address epoch, device count, local address ints, broadcast address ints): _address_view()'s cache
     _view: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def report_changes_to(self, watch) -> None:
@@ -57,17 +57,16 @@ class Namespace:
     def _address_view(self) -> tuple[frozenset, frozenset]:
         """(local address ints, broadcast address ints) of this namespace's
         devices, rebuilt when an address list or the device set changed."""
-        key = (ADDRESS_EPOCH[0], len(self.devices))
         view = self._view
-        if view is None or view[0] != key:
+        if view is None or view[0] != ADDRESS_EPOCH[0] or view[1] != len(self.devices):
             local = frozenset(int(a) for d in self.devices.values() for a in d.addresses)
             bcast = frozenset(int(a.network.broadcast_address) for d in self.devices.values()
                               for a in d.addresses if a.network.prefixlen < 31)
-            view = self._view = (key, local, bcast)
-        return view[1], view[2]
+            view = self._view = (ADDRESS_EPOCH[0], len(self.devices), local, bcast)
+        return view[2], view[3]
 
     def is_local(self, ip: IPv4Address) -> bool:
-        n = int(ip)
+        n = ip._ip                                # int(ip), without the call
         if n >> 24 == 127:                        # 127.0.0.0/8: ip.is_loopback
             return True
         if n in self._address_view()[0]:
@@ -83,15 +82,15 @@ class Namespace:
         return None
 
     def is_broadcast(self, ip: IPv4Address) -> bool:
-        if ip == LIMITED_BROADCAST:
-            return True
-        return int(ip) in self._address_view()[1]
+        n = ip._ip                                # int(ip), without the call
+        return n == 0xFFFFFFFF or n in self._address_view()[1]
 
     def addr_type(self, ip: IPv4Address, dev: str | None = None) -> str:
         """The kernel's inet_addr_type(), optionally limited to one device."""
-        if ip.is_multicast:
+        n = ip._ip                                # int(ip), without the call
+        if n >> 28 == 14:                         # 224.0.0.0/4: ip.is_multicast
             return "MULTICAST"
-        if int(ip) == 0:
+        if n == 0:
             return "UNSPEC"
         if self.is_broadcast(ip):
             return "BROADCAST"

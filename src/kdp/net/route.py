@@ -65,7 +65,7 @@ class RouteTable:
         held, length = self._cache_of
         if held is not routes or length != len(routes):
             self._cache, self._cache_of = {}, (routes, len(routes))
-        n = int(dst)
+        n = dst._ip                               # int(dst), without the call
         try:
             return self._cache[n]
         except KeyError:

@@ -154,7 +154,7 @@ class SocketTable(TcpSockets):
         return Delivery("consumed", f"ICMP type {l4.type} ignored")
 
     def _udp(self, ip: IPv4, l4: UDP) -> Delivery:
-        if ("udp", ip.dst, l4.dport, ip.src, l4.sport) in self.clients:
+        if self.clients and ("udp", ip.dst, l4.dport, ip.src, l4.sport) in self.clients:
             return Delivery("consumed", f"UDP reply received by client socket :{l4.dport}",
                             stateless=True)
         lst = self.listeners.get(("UDP", l4.dport))

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
 from .. import wire
+from ..addr import ip_text
 from ..conntrack.keyed import keyed_hash
 from ..wire import ACK, FIN, IPv4, Packet, PSH, RST, SYN, TCP
 from .replies import BLANK_ETH, Delivery, tcp_reset
@@ -196,7 +197,7 @@ class TcpSockets:
         owned = self.capture_owned.get(key) if self.capture_owned else None
         if owned is not None:                 # a flow kdp run's capture opened (kdp.livetcp)
             return owned.segment(ip, l4, now)
-        if ("tcp", ip.dst, l4.dport, ip.src, l4.sport) in self.clients:
+        if self.clients and ("tcp", ip.dst, l4.dport, ip.src, l4.sport) in self.clients:
             return Delivery("consumed", f"TCP [{wire.tcp_flag_str(l4.flags)}] received by client socket",
                             stateless=True)
         conn = self.tcp.get(key)
@@ -223,8 +224,8 @@ class TcpSockets:
 
     def _syn(self, ip: IPv4, l4: TCP, lst: Listener, now: float) -> Delivery:
         key = (ip.dst, l4.dport, ip.src, l4.sport)
-        isn = keyed_hash(self.seed, "isn", self.ns_name, str(ip.dst), l4.dport, str(ip.src), l4.sport,
-                         seed_as_key=False) & 0xFFFFFFFF
+        isn = keyed_hash(self.seed, "isn", self.ns_name, ip_text(ip.dst), l4.dport, ip_text(ip.src),
+                         l4.sport, seed_as_key=False) & 0xFFFFFFFF
         opts = parse_tcp_options(l4.options)
         ts_ok = "ts" in opts
         conn = TcpConn("SYN_RECV", isn + 1, (l4.seq + 1) & 0xFFFFFFFF, ts_ok)
@@ -233,8 +234,8 @@ class TcpSockets:
         conn.snd_wscale = min(opts.get("ws", 0), 14)
         conn.sack_ok = bool(opts.get("sack"))
         conn.snd_una = (isn + 1) & M32               # the child socket's, once the handshake completes
-        conn.ip_id = keyed_hash(self.seed, "inet_id", self.ns_name, str(ip.dst), l4.dport, str(ip.src),
-                                l4.sport, seed_as_key=False) & 0xFFFF
+        conn.ip_id = keyed_hash(self.seed, "inet_id", self.ns_name, ip_text(ip.dst), l4.dport,
+                                ip_text(ip.src), l4.sport, seed_as_key=False) & 0xFFFF
         self.tcp[key] = conn
         self.watch.touch(("sock", id(self), key))
         options = synack_options(opts, self._tsval(now), mss=1460, wscale=conn.wscale)

@@ -88,7 +88,7 @@ class HookState(NamedTuple):
     now: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class SkbMeta:
     """Per-packet metadata within one namespace (the sk_buff fields netfilter
     uses). Create one when a frame enters a namespace; pass it to every hook

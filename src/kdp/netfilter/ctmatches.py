@@ -9,7 +9,7 @@ from ipaddress import IPv4Address
 
 from kdp.conntrack import (ASSURED, CONFIRMED, DST_NAT, EXPECTED, ORIGINAL, SEEN_REPLY, SRC_NAT,
                            ctinfo_dir, ctinfo_state, packet_tuple)
-from kdp.conntrack.keyed import decision_point, fast_flow_hash as flow_hash, random31
+from kdp.conntrack.keyed import decision_point, fast_flow_hash, random31
 
 from .ext import Match, register_match
 from .syntax import (SyntaxProblem, fmt_cidr, fmt_port_range, parse_cidr, parse_ip,
@@ -266,11 +266,6 @@ class StatisticMatch(Match):
             return f" --mode random{inv} --probability {self.probability:.11f}"
         return f" --mode nth{inv} --every {self.every} --packet {self.packet}"
 
-    def guarded(self, pc) -> bool:
-        nf = pc.nf
-        return self.mode == "random" and nf.guards is not None and nf.force_statistic is None \
-            and pc.meta.ct is not None
-
     def matches(self, pc) -> bool:
         if self.mode == "nth":
             self.count = 0 if self.count == self.every - 1 else self.count + 1
@@ -285,13 +280,11 @@ class StatisticMatch(Match):
         if forced is None:
             point = decision_point("statistic", nf.info.name, pc.table, pc.chain, pc.rule_number)
             if tup is not None:
-                h = flow_hash(nf.seed, point, tup.proto, tup.src, tup.dst, tup.sport, tup.dport,
-                              ct.gen if ct is not None else 0)
+                h = fast_flow_hash(nf.seed, point, tup.proto, tup.src._ip, tup.dst._ip, tup.sport,
+                                   tup.dport, ct.gen if ct is not None else 0)
             else:       # no tuple (a fragment): the addresses alone
-                h = flow_hash(nf.seed, point, pc.proto, pc.src_int, pc.dst_int, 0, 0)
+                h = fast_flow_hash(nf.seed, point, pc.proto, pc.src_int, pc.dst_int, 0, 0)
             forced = random31(h) < self.prob
-            if nf.guards is not None and ct is not None:
-                nf.guards.append((nf.seed, point, ct, self.prob, forced))
         return bool(forced) != self.inv
 
 

@@ -38,25 +38,38 @@ MAX_JUMP_DEPTH = 256
 def ip_length(pkt: Packet) -> int:
     """IP total length, what iptables counts as bytes."""
     l4 = pkt.l4
-    return pkt.ip.header_len + (l4_length(l4) if l4 is not None else len(pkt.payload))
+    return 20 + len(pkt.ip.options) + (l4_length(l4) if l4 is not None else len(pkt.payload))
 
 
 class PacketCtx:
     """What matches and targets see while one packet walks one hook."""
 
-    __slots__ = ("nf", "hs", "meta", "res", "hook", "in_dev", "out_dev", "now", "table", "chain",
-                 "rule_number", "rejected", "drop_note", "pkt", "ip", "l4", "src", "dst", "proto",
-                 "src_int", "dst_int", "ip_len")
+    __slots__ = ("nf", "meta", "res", "hook", "in_dev", "out_dev", "physin", "physout", "now",
+                 "table", "chain", "rule_number", "rejected", "drop_note", "pkt", "ip", "l4", "src",
+                 "dst", "proto", "src_int", "dst_int", "ip_len")
 
-    def __init__(self, nf: "Netfilter", hs: HookState, meta: SkbMeta, res: HookResult):
-        self.nf, self.hs, self.meta, self.res = nf, hs, meta, res
-        self.hook, pkt, self.in_dev, self.out_dev, _physin, _physout, self.now = hs
+    def __init__(self, nf: "Netfilter", hook: str, pkt: Packet, in_dev: str | None,
+                 out_dev: str | None, physin: str | None, physout: str | None, now: float,
+                 meta: SkbMeta, res: HookResult):
+        self.nf, self.meta, self.res = nf, meta, res
+        self.hook, self.in_dev, self.out_dev, self.physin, self.physout, self.now = \
+            hook, in_dev, out_dev, physin, physout, now
         self.table = self.chain = ""
         self.rule_number = 0
         self.rejected = False
         self.drop_note: str | None = None
-        self.set_packet(pkt)
+        ip = pkt.ip
+        self.pkt, self.ip, self.l4 = pkt, ip, pkt.l4
+        src, dst = ip.src, ip.dst
+        self.src, self.dst, self.proto = src, dst, ip.proto
+        self.src_int, self.dst_int = src._ip, dst._ip      # int(src), without the call
         self.ip_len = ip_length(pkt)
+
+    @property
+    def hs(self) -> HookState:
+        """The hook's arguments as they were passed (the packet as it entered)."""
+        return HookState(self.hook, self.res.packet, self.in_dev, self.out_dev, self.physin,
+                         self.physout, self.now)
 
     def set_packet(self, pkt: Packet) -> None:
         ip = pkt.ip
@@ -103,8 +116,11 @@ class PacketCtx:
         ct = self.meta.ct
         if ct is None:
             return ACCEPT
+        changed = setup_nat(self.nf.nat_context(self.now), ct, manip, rng)
+        if not self.nf.tracing:
+            return ACCEPT                   # (the event's text is not built when nobody reads it)
         kind = "snat" if manip == SRC else "dnat"
-        if setup_nat(self.nf.nat_context(self.now), ct, manip, rng):
+        if changed:
             t = ct.reply.invert()
             side = t.endpoints().split("->")[0 if manip == SRC else 1]
             self.event(f"nat bind {kind} {ct.orig} to {side}", "nat")
@@ -193,8 +209,8 @@ class Netfilter:
                 continue                   # inet ingress: IPv4 (and IPv6) frames only
             if pc is None:
                 pc = PacketCtx.__new__(PacketCtx)
-                pc.nf, pc.hs, pc.meta, pc.res = self, state, meta, res
-                pc.hook, _pkt, pc.in_dev, pc.out_dev, _pi, _po, pc.now = state
+                pc.nf, pc.meta, pc.res = self, meta, res
+                pc.hook, _pkt, pc.in_dev, pc.out_dev, pc.physin, pc.physout, pc.now = state
                 pc.table = pc.chain = ""
                 pc.rule_number = 0
                 pc.rejected = False
@@ -218,14 +234,18 @@ class Netfilter:
 
     # --- the hook ----------------------------------------------------------
     def hook(self, state: HookState, meta: SkbMeta) -> HookResult:
-        hook = state.hook
+        return self.run_hook(*state, meta)
+
+    def run_hook(self, hook: str, pkt: Packet, in_dev: str | None, out_dev: str | None,
+                 physin: str | None, physout: str | None, now: float, meta: SkbMeta) -> HookResult:
+        """hook() with the HookState's fields as arguments (the datapath's call)."""
         plan = self.plans.get(hook)
         if plan is None:
             raise ValueError(f"unknown hook {hook!r} (one of {', '.join(STAGES)})")
-        res = HookResult(ACCEPT, state.packet)
-        if state.packet.ip is None:
+        res = HookResult(ACCEPT, pkt)
+        if pkt.ip is None:
             return res                      # ARP and other non-IPv4 frames: not iptables' business
-        pc = PacketCtx(self, state, meta, res)
+        pc = PacketCtx(self, hook, pkt, in_dev, out_dev, physin, physout, now, meta, res)
         tables = self.ruleset.tables
         for table_name, special in plan:
             if special is not None:
@@ -346,18 +366,22 @@ class Netfilter:
         indexed = not trace_misses
         res = pc.res
         trace = res.trace
+        # the chain being walked: its rules, their number, its name, its index
         rules = cur.rules
-        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+        n = len(rules)
+        name = cur.name
+        skips = cur.dst_skips() if indexed and n >= DST_RUN_MIN else None
         evaluated = 0
         while True:
-            if idx >= len(rules):
+            if idx >= n:
                 if cur is not start:
                     if tracing:
-                        pc.trace(table_name, cur.name, 0, "", "return", "return")
+                        pc.trace(table_name, name, 0, "", "return", "return")
                     if stack:
                         cur, idx = stack.pop()
-                        rules = cur.rules
-                        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+                        rules, name = cur.rules, cur.name
+                        n = len(rules)
+                        skips = cur.dst_skips() if indexed and n >= DST_RUN_MIN else None
                         continue
                 res.rules_evaluated += evaluated
                 return self._policy(pc, start)
@@ -376,7 +400,7 @@ class Netfilter:
                         continue
             rule = rules[idx]
             idx += 1
-            pc.chain, pc.rule_number = cur.name, idx
+            pc.chain, pc.rule_number = name, idx
             evaluated += 1
             if counted is not None and rule.volatile:
                 matched = rule.ip_matches(pc) and _matches_noting_volatile(rule, pc, counted)
@@ -385,7 +409,7 @@ class Netfilter:
                 matched = test is None or test(pc)
             if not matched:
                 if trace_misses:
-                    trace.append(TraceEntry(table_name, cur.name, idx, rule.text, "no match"))
+                    trace.append(TraceEntry(table_name, name, idx, rule.text, "no match"))
                 continue
             rule.packets += 1
             rule.bytes += ip_len
@@ -396,45 +420,47 @@ class Netfilter:
                     counted.append(None)
             if t is None:
                 if tracing:
-                    pc.trace(table_name, cur.name, idx, rule.text, "match")
+                    pc.trace(table_name, name, idx, rule.text, "match")
                 continue
             kind = t.KIND
             if kind is JUMP:
                 if tracing:
-                    pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
+                    pc.trace(table_name, name, idx, rule.text, f"match -> {t.describe()}")
                 if not t.goto:
                     stack.append((cur, idx))
                     if len(stack) > MAX_JUMP_DEPTH:
                         res.rules_evaluated += evaluated
                         return DROP, errors.JUMP_DEPTH
                 cur, idx = table.chains[t.chain], 0
-                rules = cur.rules
-                skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+                rules, name = cur.rules, cur.name
+                n = len(rules)
+                skips = cur.dst_skips() if indexed and n >= DST_RUN_MIN else None
                 continue
             if kind is VERDICT:
                 if tracing:
-                    pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.verdict}")
+                    pc.trace(table_name, name, idx, rule.text, f"match -> {t.verdict}")
                 verdict = t.verdict
                 if verdict == RETURN:
                     if stack:
                         cur, idx = stack.pop()
-                        rules = cur.rules
-                        skips = cur.dst_skips() if indexed and len(cur.rules) >= DST_RUN_MIN else None
+                        rules, name = cur.rules, cur.name
+                        n = len(rules)
+                        skips = cur.dst_skips() if indexed and n >= DST_RUN_MIN else None
                         continue
                     res.rules_evaluated += evaluated
                     return self._policy(pc, start)
                 res.rules_evaluated += evaluated
                 if verdict == DROP:
-                    return DROP, f"rule:{table_name}/{cur.name}#{idx}"
+                    return DROP, f"rule:{table_name}/{name}#{idx}"
                 return ACCEPT, None
             if tracing:
-                pc.trace(table_name, cur.name, idx, rule.text, f"match -> {t.describe()}")
+                pc.trace(table_name, name, idx, rule.text, f"match -> {t.describe()}")
             verdict = t.run(pc)
             if verdict == CONTINUE:
                 continue
             res.rules_evaluated += evaluated
             if verdict == DROP:
-                return DROP, pc.drop_note or f"rule:{table_name}/{cur.name}#{idx}"
+                return DROP, pc.drop_note or f"rule:{table_name}/{name}#{idx}"
             return verdict, None
 
     def _policy(self, pc: PacketCtx, chain) -> tuple[str, str | None]:

@@ -7,6 +7,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from kdp import wire
+from kdp.checksum import pure_csum_replace
 
 E = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 
@@ -90,3 +91,26 @@ def test_icmp_echo_id_rewrite():
 def test_summaries_are_readable():
     pkt = wire.parse(bytes(E / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=80, flags="S")))
     assert pkt.summary() == "TCP 10.0.0.1:1 > 10.0.0.2:80 [S] ttl 64"
+
+
+@given(st.integers(0, 0xFFFF), st.integers(1, 255), st.integers(0, 255))
+def test_decrement_ttl_checksum_is_csum_replace_of_the_ttl_word(check, ttl, proto):
+    # decrement_ttl computes RFC 1624's update on ints; it must be csum_replace's
+    pkt = wire.Packet(wire.Ether("02:00:00:00:00:01", "02:00:00:00:00:02", wire.ETH_P_IP),
+                      ip=wire.IPv4(A("10.0.0.1"), A("10.0.0.2"), proto, ttl, 1, 2, 0, 0, check))
+    out = wire.decrement_ttl(pkt)
+    assert out.ip.ttl == ttl - 1
+    assert out.ip.checksum == pure_csum_replace(check, bytes([ttl, proto]), bytes([ttl - 1, proto]))
+
+
+def test_ip_checksum_ok_is_not_fooled_by_a_rewritten_header():
+    # the last header checked is remembered by identity: a new header object is checked afresh
+    pkt = wire.finalize(wire.Packet(wire.Ether("02:00:00:00:00:01", "02:00:00:00:00:02", wire.ETH_P_IP),
+                                    ip=wire.IPv4(A("10.0.0.1"), A("10.0.0.2"), 17, 64, 7),
+                                    l4=wire.UDP(1000, 53, 0, b"x")))
+    assert wire.ip_checksum_ok(pkt) and wire.ip_checksum_ok(pkt)
+    ip = pkt.ip
+    bad = wire.Packet(pkt.eth, ip=wire.IPv4(ip.src, ip.dst, ip.proto, ip.ttl, ip.ident, ip.flags, ip.frag,
+                                            ip.tos, ip.checksum ^ 1), l4=pkt.l4)
+    assert not wire.ip_checksum_ok(bad)
+    assert wire.ip_checksum_ok(pkt)
