@@ -50,7 +50,9 @@ class ConntrackTable:
         self._next_id = 1
         self._entries: dict[int, ConntrackEntry] = {}
         self._by_tuple: dict[Tuple, tuple[ConntrackEntry, str]] = {}
-        self._buckets: dict[int, dict[int, ConntrackEntry]] = {}
+        # bucket -> its entries, for early drop only: built the first time the
+        # table is full (from every entry), kept from then on
+        self._buckets: dict[int, dict[int, ConntrackEntry]] | None = None
         self._by_source: dict[tuple, dict[int, ConntrackEntry]] = {}
         self._heap: list[tuple[float, int]] = []
         # original tuple -> entries of it confirmed so far: the next one's gen
@@ -88,6 +90,11 @@ class ConntrackTable:
         """nf_conntrack_tuple_taken(): t is a tuple of another live entry."""
         hit = self.lookup(t, now)
         return hit is not None and hit[0] is not ignore
+
+    def generation(self, t: Tuple) -> int:
+        """How many entries of original tuple t the table confirmed (as far as
+        it remembers): the next one's generation."""
+        return self._generation.get(t, 0)
 
     def by_source(self, proto: int, src, sport: int) -> list[ConntrackEntry]:
         """Entries whose original tuple starts at (proto, src, sport) and that
@@ -131,6 +138,8 @@ class ConntrackTable:
         self._remember_generation(e.orig, e.gen + 1)
         self._insert(e)
         self.stats["insert"] += 1
+        if self.recorder is not None:
+            self.recorder.ct_confirmed(self, e)
         return True
 
     def _remember_generation(self, orig: Tuple, gen: int) -> None:
@@ -150,9 +159,10 @@ class ConntrackTable:
         for t in (e.orig, e.reply):
             if self._by_tuple.get(t, (None,))[0] is e:
                 del self._by_tuple[t]
-            b = self._buckets.get(self._bucket(t))
-            if b is not None:
-                b.pop(e.id, None)
+            if self._buckets is not None:
+                b = self._buckets.get(self._bucket(t))
+                if b is not None:
+                    b.pop(e.id, None)
         src = self._by_source.get((e.orig.proto, e.orig.src, e.orig.sport))
         if src is not None:
             src.pop(e.id, None)
@@ -189,14 +199,21 @@ class ConntrackTable:
 
     def _insert(self, e: ConntrackEntry) -> None:
         self._entries[e.id] = e
-        for t, d in ((e.orig, ORIGINAL), (e.reply, REPLY)):
-            self._by_tuple[t] = (e, d)
-            self._buckets.setdefault(self._bucket(t), {})[e.id] = e
+        self._by_tuple[e.orig] = (e, ORIGINAL)
+        self._by_tuple[e.reply] = (e, REPLY)
+        if self._buckets is not None:
+            for t in (e.orig, e.reply):
+                self._buckets.setdefault(self._bucket(t), {})[e.id] = e
         if e.status & SRC_NAT_DONE:
             self._by_source.setdefault((e.orig.proto, e.orig.src, e.orig.sport), {})[e.id] = e
         heapq.heappush(self._heap, (e.timeout_at, e.id))
 
     def _early_drop(self, orig: Tuple, now: float) -> list[ConntrackEntry]:
+        if self._buckets is None:
+            self._buckets = {}
+            for e in self._entries.values():
+                for t in (e.orig, e.reply):
+                    self._buckets.setdefault(self._bucket(t), {})[e.id] = e
         start = self._bucket(orig)
         for i in range(min(EVICTION_RANGE, self.buckets)):
             chain = self._buckets.get((start + i) % self.buckets)

@@ -217,12 +217,13 @@ class FlowCache:
         self.generation = self.watch.generation
         self.recorder = Recorder(datapath)
         self.megaflows = Megaflows()               # new flows (kdp.datapath.megaflow)
-        self.megaflows_on = False                  # no rule reads the source port, no nftables
+        self.megaflows_on = False                  # no rule reads the source port
         self._branches = 0
         self.carry_psh = False
         # id(ruleset) -> (ruleset, reads TCP flags): a ruleset is scanned once (rules
         # change by loading a new one), not at every generation change
         self._flag_readers: dict[int, tuple] = {}
+        self._nft_readers: dict[int, tuple] = {}    # id(nft engine) -> (engine, reads a source port)
         self._set_carry_psh()
         datapath.rec = self.recorder
         self.idents = []                            # every namespace's ip_idents (their .changed noted)
@@ -250,13 +251,22 @@ class FlowCache:
         self.carry_psh = not any(reads for _rs, reads, _s in self._flag_readers.values())
         self.engine.set_carry_psh(self.carry_psh)
         # a new flow's decision is a megaflow (keyed without the source port) only
-        # where no rule reads that port; nftables' numgen draws are not guards yet
-        self.megaflows_on = all(ns.netfilter.nft is None for ns in self.dp.namespaces.values()
-                                if ns.netfilter is not None) \
-            and not any(sport for _rs, _f, sport in self._flag_readers.values())
+        # where no rule (iptables or nftables) reads that port
+        nfts = [ns.netfilter.nft for ns in self.dp.namespaces.values()
+                if ns.netfilter is not None and ns.netfilter.nft is not None]
+        self.megaflows_on = not any(sport for _rs, _f, sport in self._flag_readers.values()) \
+            and not any(self._nft_reads_sport(e) for e in nfts)
         for ns in self.dp.namespaces.values():
             if ns.netfilter is not None:
                 ns.netfilter.guards = self.recorder.guards if self.megaflows_on else None
+
+    def _nft_reads_sport(self, engine) -> bool:
+        hit = self._nft_readers.get(id(engine))
+        if hit is None or hit[0] is not engine:
+            hit = self._nft_readers[id(engine)] = (engine, any(
+                _NFT_SPORT.search(rule.text) for table in engine.tables
+                for chain in table.chains.values() for rule in chain.rules))
+        return hit[1]
 
     # --- slots ----------------------------------------------------------------
     def _ct_slot(self, entry) -> int:
@@ -443,7 +453,7 @@ class FlowCache:
         recipes and draws that make the rest; its engine id, else why not."""
         rec = self.recorder
         if not self.megaflows_on:
-            return "a rule reads the source port, or nftables draws"
+            return "a rule reads the source port"
         if frame[23] not in (6, 17):
             return "a new flow of a protocol other than TCP and UDP"
         sport = (frame[34] << 8) | frame[35]
@@ -575,6 +585,9 @@ def _reads_tcp_flags(ruleset) -> bool:
 
 _SPORT_OPTIONS = re.compile(r"--(sport|source-port|sports|source-ports|ports|ctorigsrcport|"
                             r"ctorigdstport|ctreplsrcport|ctrepldstport)\b")
+
+
+_NFT_SPORT = re.compile(r"\bsport\b|proto-src|proto-dst")
 
 
 def _reads_sport(ruleset) -> bool:

@@ -46,7 +46,7 @@ class Recipe:
 
 @dataclass(frozen=True)
 class Branch:
-    guards: tuple               # (seed, point, recipe index, probability, drawn)
+    guards: tuple               # (seed, point, recipe index, test): the draws (see _repeats)
     recipes: tuple
     eid: int                    # the engine entry replaying the rest (kdp.datapath.flowcache)
 
@@ -102,11 +102,11 @@ def guards_of(draws: list, created: list) -> tuple | str:
     """The statistic draws a recorded run made, on the entries it created."""
     where = {id(e): i for i, (_t, e) in enumerate(created)}
     out = []
-    for seed, point, entry, prob, drawn in draws:
+    for seed, point, entry, test in draws:
         i = where.get(id(entry))
         if i is None:
             return "a draw on an entry the run did not create"
-        out.append((seed, point, i, prob, bool(drawn)))
+        out.append((seed, point, i, test))
     return tuple(out)
 
 
@@ -148,20 +148,29 @@ class Megaflows:
             return None
         draws: dict = {}          # the branches of a shape share most draws: each made once
         for b in branches:
-            for seed, point, i, prob, drawn in b.guards:
+            for seed, point, i, test in b.guards:
                 r = b.recipes[i]
                 k = (seed, point, r.orig, id(r.table))
-                v = draws.get(k)
-                if v is None:
+                h = draws.get(k)
+                if h is None:
                     orig = _tuple(r.orig, sport)
-                    v = draws[k] = random31(flow_hash(seed, point, orig.proto, orig.src._ip,
-                                                      orig.dst._ip, orig.sport, orig.dport,
-                                                      r.table.generation(orig)))
-                if (v < prob) != drawn:
+                    h = draws[k] = flow_hash(seed, point, orig.proto, orig.src._ip, orig.dst._ip,
+                                             orig.sport, orig.dport, r.table.generation(orig))
+                if not _repeats(test, h):
                     break
             else:
                 return b, [r.tuples(sport) for r in b.recipes]
         return None
+
+
+def _repeats(test: tuple, h: int) -> bool:
+    """Whether the draw hash h gives what the recorded draw gave: the statistic
+    match's ("below", probability, matched): random31(h) < probability; nftables'
+    ("numgen", modulus, number): reciprocal_scale(h >> 32, modulus)."""
+    kind, a, b = test
+    if kind == "below":
+        return (random31(h) < a) == b
+    return (((h >> 32) * a) >> 32) == b
 
 
 def free(branch: Branch, tuples: list, now: float) -> bool:

@@ -266,6 +266,11 @@ class StatisticMatch(Match):
             return f" --mode random{inv} --probability {self.probability:.11f}"
         return f" --mode nth{inv} --every {self.every} --packet {self.packet}"
 
+    def guarded(self, pc) -> bool:
+        nf = pc.nf
+        return self.mode == "random" and nf.guards is not None and nf.force_statistic is None \
+            and pc.meta.ct is not None
+
     def matches(self, pc) -> bool:
         if self.mode == "nth":
             self.count = 0 if self.count == self.every - 1 else self.count + 1
@@ -285,6 +290,8 @@ class StatisticMatch(Match):
             else:       # no tuple (a fragment): the addresses alone
                 h = fast_flow_hash(nf.seed, point, pc.proto, pc.src_int, pc.dst_int, 0, 0)
             forced = random31(h) < self.prob
+            if nf.guards is not None and ct is not None:
+                nf.guards.append((nf.seed, point, ct, ("below", self.prob, forced)))
         return bool(forced) != self.inv
 
 

@@ -533,10 +533,13 @@ def _numgen_vmap(engine, table, key, kind, s: RuntimeSet, note: list):
     """``numgen random mod N vmap { ... }``: the drawn number's element, or (force_choice
     set) the first element whose chain force_choice accepts."""
     plain = _vmap(key, kind, s, True, note)
+    drawn = _vmap(key, kind, s, False, note)       # a draw by flow hash the recorder notes
     elements = sorted(s.exact.items())
 
     def numgen_vmap(pc):
         force = engine.force_choice
+        if force is None and pc.nf.guards is not None and pc.meta.ct is not None:
+            return drawn(pc)
         if force is not None:
             ct = pc.meta.ct
             t = ct.orig if ct is not None else None
@@ -609,6 +612,15 @@ def _reject(how: str):
 def _nat(st: Nat):
     from ipaddress import IPv4Address
     flags = set(st.flags)
+    # a binding a megaflow recipe makes again (netfilter.nattargets' rule): no
+    # flag draws, one address, a port only where it replaces the destination's
+    single_port = st.port is None or "-" not in st.port
+    recipe = not flags and (st.addr is None or "-" not in st.addr) and \
+        (st.port is None or (st.kind in ("dnat", "redirect") and single_port))
+
+    def note(pc):
+        if not (recipe and pc.nf.guards is not None):
+            _volatile(pc)
     extra = dict(random="random" in flags, random_fully="fully-random" in flags,
                  persistent="persistent" in flags)
     ports = (None, None)
@@ -626,14 +638,14 @@ def _nat(st: Nat):
         manip = DST if st.kind == "dnat" else SRC
 
         def to(pc):
-            _volatile(pc)
+            note(pc)
             pc.nat_setup(manip, rng)
             return ("accept", None)
         return to
     if st.kind == "masquerade":
         def masquerade(pc):
             """nf_nat_masquerade_ipv4(): the address the route out of out_dev picks."""
-            _volatile(pc)
+            note(pc)
             newsrc = pc.nf.info.source_address(pc.out_dev, pc.dst)
             if newsrc is None or int(newsrc) == 0:
                 pc.note(f"masquerade: {pc.out_dev} has no address")
@@ -645,7 +657,7 @@ def _nat(st: Nat):
         return masquerade
     if st.kind == "redirect":
         def redirect(pc):
-            _volatile(pc)
+            note(pc)
             newdst = redirect_address(pc)
             if newdst is None:
                 pc.note(f"redirect: {pc.in_dev} has no address")

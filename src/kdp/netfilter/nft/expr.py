@@ -198,8 +198,12 @@ def numgen(e: Numgen, ns_name: str, table: str, chain: str, number: int, seed: i
         if ct is not None:
             t = ct.orig
             h = flow_hash(seed, point, t.proto, t.src, t.dst, t.sport, t.dport, ct.gen)
-        else:
-            h = flow_hash(seed, point, pc.proto, pc.src_int, pc.dst_int, 0, 0)
+            n = ((h >> 32) * mod) >> 32
+            guards = pc.nf.guards
+            if guards is not None:          # the flow cache redraws it for a megaflow
+                guards.append((seed, point, ct, ("numgen", mod, n)))
+            return n + offset
+        h = flow_hash(seed, point, pc.proto, pc.src_int, pc.dst_int, 0, 0)
         return (((h >> 32) * mod) >> 32) + offset
     return draw
 
