@@ -279,7 +279,7 @@ cdef class CtTable:
         cdef const ct_t* ct = &self.ct
         return {"entry_size": sizeof(ct_entry_t),
                 "entries": ct.ent_cap * (sizeof(ct_entry_t) + sizeof(double)),
-                "ext": (ct.ext_live * EXT_PAGE * sizeof(ct_ext_t)
+                "ext": (ct.ext_live * (<size_t>1 << ct.ext_shift) * sizeof(ct_ext_t)
                         + ct.ext_npages * (sizeof(ct_ext_t*) + sizeof(uint32_t))),
                 "order": ct.ord_cap * sizeof(ord_item_t),
                 "index": ct.idx_cap * sizeof(uint32_t), "bysource": ct.bys_cap * sizeof(uint32_t),
@@ -511,7 +511,10 @@ cdef class CtTable:
                     r = ct_idx_candidate(ct, h[b & 63])
                     cand[b & 63] = r
                     if r != 0:
-                        KDP_PREFETCH(&ents[(r - 1) >> 1])
+                        s = (r - 1) >> 1
+                        KDP_PREFETCH(&ents[s])
+                        if (r - 1) & 1 and ct.ext[s >> ct.ext_shift] != NULL:   # a NAT'ed
+                            KDP_PREFETCH(ct_ext_at(ct, s))      # reply's stored tuple
                 b = i - 2 * D
                 if 0 <= b < n:                          # stage 3: compare, expire, answer
                     a = b & 63

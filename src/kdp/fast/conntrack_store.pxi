@@ -6,7 +6,8 @@
 #   id, status, TCP state, flags — all a lookup reads) and, beside them, each
 #   slot's creation time (8 bytes); the reply tuple is the original's inverse
 #   and is stored only when NAT changed it, with a non-zero mark, in 16-byte
-#   records on 1024-slot pages allocated while a slot of theirs needs one;
+#   records on pages (up to 2 MiB: huge pages; a table has at least 8) held
+#   while a slot of theirs needs one;
 # - both tuples of every confirmed entry in one open-addressing index (linear
 #   probing over a table of any size, home slot = reciprocal_scale of the
 #   hash, so slots stay in hash order; at most 3/4 full; backward-shift delete);
@@ -99,9 +100,6 @@ cdef enum:
     REF_MASK = (1 << 27) - 1
     MAX_SLOTS = 1 << 25      # entries (refs must stay below 2**27)
     EVICTION_RANGE = 8
-    EXT_SHIFT = 10          # ext records per page: 1024
-    EXT_PAGE = 1 << 10
-    EXT_MASK = (1 << 10) - 1
     P_ICMP = 1
     P_TCP = 6
     P_UDP = 17
@@ -118,9 +116,12 @@ cdef struct ct_t:
     uint32_t n_used
     uint32_t n_table
     uint32_t n_zombie       # removed entries waiting for their heap item
-    # ext records: pages of EXT_PAGE, and how many slots of each hold one
+    # ext records: pages of 1 << ext_shift (a table of max_entries has at least
+    # 8 pages, each at most 2 MiB: huge pages), how many slots of each hold one
+    int ext_shift
     ct_ext_t** ext
     uint32_t* ext_used
+    kdp_region* ext_reg
     uint32_t ext_npages
     uint32_t ext_live
     # table order: keys of in-order entries are id << 32; the others' aside
@@ -182,7 +183,7 @@ cdef inline void _orig_of(const ct_entry_t* e, tup_t* t) noexcept nogil:
 
 cdef inline ct_ext_t* ct_ext_at(const ct_t* ct, uint32_t s) noexcept nogil:
     """Slot s's ext record (only while it holds one: F_XREPLY or F_XMARK)."""
-    return &ct.ext[s >> EXT_SHIFT][s & EXT_MASK]
+    return &ct.ext[s >> ct.ext_shift][s & ((1U << ct.ext_shift) - 1)]
 
 
 cdef inline void _reply_of(const ct_t* ct, uint32_t s, tup_t* t) noexcept nogil:
@@ -230,24 +231,25 @@ cdef inline bint _tup_eq(const tup_t* a, const tup_t* b) noexcept nogil:
 
 cdef ct_ext_t* ct_ext_hold(ct_t* ct, uint32_t s) noexcept nogil:
     """Slot s's ext record, made (zeroed) when it has none; NULL: no memory."""
-    cdef uint32_t p = s >> EXT_SHIFT
+    cdef uint32_t p = s >> ct.ext_shift
     if ct.ents[s].flags & (F_XREPLY | F_XMARK):
         return ct_ext_at(ct, s)
     if ct.ext[p] == NULL:
-        ct.ext[p] = <ct_ext_t*>calloc(EXT_PAGE, sizeof(ct_ext_t))
+        ct.ext[p] = <ct_ext_t*>kdp_alloc((<size_t>1 << ct.ext_shift) * sizeof(ct_ext_t),
+                                            &ct.ext_reg[p])
         if ct.ext[p] == NULL:
             return NULL
         ct.ext_live += 1
     ct.ext_used[p] += 1
-    memset(&ct.ext[p][s & EXT_MASK], 0, sizeof(ct_ext_t))
-    return &ct.ext[p][s & EXT_MASK]
+    memset(ct_ext_at(ct, s), 0, sizeof(ct_ext_t))
+    return ct_ext_at(ct, s)
 
 
 cdef void ct_ext_drop(ct_t* ct, uint32_t s, uint8_t bits) noexcept nogil:
     """Slot s keeps `bits` (F_XREPLY, F_XMARK) no more: its record goes when it
     keeps nothing, the record's page when no slot of it has one."""
     cdef ct_entry_t* e = &ct.ents[s]
-    cdef uint32_t p = s >> EXT_SHIFT
+    cdef uint32_t p = s >> ct.ext_shift
     if not (e.flags & bits):
         return
     e.flags &= ~bits
@@ -255,7 +257,7 @@ cdef void ct_ext_drop(ct_t* ct, uint32_t s, uint8_t bits) noexcept nogil:
         return
     ct.ext_used[p] -= 1
     if ct.ext_used[p] == 0:
-        free(ct.ext[p])
+        kdp_free(ct.ext[p], &ct.ext_reg[p])
         ct.ext[p] = NULL
         ct.ext_live -= 1
 
@@ -429,8 +431,8 @@ cdef inline uint64_t ct_idx_limit(const ct_t* ct) noexcept nogil:
     return (2 * ct.max_entries * IDX_LOAD_DEN + IDX_LOAD_NUM - 1) // IDX_LOAD_NUM
 
 
-cdef inline uint32_t ct_ext_pages_for(uint32_t cap) noexcept nogil:
-    return (cap + EXT_PAGE - 1) >> EXT_SHIFT
+cdef inline uint32_t ct_ext_pages_for(const ct_t* ct, uint32_t cap) noexcept nogil:
+    return (cap + (1U << ct.ext_shift) - 1) >> ct.ext_shift
 
 
 cdef int ct_store_open(ct_t* ct, uint32_t cap) noexcept nogil:
@@ -439,12 +441,16 @@ cdef int ct_store_open(ct_t* ct, uint32_t cap) noexcept nogil:
     cdef uint64_t lim = ct_idx_limit(ct)
     ct.ents = <ct_entry_t*>kdp_alloc(cap * sizeof(ct_entry_t), &ct.ents_reg)
     ct.created = <double*>kdp_alloc(cap * sizeof(double), &ct.created_reg)
-    ct.ext_npages = ct_ext_pages_for(cap)
+    ct.ext_shift = 10
+    while ct.ext_shift < 17 and (<uint64_t>1 << (ct.ext_shift + 3)) < ct.max_entries:
+        ct.ext_shift += 1
+    ct.ext_npages = ct_ext_pages_for(ct, cap)
     ct.ext = <ct_ext_t**>calloc(ct.ext_npages, sizeof(ct_ext_t*))
     ct.ext_used = <uint32_t*>calloc(ct.ext_npages, sizeof(uint32_t))
+    ct.ext_reg = <kdp_region*>calloc(ct.ext_npages, sizeof(kdp_region))
     ct.heap_cap = 1024
     ct.heap = <heap_item_t*>malloc(ct.heap_cap * sizeof(heap_item_t))
-    if ct.ents == NULL or ct.created == NULL or ct.ext == NULL or ct.ext_used == NULL \
+    if ct.ents == NULL or ct.created == NULL or ct.ext == NULL or ct.ext_used == NULL or ct.ext_reg == NULL \
             or ct.heap == NULL:
         return -1
     ct.ent_cap = cap
@@ -475,8 +481,10 @@ cdef void ct_store_close(ct_t* ct) noexcept nogil:
         kdp_free(ct.bys, &ct.bys_reg)
     if ct.ext != NULL:
         for p in range(ct.ext_npages):
-            free(ct.ext[p])
+            if ct.ext[p] != NULL:
+                kdp_free(ct.ext[p], &ct.ext_reg[p])
     free(ct.ext)
+    free(ct.ext_reg)
     free(ct.ext_used)
     free(ct.ord)
     free(ct.heap)
@@ -494,11 +502,12 @@ cdef int ct_pool_grow(ct_t* ct) noexcept nogil:
     cdef double* c
     cdef ct_ext_t** xp
     cdef uint32_t* xu
+    cdef kdp_region* xr
     cdef kdp_region reg, creg
     if want > MAX_SLOTS:
         return -1
     cap = <uint32_t>want
-    np = ct_ext_pages_for(cap)
+    np = ct_ext_pages_for(ct, cap)
     if np > ct.ext_npages:
         xp = <ct_ext_t**>realloc(ct.ext, np * sizeof(ct_ext_t*))
         if xp == NULL:
@@ -508,9 +517,15 @@ cdef int ct_pool_grow(ct_t* ct) noexcept nogil:
         if xu == NULL:
             return -1
         ct.ext_used = xu
+        xr = <kdp_region*>realloc(ct.ext_reg, np * sizeof(kdp_region))
+        if xr == NULL:
+            return -1
+        ct.ext_reg = xr
         for i in range(ct.ext_npages, np):
             ct.ext[i] = NULL
             ct.ext_used[i] = 0
+            ct.ext_reg[i].base = NULL
+            ct.ext_reg[i].len = 0
         ct.ext_npages = np
     p = <ct_entry_t*>kdp_alloc(<size_t>cap * sizeof(ct_entry_t), &reg)
     if p == NULL:
