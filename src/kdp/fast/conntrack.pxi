@@ -492,6 +492,8 @@ cdef class CtTable:
         # result record cost up to ~20% on lookups of a small table.
         cdef const uint32_t* idx = ct.idx
         cdef const ct_entry_t* ents = ct.ents
+        cdef ct_ext_t** ext = ct.ext            # (pages may come and go, the array stays)
+        cdef int xs = ct.ext_shift
         cdef uint64_t key = ct.smix_bucket
         cdef Py_ssize_t D = 16
         with nogil:
@@ -513,8 +515,8 @@ cdef class CtTable:
                     if r != 0:
                         s = (r - 1) >> 1
                         KDP_PREFETCH(&ents[s])
-                        if (r - 1) & 1 and ct.ext[s >> ct.ext_shift] != NULL:   # a NAT'ed
-                            KDP_PREFETCH(ct_ext_at(ct, s))      # reply's stored tuple
+                        if (r - 1) & 1 and ext[s >> xs] != NULL:     # a NAT'ed reply's
+                            KDP_PREFETCH(&ext[s >> xs][s & ((1U << xs) - 1)])   # stored tuple
                 b = i - 2 * D
                 if 0 <= b < n:                          # stage 3: compare, expire, answer
                     a = b & 63
@@ -523,7 +525,8 @@ cdef class CtTable:
                     if r == 0:
                         continue
                     if not ((ents[(r - 1) >> 1].flags & F_INTABLE)
-                            and _dir_eq(ct, (r - 1) >> 1, (r - 1) & 1, &t[a])):
+                            and _dir_eq_at(ct, &ents[(r - 1) >> 1], (r - 1) >> 1, (r - 1) & 1,
+                                           &t[a])):
                         r = ct_idx_find(ct, &t[a], h[a])
                         if r == 0:
                             continue

@@ -206,7 +206,13 @@ cdef inline void _reply_of(const ct_t* ct, uint32_t s, tup_t* t) noexcept nogil:
 
 cdef inline bint _dir_eq(const ct_t* ct, uint32_t s, int d, const tup_t* t) noexcept nogil:
     """The tuple of direction d of the entry in slot s is t."""
-    cdef const ct_entry_t* e = &ct.ents[s]
+    return _dir_eq_at(ct, &ct.ents[s], s, d, t)
+
+
+cdef inline bint _dir_eq_at(const ct_t* ct, const ct_entry_t* e, uint32_t s, int d,
+                            const tup_t* t) noexcept nogil:
+    """_dir_eq() with the entry at hand (e is slot s's): ct is read only for a
+    stored reply tuple or an ICMP inverse."""
     cdef const ct_ext_t* x
     cdef tup_t r
     if e.proto != t.proto:
@@ -860,6 +866,7 @@ cdef void ct_heap_rebuild(ct_t* ct) noexcept nogil:
         if ct.ents[s].flags & F_INTABLE:
             ct.heap[ct.heap_len].t = ct.ents[s].timeout_at
             ct.heap[ct.heap_len].slot = s
+            ct.ents[s].flags |= F_HEAP
             ct.heap_len += 1
         elif ct.ents[s].flags == F_HEAP:
             ct_zombie_free(ct, s)
