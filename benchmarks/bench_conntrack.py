@@ -1,9 +1,13 @@
 # The compiled conntrack table (pytest-benchmark): inserts (a new flow tracked and
 # confirmed) and lookups (both directions, random order) at 10k and 1M entries,
 # against the reference table through its twin at 10k. One round is one batch;
-# ops/s x batch = per second. Bytes per entry are in extra_info. Run:
+# ops/s x batch = per second. Bytes per entry all-in (CtTable.memory(): every
+# allocation at its capacity) are in extra_info. Run:
 #   python -m pytest benchmarks/bench_conntrack.py -p no:cacheprovider \
 #       --benchmark-columns=median,ops
+# The figures of docs/performance.md (bytes per entry all-in with the RSS cross-check,
+# inserts/s and lookups/s at 1M, medians of 5; --nat: every entry DNAT'ed) come from
+#   python benchmarks/conntrack_side_by_side.py 5 [--nat]
 from __future__ import annotations
 
 import pytest
@@ -50,6 +54,10 @@ def test_compiled_lookups(benchmark, entries):
     benchmark.extra_info["per_round"] = len(q)
     hits = benchmark.pedantic(t.lookup_batch, args=(q,), rounds=5, iterations=1, warmup_rounds=1)
     assert (hits["code"] == 0).all()
+    mem = t.memory()
+    benchmark.extra_info["entry_size"] = mem["entry_size"]
+    benchmark.extra_info["bytes_per_entry"] = sum(v for k, v in mem.items()
+                                                  if k != "entry_size") / entries
 
 
 @pytest.mark.parametrize("entries", [10_000])

@@ -23,7 +23,7 @@ IMPLEMENTATION = "cython"
 # dtypes, the verdict record, argument rules): None until _bind_contract() at
 # the end of this file sets them to kdp.fast.contract's own objects.
 HEADER_DTYPE = CHECKSUM_DTYPE = batch_index_args = span_error = None
-CT_ENTRY_DTYPE = CT_RESULT_DTYPE = DECISION_DTYPE = FLOW_DTYPE = None
+CT_ENTRY_DTYPE = CT_EXPORT_DTYPE = CT_RESULT_DTYPE = DECISION_DTYPE = FLOW_DTYPE = None
 MATCH_CIDR_DTYPE = MATCH_EP_DTYPE = MATCH_RULE_DTYPE = MATCH_SP_DTYPE = None
 CtVerdict = check_nat_args = check_process_args = None
 
@@ -47,7 +47,7 @@ def _bind_contract():
     """Refuse this module unless its structs are the contract's records
     (LayoutMismatch), then bind the contract's names here."""
     global HEADER_DTYPE, CHECKSUM_DTYPE, batch_index_args, span_error
-    global CT_ENTRY_DTYPE, CT_RESULT_DTYPE, DECISION_DTYPE, FLOW_DTYPE
+    global CT_ENTRY_DTYPE, CT_EXPORT_DTYPE, CT_RESULT_DTYPE, DECISION_DTYPE, FLOW_DTYPE
     global MATCH_CIDR_DTYPE, MATCH_EP_DTYPE, MATCH_RULE_DTYPE, MATCH_SP_DTYPE
     global CtVerdict, check_nat_args, check_process_args
     import sys
@@ -56,6 +56,7 @@ def _bind_contract():
     HEADER_DTYPE, CHECKSUM_DTYPE = c.HEADER_DTYPE, c.CHECKSUM_DTYPE
     batch_index_args, span_error = c.batch_index_args, c.span_error
     CT_ENTRY_DTYPE, CT_RESULT_DTYPE = c.CT_ENTRY_DTYPE, c.CT_RESULT_DTYPE
+    CT_EXPORT_DTYPE = c.CT_EXPORT_DTYPE
     DECISION_DTYPE, FLOW_DTYPE = c.DECISION_DTYPE, c.FLOW_DTYPE
     MATCH_CIDR_DTYPE, MATCH_EP_DTYPE = c.MATCH_CIDR_DTYPE, c.MATCH_EP_DTYPE
     MATCH_RULE_DTYPE, MATCH_SP_DTYPE = c.MATCH_RULE_DTYPE, c.MATCH_SP_DTYPE

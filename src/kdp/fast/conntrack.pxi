@@ -28,6 +28,26 @@ cdef struct ct_result_t:
     int8_t code
     int8_t state
 
+# One CT_EXPORT_DTYPE record (export_array).
+cdef struct ct_export_t:
+    double timeout_at
+    double created
+    uint32_t osrc
+    uint32_t odst
+    uint16_t osport
+    uint16_t odport
+    uint32_t rsrc
+    uint32_t rdst
+    uint16_t rsport
+    uint16_t rdport
+    uint32_t id
+    uint32_t mark
+    uint16_t status
+    uint16_t tcp
+    uint8_t proto
+    uint8_t masq_dev
+    uint8_t flags
+
 
 @cython.final
 cdef class CtTable:
@@ -63,7 +83,6 @@ cdef class CtTable:
         ct_store_keys(&self.ct)
         ct_nat_keys(&self.ct, namespace)
         self.ct.next_id = 1
-        self.ct.next_seq = 1
         self.masq_names = [None]
         self.masq_index = {None: 0}
         if ct_store_open(&self.ct, max(16, min(int(max_entries) if max_entries else 1024,
@@ -156,11 +175,12 @@ cdef class CtTable:
         if self.ct.ents[s].flags & F_INTABLE:
             raise ValueError("NAT bindings are set up before the entry is confirmed")
         ct_nat_range(&rng, min_ip, max_ip, min_port, max_port, random, random_fully, persistent)
-        return bool(ct_setup_nat(&self.ct, <uint32_t>s, manip == "SRC", &rng, now))
+        return _nat_done(ct_setup_nat(&self.ct, <uint32_t>s, manip == "SRC", &rng, now))
 
     def null_binding(self, handle, manip, now):
         """nf_nat_alloc_null_binding(): keep the address, make the reply unique."""
         cdef nat_range_t rng
+        cdef tup_t r
         check_nat_args(manip)
         cdef int64_t s = self._slot_of(handle)
         if s < 0:
@@ -169,8 +189,9 @@ cdef class CtTable:
             raise ValueError("NAT bindings are set up before the entry is confirmed")
         memset(&rng, 0, sizeof(nat_range_t))
         rng.map_ips = True
-        rng.min_ip = rng.max_ip = self.ct.ents[s].rdst if manip == "SRC" else self.ct.ents[s].rsrc
-        return bool(ct_setup_nat(&self.ct, <uint32_t>s, manip == "SRC", &rng, now))
+        _reply_of(&self.ct, <uint32_t>s, &r)
+        rng.min_ip = rng.max_ip = r.dst if manip == "SRC" else r.src
+        return _nat_done(ct_setup_nat(&self.ct, <uint32_t>s, manip == "SRC", &rng, now))
 
     def confirm(self, handle, now):
         if handle is None:
@@ -189,8 +210,8 @@ cdef class CtTable:
 
     def set_mark(self, handle, mark):
         cdef int64_t s = self._slot_of(handle)
-        if s >= 0:
-            self.ct.ents[s].mark = mark & 0xFFFFFFFF
+        if s >= 0 and ct_set_mark(&self.ct, <uint32_t>s, mark & 0xFFFFFFFF) < 0:
+            raise MemoryError("conntrack table")
 
     def set_masq_dev(self, handle, dev):
         cdef int64_t s = self._slot_of(handle)
@@ -250,26 +271,46 @@ cdef class CtTable:
                 "expired": ct.st_expired}
 
     def memory(self):
-        """Bytes held, every allocation at its capacity: entry pool, tuple index,
+        """Bytes held, every allocation at its capacity: entry pool (hot entries
+        and creation times), ext records (reply tuples changed by NAT, marks: the
+        pages held and the page table), table-order side map, tuple index,
         by-source index, expiry heap (with its same-id side heap), early drop's
-        scratch list."""
+        scratch list. `entry_size` is sizeof(ct_entry_t), not a count."""
         cdef const ct_t* ct = &self.ct
-        return {"entry_size": sizeof(ct_entry_t), "entries": ct.ent_cap * sizeof(ct_entry_t),
+        return {"entry_size": sizeof(ct_entry_t),
+                "entries": ct.ent_cap * (sizeof(ct_entry_t) + sizeof(double)),
+                "ext": (ct.ext_live * (<size_t>1 << ct.ext_shift) * sizeof(ct_ext_t)
+                        + ct.ext_npages * (sizeof(ct_ext_t*) + sizeof(uint32_t))),
+                "order": ct.ord_cap * sizeof(ord_item_t),
                 "index": ct.idx_cap * sizeof(uint32_t), "bysource": ct.bys_cap * sizeof(uint32_t),
                 "heap": ct.heap_cap * sizeof(heap_item_t) + ct.dup_cap * sizeof(dup_item_t),
                 "scratch": ct.scratch_cap * sizeof(uint32_t)}
 
+    @property
+    def slots(self):
+        """Slots of the pool by use: in the table, pending, waiting for their
+        heap item (removed entries), free; and the heap's items."""
+        cdef const ct_t* ct = &self.ct
+        return {"table": ct.n_table, "pending": ct.n_used - ct.n_table,
+                "removed": ct.n_zombie,
+                "free": ct.ent_cap - ct.n_used - ct.n_zombie,
+                "heap_items": ct.heap_len + ct.dup_len}
+
     # --- export / import (ConntrackTable's dict format) -------------------------------
     cdef dict _to_dict(self, uint32_t s):
         cdef const ct_entry_t* e = &self.ct.ents[s]
+        cdef tup_t r
+        cdef double created = self.ct.created[s]
+        _reply_of(&self.ct, s, &r)
         states, tindexes, _ci, dirs = _CT_NAMES
         d = {"id": e.id,
              "orig": {"proto": e.proto, "src": _ip_str(e.osrc), "dst": _ip_str(e.odst),
                       "sport": e.osport, "dport": e.odport},
-             "reply": {"proto": e.proto, "src": _ip_str(e.rsrc), "dst": _ip_str(e.rdst),
-                       "sport": e.rsport, "dport": e.rdport},
-             "status": e.status, "created": e.created, "timeout_at": e.timeout_at,
-             "mark": e.mark, "udp_stream_at": e.created + 2.0 if e.proto == P_UDP else 0.0,
+             "reply": {"proto": e.proto, "src": _ip_str(r.src), "dst": _ip_str(r.dst),
+                       "sport": r.sport, "dport": r.dport},
+             "status": e.status, "created": created, "timeout_at": e.timeout_at,
+             "mark": ct_mark_of(&self.ct, s),
+             "udp_stream_at": created + 2.0 if e.proto == P_UDP else 0.0,
              "masq_dev": self.masq_names[e.masq_dev]}
         if e.flags & F_TCP:
             d["tcp"] = {"state": states[e.tcp & 0xF], "last_index": tindexes[(e.tcp >> 4) & 7],
@@ -283,7 +324,7 @@ cdef class CtTable:
         cdef list pairs = []
         for s in range(self.ct.ent_cap):
             if self.ct.ents[s].flags & F_INTABLE:
-                pairs.append((self.ct.ents[s].seq, s))
+                pairs.append((ct_order_key(&self.ct, s), s))
         pairs.sort()
         return [p[1] for p in pairs]
 
@@ -302,17 +343,31 @@ cdef class CtTable:
         return "".join(out)
 
     def export_array(self):
-        """The confirmed entries as a CT_ENTRY_DTYPE array, in table order."""
+        """The confirmed entries as a CT_EXPORT_DTYPE array (every field, the
+        reply tuple and mark included), in table order."""
         cdef uint32_t s
         cdef Py_ssize_t i
+        cdef tup_t r
+        cdef const ct_entry_t* e
         order = self._table_order()
-        out = np.zeros(len(order), dtype=CT_ENTRY_DTYPE)
-        cdef ct_entry_t* rows = <ct_entry_t*><uintptr_t>out.ctypes.data
+        out = np.zeros(len(order), dtype=CT_EXPORT_DTYPE)
+        cdef ct_export_t* rows = <ct_export_t*><uintptr_t>out.ctypes.data
         for i in range(len(order)):
             s = order[i]
-            rows[i] = self.ct.ents[s]
-            rows[i].flags &= F_TCP
-            memset(rows[i].pad, 0, sizeof(rows[i].pad))     # (the heap position)
+            e = &self.ct.ents[s]
+            _reply_of(&self.ct, s, &r)
+            rows[i].timeout_at = e.timeout_at
+            rows[i].created = self.ct.created[s]
+            rows[i].osrc, rows[i].odst, rows[i].osport, rows[i].odport = (e.osrc, e.odst,
+                                                                          e.osport, e.odport)
+            rows[i].rsrc, rows[i].rdst, rows[i].rsport, rows[i].rdport = r.src, r.dst, r.sport, r.dport
+            rows[i].id = e.id
+            rows[i].mark = ct_mark_of(&self.ct, s)
+            rows[i].status = e.status
+            rows[i].tcp = e.tcp
+            rows[i].proto = e.proto
+            rows[i].masq_dev = e.masq_dev
+            rows[i].flags = e.flags & F_TCP
         return out
 
     def import_(self, items):
@@ -363,40 +418,51 @@ cdef class CtTable:
 
     cdef _import_place(self, d, eid, tup_t* o, tup_t* r, status, created, masq, tcpbits,
                        dict by_id):
-        """Confirm a read entry into the slot of the entry it replaces (by tuple or id)."""
+        """Confirm a read entry. The entries holding its tuples and the entry of
+        its id go first; the last one's slot becomes the new entry's, and with it
+        the old entry's heap item (the reference's items name ids)."""
         cdef int64_t ns
         cdef ct_entry_t* e
-        cdef uint32_t ref
+        cdef uint32_t ref, slot
+        cdef uint8_t keep
         cdef int k
-        want = by_id.get(eid)           # the replaced entry's slot: reused, and its heap
-        if want is not None:            # item kept for the new entry (items name ids)
-            if ct_heap_keep_for_id(&self.ct, <uint32_t>want) < 0:
-                raise MemoryError("conntrack table")
+        want = by_id.get(eid)
         for k in range(2):
             ref = ct_idx_find(&self.ct, o if k == 0 else r, ct_th(&self.ct, o if k == 0 else r))
             if ref:
-                by_id.pop(self.ct.ents[(ref - 1) >> 1].id, None)
-                ct_remove(&self.ct, (ref - 1) >> 1)
-        old = by_id.pop(eid, None)
-        if old is not None:
-            ct_remove(&self.ct, old)
-        ns = ct_slot_take(&self.ct, want) if want is not None else ct_slot_new(&self.ct)
-        if ns < 0:
-            raise MemoryError("conntrack table")
+                slot = (ref - 1) >> 1
+                by_id.pop(self.ct.ents[slot].id, None)
+                if want is not None and slot == <uint32_t>want:
+                    ct_unlink(&self.ct, slot)
+                else:
+                    ct_remove(&self.ct, slot)
+        if by_id.pop(eid, None) is not None:
+            ct_unlink(&self.ct, <uint32_t>want)
+        if want is not None:
+            ns = want
+            ct_ext_drop(&self.ct, <uint32_t>ns, F_XREPLY | F_XMARK)
+            e = &self.ct.ents[ns]
+            keep = e.flags & F_HEAP
+            memset(e, 0, sizeof(ct_entry_t))
+            e.flags = F_USED | keep
+        else:
+            ns = ct_slot_new(&self.ct)
+            if ns < 0:
+                raise MemoryError("conntrack table")
         e = &self.ct.ents[ns]
         e.id = eid
         e.proto = o.proto
         e.osrc, e.odst, e.osport, e.odport = o.src, o.dst, o.sport, o.dport
-        e.rsrc, e.rdst, e.rsport, e.rdport = r.src, r.dst, r.sport, r.dport
         e.status = status
-        e.created = created
         e.timeout_at = float(d["timeout_at"])
-        e.mark = int(d.get("mark", 0)) & 0xFFFFFFFF
         e.masq_dev = masq
+        self.ct.created[ns] = created
         if tcpbits >= 0:
             e.flags |= F_TCP
             e.tcp = tcpbits
-        if ct_insert(&self.ct, <uint32_t>ns) < 0:
+        if (ct_set_reply(&self.ct, <uint32_t>ns, r) < 0
+                or ct_set_mark(&self.ct, <uint32_t>ns, int(d.get("mark", 0)) & 0xFFFFFFFF) < 0
+                or ct_insert(&self.ct, <uint32_t>ns) < 0):
             raise MemoryError("conntrack table")
         by_id[eid] = ns
         self.ct.next_id = max(self.ct.next_id, eid + 1)
@@ -426,6 +492,8 @@ cdef class CtTable:
         # result record cost up to ~20% on lookups of a small table.
         cdef const uint32_t* idx = ct.idx
         cdef const ct_entry_t* ents = ct.ents
+        cdef ct_ext_t** ext = ct.ext            # (pages may come and go, the array stays)
+        cdef int xs = ct.ext_shift
         cdef uint64_t key = ct.smix_bucket
         cdef Py_ssize_t D = 16
         with nogil:
@@ -445,7 +513,10 @@ cdef class CtTable:
                     r = ct_idx_candidate(ct, h[b & 63])
                     cand[b & 63] = r
                     if r != 0:
-                        KDP_PREFETCH(&ents[(r - 1) >> 1])
+                        s = (r - 1) >> 1
+                        KDP_PREFETCH(&ents[s])
+                        if (r - 1) & 1 and ext[s >> xs] != NULL:     # a NAT'ed reply's
+                            KDP_PREFETCH(&ext[s >> xs][s & ((1U << xs) - 1)])   # stored tuple
                 b = i - 2 * D
                 if 0 <= b < n:                          # stage 3: compare, expire, answer
                     a = b & 63
@@ -454,7 +525,8 @@ cdef class CtTable:
                     if r == 0:
                         continue
                     if not ((ents[(r - 1) >> 1].flags & F_INTABLE)
-                            and _dir_eq(&ents[(r - 1) >> 1], (r - 1) & 1, &t[a])):
+                            and _dir_eq_at(ct, &ents[(r - 1) >> 1], (r - 1) >> 1, (r - 1) & 1,
+                                           &t[a])):
                         r = ct_idx_find(ct, &t[a], h[a])
                         if r == 0:
                             continue
@@ -533,6 +605,13 @@ cdef bint ct_process_run(ct_t* ct, const flow_t* fl, Py_ssize_t n, ct_result_t* 
         rs[i].code = res.code
         rs[i].state = res.state
     return False
+
+
+cdef object _nat_done(int r):
+    """ct_setup_nat()'s answer as nat() gives it: changed or not, or no memory."""
+    if r < 0:
+        raise MemoryError("conntrack table")
+    return r == 1
 
 
 cdef inline void _ct_result_clear(ct_result_t* r) noexcept nogil:

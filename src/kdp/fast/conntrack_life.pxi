@@ -190,13 +190,14 @@ cdef int ct_tcp_packet(ct_t* ct, ct_entry_t* e, int d, uint8_t flags, double now
     return O_ACCEPT
 
 
-cdef int ct_handle(ct_t* ct, ct_entry_t* e, int d, bint new, uint8_t flags, double now,
+cdef int ct_handle(ct_t* ct, uint32_t s, int d, bint new, uint8_t flags, double now,
                    ct_res_t* res) noexcept nogil:
     """track._handle(): the per-protocol packet() handler."""
     cdef int old = 0, outcome
     cdef uint8_t nstate
     cdef double extra
     cdef bint stream
+    cdef ct_entry_t* e = &ct.ents[s]
     if e.proto == P_TCP:
         if new:
             nstate = _TCP_NEXT[0][_TCP_INDEX_OF[flags]][T_NO]
@@ -213,7 +214,7 @@ cdef int ct_handle(ct_t* ct, ct_entry_t* e, int d, bint new, uint8_t flags, doub
         if e.status & S_SEEN_REPLY:
             extra = ct.to_udp
             stream = False
-            if now > e.created + 2.0:
+            if now > ct.created[s] + 2.0:
                 extra = ct.to_udp_stream
                 stream = not (e.status & S_ASSURED)
             e.timeout_at = now + extra
@@ -317,12 +318,8 @@ cdef inline int64_t ct_new_entry(ct_t* ct, const tup_t* t, double now,
     e.odst = t.dst
     e.osport = t.sport
     e.odport = t.dport
-    e.proto = t.proto
-    e.rsrc = rep.src
-    e.rdst = rep.dst
-    e.rsport = rep.sport
-    e.rdport = rep.dport
-    e.created = now
+    e.proto = t.proto                   # (the reply: rep, the inverse)
+    ct.created[s] = now
     if t.proto == P_TCP:
         e.flags |= F_TCP
         e.tcp = 5 << 4
@@ -371,7 +368,7 @@ cdef void ct_process(ct_t* ct, const tup_t* t, uint8_t flags, double now, bint p
         e = &ct.ents[s]
         res.direction = d
         res.new = is_new
-        outcome = ct_handle(ct, e, d, is_new, flags, now, res)
+        outcome = ct_handle(ct, <uint32_t>s, d, is_new, flags, now, res)
         if outcome == O_REOPEN:
             ct_remove(ct, <uint32_t>s)
             continue
@@ -416,7 +413,8 @@ cdef void ct_related(ct_t* ct, uint32_t outer_dst, const tup_t* q, double now, b
         ct_invalid(ct, res, R_REL_UNKNOWN)
         return
     e = &ct.ents[s]
-    tdst = e.odst if d == 0 else e.rdst
+    _reply_of(ct, <uint32_t>s, &inner)
+    tdst = e.odst if d == 0 else inner.dst
     if tdst != outer_dst:
         ct_invalid(ct, res, R_REL_DADDR)
         res.arg1 = <int>tdst
@@ -444,7 +442,7 @@ cdef int ct_confirm(ct_t* ct, uint32_t s, uint32_t id, double now) noexcept nogi
             ct_slot_free(ct, s)
         return 1
     _orig_of(e, &o)
-    _reply_of(e, &r)
+    _reply_of(ct, s, &r)
     if ct_lookup(ct, &o, now, &d) >= 0 or ct_lookup(ct, &r, now, &d) >= 0:
         ct.st_insert_failed += 1
         ct_slot_free(ct, s)

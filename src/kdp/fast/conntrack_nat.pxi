@@ -76,16 +76,18 @@ cdef bint ct_nat_appropriate_src(const ct_t* ct, const tup_t* t, const nat_range
     """find_appropriate_src(): the oldest (table order) by-source mapping in range."""
     cdef uint32_t mask = ct.bys_cap - 1
     cdef uint32_t pos = <uint32_t>(ct_bh(ct, t.proto, t.src, t.sport) >> (64 - ct.bys_bits))
-    cdef uint32_t s, best_seq
+    cdef uint32_t s
+    cdef uint64_t best_key = 0xFFFFFFFFFFFFFFFFULL, key
     cdef const ct_entry_t* o
     cdef tup_t rep, mapped, res
     cdef bint found = False
-    best_seq = 0xFFFFFFFF
     while ct.bys[pos] != 0:
         s = ct.bys[pos] - 1
         o = &ct.ents[s]
-        if o.proto == t.proto and o.osrc == t.src and o.osport == t.sport and o.seq < best_seq:
-            _reply_of(o, &rep)
+        key = ct_order_key(ct, s) if (o.proto == t.proto and o.osrc == t.src
+                                      and o.osport == t.sport) else best_key
+        if key < best_key:
+            _reply_of(ct, s, &rep)
             if _invert(&rep, &mapped):
                 res.proto = t.proto
                 res.src = mapped.src
@@ -94,7 +96,7 @@ cdef bint ct_nat_appropriate_src(const ct_t* ct, const tup_t* t, const nat_range
                 res.dport = t.dport
                 if ct_nat_in_range(&res, rng):
                     out[0] = res
-                    best_seq = o.seq
+                    best_key = key
                     found = True
         pos = (pos + 1) & mask
     return found
@@ -187,12 +189,12 @@ cdef void ct_nat_pick_port(ct_t* ct, uint32_t s, tup_t* t, const nat_range_t* rn
 
 cdef int ct_setup_nat(ct_t* ct, uint32_t s, bint src, const nat_range_t* rng,
                       double now) noexcept nogil:
-    """setup_nat(): 1 when the tuple changed."""
+    """setup_nat(): 1 when the tuple changed, -1 out of memory."""
     cdef ct_entry_t* e = &ct.ents[s]
     cdef tup_t rep, cur, t, found
     cdef bint random_all = rng.random or rng.random_fully
     cdef bint done = False
-    _reply_of(e, &rep)
+    _reply_of(ct, s, &rep)
     _invert(&rep, &cur)
     t = cur
     if src and not random_all:
@@ -219,10 +221,9 @@ cdef int ct_setup_nat(ct_t* ct, uint32_t s, bint src, const nat_range_t* rng,
     changed = not _tup_eq(&t, &cur)
     if changed:
         _invert(&t, &rep)
-        e.rsrc = rep.src
-        e.rdst = rep.dst
-        e.rsport = rep.sport
-        e.rdport = rep.dport
+        if ct_set_reply(ct, s, &rep) < 0:
+            return -1
+        e = &ct.ents[s]
         e.status |= S_SRC_NAT if src else S_DST_NAT
     e.status |= S_SRC_NAT_DONE if src else S_DST_NAT_DONE
     return 1 if changed else 0

@@ -1,42 +1,53 @@
 # fast/conntrack_store.pxi (included by _fastpath.pyx): the storage of the
 # compiled conntrack table — twin of kdp/conntrack/table.py's storage. Owns the
-# table state ct_t and what keeps it: 64-byte C entries in a pool; both tuples
-# of every confirmed entry in one open-addressing index (linear probing over a
-# table of any size, home slot = reciprocal_scale of the hash, so slots stay in
-# hash order; up to 80% full; backward-shift delete); the NAT by-source
-# multimap, sized by the entries that have a source binding; a binary heap of
-# 12-byte (timeout, slot) items swept as the reference's heap is (the entry
-# knows its item's place; see "the expiry heap" below); capacity with the
-# same early-drop buckets (bucket = reciprocal_scale of the same flow_hash).
+# table state ct_t and what keeps it, sized so a full table costs under 64
+# bytes per entry all-in:
+# - the entry pool: 32-byte hot entries (ct_entry_t: timeout, original tuple,
+#   id, status, TCP state, flags — all a lookup reads) and, beside them, each
+#   slot's creation time (8 bytes); the reply tuple is the original's inverse
+#   and is stored only when NAT changed it, with a non-zero mark, in 16-byte
+#   records on pages (up to 2 MiB: huge pages; a table has at least 8) held
+#   while a slot of theirs needs one;
+# - both tuples of every confirmed entry in one open-addressing index (linear
+#   probing over a table of any size, home slot = reciprocal_scale of the
+#   hash, so slots stay in hash order; at most 3/4 full; backward-shift delete);
+# - table order (the reference's dict order) as a key per entry: its id while
+#   ids are inserted in increasing order, else a key kept in a small side map;
+# - a binary heap of 12-byte (timeout, slot) items swept as the reference's
+#   heap is (see "the expiry heap" below: a slot whose entry is gone keeps its
+#   item's place until the item comes up, so items need no entry pointer back);
+# - the NAT by-source multimap, sized by the entries that have a source binding;
+# - capacity with the same early-drop buckets (bucket = reciprocal_scale of the
+#   same flow_hash).
 # Pool, index and heap grow by doubling but never past what max_entries needs
 # (the pool only beyond it for pending entries), so a full table holds no
-# power-of-two slack.
+# power-of-two slack; freed slots, pages and items are reused.
 # Packets, states and NAT are in conntrack_life.pxi and conntrack_nat.pxi; the
 # Python-facing CtTable in conntrack.pxi.
 
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
-cdef struct ct_entry_t:
+cdef struct ct_entry_t:     # 32 bytes (kdp.fast.contract.CT_ENTRY_DTYPE)
     double timeout_at
-    double created
     uint32_t osrc
     uint32_t odst
     uint16_t osport
     uint16_t odport
+    uint32_t id             # (free slots: the next free slot)
+    uint16_t status
+    uint16_t tcp
+    uint8_t proto
+    uint8_t flags
+    uint8_t masq_dev
+    uint8_t pad
+
+cdef struct ct_ext_t:       # 16 bytes: what only some entries have
     uint32_t rsrc
     uint32_t rdst
     uint16_t rsport
     uint16_t rdport
-    uint32_t id
-    uint32_t seq            # insertion order in the table (free entries: next free slot)
     uint32_t mark
-    uint16_t status
-    uint16_t tcp
-    uint8_t proto
-    uint8_t masq_dev
-    uint8_t flags
-    uint8_t pad[5]
 
 cdef struct tup_t:
     uint32_t src
@@ -54,6 +65,11 @@ cdef struct dup_item_t:
     uint32_t slot
     uint32_t id
 
+cdef struct ord_item_t:     # a table-order key kept aside (F_ORDER)
+    uint64_t key
+    uint32_t slot1          # slot + 1; 0: empty
+    uint32_t pad
+
 # status bits (IPS_*), as kdp.conntrack.entry
 cdef enum:
     S_SEEN_REPLY = 1 << 1
@@ -65,12 +81,18 @@ cdef enum:
     S_DST_NAT_DONE = 1 << 8
     S_DYING = 1 << 9
 
-# entry flags
+# entry flags. A slot is free (flags 0), used (F_USED: pending or in the
+# table), or, with F_HEAP alone, a removed entry whose heap item has not come
+# up yet (it keeps the slot until then).
 cdef enum:
     F_USED = 1
     F_TCP = 2
     F_INTABLE = 4
     F_BYSRC = 8
+    F_HEAP = 16             # the slot's own item is in the main heap
+    F_XREPLY = 32           # the reply tuple is in the slot's ext record (NAT)
+    F_XMARK = 64            # the mark (non-zero) is in the slot's ext record
+    F_ORDER = 128           # the table-order key is in the side map
 
 cdef enum:
     EMPTY_SLOT = 0xFFFFFFFF
@@ -85,13 +107,29 @@ cdef enum:
 # The state of one table (CtTable owns one). Every function of the
 # conntrack_*.pxi files works on a ct_t*.
 cdef struct ct_t:
-    # the entry pool (free entries chained through .seq)
+    # the entry pool (free slots chained through .id), creation times beside it
     ct_entry_t* ents
-    kdp_region ents_reg, idx_reg, bys_reg
+    double* created
+    kdp_region ents_reg, created_reg, idx_reg, bys_reg
     uint32_t ent_cap
     uint32_t free_head
     uint32_t n_used
     uint32_t n_table
+    uint32_t n_zombie       # removed entries waiting for their heap item
+    # ext records: pages of 1 << ext_shift (a table of max_entries has at least
+    # 8 pages, each at most 2 MiB: huge pages), how many slots of each hold one
+    int ext_shift
+    ct_ext_t** ext
+    uint32_t* ext_used
+    kdp_region* ext_reg
+    uint32_t ext_npages
+    uint32_t ext_live
+    # table order: keys of in-order entries are id << 32; the others' aside
+    uint64_t ord_major
+    uint32_t ord_minor
+    ord_item_t* ord
+    uint32_t ord_cap
+    uint32_t ord_n
     # the tuple index
     uint32_t* idx
     uint32_t idx_cap        # any size >= 16 (home slot: ct_idx_home)
@@ -127,9 +165,8 @@ cdef struct ct_t:
     double to_udp_stream
     double to_icmp
     double to_generic
-    # entry ids, table order, counters
+    # entry ids, counters
     uint64_t next_id
-    uint32_t next_seq
     int64_t st_found, st_new, st_insert, st_insert_failed, st_drop, st_early_drop
     int64_t st_invalid, st_expired
 
@@ -144,25 +181,226 @@ cdef inline void _orig_of(const ct_entry_t* e, tup_t* t) noexcept nogil:
     t.proto = e.proto
 
 
-cdef inline void _reply_of(const ct_entry_t* e, tup_t* t) noexcept nogil:
-    t.src = e.rsrc
-    t.dst = e.rdst
-    t.sport = e.rsport
-    t.dport = e.rdport
-    t.proto = e.proto
+cdef inline ct_ext_t* ct_ext_at(const ct_t* ct, uint32_t s) noexcept nogil:
+    """Slot s's ext record (only while it holds one: F_XREPLY or F_XMARK)."""
+    return &ct.ext[s >> ct.ext_shift][s & ((1U << ct.ext_shift) - 1)]
 
 
-cdef inline bint _dir_eq(const ct_entry_t* e, int d, const tup_t* t) noexcept nogil:
+cdef inline void _reply_of(const ct_t* ct, uint32_t s, tup_t* t) noexcept nogil:
+    """The reply tuple of the entry in slot s: stored (NAT), else the original's inverse."""
+    cdef const ct_entry_t* e = &ct.ents[s]
+    cdef const ct_ext_t* x
+    cdef tup_t o
+    if e.flags & F_XREPLY:
+        x = ct_ext_at(ct, s)
+        t.src = x.rsrc
+        t.dst = x.rdst
+        t.sport = x.rsport
+        t.dport = x.rdport
+        t.proto = e.proto
+    else:
+        _orig_of(e, &o)
+        if not _invert(&o, t):          # (never: such an entry keeps its reply)
+            t[0] = o
+
+
+cdef inline bint _dir_eq(const ct_t* ct, uint32_t s, int d, const tup_t* t) noexcept nogil:
+    """The tuple of direction d of the entry in slot s is t."""
+    return _dir_eq_at(ct, &ct.ents[s], s, d, t)
+
+
+cdef inline bint _dir_eq_at(const ct_t* ct, const ct_entry_t* e, uint32_t s, int d,
+                            const tup_t* t) noexcept nogil:
+    """_dir_eq() with the entry at hand (e is slot s's): ct is read only for a
+    stored reply tuple or an ICMP inverse."""
+    cdef const ct_ext_t* x
+    cdef tup_t r
     if e.proto != t.proto:
         return False
     if d == 0:
         return e.osrc == t.src and e.odst == t.dst and e.osport == t.sport and e.odport == t.dport
-    return e.rsrc == t.src and e.rdst == t.dst and e.rsport == t.sport and e.rdport == t.dport
+    if e.flags & F_XREPLY:
+        x = ct_ext_at(ct, s)
+        return x.rsrc == t.src and x.rdst == t.dst and x.rsport == t.sport and x.rdport == t.dport
+    if t.proto != P_ICMP:
+        return e.odst == t.src and e.osrc == t.dst and e.odport == t.sport and e.osport == t.dport
+    _reply_of(ct, s, &r)
+    return _tup_eq(&r, t)
 
 
 cdef inline bint _tup_eq(const tup_t* a, const tup_t* b) noexcept nogil:
     return (a.proto == b.proto and a.src == b.src and a.dst == b.dst and a.sport == b.sport
             and a.dport == b.dport)
+
+
+# --- ext records: the reply tuple (when NAT changed it) and the mark -----------------
+
+cdef ct_ext_t* ct_ext_hold(ct_t* ct, uint32_t s) noexcept nogil:
+    """Slot s's ext record, made (zeroed) when it has none; NULL: no memory."""
+    cdef uint32_t p = s >> ct.ext_shift
+    if ct.ents[s].flags & (F_XREPLY | F_XMARK):
+        return ct_ext_at(ct, s)
+    if ct.ext[p] == NULL:
+        ct.ext[p] = <ct_ext_t*>kdp_alloc((<size_t>1 << ct.ext_shift) * sizeof(ct_ext_t),
+                                            &ct.ext_reg[p])
+        if ct.ext[p] == NULL:
+            return NULL
+        ct.ext_live += 1
+    ct.ext_used[p] += 1
+    memset(ct_ext_at(ct, s), 0, sizeof(ct_ext_t))
+    return ct_ext_at(ct, s)
+
+
+cdef void ct_ext_drop(ct_t* ct, uint32_t s, uint8_t bits) noexcept nogil:
+    """Slot s keeps `bits` (F_XREPLY, F_XMARK) no more: its record goes when it
+    keeps nothing, the record's page when no slot of it has one."""
+    cdef ct_entry_t* e = &ct.ents[s]
+    cdef uint32_t p = s >> ct.ext_shift
+    if not (e.flags & bits):
+        return
+    e.flags &= ~bits
+    if e.flags & (F_XREPLY | F_XMARK):
+        return
+    ct.ext_used[p] -= 1
+    if ct.ext_used[p] == 0:
+        kdp_free(ct.ext[p], &ct.ext_reg[p])
+        ct.ext[p] = NULL
+        ct.ext_live -= 1
+
+
+cdef int ct_set_reply(ct_t* ct, uint32_t s, const tup_t* r) noexcept nogil:
+    """The entry's reply tuple becomes r (kept only when it is not the
+    original's inverse); -1: no memory."""
+    cdef ct_entry_t* e = &ct.ents[s]
+    cdef tup_t o, inv
+    cdef ct_ext_t* x
+    _orig_of(e, &o)
+    if _invert(&o, &inv) and inv.src == r.src and inv.dst == r.dst and inv.sport == r.sport \
+            and inv.dport == r.dport:
+        ct_ext_drop(ct, s, F_XREPLY)
+        return 0
+    x = ct_ext_hold(ct, s)
+    if x == NULL:
+        return -1
+    x.rsrc = r.src
+    x.rdst = r.dst
+    x.rsport = r.sport
+    x.rdport = r.dport
+    ct.ents[s].flags |= F_XREPLY
+    return 0
+
+
+cdef inline uint32_t ct_mark_of(const ct_t* ct, uint32_t s) noexcept nogil:
+    return ct_ext_at(ct, s).mark if (ct.ents[s].flags & F_XMARK) else 0
+
+
+cdef int ct_set_mark(ct_t* ct, uint32_t s, uint32_t mark) noexcept nogil:
+    """The entry's mark (kept only when not 0); -1: no memory."""
+    cdef ct_ext_t* x
+    if mark == 0:
+        if ct.ents[s].flags & F_XMARK:
+            ct_ext_at(ct, s).mark = 0
+            ct_ext_drop(ct, s, F_XMARK)
+        return 0
+    x = ct_ext_hold(ct, s)
+    if x == NULL:
+        return -1
+    x.mark = mark
+    ct.ents[s].flags |= F_XMARK
+    return 0
+
+
+# --- table order (the reference's dict order: insertion into the table) ------------
+#
+# An entry inserted with an id above every id-keyed entry before it is keyed by
+# its id (id << 32); any other (a pending entry confirmed after a newer one, an
+# import) gets (greatest id key so far << 32 | a running count), kept in a small
+# side map by slot (F_ORDER). Either way each insert's key is above all before.
+
+cdef inline uint32_t _ord_home(uint32_t s, uint32_t cap) noexcept nogil:
+    return <uint32_t>((<uint64_t>(s * <uint32_t>0x9E3779B1U) * cap) >> 32)
+
+
+cdef uint32_t ct_ord_find(const ct_t* ct, uint32_t s) noexcept nogil:
+    cdef uint32_t pos
+    if ct.ord_cap == 0:
+        return EMPTY_SLOT
+    pos = _ord_home(s, ct.ord_cap)
+    while ct.ord[pos].slot1 != 0:
+        if ct.ord[pos].slot1 == s + 1:
+            return pos
+        pos = (pos + 1) & (ct.ord_cap - 1)
+    return EMPTY_SLOT
+
+
+cdef void _ord_place(ord_item_t* tab, uint32_t cap, uint32_t s, uint64_t key) noexcept nogil:
+    cdef uint32_t pos = _ord_home(s, cap)
+    while tab[pos].slot1 != 0:
+        pos = (pos + 1) & (cap - 1)
+    tab[pos].slot1 = s + 1
+    tab[pos].key = key
+
+
+cdef int ct_ord_put(ct_t* ct, uint32_t s, uint64_t key) noexcept nogil:
+    cdef uint32_t cap, i
+    cdef ord_item_t* t
+    if (<uint64_t>ct.ord_n + 1) * 2 > ct.ord_cap:
+        cap = 2 * ct.ord_cap if ct.ord_cap else 16
+        t = <ord_item_t*>calloc(cap, sizeof(ord_item_t))
+        if t == NULL:
+            return -1
+        for i in range(ct.ord_cap):
+            if ct.ord[i].slot1 != 0:
+                _ord_place(t, cap, ct.ord[i].slot1 - 1, ct.ord[i].key)
+        free(ct.ord)
+        ct.ord = t
+        ct.ord_cap = cap
+    _ord_place(ct.ord, ct.ord_cap, s, key)
+    ct.ord_n += 1
+    return 0
+
+
+cdef void ct_ord_del(ct_t* ct, uint32_t s) noexcept nogil:
+    cdef uint32_t mask = ct.ord_cap - 1
+    cdef uint32_t i = ct_ord_find(ct, s)
+    cdef uint32_t j, k
+    if i == EMPTY_SLOT:
+        return
+    j = i
+    while True:                     # backward-shift deletion
+        j = (j + 1) & mask
+        if ct.ord[j].slot1 == 0:
+            break
+        k = _ord_home(ct.ord[j].slot1 - 1, ct.ord_cap)
+        if (i <= j and i < k and k <= j) or (i > j and (i < k or k <= j)):
+            continue
+        ct.ord[i] = ct.ord[j]
+        i = j
+    ct.ord[i].slot1 = 0
+    ct.ord_n -= 1
+    if ct.ord_n == 0:               # back to nothing held
+        free(ct.ord)
+        ct.ord = NULL
+        ct.ord_cap = 0
+
+
+cdef inline uint64_t ct_order_key(const ct_t* ct, uint32_t s) noexcept nogil:
+    if ct.ents[s].flags & F_ORDER:
+        return ct.ord[ct_ord_find(ct, s)].key
+    return (<uint64_t>ct.ents[s].id) << 32
+
+
+cdef int ct_order_assign(ct_t* ct, uint32_t s) noexcept nogil:
+    """The key of an entry going into the table (above every key before)."""
+    cdef uint32_t id = ct.ents[s].id
+    if id > ct.ord_major:
+        ct.ord_major = id
+        return 0
+    ct.ord_minor += 1
+    if ct_ord_put(ct, s, (ct.ord_major << 32) | ct.ord_minor) < 0:
+        return -1
+    ct.ents[s].flags |= F_ORDER
+    return 0
 
 
 # --- opening and closing the storage ------------------------------------------
@@ -178,8 +416,8 @@ cdef int ct_store_keys(ct_t* ct) except -1:
 
 # Index load: at most IDX_LOAD_NUM / IDX_LOAD_DEN of the slots hold a ref.
 cdef enum:
-    IDX_LOAD_NUM = 2
-    IDX_LOAD_DEN = 3
+    IDX_LOAD_NUM = 3
+    IDX_LOAD_DEN = 4
     POOL_SPARE = 64         # pool slots past max_entries before doubling (pending entries)
     HEAP_SPARE = 1024       # heap items past max_entries before doubling (stale items)
 
@@ -199,18 +437,31 @@ cdef inline uint64_t ct_idx_limit(const ct_t* ct) noexcept nogil:
     return (2 * ct.max_entries * IDX_LOAD_DEN + IDX_LOAD_NUM - 1) // IDX_LOAD_NUM
 
 
+cdef inline uint32_t ct_ext_pages_for(const ct_t* ct, uint32_t cap) noexcept nogil:
+    return (cap + (1U << ct.ext_shift) - 1) >> ct.ext_shift
+
+
 cdef int ct_store_open(ct_t* ct, uint32_t cap) noexcept nogil:
     """Pool, index, by-source map and heap for cap entries; -1: no memory."""
     cdef uint32_t i
     cdef uint64_t lim = ct_idx_limit(ct)
     ct.ents = <ct_entry_t*>kdp_alloc(cap * sizeof(ct_entry_t), &ct.ents_reg)
+    ct.created = <double*>kdp_alloc(cap * sizeof(double), &ct.created_reg)
+    ct.ext_shift = 10
+    while ct.ext_shift < 17 and (<uint64_t>1 << (ct.ext_shift + 3)) < ct.max_entries:
+        ct.ext_shift += 1
+    ct.ext_npages = ct_ext_pages_for(ct, cap)
+    ct.ext = <ct_ext_t**>calloc(ct.ext_npages, sizeof(ct_ext_t*))
+    ct.ext_used = <uint32_t*>calloc(ct.ext_npages, sizeof(uint32_t))
+    ct.ext_reg = <kdp_region*>calloc(ct.ext_npages, sizeof(kdp_region))
     ct.heap_cap = 1024
     ct.heap = <heap_item_t*>malloc(ct.heap_cap * sizeof(heap_item_t))
-    if ct.ents == NULL or ct.heap == NULL:
+    if ct.ents == NULL or ct.created == NULL or ct.ext == NULL or ct.ext_used == NULL or ct.ext_reg == NULL \
+            or ct.heap == NULL:
         return -1
     ct.ent_cap = cap
     for i in range(cap):
-        ct.ents[i].seq = i + 1 if i + 1 < cap else EMPTY_SLOT
+        ct.ents[i].id = i + 1 if i + 1 < cap else EMPTY_SLOT
     ct.free_head = 0
     ct.idx_cap = 4 * cap
     if lim and ct.idx_cap > lim:
@@ -225,12 +476,23 @@ cdef int ct_store_open(ct_t* ct, uint32_t cap) noexcept nogil:
 
 
 cdef void ct_store_close(ct_t* ct) noexcept nogil:
+    cdef uint32_t p
     if ct.ents != NULL:
         kdp_free(ct.ents, &ct.ents_reg)
+    if ct.created != NULL:
+        kdp_free(ct.created, &ct.created_reg)
     if ct.idx != NULL:
         kdp_free(ct.idx, &ct.idx_reg)
     if ct.bys != NULL:
         kdp_free(ct.bys, &ct.bys_reg)
+    if ct.ext != NULL:
+        for p in range(ct.ext_npages):
+            if ct.ext[p] != NULL:
+                kdp_free(ct.ext[p], &ct.ext_reg[p])
+    free(ct.ext)
+    free(ct.ext_reg)
+    free(ct.ext_used)
+    free(ct.ord)
     free(ct.heap)
     free(ct.dup)
     free(ct.scratch)
@@ -241,21 +503,53 @@ cdef void ct_store_close(ct_t* ct) noexcept nogil:
 cdef int ct_pool_grow(ct_t* ct) noexcept nogil:
     cdef uint64_t want = ct_grown(ct.ent_cap, ct.ent_cap + 1,
                                   ct.max_entries + POOL_SPARE if ct.max_entries else 0)
-    cdef uint32_t cap, i
+    cdef uint32_t cap, i, np
     cdef ct_entry_t* p
+    cdef double* c
+    cdef ct_ext_t** xp
+    cdef uint32_t* xu
+    cdef kdp_region* xr
+    cdef kdp_region reg, creg
     if want > MAX_SLOTS:
         return -1
     cap = <uint32_t>want
-    cdef kdp_region reg
+    np = ct_ext_pages_for(ct, cap)
+    if np > ct.ext_npages:
+        xp = <ct_ext_t**>realloc(ct.ext, np * sizeof(ct_ext_t*))
+        if xp == NULL:
+            return -1
+        ct.ext = xp
+        xu = <uint32_t*>realloc(ct.ext_used, np * sizeof(uint32_t))
+        if xu == NULL:
+            return -1
+        ct.ext_used = xu
+        xr = <kdp_region*>realloc(ct.ext_reg, np * sizeof(kdp_region))
+        if xr == NULL:
+            return -1
+        ct.ext_reg = xr
+        for i in range(ct.ext_npages, np):
+            ct.ext[i] = NULL
+            ct.ext_used[i] = 0
+            ct.ext_reg[i].base = NULL
+            ct.ext_reg[i].len = 0
+        ct.ext_npages = np
     p = <ct_entry_t*>kdp_alloc(<size_t>cap * sizeof(ct_entry_t), &reg)
     if p == NULL:
         return -1
+    c = <double*>kdp_alloc(<size_t>cap * sizeof(double), &creg)
+    if c == NULL:
+        kdp_free(p, &reg)
+        return -1
     memcpy(p, ct.ents, <size_t>ct.ent_cap * sizeof(ct_entry_t))
+    memcpy(c, ct.created, <size_t>ct.ent_cap * sizeof(double))
     kdp_free(ct.ents, &ct.ents_reg)
+    kdp_free(ct.created, &ct.created_reg)
     ct.ents = p
     ct.ents_reg = reg
+    ct.created = c
+    ct.created_reg = creg
     for i in range(ct.ent_cap, cap):
-        p[i].seq = i + 1 if i + 1 < cap else ct.free_head
+        p[i].id = i + 1 if i + 1 < cap else ct.free_head
     ct.free_head = ct.ent_cap
     ct.ent_cap = cap
     return 0
@@ -267,37 +561,38 @@ cdef int64_t ct_slot_new(ct_t* ct) noexcept nogil:
         if ct_pool_grow(ct) < 0:
             return -1
     s = ct.free_head
-    ct.free_head = ct.ents[s].seq
+    ct.free_head = ct.ents[s].id
     memset(&ct.ents[s], 0, sizeof(ct_entry_t))
     ct.ents[s].flags = F_USED
+    ct.created[s] = 0.0
     ct.n_used += 1
     return s
 
 
-cdef int64_t ct_slot_take(ct_t* ct, uint32_t want) noexcept nogil:
-    """Allocate this free slot (unlink it from the free list)."""
-    cdef uint32_t prev = EMPTY_SLOT, cur = ct.free_head
-    while cur != EMPTY_SLOT and cur != want:
-        prev = cur
-        cur = ct.ents[cur].seq
-    if cur == EMPTY_SLOT:
-        return ct_slot_new(ct)
-    if prev == EMPTY_SLOT:
-        ct.free_head = ct.ents[cur].seq
-    else:
-        ct.ents[prev].seq = ct.ents[cur].seq
-    memset(&ct.ents[cur], 0, sizeof(ct_entry_t))
-    ct.ents[cur].flags = F_USED
-    ct.n_used += 1
-    return cur
-
-
-cdef inline void ct_slot_free(ct_t* ct, uint32_t s) noexcept nogil:
+cdef inline void _slot_to_free_list(ct_t* ct, uint32_t s) noexcept nogil:
     ct.ents[s].flags = 0
-    ct.ents[s].id = 0
-    ct.ents[s].seq = ct.free_head
+    ct.ents[s].id = ct.free_head
     ct.free_head = s
+
+
+cdef void ct_slot_free(ct_t* ct, uint32_t s) noexcept nogil:
+    """Give up a used slot (not in the table): its ext record goes; the slot is
+    free again, or, while its heap item is still in the heap, kept (F_HEAP
+    alone) until the item comes up."""
+    ct_ext_drop(ct, s, F_XREPLY | F_XMARK)
     ct.n_used -= 1
+    if ct.ents[s].flags & F_HEAP:
+        ct.ents[s].flags = F_HEAP
+        ct.ents[s].id = 0
+        ct.n_zombie += 1
+    else:
+        _slot_to_free_list(ct, s)
+
+
+cdef inline void ct_zombie_free(ct_t* ct, uint32_t s) noexcept nogil:
+    """A removed entry's slot whose heap item came up (or went in a rebuild)."""
+    ct.n_zombie -= 1
+    _slot_to_free_list(ct, s)
 
 
 # --- hashing ----------------------------------------------------------------------
@@ -309,11 +604,11 @@ cdef inline uint64_t ct_th(const ct_t* ct, const tup_t* t) noexcept nogil:
 cdef inline uint64_t ct_ref_hash(const ct_t* ct, uint32_t ref) noexcept nogil:
     cdef tup_t t
     ref &= REF_MASK
-    cdef const ct_entry_t* e = &ct.ents[(ref - 1) >> 1]
+    cdef uint32_t s = (ref - 1) >> 1
     if (ref - 1) & 1:
-        _reply_of(e, &t)
+        _reply_of(ct, s, &t)
     else:
-        _orig_of(e, &t)
+        _orig_of(&ct.ents[s], &t)
     return ct_th(ct, &t)
 
 
@@ -345,7 +640,7 @@ cdef uint32_t ct_idx_find(const ct_t* ct, const tup_t* t, uint64_t h) noexcept n
             return 0
         if (v >> REF_BITS) == tag:
             r = v & REF_MASK
-            if _dir_eq(&ct.ents[(r - 1) >> 1], (r - 1) & 1, t):
+            if _dir_eq(ct, (r - 1) >> 1, (r - 1) & 1, t):
                 return r
         pos += 1
         if pos == cap:
@@ -496,74 +791,37 @@ cdef int ct_bys_rehash(ct_t* ct) noexcept nogil:
 # The reference heap holds (timeout, id) items: one per table entry, pushed at
 # insert and again when a sweep finds the entry's timeout moved on, plus stale
 # items of removed entries (skipped when they come up; counted by the rebuild
-# rule). Here an item is (timeout, slot), 12 bytes; the entry keeps the index of
-# its own item (ct_hpos, in its pad bytes), so an item is live iff its slot's
-# entry is in the table and points back at it — an item left by a removed entry
-# is stale even when its slot is reused. The one case of two live items for one
-# entry (import_ replacing an entry by the same id: the old item then belongs to
-# the new entry, as the reference's items name ids) keeps the old item in the
-# side heap `dup` of (timeout, slot, id) items, live while slot and id match.
+# rule). Here an item is (timeout, slot), 12 bytes, and a slot holds at most one
+# item of the main heap (F_HEAP): a removed entry whose item is still in the
+# heap keeps its slot (flags F_HEAP alone) until the item comes up, so an item
+# is live iff its slot's entry is in the table — no pointer from the entry to
+# its item is needed. The one case of two live items for one entry (import_
+# replacing an entry by the same id: the old item then belongs to the new
+# entry, as the reference's items name ids) puts the new entry's own item in
+# the side heap `dup` of (timeout, slot, id) items, live while slot and id match.
 
-cdef inline uint32_t ct_hpos(const ct_entry_t* e) noexcept nogil:
-    return (<const uint32_t*>&e.pad[1])[0]
-
-
-cdef inline void ct_set_hpos(ct_entry_t* e, uint32_t i) noexcept nogil:
-    (<uint32_t*>&e.pad[1])[0] = i
-
-
-cdef inline bint ct_item_live(const ct_t* ct, size_t i) noexcept nogil:
-    """Item i of the heap is its entry's own (else: stale)."""
-    cdef uint32_t s = ct.heap[i].slot
-    return ((ct.ents[s].flags & F_INTABLE) != 0 and ct_hpos(&ct.ents[s]) == i)
-
-
-cdef inline void ct_item_move(ct_t* ct, size_t src, size_t dst) noexcept nogil:
-    """heap[dst] = heap[src], the live item's entry following it."""
-    if ct_item_live(ct, src):
-        ct_set_hpos(&ct.ents[ct.heap[src].slot], <uint32_t>dst)
-    ct.heap[dst] = ct.heap[src]
-
-
-cdef inline void ct_item_place(ct_t* ct, size_t i, heap_item_t it, bint live) noexcept nogil:
-    ct.heap[i] = it
-    if live:
-        ct_set_hpos(&ct.ents[it.slot], <uint32_t>i)
-
-
-cdef void ct_heap_sift_up(ct_t* ct, size_t i, heap_item_t it, bint live) noexcept nogil:
-    """Place item `it` (live: its entry's own) at the hole i, moving it up."""
-    cdef size_t p
-    while i > 0:
-        p = (i - 1) >> 1
-        if not (it.t < ct.heap[p].t):
-            break
-        ct_item_move(ct, p, i)
-        i = p
-    ct_item_place(ct, i, it, live)
-
-
-cdef void ct_heap_sift_down(ct_t* ct, size_t i, heap_item_t it, bint live) noexcept nogil:
+cdef void ct_heap_sift_down(ct_t* ct, size_t i, heap_item_t it) noexcept nogil:
     """Place item `it` at the hole i, moving it down."""
     cdef size_t n = ct.heap_len, l, r, m
+    cdef heap_item_t* h = ct.heap
     while True:
         l = 2 * i + 1
         if l >= n:
             break
         r = l + 1
-        m = r if (r < n and ct.heap[r].t < ct.heap[l].t) else l
-        if not (ct.heap[m].t < it.t):
+        m = r if (r < n and h[r].t < h[l].t) else l
+        if not (h[m].t < it.t):
             break
-        ct_item_move(ct, m, i)
+        h[i] = h[m]
         i = m
-    ct_item_place(ct, i, it, live)
+    h[i] = it
 
 
 cdef int ct_heap_push(ct_t* ct, double t, uint32_t slot) noexcept nogil:
-    """The entry in `slot` gets a new own item (timeout t)."""
+    """The entry in `slot` gets its item in the main heap (timeout t)."""
     cdef heap_item_t* nh
-    cdef heap_item_t it
-    cdef size_t ncap
+    cdef heap_item_t* h
+    cdef size_t ncap, i, p
     if ct.heap_len == ct.heap_cap:
         ncap = <size_t>ct_grown(ct.heap_cap, ct.heap_cap + 1,
                                 ct.max_entries + HEAP_SPARE if ct.max_entries else 0)
@@ -572,44 +830,34 @@ cdef int ct_heap_push(ct_t* ct, double t, uint32_t slot) noexcept nogil:
             return -1
         ct.heap = nh
         ct.heap_cap = ncap
-    it.t = t
-    it.slot = slot
+    h = ct.heap
+    i = ct.heap_len
     ct.heap_len += 1
-    ct_heap_sift_up(ct, ct.heap_len - 1, it, True)
+    while i > 0:
+        p = (i - 1) >> 1
+        if not (t < h[p].t):
+            break
+        h[i] = h[p]
+        i = p
+    h[i].t = t
+    h[i].slot = slot
+    ct.ents[slot].flags |= F_HEAP
     return 0
 
 
-cdef heap_item_t ct_heap_pop(ct_t* ct, bint* live) noexcept nogil:
-    """The first item, and whether it was live (its entry now has no own item)."""
+cdef heap_item_t ct_heap_pop(ct_t* ct) noexcept nogil:
+    """The first item; its slot holds no item any more."""
     cdef heap_item_t top = ct.heap[0]
-    live[0] = ct_item_live(ct, 0)
-    if live[0]:
-        ct_set_hpos(&ct.ents[top.slot], 0xFFFFFFFFU)
+    ct.ents[top.slot].flags &= ~F_HEAP
     ct.heap_len -= 1
     if ct.heap_len:
-        ct_heap_sift_down(ct, 0, ct.heap[ct.heap_len], ct_item_live(ct, ct.heap_len))
+        ct_heap_sift_down(ct, 0, ct.heap[ct.heap_len])
     return top
 
 
-cdef void ct_heap_take(ct_t* ct, size_t i) noexcept nogil:
-    """Remove item i (any place) from the heap."""
-    cdef heap_item_t last
-    cdef bint live
-    if ct_item_live(ct, i):
-        ct_set_hpos(&ct.ents[ct.heap[i].slot], 0xFFFFFFFFU)
-    ct.heap_len -= 1
-    if i == ct.heap_len:
-        return
-    live = ct_item_live(ct, ct.heap_len)
-    last = ct.heap[ct.heap_len]
-    if i > 0 and last.t < ct.heap[(i - 1) >> 1].t:
-        ct_heap_sift_up(ct, i, last, live)
-    else:
-        ct_heap_sift_down(ct, i, last, live)
-
-
 cdef void ct_heap_rebuild(ct_t* ct) noexcept nogil:
-    """One own item per table entry (timeout_at), stale and duplicate items gone."""
+    """One item per table entry (timeout_at); stale and duplicate items gone
+    (and with them the slots of removed entries that waited for theirs)."""
     cdef uint32_t s
     cdef size_t i
     ct.heap_len = 0
@@ -618,13 +866,15 @@ cdef void ct_heap_rebuild(ct_t* ct) noexcept nogil:
         if ct.ents[s].flags & F_INTABLE:
             ct.heap[ct.heap_len].t = ct.ents[s].timeout_at
             ct.heap[ct.heap_len].slot = s
-            ct_set_hpos(&ct.ents[s], <uint32_t>ct.heap_len)
+            ct.ents[s].flags |= F_HEAP
             ct.heap_len += 1
+        elif ct.ents[s].flags == F_HEAP:
+            ct_zombie_free(ct, s)
     if ct.heap_len > 1:
         i = (ct.heap_len - 2) // 2 + 1
         while i > 0:
             i -= 1
-            ct_heap_sift_down(ct, i, ct.heap[i], True)
+            ct_heap_sift_down(ct, i, ct.heap[i])
 
 
 # the duplicate items (a plain binary heap of (timeout, slot, id))
@@ -679,19 +929,6 @@ cdef dup_item_t ct_dup_pop(ct_t* ct) noexcept nogil:
     return top
 
 
-cdef int ct_heap_keep_for_id(ct_t* ct, uint32_t s) noexcept nogil:
-    """Before the table entry in slot s is replaced by one of the same id in the
-    same slot (import_): its own item becomes a duplicate item of that id."""
-    cdef size_t i = ct_hpos(&ct.ents[s])
-    cdef double t
-    if not (ct.ents[s].flags & F_INTABLE) or i >= ct.heap_len or ct.heap[i].slot != s:
-        return 0
-    t = ct.heap[i].t
-    ct_heap_take(ct, i)
-    ct_set_hpos(&ct.ents[s], 0xFFFFFFFFU)
-    return ct_dup_push(ct, t, s, ct.ents[s].id)
-
-
 cdef inline bint ct_live(const ct_t* ct, uint32_t slot, uint32_t id) noexcept nogil:
     return (slot < ct.ent_cap and (ct.ents[slot].flags & F_INTABLE) != 0
             and ct.ents[slot].id == id)
@@ -704,12 +941,13 @@ cdef int64_t ct_sweep(ct_t* ct, double now) noexcept nogil:
     cdef heap_item_t it
     cdef dup_item_t di
     cdef ct_entry_t* e
-    cdef bint live
     while ct.heap_len and ct.heap[0].t <= now:
-        it = ct_heap_pop(ct, &live)
-        if not live:
-            continue
+        it = ct_heap_pop(ct)
         e = &ct.ents[it.slot]
+        if not (e.flags & F_INTABLE):          # stale: its entry was removed
+            if e.flags == 0:                    # (the slot waited for this item)
+                ct_zombie_free(ct, it.slot)
+            continue
         if e.timeout_at <= now:
             ct_remove(ct, it.slot)
             ct.st_expired += 1
@@ -734,16 +972,13 @@ cdef int64_t ct_sweep(ct_t* ct, double now) noexcept nogil:
 
 # --- the table: insert, remove, lookup -----------------------------------------------
 
-cdef void ct_remove(ct_t* ct, uint32_t s) noexcept nogil:
-    """ConntrackTable.remove(): unindex a table entry and free its slot; an
-    entry not in the table only becomes DYING."""
+cdef void ct_unlink(ct_t* ct, uint32_t s) noexcept nogil:
+    """Take a table entry out of the index, the by-source map and table order
+    (its slot stays used)."""
     cdef ct_entry_t* e = &ct.ents[s]
     cdef tup_t o, r
-    e.status |= S_DYING
-    if not (e.flags & F_INTABLE):
-        return
     _orig_of(e, &o)
-    _reply_of(e, &r)
+    _reply_of(ct, s, &r)
     if _tup_eq(&o, &r):                 # one index entry (the reply mapping)
         ct_idx_del(ct, (s << 1) + 2, ct_th(ct, &o))
     else:
@@ -751,17 +986,28 @@ cdef void ct_remove(ct_t* ct, uint32_t s) noexcept nogil:
         ct_idx_del(ct, (s << 1) + 2, ct_th(ct, &r))
     if e.flags & F_BYSRC:
         ct_bys_del(ct, s)
-    e.flags &= ~(F_INTABLE | F_BYSRC)
+    if e.flags & F_ORDER:
+        ct_ord_del(ct, s)
+    e.flags &= ~(F_INTABLE | F_BYSRC | F_ORDER)
     ct.n_table -= 1
+
+
+cdef void ct_remove(ct_t* ct, uint32_t s) noexcept nogil:
+    """ConntrackTable.remove(): unindex a table entry and free its slot; an
+    entry not in the table only becomes DYING."""
+    cdef ct_entry_t* e = &ct.ents[s]
+    e.status |= S_DYING
+    if not (e.flags & F_INTABLE):
+        return
+    ct_unlink(ct, s)
     ct_slot_free(ct, s)
 
 
 cdef int ct_insert(ct_t* ct, uint32_t s) noexcept nogil:
     """ConntrackTable._insert()."""
-    cdef ct_entry_t* e = &ct.ents[s]
+    cdef ct_entry_t* e
     cdef tup_t o, r
     cdef uint64_t ho
-    cdef uint32_t pos, mask
     cdef uint64_t need = ((<uint64_t>ct.n_table + 1) * 2 * IDX_LOAD_DEN + IDX_LOAD_NUM - 1) \
         // IDX_LOAD_NUM
     if need > ct.idx_cap:
@@ -770,13 +1016,13 @@ cdef int ct_insert(ct_t* ct, uint32_t s) noexcept nogil:
     if (<uint64_t>ct.n_bys + 1) * 2 > ct.bys_cap:
         if ct_bys_rehash(ct) < 0:
             return -1
+    if ct_order_assign(ct, s) < 0:
+        return -1
     e = &ct.ents[s]
     e.flags |= F_INTABLE
-    e.seq = ct.next_seq
-    ct.next_seq += 1
     ct.n_table += 1
     _orig_of(e, &o)
-    _reply_of(e, &r)
+    _reply_of(ct, s, &r)
     ho = ct_th(ct, &o)
     if _tup_eq(&o, &r):
         ct_idx_put(ct, (s << 1) + 2, ho)      # the later (reply) mapping wins
@@ -786,6 +1032,8 @@ cdef int ct_insert(ct_t* ct, uint32_t s) noexcept nogil:
     if e.status & S_SRC_NAT_DONE:
         ct_bys_put(ct, s)
         e.flags |= F_BYSRC
+    if e.flags & F_HEAP:                # the slot's item is the replaced entry's (import_)
+        return ct_dup_push(ct, e.timeout_at, s, e.id)
     return ct_heap_push(ct, e.timeout_at, s)
 
 

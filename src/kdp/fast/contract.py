@@ -156,29 +156,50 @@ CT_RESULT_DTYPE = np.dtype(
     align=True,
 )
 
-# One compiled conntrack entry (struct ct_entry_t in the .pyx): 64 bytes.
-# Tuples as integers; udp_stream_at is not stored (it is created + 2 s for UDP,
-# 0 otherwise); `tcp` packs state (4 bits), last index (3), last direction (1)
-# and the two close_init flags; masq_dev indexes the table's device names.
+# One compiled conntrack entry as the table stores it (struct ct_entry_t in
+# fast/conntrack_store.pxi): 32 bytes, all a lookup reads. What is not here is
+# kept beside it: the creation time (an array of doubles by slot), the reply
+# tuple when NAT made it differ from the original's inverse and a non-zero
+# mark (ext records, by slot), table order (the id, or a side map). `tcp`
+# packs state (4 bits), last index (3), last direction (1) and the two
+# close_init flags; masq_dev indexes the table's device names; `flags` are the
+# table's own bits (in use, TCP, in the table, ...).
 CT_ENTRY_DTYPE = np.dtype(
+    [
+        ("timeout_at", np.float64),
+        ("osrc", np.uint32), ("odst", np.uint32), ("osport", np.uint16), ("odport", np.uint16),
+        ("id", np.uint32),
+        ("status", np.uint16),
+        ("tcp", np.uint16),
+        ("proto", np.uint8),
+        ("flags", np.uint8),
+        ("masq_dev", np.uint8),
+        ("pad", np.uint8),
+    ],
+    align=True,
+)
+assert CT_ENTRY_DTYPE.itemsize == 32
+
+# One confirmed entry with every field (CtTable.export_array(), struct
+# ct_export_t): both tuples as integers, times, id, mark, status, TCP bits,
+# proto, masq_dev; flags holds only the TCP bit (2). udp_stream_at is not a
+# field (it is created + 2 s for UDP, 0 otherwise).
+CT_EXPORT_DTYPE = np.dtype(
     [
         ("timeout_at", np.float64),
         ("created", np.float64),
         ("osrc", np.uint32), ("odst", np.uint32), ("osport", np.uint16), ("odport", np.uint16),
         ("rsrc", np.uint32), ("rdst", np.uint32), ("rsport", np.uint16), ("rdport", np.uint16),
         ("id", np.uint32),
-        ("seq", np.uint32),
         ("mark", np.uint32),
         ("status", np.uint16),
         ("tcp", np.uint16),
         ("proto", np.uint8),
         ("masq_dev", np.uint8),
         ("flags", np.uint8),
-        ("pad", np.uint8, (5,)),
     ],
     align=True,
 )
-assert CT_ENTRY_DTYPE.itemsize == 64
 
 TCP_INDEXES: tuple[str, ...] = ("SYN", "SYNACK", "FIN", "ACK", "RST", "NONE")
 
@@ -387,6 +408,7 @@ def check_compiled(mod) -> None:
                                ("m_cidr_t", MATCH_CIDR_DTYPE, mod.MATCH_CIDR_STRUCT),
                                ("decision_t", DECISION_DTYPE, mod.DECISION_STRUCT),
                                ("ct_entry_t", CT_ENTRY_DTYPE, mod.CT_ENTRY_STRUCT),
+                               ("ct_export_t", CT_EXPORT_DTYPE, mod.CT_EXPORT_STRUCT),
                                ("flow_t", FLOW_DTYPE, mod.FLOW_STRUCT),
                                ("ct_result_t", CT_RESULT_DTYPE, mod.CT_RESULT_STRUCT)):
         check_layout(f"_fastpath.{name}", dtype, *probe)

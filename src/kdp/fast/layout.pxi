@@ -29,6 +29,7 @@ HEADER_STRUCT_SIZES = {
 
 
 cdef ct_entry_t _p_ent
+cdef ct_export_t _p_exp
 cdef flow_t _p_flow
 cdef ct_result_t _p_res
 
@@ -38,22 +39,34 @@ cdef Py_ssize_t _off(void* base, void* field) noexcept:
 
 
 CT_ENTRY_STRUCT = (sizeof(ct_entry_t), {
-    "timeout_at": _off(&_p_ent, &_p_ent.timeout_at), "created": _off(&_p_ent, &_p_ent.created),
+    "timeout_at": _off(&_p_ent, &_p_ent.timeout_at),
     "osrc": _off(&_p_ent, &_p_ent.osrc), "odst": _off(&_p_ent, &_p_ent.odst),
     "osport": _off(&_p_ent, &_p_ent.osport), "odport": _off(&_p_ent, &_p_ent.odport),
-    "rsrc": _off(&_p_ent, &_p_ent.rsrc), "rdst": _off(&_p_ent, &_p_ent.rdst),
-    "rsport": _off(&_p_ent, &_p_ent.rsport), "rdport": _off(&_p_ent, &_p_ent.rdport),
-    "id": _off(&_p_ent, &_p_ent.id), "seq": _off(&_p_ent, &_p_ent.seq),
-    "mark": _off(&_p_ent, &_p_ent.mark), "status": _off(&_p_ent, &_p_ent.status),
+    "id": _off(&_p_ent, &_p_ent.id), "status": _off(&_p_ent, &_p_ent.status),
     "tcp": _off(&_p_ent, &_p_ent.tcp), "proto": _off(&_p_ent, &_p_ent.proto),
-    "masq_dev": _off(&_p_ent, &_p_ent.masq_dev), "flags": _off(&_p_ent, &_p_ent.flags),
-    "pad": _off(&_p_ent, &_p_ent.pad[0]),
+    "flags": _off(&_p_ent, &_p_ent.flags), "masq_dev": _off(&_p_ent, &_p_ent.masq_dev),
+    "pad": _off(&_p_ent, &_p_ent.pad),
 }, {
-    "timeout_at": sizeof(_p_ent.timeout_at), "created": sizeof(_p_ent.created),
-    "osrc": sizeof(_p_ent.osrc), "osport": sizeof(_p_ent.osport), "id": sizeof(_p_ent.id),
-    "seq": sizeof(_p_ent.seq), "mark": sizeof(_p_ent.mark), "status": sizeof(_p_ent.status),
+    "timeout_at": sizeof(_p_ent.timeout_at), "osrc": sizeof(_p_ent.osrc),
+    "osport": sizeof(_p_ent.osport), "id": sizeof(_p_ent.id), "status": sizeof(_p_ent.status),
     "tcp": sizeof(_p_ent.tcp), "proto": sizeof(_p_ent.proto), "flags": sizeof(_p_ent.flags),
-    "pad": sizeof(_p_ent.pad),
+    "masq_dev": sizeof(_p_ent.masq_dev), "pad": sizeof(_p_ent.pad),
+})
+CT_EXPORT_STRUCT = (sizeof(ct_export_t), {
+    "timeout_at": _off(&_p_exp, &_p_exp.timeout_at), "created": _off(&_p_exp, &_p_exp.created),
+    "osrc": _off(&_p_exp, &_p_exp.osrc), "odst": _off(&_p_exp, &_p_exp.odst),
+    "osport": _off(&_p_exp, &_p_exp.osport), "odport": _off(&_p_exp, &_p_exp.odport),
+    "rsrc": _off(&_p_exp, &_p_exp.rsrc), "rdst": _off(&_p_exp, &_p_exp.rdst),
+    "rsport": _off(&_p_exp, &_p_exp.rsport), "rdport": _off(&_p_exp, &_p_exp.rdport),
+    "id": _off(&_p_exp, &_p_exp.id), "mark": _off(&_p_exp, &_p_exp.mark),
+    "status": _off(&_p_exp, &_p_exp.status), "tcp": _off(&_p_exp, &_p_exp.tcp),
+    "proto": _off(&_p_exp, &_p_exp.proto), "masq_dev": _off(&_p_exp, &_p_exp.masq_dev),
+    "flags": _off(&_p_exp, &_p_exp.flags),
+}, {
+    "timeout_at": sizeof(_p_exp.timeout_at), "created": sizeof(_p_exp.created),
+    "osrc": sizeof(_p_exp.osrc), "osport": sizeof(_p_exp.osport), "id": sizeof(_p_exp.id),
+    "mark": sizeof(_p_exp.mark), "status": sizeof(_p_exp.status), "tcp": sizeof(_p_exp.tcp),
+    "proto": sizeof(_p_exp.proto), "flags": sizeof(_p_exp.flags),
 })
 FLOW_STRUCT = (sizeof(flow_t), {
     "src": _off(&_p_flow, &_p_flow.src), "dst": _off(&_p_flow, &_p_flow.dst),

@@ -379,10 +379,11 @@ def contract_state(code):
 @needs_fastpath
 def test_compiled_structs_follow_the_contract():
     for dtype, (size, offsets, sizes) in ((contract.CT_ENTRY_DTYPE, _fastpath.CT_ENTRY_STRUCT),
+                                          (contract.CT_EXPORT_DTYPE, _fastpath.CT_EXPORT_STRUCT),
                                           (contract.FLOW_DTYPE, _fastpath.FLOW_STRUCT),
                                           (contract.CT_RESULT_DTYPE, _fastpath.CT_RESULT_STRUCT)):
         contract.check_layout("probe", dtype, size, offsets, sizes)
-    assert _fastpath.CtTable(8).memory()["entry_size"] == 64
+    assert _fastpath.CtTable(8).memory()["entry_size"] == 32
 
 
 @needs_fastpath
@@ -390,10 +391,17 @@ def test_export_array_is_the_entry_records():
     t = _fastpath.CtTable(64)
     v = t.process(17, IPS[0], IPS[1], 5, 53, 0, 1.5)
     t.confirm(v.handle, 1.5)
+    assert t.nat(t.process(17, IPS[0], IPS[1], 6, 53, 0, 1.5).handle, "DST", 1.5, IPS[2], IPS[2])
+    t.set_mark(2, 0)                            # (a dead handle: nothing)
+    for h in (v.handle, (v.handle & ~0xFFFFFFFF) | 7):
+        t.set_mark(h, 0x4000)
     arr = t.export_array()
-    assert arr.dtype == contract.CT_ENTRY_DTYPE and len(arr) == 1
+    assert arr.dtype == contract.CT_EXPORT_DTYPE and len(arr) == 1
     r = arr[0]
     assert (int(r["osrc"]), int(r["odport"]), int(r["id"]), float(r["created"])) == (IPS[0], 53, 1, 1.5)
+    assert (int(r["rsrc"]), int(r["rdst"]), int(r["rsport"]), int(r["mark"])) == (IPS[1], IPS[0], 53,
+                                                                                  0x4000)
+    assert [(e["id"], e["mark"]) for e in t.export()] == [(1, 0x4000)]
 
 
 # --- rare paths, both twins side by side -------------------------------------------

@@ -35,19 +35,24 @@ def _fill(n, max_entries):
 @pytest.mark.parametrize("n", [1000, 5000, 20000])
 def test_a_full_table_holds_no_power_of_two_slack(n):
     m = _fill(n, n).memory()
-    assert m["entries"] <= (n + 64) * m["entry_size"]          # pool: max_entries + 64
-    assert m["index"] <= 4 * (3 * n + 1)                         # 2 tuples at <= 2/3 load
-    assert m["index"] >= 4 * 3 * n                               # ... and never fuller
-    assert m["heap"] <= 12 * (n + 1024)                          # 12-byte items, no side heap
-    assert m["bysource"] <= 4 * 16 and m["scratch"] == 0         # no NAT, no early drop
+    slot = m["entry_size"] + 8                                  # hot entry + creation time
+    assert m["entry_size"] == 32
+    assert m["entries"] <= (n + 64) * slot                      # pool: max_entries + 64
+    assert m["index"] <= 4 * (8 * n // 3 + 1)                   # 2 tuples at <= 3/4 load
+    assert m["index"] >= 4 * 8 * n // 3                         # ... and never fuller
+    assert m["heap"] <= 12 * (n + 1024)                         # 12-byte items, no side heap
+    assert m["bysource"] <= 4 * 16 and m["scratch"] == 0        # no NAT, no early drop
+    assert m["order"] == 0 and m["ext"] <= 12 * ((n + 64) // 1024 + 1)   # no pages: no NAT
     per_entry = sum(v for k, v in m.items() if k != "entry_size") / n
-    assert per_entry <= 64 * (1 + 64 / n) + 12 * (1 + 1 / n) + 12 * (1 + 1024 / n) + 64 / n
+    assert per_entry <= slot * (1 + 64 / n) + 32 / 3 + 12 * (1 + 1024 / n) + 80 / n
+    if n >= 20000:
+        assert per_entry <= 64
 
 
 def test_an_unbounded_table_keeps_growing_and_finds_everything():
     t = _fill(3000, 0)
     m = t.memory()
-    assert m["index"] >= 4 * 3 * 3000 and m["entries"] >= 3000 * m["entry_size"]
+    assert m["index"] >= 4 * 8 * 3000 // 3 and m["entries"] >= 3000 * (m["entry_size"] + 8)
     f = bench.conntrack_flows(3000 + 60)[:3000]
     f["now"] = 1.0
     assert (t.lookup_batch(f)["code"] == 0).all()
@@ -176,3 +181,93 @@ def test_twins_agree_on_stale_duplicate_and_shrunk_heap_items():
         assert fast.export() == ref.export(), step
         assert fast.stats == ref.stats, step
     assert ref.stats["expired"] > 100 and ref.stats["insert"] > 1000
+
+
+def test_table_order_follows_confirms_not_ids():
+    """Entries confirmed out of id order, and imports of old and new ids: export
+    order (the reference's insertion order) and the by-source reuse (the oldest
+    binding in table order) agree with the reference twin."""
+    out = []
+    for t in (pure_ct.CtTable(0), _fastpath.CtTable(0)):
+        hs = [t.process(17, IPS[0], IPS[1], 2000 + i, 53, 0, 1.0).handle for i in range(6)]
+        for i in (3, 1, 5, 0):                      # ids 4, 2, 6, 1 in this order
+            assert t.nat(hs[i], "SRC", 1.0, IPS[3], IPS[3], 7000 + i, 7000 + i)
+            assert t.confirm(hs[i], 1.0)
+        t.import_([dict(t.export()[1], id=50), dict(t.export()[0], id=30)])   # ids up, down
+        t.confirm(hs[2], 1.0)
+        v = t.process(17, IPS[0], IPS[2], 2001, 53, 0, 1.0)     # same source as id 2 and 50
+        t.nat(v.handle, "SRC", 1.0, IPS[3], IPS[3], 7000, 7010)
+        t.confirm(v.handle, 1.0)
+        out.append((t.export(), t.entry(v.handle)))
+    assert out[0] == out[1]
+    assert [e["id"] for e in out[1][0]] == [6, 1, 50, 30, 3, 51]
+    got = []
+    for t in (pure_ct.CtTable(0), _fastpath.CtTable(0)):     # one source, three bindings
+        dsts = (IPS[1], IPS[2], IPS[1] + 7)
+        hs = [t.process(17, IPS[0], d, 2000, 53, 0, 1.0).handle for d in dsts]
+        for i in (2, 0, 1):
+            assert t.nat(hs[i], "SRC", 1.0, IPS[3], IPS[3], 7000 + i, 7000 + i)
+            assert t.confirm(hs[i], 1.0)
+        v = t.process(17, IPS[0], IPS[1] + 9, 2000, 53, 0, 1.0)
+        t.nat(v.handle, "SRC", 1.0, IPS[3], IPS[3], 7000, 7010)
+        got.append(t.entry(v.handle)["reply"]["dport"])
+    assert got == [7002, 7002]                  # the oldest in table order (id 3), not id 1
+
+
+def _churn_round(t, r, now):
+    """~1,000 flows at `now`: 600 TCP connections made assured, 500 of them
+    removed at once (their expiry items still ~a day ahead), 400 UDP flows to a
+    DNAT'ed service, half of them marked; everything is gone by now + 100,000."""
+    for i in range(600):
+        sp = 1024 + (r * 600 + i) % 60000
+        v = t.process(6, IPS[0], IPS[1], sp, 80, 0x02, now)
+        if v.new and t.confirm(v.handle, now):
+            t.process(6, IPS[1], IPS[0], 80, sp, 0x12, now)
+            t.process(6, IPS[0], IPS[1], sp, 80, 0x10, now)
+            if i < 500:
+                t.remove(v.handle)
+    for i in range(400):
+        v = t.process(17, IPS[0], IPS[2], 1024 + (r * 400 + i) % 60000, 53, 0, now)
+        if v.new:
+            t.nat(v.handle, "DST", now, IPS[3], IPS[3], 5353, 5353)
+            if i % 2:
+                t.set_mark(v.handle, 0x4000)
+            t.confirm(v.handle, now)
+    t.sweep(now + 100_000)
+
+
+def test_memory_stays_flat_while_flows_come_and_go():
+    """Constant churn (new flows, early removals, NAT bindings, marks, expiry):
+    after a few rounds memory() no longer grows, the ext pages of NAT'ed
+    entries and the slots of removed entries are given back, and the twins
+    agree all along."""
+    ref, fast = pure_ct.CtTable(4000, Timeouts.kube_proxy()), \
+        _fastpath.CtTable(4000, Timeouts.kube_proxy())
+    for r in range(3):
+        for t in (ref, fast):
+            _churn_round(t, r, r * 200_000.0)
+        assert fast.export() == ref.export() and fast.stats == ref.stats, r
+    seen = []
+    for r in range(3, 40):
+        _churn_round(fast, r, r * 200_000.0)
+        seen.append(sum(v for k, v in fast.memory().items() if k != "entry_size"))
+    assert max(seen[5:]) <= seen[4]
+    assert len(fast) == 0 and fast.slots["table"] == 0 and fast.slots["pending"] == 0
+    fast.sweep(1e9)
+    m = fast.memory()
+    assert m["ext"] < 4096 and m["order"] == 0           # no ext page held, no side keys
+    assert fast.slots["removed"] == 0 and fast.slots["heap_items"] == 0
+
+
+def test_a_removed_entry_keeps_its_slot_until_its_heap_item_comes_up():
+    t = _fastpath.CtTable(100, Timeouts.kube_proxy())
+    v = t.process(17, IPS[0], IPS[1], 1000, 53, 0, 1.0)
+    assert t.confirm(v.handle, 1.0)
+    t.remove(v.handle)
+    assert t.slots["removed"] == 1 and t.slots["heap_items"] == 1 and t.entry(v.handle) is None
+    w = t.process(17, IPS[0], IPS[1], 1001, 53, 0, 1.0)     # another slot
+    assert w.handle >> 32 != v.handle >> 32
+    t.sweep(1.0 + 29.0)
+    assert t.slots["removed"] == 1                          # its item (31.0) not due yet
+    t.sweep(31.0)
+    assert t.slots["removed"] == 0 and t.slots["heap_items"] == 0
