@@ -279,10 +279,14 @@ class Generator:
                 seg("FA", c0 + 1 + len(get), s0 + 1 + ok), seg("A", c0 + 2 + len(get), s0 + 2 + ok)]
 
     def frame(self, cls: str) -> bytes:
+        """The next frame of class cls (the mix: of a class drawn by MIX_WEIGHTS)."""
+        if cls == "mix":
+            cls = self.rng.choices(list(MIX_WEIGHTS), weights=list(MIX_WEIGHTS.values()))[0]
+        return self._frame(cls)
+
+    def _frame(self, cls: str) -> bytes:
         Ether, IP, TCP, UDP, ICMP, DNS, DNSQR = self.L
         r = self.rng
-        if cls == "mix":
-            cls = r.choices(list(MIX_WEIGHTS), weights=list(MIX_WEIGHTS.values()))[0]
         if cls == "syn-clusterip":
             self.next_port = 20000 + (self.next_port - 19999) % 40000
             dst = r.choice(self.tcp_services) if self.tcp_services else NGINX_SVC[0]
