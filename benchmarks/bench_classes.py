@@ -142,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", metavar="FILE.svg", help="draw frames/s per class (matplotlib)")
     p.add_argument("--replot", nargs="+", metavar="RESULTS.json",
                    help="draw --plot from saved reports (one panel each) and exit")
+    p.add_argument("--table", metavar="RESULTS.json", help="print a saved report as a Markdown table and exit")
     a = p.parse_args(argv)
+    if a.table:
+        with open(a.table) as fh:
+            print(table(json.load(fh)))
+        return 0
     if a.replot:
         if not a.plot:
             p.error("--replot needs --plot FILE.svg")
@@ -207,6 +212,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def table(doc: dict) -> str:
+    """The report as a Markdown table: medians, ratios, cache hits, flows."""
+    def n(v):
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.0f}"
+
+    def r(v):
+        return "—" if v is None else (f"{v:.3f}" if v < 0.1 else f"{v:.2f}")
+    out = ["| class | fast path | `--no-fastpath` | fast / ref | cache hits | kernel, iptables | kernel, "
+           "nftables | fast / kernel (iptables, nftables) | flows opened / completed / reset |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for cls, row in doc["classes"].items():
+        k, fk = row.get("kernel", {}), row.get("fast_over_kernel", {})
+        f = row.get("flows") or {}
+        out.append(f"| {cls} | {n(row['fast_median'])} | {n(row['reference_median'])} | {row['ratio']:.2f}x | "
+                   f"{n(row['fastpath_hits'])} | {n(k.get('iptables', {}).get('median'))} | "
+                   f"{n(k.get('nftables', {}).get('median'))} | {r(fk.get('iptables'))}, {r(fk.get('nftables'))} | "
+                   f"{f.get('opened', '—')} / {f.get('completed', '—')} / {f.get('reset', '—')} |")
+    return "\n".join(out)
+
+
 def plot(docs: list[dict], path: str) -> None:
     """frames/s per class, one panel per report: fast path, reference and the
     kernel in each proxy mode measured, on a log scale."""
@@ -222,7 +247,8 @@ def plot(docs: list[dict], path: str) -> None:
                              gridspec_kw={"width_ratios": widths})
     series = [("fast path", lambda r: r["fast_median"], "#1f77b4"),
               ("--no-fastpath", lambda r: r["reference_median"], "#ff7f0e"),
-              ("kernel, iptables", lambda r: r.get("kernel", {}).get("iptables", {}).get("median"), "#2ca02c"),
+              ("kernel, iptables", lambda r: r.get("kernel", {}).get("iptables", {}).get("median",
+                                                                                  r.get("kernel_median")), "#2ca02c"),
               ("kernel, nftables", lambda r: r.get("kernel", {}).get("nftables", {}).get("median"), "#9467bd")]
     for ax, d in zip(axes[0], docs):
         names = list(d["classes"])
