@@ -200,16 +200,22 @@ def main(argv: list[str] | None = None) -> int:
                   f"setup {row['setup_seconds_median']} s"
                   + "".join(f"  kernel[{m}] {k['median']:>8,.0f}/s fast/kernel {row['fast_over_kernel'][m]}"
                             for m, k in row["kernel"].items()), flush=True)
+            save(doc, a.results)                # each class as it is done: a long run stopped keeps them
     doc["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    os.makedirs(os.path.dirname(a.results), exist_ok=True)
-    with open(a.results, "w") as fh:
-        json.dump(doc, fh, indent=1)
+    save(doc, a.results)
     print(f"[{impl}] {a.frames} frames per class, median of {a.repeat}; load {doc['load_before'][0]} -> "
           f"{doc['load_after'][0]}; written {a.results}")
     if a.plot:
         plot([doc], a.plot)
         print(f"written {a.plot}")
     return 0
+
+
+def save(doc: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(doc, fh, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def table(doc: dict) -> str:
