@@ -248,7 +248,7 @@ def plot(docs: list[dict], path: str) -> None:
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install 'kdp[plot]'") from None
     matplotlib.rcParams["svg.hashsalt"] = "kdp"          # the same file for the same numbers
-    widths = [max(3, len(d["classes"])) for d in docs]
+    widths = [max(4, len(d["classes"])) for d in docs]
     fig, axes = plt.subplots(1, len(docs), figsize=(1.0 * sum(widths) + 2, 5.2), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     series = [("fast path", lambda r: r["fast_median"], "#1f77b4"),
@@ -272,8 +272,8 @@ def plot(docs: list[dict], path: str) -> None:
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
         ax.set_ylabel("frames/s (median)")
-        where = f"{d['services']:,} extra Services" if d.get("services") else "the benchmark cluster"
-        ax.set_title(f"{where}: {d['frames']:,} frames/class, median of {d['repeat']}", fontsize=9)
+        where = f"+{d['services']:,} Services" if d.get("services") else "the benchmark cluster"
+        ax.set_title(f"{where}: {d['frames']:,} frames, median of {d['repeat']}", fontsize=9)
         ax.grid(axis="y", which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
