@@ -251,6 +251,7 @@ class _Parser:
                 self.expect("=")
                 self.expect("{")
                 s.elements.extend(self.elements(s.key_types))
+                self._forget_keys(s)
             else:
                 self.error(f"unsupported set option {what!r}", t)
         if not s.key_types:
@@ -383,6 +384,7 @@ class _Parser:
                     c.rules.clear()
                 for s in table.sets.values():
                     s.elements.clear()
+                    self._forget_keys(s)
             elif v in ("delete", "destroy"):
                 t = self.rs.table(family, tname)
                 if t is not None:
@@ -421,8 +423,13 @@ class _Parser:
             elif v in ("delete", "destroy"):
                 gone = {e.key for e in els}
                 s.elements[:] = [e for e in s.elements if e.key not in gone]
+                self._forget_keys(s)
             else:
                 self.error(f"unsupported nft command {v} element", verb)
+
+    def _forget_keys(self, s) -> None:
+        """A set changed other than by `add element`: its kept keys go."""
+        self._keys.pop(id(s), None)
 
     def _element_keys(self, s) -> set:
         """The keys of a set's elements, kept between `add element` commands (a sync adds
@@ -487,6 +494,7 @@ class _Parser:
             if name not in table.sets:
                 self.error(f"flush of unknown set {name!r}", verb)
             table.sets[name].elements.clear()
+            self._forget_keys(table.sets[name])
         elif v in ("delete", "destroy"):
             table.sets.pop(name, None)
         else:
