@@ -582,7 +582,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: udp-sticky, namespace: default}
 spec:
-  clusterIP: 10.2.0.21
+  clusterIP: 10.2.0.31
   selector: {app: udp-echo}
   sessionAffinity: ClientIP
   sessionAffinityConfig: {clientIP: {timeoutSeconds: 10}}
@@ -644,7 +644,7 @@ def nft_workload(n: int, seed: int) -> list[tuple[int, bytes]]:
             f = bytes(g._base("10.2.0.99") / udp(sport=34100 + r.randrange(16), dport=90) / bytes(20))
         else:
             base = 35000 if i < n // 2 else 35100
-            f = bytes(g._base("10.2.0.21") / udp(sport=base + r.randrange(24), dport=92)
+            f = bytes(g._base("10.2.0.31") / udp(sport=base + r.randrange(24), dport=92)
                       / bytes(r.randrange(16, 100)))
         out.append((t, f))
         t += 1000
