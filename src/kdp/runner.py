@@ -447,12 +447,18 @@ class PcapRun:
         eid = self.cache.build(frame, key, parts, r["disposition"], self.sink_of, captured)
         if isinstance(eid, int):
             self.cache.meta[eid].outcome = self._record
-            # the engine that will replay it must give back what the reference did
-            got = self.cache.predict_recorded(eid, frame, self.dp.now, r["index"])
-            want = [(self.sink_of(dev), pcap_record(self.dp.now, data))
-                    for dev, data in captured] if self.out_dir else []
-            if got is None or got[0] != line or got[1] != want:
+            if not self._replays_as_recorded(eid, frame, r["index"], captured, line):
                 self.cache.forget(eid)
+
+    def _replays_as_recorded(self, eid: int, frame: bytes, index: int, captured: list,
+                             line: bytes | None = None) -> bool:
+        """The engine that will replay entry eid gives back what the reference
+        just did for frame: its captures, and its line unless None (a megaflow
+        branch's line is made by the runner)."""
+        got = self.cache.predict_recorded(eid, frame, self.dp.now, index)
+        want = [(self.sink_of(dev), pcap_record(self.dp.now, data))
+                for dev, data in captured] if self.out_dir else []
+        return got is not None and got[1] == want and (line is None or got[0] == line)
 
     def _learn_megaflow(self, frame: bytes, key: bytes, r: dict, line: bytes) -> None:
         """Make the new flow just recorded a megaflow branch, when its line and
@@ -466,10 +472,7 @@ class PcapRun:
         eid = self.cache.build_megaflow(frame, key, r["disposition"], self.sink_of, captured)
         if not isinstance(eid, int):
             return
-        got = self.cache.predict_recorded(eid, frame, self.dp.now, r["index"])
-        want = [(self.sink_of(dev), pcap_record(self.dp.now, data))
-                for dev, data in captured] if self.out_dir else []
-        if got is None or got[1] != want:
+        if not self._replays_as_recorded(eid, frame, r["index"], captured):
             self.cache.forget(eid)
             return
         self.branch_records[eid] = (r, self._line_pieces(r, line))
