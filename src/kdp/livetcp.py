@@ -64,7 +64,9 @@ class LiveFlow:
             self.reset = True
             return Delivery("consumed", "RST consumed by the capture's socket (live TCP replay)")
         ts = parse_tcp_options(l4.options).get("ts")
+        first = False
         if l4.flags & wire.SYN and l4.flags & wire.ACK:
+            first = self.live_isn is None and self.live_nxt is None
             if self.live_isn is None:
                 self.live_isn = l4.seq
                 self.live_ts = ts[0] if ts else None
@@ -80,7 +82,8 @@ class LiveFlow:
         if self.live_nxt is None or _after(end, self.live_nxt):
             self.live_nxt = end
         self.received += len(l4.payload)
-        return Delivery("consumed", f"{what} consumed by the capture's socket (live TCP replay)")
+        return Delivery("consumed", f"{what} consumed by the capture's socket (live TCP replay)",
+                        event="live" if what == "SYN-ACK" and first else None)
 
 
 class LiveTcp:

@@ -30,6 +30,11 @@ class Delivery:
     # ECHO_UDP, ECHO_ICMP (the request mirrored: UDP echo app, ICMP echo reply),
     # ICMP_ERROR (icmp_send() quoting the request as delivered)
     template: tuple | None = None
+    # what a new connection's handshake did here, for the flow cache's socket steps
+    # (kdp.datapath.megaflow): "syn" (a listener answered SYN-ACK: a request sock),
+    # "rst" (an RST took that request sock away), "closed" (no socket: RST sent),
+    # "live" (kdp run's capture-owned socket took the SYN-ACK); None: anything else
+    event: str | None = None
 
 
 ECHO_UDP, ECHO_ICMP, ICMP_ERROR = 1, 2, 3   # Delivery.template kinds (kdp.fast.contract's OP_ANSWER)

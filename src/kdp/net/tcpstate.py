@@ -207,7 +207,8 @@ class TcpSockets:
             self.tcp.pop(key, None)
             if conn is not None and conn.handle is not None and conn.handle.side == "client":
                 return self._client_reset(conn, now)
-            return Delivery("consumed", "RST received: connection reset", stateless=no_socket)
+            return Delivery("consumed", "RST received: connection reset", stateless=no_socket,
+                            event="rst" if conn is not None and conn.state == "SYN_RECV" else None)
         if conn is not None and conn.state == "TIME_WAIT" and now - conn.since >= TIME_WAIT_LEN:
             del self.tcp[key]                # TCP_TIMEWAIT_LEN passed: the socket is gone
             conn = None
@@ -219,7 +220,7 @@ class TcpSockets:
             if l4.flags & SYN and not l4.flags & ACK and lst is not None:
                 return self._syn(ip, l4, lst, now)
             return Delivery("closed", f"TCP port {l4.dport}: no socket, RST sent", [tcp_reset(ip, l4)],
-                            stateless=no_socket)
+                            stateless=no_socket, event="closed" if no_socket else None)
         return self._segment(ip, l4, conn, lst, now, key)
 
     def _syn(self, ip: IPv4, l4: TCP, lst: Listener, now: float) -> Delivery:
@@ -241,7 +242,8 @@ class TcpSockets:
         options = synack_options(opts, self._tsval(now), mss=1460, wscale=conn.wscale)
         window = 65160 if ts_ok else 64240
         seg = TCP(l4.dport, l4.sport, isn, (l4.seq + 1) & 0xFFFFFFFF, SYN | ACK, window, 0, 0, options)
-        return Delivery("answered", f"SYN to :{l4.dport} ({lst.owner}): SYN-ACK", [self._out(ip, seg)], lst.owner)
+        return Delivery("answered", f"SYN to :{l4.dport} ({lst.owner}): SYN-ACK", [self._out(ip, seg)], lst.owner,
+                        event="syn")
 
     def _segment(self, ip, l4, conn, lst, now, key) -> Delivery:
         owner = lst.owner if lst else None
