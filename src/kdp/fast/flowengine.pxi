@@ -744,9 +744,11 @@ cdef class FlowEngine:
             out.n += e.tail_n
         return 0
 
-    cdef int _commit(self, Py_ssize_t eid, const unsigned char* f, double now) noexcept nogil:
+    cdef int _commit(self, Py_ssize_t eid, const unsigned char* f, double now,
+                     const unsigned char* src1=NULL, const unsigned char* src2=NULL) noexcept nogil:
         """Replay entry eid on frame f (its checks passed): slots, captures into
-        the sinks, hit counts. -1 when memory ran out."""
+        the sinks, hit counts. src1, src2: the caller's sources (a megaflow's
+        socket steps' answers). -1 when memory ran out."""
         cdef fl_entry* e = &self.entries[eid]
         cdef unsigned char rst[54]
         cdef unsigned char* srcs[3]
@@ -756,8 +758,8 @@ cdef class FlowEngine:
         cdef uint32_t ident
         cdef int i
         srcs[0] = <unsigned char*>f
-        srcs[1] = rst
-        srcs[2] = NULL
+        srcs[1] = <unsigned char*>src1 if src1 != NULL else rst
+        srcs[2] = <unsigned char*>src2
         for i in range(e.n_ops):
             op = &e.ops[i]
             if op.code == 1:
@@ -793,6 +795,8 @@ cdef class FlowEngine:
                 else:
                     _answer_source(f, op.a, ident & 0xFFFF, srcs[2])
             elif op.code == 5 and self.capture:
+                if srcs[op.a] == NULL:
+                    return -2                # a source the caller had to give
                 end = 14 + _be16(srcs[op.a] + 16)
                 b = &self.sinks[op.b]
                 if _buf_grow(b, 16 + end) < 0:
@@ -811,7 +815,8 @@ cdef class FlowEngine:
                 return -1
         return 0
 
-    cdef list _preview(self, Py_ssize_t eid, const unsigned char* f, double now, dict ipid):
+    cdef list _preview(self, Py_ssize_t eid, const unsigned char* f, double now, dict ipid,
+                       const unsigned char* src1=NULL, const unsigned char* src2=NULL):
         """The capture records replaying eid on f would write, changing nothing;
         the IP ID slots it would draw from into ipid (slot: (counter, tstamp) after)."""
         cdef fl_entry* e = &self.entries[eid]
@@ -824,8 +829,8 @@ cdef class FlowEngine:
         cdef int i
         caps = []
         srcs[0] = <unsigned char*>f
-        srcs[1] = rst
-        srcs[2] = NULL
+        srcs[1] = <unsigned char*>src1 if src1 != NULL else rst
+        srcs[2] = <unsigned char*>src2
         answer = None
         for i in range(e.n_ops):
             op = &e.ops[i]
@@ -847,6 +852,8 @@ cdef class FlowEngine:
                 else:
                     _answer_source(f, op.a, ident & 0xFFFF, srcs[2])
             elif op.code == 5 and self.capture:
+                if srcs[op.a] == NULL:
+                    raise ValueError(f"flow cache entry {eid} replays a source the caller did not give")
                 end = 14 + _be16(srcs[op.a] + 16)
                 tmp = bytearray(16 + end)
                 n = _apply(srcs[op.a], e.blob + op.slot, <unsigned char*>(<char*>tmp) + 16)
@@ -860,16 +867,21 @@ cdef class FlowEngine:
             return False
         return bool(self._check(&self.entries[eid], now))
 
-    def commit(self, Py_ssize_t eid, frame, double now):
+    def commit(self, Py_ssize_t eid, frame, double now, bytes src1=None, bytes src2=None):
         """Replay entry eid on frame (its checks passed) without its output
-        line: slots, captures, hit counts (the caller writes the line)."""
+        line: slots, captures, hit counts (the caller writes the line); src1,
+        src2: the caller's sources 1 and 2 (a megaflow's socket steps' answers)."""
         cdef const unsigned char[:] f = frame
         if eid < 0 or eid >= self.n_entries or not self.entries[eid].live:
             raise ValueError(f"no live flow cache entry {eid}")
-        if self._commit(eid, &f[0], now) < 0:
+        cdef int rc = self._commit(eid, &f[0], now, _src(src1), _src(src2))
+        if rc == -2:
+            raise ValueError(f"flow cache entry {eid} replays a source the caller did not give")
+        if rc < 0:
             raise MemoryError()
 
-    def predict(self, Py_ssize_t eid, frame, double now, Py_ssize_t index):
+    def predict(self, Py_ssize_t eid, frame, double now, Py_ssize_t index, bytes src1=None,
+                bytes src2=None):
         cdef const unsigned char[:] f = frame
         cdef fl_entry* e = &self.entries[eid]
         cdef fl_buf line
@@ -877,7 +889,7 @@ cdef class FlowEngine:
         if not e.live or not self._check(e, now):
             return None
         ipid = {}
-        caps = self._preview(eid, &f[0], now, ipid)
+        caps = self._preview(eid, &f[0], now, ipid, _src(src1), _src(src2))
         ct, fdb = {}, {}
         for i in range(e.n_ops):
             if e.ops[i].code == 1 and not isnan(e.ops[i].x):
@@ -958,6 +970,11 @@ cdef class FlowEngine:
             done += 1
         pos_p[0], index_p[0], now_p[0] = pos, index, now
         return status
+
+
+cdef inline const unsigned char* _src(bytes b):
+    """A caller's source's bytes (NULL: none)."""
+    return NULL if b is None else <const unsigned char*><char*>b
 
 
 cdef inline uint32_t _fl_bswap32(uint32_t v) noexcept nogil:

@@ -161,15 +161,18 @@ class FlowEngine:
                     return False
         return True
 
-    def predict(self, eid: int, frame: bytes, now: float, index: int):
+    def predict(self, eid: int, frame: bytes, now: float, index: int,
+                src1: bytes | None = None, src2: bytes | None = None):
         """What replaying the frame would do, changing nothing: (line bytes,
         [(sink, pcap record)], {ct slot: value}, {fdb slot: value},
-        {IP ID slot: (counter, tstamp)}) or None when a check fails."""
+        {IP ID slot: (counter, tstamp)}) or None when a check fails. src1,
+        src2: the caller's sources 1 and 2 (a megaflow's socket steps'
+        answers; the entry has no RST or answer op of its own)."""
         e = self.entries[eid]
         if e is None or not e.live or not self._check(e, now):
             return None
         ct, fdb, ipid, caps = {}, {}, {}, []
-        srcs = [frame, None, None]
+        srcs = [frame, src1, src2]
         for code, a, b, slot, x, _y in e.ops:
             if code == OP_CT:
                 if not math.isnan(x):
@@ -188,6 +191,8 @@ class FlowEngine:
                 else:
                     srcs[2] = answer_source(frame, a, ident & 0xFFFF)
             elif code == OP_CAPTURE and self.capture:
+                if srcs[a] is None:
+                    raise ValueError(f"flow cache entry {eid} replays a source the caller did not give")
                 caps.append((b, pcap_record(now, apply_template(srcs[a], e.blob, slot))))
         return self._line(e, index, frame), caps, ct, fdb, ipid
 
@@ -206,13 +211,15 @@ class FlowEngine:
         e = self.entries[eid] if 0 <= eid < len(self.entries) else None
         return e is not None and e.live and self._check(e, now)
 
-    def commit(self, eid: int, frame: bytes, now: float) -> None:
+    def commit(self, eid: int, frame: bytes, now: float, src1: bytes | None = None,
+               src2: bytes | None = None) -> None:
         """Replay entry eid on frame (its checks passed) without its output
-        line: slots, captures, hit counts (the caller writes the line)."""
+        line: slots, captures, hit counts (the caller writes the line); src1,
+        src2 as for predict()."""
         e = self.entries[eid] if 0 <= eid < len(self.entries) else None
         if e is None or not e.live:
             raise ValueError(f"no live flow cache entry {eid}")
-        _line, caps, ct, fdb, ipid = self.predict(eid, frame, now, 0)
+        _line, caps, ct, fdb, ipid = self.predict(eid, frame, now, 0, src1, src2)
         self._apply(eid, frame, now, caps, ct, fdb, ipid)
 
     def run(self, buf, pos: int, end: int, index: int, now: float, unit: float,
