@@ -61,6 +61,8 @@ class Ipv4Mixin:
         nexthop = None
         if ns.lb is not None:
             choice = ns.lb.choose(pkt)
+            if choice is not None and self.rec is not None and choice.node is not None:
+                self.rec.lb_pick(ns.lb, pkt, choice)
             if choice is not None:
                 if choice.reason:
                     self.drop(ev, dev, "underlay", f"cloud load balancer: {choice.detail}", choice.reason)

@@ -61,6 +61,12 @@ class CloudLoadBalancer:
     def addresses(self) -> set[IPv4Address]:
         return {fe.ip for fe in self.frontends.values()}
 
+    def pick(self, src: IPv4Address, sport: int, dst: IPv4Address, dport: int, proto: str,
+             n: int) -> int:
+        """Which of n healthy backends the 5-tuple hash picks (the flow cache
+        redraws it for a megaflow's frames: kdp.datapath.megaflow)."""
+        return keyed_hash(self.seed, "lb", str(src), sport, str(dst), dport, proto, seed_as_key=False) % n
+
     def choose(self, pkt: Packet) -> Choice | None:
         """None when pkt is not for a frontend address at all."""
         ip = pkt.ip
@@ -78,8 +84,6 @@ class CloudLoadBalancer:
         if not fe.healthy:
             return Choice(None, None, f"{fe.service.key}: no healthy backend (probe {fe.probe})",
                           errors.LB_NO_BACKEND)
-        h = keyed_hash(self.seed, "lb", str(ip.src), l4.sport, str(ip.dst), l4.dport, proto,
-                       seed_as_key=False)
-        node, node_ip = fe.healthy[h % len(fe.healthy)]
+        node, node_ip = fe.healthy[self.pick(ip.src, l4.sport, ip.dst, l4.dport, proto, len(fe.healthy))]
         return Choice(node, node_ip, f"{fe.service.key} {ip.dst}:{l4.dport}/{proto} -> node {node} "
                       f"({len(fe.healthy)}/{len(fe.backends)} healthy by {fe.probe}); destination unchanged")
