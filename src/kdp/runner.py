@@ -16,7 +16,8 @@ from . import errors, wire
 from .fast import FlowEngine
 from .fast.replay import HIT, RECORD_HEADER, answer_ip_length, frame_key
 from .datapath.flowcache import LEN_ANSWER, LEN_REQUEST, FlowCache
-from .datapath.megaflow import create, entry_fields, free, predicted_entries
+from .datapath.megaflow import (create, dry_steps, entry_fields, free, predicted_entries, run_steps,
+                                sockets_free)
 from .errors import KdpError
 from .capfile import CaptureReader, check_length
 from .io import PCAP_HEADER, pcap_record, truncated_record
@@ -70,6 +71,7 @@ class PcapRun:
                                                              or self.dev.namespace.sockets is not None)
                      else None)
         self._declined = False                  # the last reference frame was rewritten: not cached
+        self._live_syn = False                  # it opened a capture-owned TCP flow (a megaflow may)
         self.dp = emu.datapath
         self.out_dir = out_dir
         self.fastpath = fastpath
@@ -244,6 +246,7 @@ class PcapRun:
             r, outcome, resets = run_record(index, None, str(e)), None, ()
         else:
             dev, self._declined, sent = self.dev, False, frame
+            self._live_syn = False
             if self.senders is not None:
                 dev, sent, skip, self._declined = self.senders.resolve(frame)
                 if sent is not frame:
@@ -254,7 +257,10 @@ class PcapRun:
                 if action == "skip":
                     dev, skip, live = None, live, None
                 elif action == "live":
-                    self._declined = True       # the capture's flow: its translation is state
+                    rewritten, self._declined = self._declined, True   # the capture's flow: its translation is state
+                    self._live_syn = not rewritten and (pkt.l4.flags & (wire.SYN | wire.ACK) == wire.SYN and live["frame"] is None
+                                      and not live["translated"] and live["unacceptable"] is None
+                                      and live["retransmission"] is None)
                     if live["frame"] is not None:
                         pkt = wire.parse(live["frame"])
                         self.counts["translated"] += 1
@@ -311,6 +317,8 @@ class PcapRun:
         if not free(*hit, now) or (self.live is not None and frame[23] == 17
                                    and not self.live.udp_claimable(frame)):
             return None
+        if hit[0].steps and not sockets_free(hit[0], frame, self.live):
+            return None
         return hit
 
     def _megaflow(self, frame: bytes, t: float, index: int) -> bool:
@@ -324,9 +332,16 @@ class PcapRun:
         branch, tuples = hit
         if self.live is not None and frame[23] == 17:
             self.live.claim_udp(frame)
-        create(branch, tuples, now)
+        srcs = ()
+        if branch.steps:                       # a SYN: the sockets' part through the real socket code
+            if self.live is not None and self.live.outbound(frame, wire.parse(frame))[0] != "live":
+                raise AssertionError("megaflow: live replay did not claim a SYN sockets_free() admitted")
+            create(branch, tuples, now)
+            srcs = run_steps(branch, frame, now)
+        else:
+            create(branch, tuples, now)
         self.dp.now = now
-        self.engine.commit(branch.eid, frame, now)
+        self.engine.commit(branch.eid, frame, now, *srcs[1:3])
         self.engine.out_append(self._branch_line(branch.eid, index, frame))
         self.cache.settle()                    # what the new entries and socket changed
         disposition, reason, delivered_to, resets, flow = self.branch_outcomes[branch.eid]
@@ -373,7 +388,8 @@ class PcapRun:
             if hit is not None:
                 branch, tuples = hit
                 eid, made = branch.eid, predicted_entries(branch, tuples, now)
-                pred = self.engine.predict(eid, frame, now, index)
+                srcs = dry_steps(branch, frame, now, self.live) if branch.steps else ()
+                pred = self.engine.predict(eid, frame, now, index, *srcs[1:3])
             if pred is None:
                 self._slow(frame, t, index)
                 return
@@ -435,7 +451,7 @@ class PcapRun:
     def _learn(self, frame: bytes, r: dict, line: bytes) -> None:
         """Cache the decision just recorded for frame (output line `line`)."""
         key = frame_key(frame, self.cache.carry_psh)
-        if key is None or self._declined:
+        if key is None or (self._declined and not (self._live_syn and self.cache.recorder.new_entries)):
             return
         if self.cache.recorder.new_entries:
             self._learn_megaflow(frame, key, r, line)
@@ -451,11 +467,11 @@ class PcapRun:
                 self.cache.forget(eid)
 
     def _replays_as_recorded(self, eid: int, frame: bytes, index: int, captured: list,
-                             line: bytes | None = None) -> bool:
+                             line: bytes | None = None, sources=()) -> bool:
         """The engine that will replay entry eid gives back what the reference
         just did for frame: its captures, and its line unless None (a megaflow
-        branch's line is made by the runner)."""
-        got = self.cache.predict_recorded(eid, frame, self.dp.now, index)
+        branch's line is made by the runner; sources: its socket steps')."""
+        got = self.cache.predict_recorded(eid, frame, self.dp.now, index, sources)
         want = [(self.sink_of(dev), pcap_record(self.dp.now, data))
                 for dev, data in captured] if self.out_dir else []
         return got is not None and got[1] == want and (line is None or got[0] == line)
@@ -466,13 +482,14 @@ class PcapRun:
         if self.senders is not None or r["packet"] is None or \
                 self._line_of(self._branch_record(r, r["index"], frame)) != line:
             return
-        if "translated" in r or self._record[4] is None or frame[14] != 0x45:
+        if ("translated" in r and not self._live_syn) or self._record[4] is None or frame[14] != 0x45:
             return                               # (live replay's fields: the reference says them)
         captured = [(dev, wire.emit(pkt)) for dev, _d, pkt in self.dp.frames_seen]
         eid = self.cache.build_megaflow(frame, key, r["disposition"], self.sink_of, captured)
         if not isinstance(eid, int):
             return
-        if not self._replays_as_recorded(eid, frame, r["index"], captured):
+        if not self._replays_as_recorded(eid, frame, r["index"], captured,
+                                         sources=self.cache.built_sources):
             self.cache.forget(eid)
             return
         self.branch_records[eid] = (r, self._line_pieces(r, line))

@@ -21,7 +21,7 @@ from .. import wire
 from ..fast.replay import ICMP_ERROR, answer_source, apply_template, error_source, rst_source
 from ..conntrack.entry import SEEN_REPLY
 from ..conntrack.tuples import Tuple
-from .megaflow import Branch, Megaflows, guards_of, recipes_of
+from .megaflow import SPORT, STEP_EVENTS, Branch, Megaflows, Step, guards_of, recipes_of, syn_signature
 from ..fast.contract import (FLOW_OP, FLOW_OVERWRITE, FLOW_TEMPLATE, OP_ANSWER, OP_CAPTURE, OP_CT,
                              OP_FDB_CHECK, OP_FDB_LEARN, OP_GEN_RST)
 
@@ -51,6 +51,9 @@ class Recorder:
         self.answer: bytes | None = None       # a template answer (Delivery.template), as the stack sent it
         self.new_entries: list = []            # (table, entry) conntrack allocated (a new flow)
         self.created: list = []                # (table, entry) confirmed, in order (kdp.datapath.megaflow)
+        self.deliveries: list = []             # (table, segment as delivered, Delivery)
+        self.socket_problems: list[str] = []   # sockets changed: a megaflow's socket steps, if anything
+        self.lb_picks: list = []               # the cloud load balancer's 5-tuple draws (Branch.lb)
         self.guards.clear()                    # the statistic draws by flow hash made
         self.legs: list[str] = []              # the leg of each entry of counted
         self.counted.clear()
@@ -81,6 +84,14 @@ class Recorder:
             bound = e.udp_stream_at
         self.ops.append(("ct", table, e, e.refresh, bound))
 
+    def lb_pick(self, lb, pkt, choice) -> None:
+        ip, l4 = pkt.ip, pkt.l4
+        proto = "TCP" if isinstance(l4, wire.TCP) else "UDP"
+        fe = lb.frontends[(ip.dst, proto, l4.dport)]
+        n = len(fe.healthy)
+        self.lb_picks.append((lb, ip.src, l4.sport, ip.dst, l4.dport, proto, n,
+                              lb.pick(ip.src, l4.sport, ip.dst, l4.dport, proto, n)))
+
     def ct_confirmed(self, table, entry) -> None:
         self.created.append((table, entry))
 
@@ -103,6 +114,7 @@ class Recorder:
             self.ops.append(("fdb_check", br, mac))
 
     def delivery(self, table, pkt, res) -> None:
+        self.deliveries.append((table, pkt, res))         # (frozen packets: emitted if a step is built)
         if res.template is not None:
             # an echo (UDP echo app, ICMP echo reply: the request mirrored) or an
             # ICMP error quoting the request: only its IP ID is drawn, from the
@@ -116,7 +128,7 @@ class Recorder:
             delivered = wire.emit(pkt) if kind == ICMP_ERROR else None
             self.ops.append(("answer", kind, idents, bucket, delivered))
         elif not res.stateless:
-            self.problems.append(f"socket layer: {res.detail}")
+            self.socket_problems.append(f"socket layer: {res.detail}")
             return
         ip, l4 = pkt.ip, pkt.l4
         self.socks[id(table)] = table
@@ -148,6 +160,8 @@ class Recorder:
                 self.problems.append("the conntrack entry changed")
         if self.dp.watch.generation != self.generation:
             self.problems.append("routes, rules, neighbours or listeners changed")
+        if not self.new_entries:              # (a new flow's: its megaflow's socket steps)
+            self.problems.extend(self.socket_problems)
         return changed
 
 
@@ -377,6 +391,18 @@ class FlowCache:
         that the change log does not grow between reference runs."""
         if self.removed or self.watch.tokens:
             self._forget_changed([])
+        self._sync_idents()
+
+    def _sync_idents(self) -> None:
+        """ip_idents buckets the reference objects drew from since the last
+        call into the engine's IP ID slots."""
+        for idents in self.idents:
+            if idents.changed:
+                for bucket in idents.changed:
+                    slot = self.ipid_slots.get((id(idents), bucket))
+                    if slot is not None:
+                        self.engine.ipid_set(slot, *idents.state(bucket)[:2])
+                idents.changed.clear()
 
     def revalidate(self) -> None:
         """After a change from outside the walk (an API call between frames)."""
@@ -395,13 +421,7 @@ class FlowCache:
         the problems that keep this run's decision out of the cache."""
         rec = self.recorder
         self._forget_changed(rec.finish())
-        for idents in self.idents:
-            if idents.changed:
-                for bucket in idents.changed:
-                    slot = self.ipid_slots.get((id(idents), bucket))
-                    if slot is not None:
-                        self.engine.ipid_set(slot, *idents.state(bucket)[:2])
-                idents.changed.clear()
+        self._sync_idents()
         for op in rec.ops:
             if op[0] == "ct":
                 slot = self.ct_slots.get(id(op[2]))
@@ -416,7 +436,7 @@ class FlowCache:
                     self.engine.fdb_set(slot, fe.updated)
         return rec.problems
 
-    def predict_recorded(self, eid: int, frame: bytes, now: float, index: int):
+    def predict_recorded(self, eid: int, frame: bytes, now: float, index: int, sources=()):
         """The engine's replay of the frame an entry was just built from, at the
         reference's time: its answer's IP ID slots rewound to just before the
         reference drew (counter - 1 in the same jiffy draws what it drew)."""
@@ -424,7 +444,7 @@ class FlowCache:
         for slot, (counter, tstamp) in saved:
             self.engine.ipid_set(slot, (counter - 1) & 0xFFFFFFFF, tstamp)
         try:
-            return self.engine.predict(eid, frame, now, index)
+            return self.engine.predict(eid, frame, now, index, *sources[1:3])
         finally:
             for slot, (counter, tstamp) in saved:
                 self.engine.ipid_set(slot, counter, tstamp)
@@ -463,27 +483,77 @@ class FlowCache:
         guards = guards_of(rec.guards, rec.created)
         if isinstance(guards, str):
             return guards
+        lb = []
+        for balancer, src, lb_sport, dst, dport, proto, n, index in rec.lb_picks:
+            if lb_sport != sport:
+                return "the cloud load balancer hashed a port other than the frame's"
+            lb.append((balancer, src, dst, dport, proto, n, index))
+        steps, sources, syn = (), None, None
+        if rec.socket_problems:
+            got = self._socket_steps(frame, sport)
+            if isinstance(got, str):
+                return got
+            steps, sources = got
+            syn = syn_signature(frame)
+            if syn is None:
+                return "the SYN's TCP options do not parse"
         self._branches += 1
         # a key no frame has (its IP length bytes are 0 in every frame's key)
         own = bytes(16) + b"\x01\x00" + struct.pack("<Q", self._branches) + bytes(10)
-        eid = self.build(frame, own, (b"", b""), disposition, sink_of, captured, new_flow=True)
+        self.built_sources = sources or ()     # (the runner checks the branch's replay with them)
+        eid = self.build(frame, own, (b"", b""), disposition, sink_of, captured, new_flow=True,
+                         sources=sources)
         if isinstance(eid, int):
-            self.megaflows.add(key, Branch(guards, recipes, eid))
+            self.megaflows.add(key, Branch(guards, recipes, eid, steps, syn, tuple(lb)))
         return eid
 
+    def _socket_steps(self, frame: bytes, sport: int) -> tuple | str:
+        """The recorded run's deliveries as socket steps (kdp.datapath.megaflow)
+        and the sources they make: (steps, [the frame, each answer]); else why not."""
+        rec = self.recorder
+        if frame[23] != 6 or frame[47] & (wire.SYN | wire.ACK | wire.RST | wire.FIN) != wire.SYN:
+            return rec.socket_problems[0]             # (socket steps start from a SYN)
+        if rec.answer is not None:
+            return "a template answer beside socket steps"
+        srcs = [frame[:14 + ((frame[16] << 8) | frame[17])]]
+        steps = []
+        for table, pkt, res in rec.deliveries:
+            if res.event not in STEP_EVENTS or res.template is not None:
+                return f"socket layer: {res.detail}"
+            seg = wire.emit(pkt)
+            for which, src in enumerate(srcs):
+                tmpl = derive_template(src, seg)
+                if tmpl is not None and apply_template(src, tmpl, 0) == seg:
+                    break
+            else:
+                return "a delivered segment is not derived from the frame or an answer"
+            lip, lport, rip, rport = pkt.ip.dst, pkt.l4.dport, pkt.ip.src, pkt.l4.sport
+            if (lport == sport) == (rport == sport):
+                return "the frame's source port is not one port of a socket the SYN reached"
+            key = (lip, SPORT if lport == sport else lport, rip, SPORT if rport == sport else rport)
+            answers = [wire.emit(a) for a in res.answers]
+            steps.append(Step(table, which, tmpl, key, res.event, tuple(len(a) - 14 for a in answers)))
+            srcs.extend(answers)
+        if len(srcs) > 3:
+            return "more than two answers to a SYN"
+        return tuple(steps), srcs
+
     def build(self, frame: bytes, key: bytes, line: tuple, disposition: str,
-              sink_of, captured: list, new_flow: bool = False) -> int | str:
+              sink_of, captured: list, new_flow: bool = False,
+              sources: list | None = None) -> int | str:
         """Make the recorded run a cache entry: its id, else why not. captured:
         (device, bytes) of every capture the run made, in order. new_flow: a
-        megaflow branch's entry (the entries the run created are not its slots)."""
+        megaflow branch's entry (the entries the run created are not its slots).
+        sources: a megaflow's socket steps' [frame, answers...], which the
+        caller hands to the engine per frame (no RST or answer of its own)."""
         rec = self.recorder
         created = {id(e) for _t, e in rec.created}
         if rec.new_entries and not new_flow:
             return "a new flow (a megaflow branch, kdp.datapath.megaflow)"
         src0 = frame[:14 + ((frame[16] << 8) | frame[17])]
-        srcs = [src0, None, None]
+        srcs = [src0, None, None] if sources is None else list(sources) + [None] * (3 - len(sources))
         prog = bytearray()
-        if rec.rst is not None:
+        if rec.rst is not None and sources is None:
             flags = frame[47]
             if flags & wire.ACK:
                 mode, flag_len = 1, 0
@@ -509,6 +579,8 @@ class FlowCache:
                 prog += FLOW_OP.pack(OP_CT, 0, 0, slot, math.nan if refresh is None else refresh, bound)
                 tokens.add(("ct", id(entry)))
             elif op[0] == "answer":
+                if sources is not None:
+                    return "a template answer beside socket steps"
                 _, kind, idents, bucket, delivered = op
                 ans = rec.answer
                 ident = (ans[18] << 8) | ans[19]
@@ -540,6 +612,8 @@ class FlowCache:
                 else:
                     prog += FLOW_OP.pack(OP_FDB_CHECK, 0, 0, slot, br.ageing, 0.0)
                 tokens.add(("fdb", id(br), mac))
+        if sources is not None:               # the steps check their sockets per frame
+            tokens = {t for t in tokens if t[0] != "sock"}
         for dev, got in captured:
             for which in (0, 1, 2):
                 src = srcs[which]
@@ -565,7 +639,11 @@ class FlowCache:
         counted = [(o, n, LEN_REQUEST if leg == "request" else
                     LEN_ANSWER if answer_kind and leg == "reply" else LEN_FIXED)
                    for (o, n), leg in zip(rec.counted, rec.legs)]
-        if any(lengths.get(leg) != n for (_o, n), leg in zip(rec.counted, rec.legs)):
+        if sources is not None:
+            # every segment's length is the recorded one (the SYN's length and
+            # options are part of what its steps check): counted as recorded
+            counted = [(o, n, LEN_FIXED) for o, n in rec.counted]
+        elif any(lengths.get(leg) != n for (_o, n), leg in zip(rec.counted, rec.legs)):
             return "a rule counted a length other than its leg's"
         m = Meta(counted, [tuple(v) for v in rec.found.values()],
                  list(rec.socks.values()), disposition, sorted(tokens, key=repr), ipid_used, answer_kind)

@@ -12,9 +12,24 @@
 # it would create is free in its table (no live entry on either tuple, no
 # earlier generation of the tuple, room in the table), and creates them as the
 # reference would (new_entry, confirm). Anything else goes to the reference.
+#
+# A TCP SYN to a listener also changes sockets: the listener's request sock
+# answers SYN-ACK (its ISN and timestamps are the frame's own), the client's
+# stack resets it (no socket) or kdp run's capture-owned socket takes it (live
+# replay). Such a branch keeps *socket steps*: each delivery of the recorded
+# run, the segment as delivered (a template of the frame or of an earlier
+# step's answer) and what it did. A later frame checks that none of the sockets
+# the steps touch exist yet and that its TCP options are the recorded ones but
+# for the timestamps, then the steps run the real socket code on its own
+# segments, and their answers are the sources the engine derives the
+# answers' captures from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from .. import wire
+from ..fast.replay import apply_template
 
 from ..conntrack.entry import CONFIRMED, DYING, SRC_NAT, TcpInfo
 from ..conntrack.keyed import fast_flow_hash as flow_hash, random31
@@ -45,10 +60,25 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One delivery of a new connection's recorded run (Delivery.event)."""
+
+    table: object               # the namespace's SocketTable
+    source: int                 # the segment is a template of: 0 the frame, k the k-th answer
+    template: bytes             # kdp.fast.replay.apply_template's blob (offset 0)
+    key: tuple                  # the socket's (local ip, port, remote ip, port), SPORT open
+    event: str
+    answers: tuple              # the IP total length of each answer it sent
+
+
+@dataclass(frozen=True)
 class Branch:
     guards: tuple               # (seed, point, recipe index, test): the draws (see _repeats)
     recipes: tuple
     eid: int                    # the engine entry replaying the rest (kdp.datapath.flowcache)
+    steps: tuple = ()           # socket steps (Step), in delivery order
+    syn: tuple | None = None    # with steps: (IP total length, TCP options with TSval/TSecr zeroed)
+    lb: tuple = ()              # the cloud load balancer's draws: (balancer, src, dst, dport, proto, n, pick)
 
 
 def _tuple(t: tuple, sport: int) -> Tuple:
@@ -159,7 +189,9 @@ class Megaflows:
                 if not _repeats(test, h):
                     break
             else:
-                return b, [r.tuples(sport) for r in b.recipes]
+                if all(lb.pick(src, sport, dst, dport, proto, n) == pick
+                       for lb, src, dst, dport, proto, n, pick in b.lb):
+                    return b, [r.tuples(sport) for r in b.recipes]
         return None
 
 
@@ -233,3 +265,111 @@ def _make(table, r: Recipe, orig: Tuple, reply: Tuple, now: float) -> None:
         table.remove(e)
 
 
+
+
+# --- socket steps -------------------------------------------------------------
+STEP_EVENTS = frozenset({"syn", "rst", "closed", "live"})
+
+
+def syn_signature(frame: bytes) -> tuple | None:
+    """What a SYN's answers rest on besides its addresses and ports: its IP
+    total length and TCP options, their timestamps zeroed (the SYN-ACK echoes
+    the frame's own). None when the options do not parse."""
+    end = 34 + (frame[46] >> 4) * 4
+    opts = bytearray(frame[54:end])
+    i = 0
+    while i < len(opts):
+        kind = opts[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(opts) or opts[i + 1] < 2 or i + opts[i + 1] > len(opts):
+            return None
+        if kind == 8 and opts[i + 1] == 10:
+            opts[i + 2:i + 10] = bytes(8)
+        i += opts[i + 1]
+    return frame[16:18], bytes(opts)
+
+
+def step_key(key: tuple, sport: int) -> tuple:
+    lip, lport, rip, rport = key
+    return lip, sport if lport == SPORT else lport, rip, sport if rport == SPORT else rport
+
+
+def sockets_free(branch: Branch, frame: bytes, live, dev=None) -> bool:
+    """A frame of a branch with socket steps meets what the recorded run met:
+    the same options (but timestamps) and length, no socket yet on any 4-tuple
+    the steps touch, no capture-owned flow for it (live replay)."""
+    if syn_signature(frame) != branch.syn:
+        return False
+    sport = (frame[34] << 8) | frame[35]
+    for st in branch.steps:
+        key = step_key(st.key, sport)
+        t = st.table
+        if key in t.tcp or key in t.capture_owned or ("tcp", *key) in t.clients:
+            return False
+    if live is not None:
+        key = (IPv4Address(frame[26:30]), sport, IPv4Address(frame[30:34]),
+               (frame[36] << 8) | frame[37])
+        if key in live.flows or (key[0], key[1]) in live.by_local:
+            return False
+    return True
+
+
+class StepDiverged(AssertionError):
+    """A socket step did not do what the recorded run's did (a flow cache bug:
+    sockets_free() admits only frames that take the recorded path)."""
+
+
+def run_steps(branch: Branch, frame: bytes, now: float) -> list:
+    """Deliver the frame's segments as the recorded run did, through the real
+    socket code: [the frame, each answer in order] (Ethernet frames, the
+    answers' MACs blank, as the sockets emitted them)."""
+    srcs = [frame]
+    for st in branch.steps:
+        seg = apply_template(srcs[st.source], st.template, 0)
+        res = st.table.deliver(wire.parse(seg), now)
+        lengths = tuple(len(wire.emit(a)) - 14 for a in res.answers)
+        if res.event != st.event or lengths != st.answers or res.template is not None:
+            raise StepDiverged(f"socket step {st.event} on {st.table.ns_name} did "
+                               f"{res.event or res.detail!r} for {seg.hex()}")
+        srcs.extend(wire.emit(a) for a in res.answers)
+    return srcs
+
+
+def dry_steps(branch: Branch, frame: bytes, now: float, live, dev=None) -> list:
+    """run_steps() (after live replay's claim of the SYN, when live) leaving
+    every socket as it was: KDP_FASTPATH_VALIDATE's prediction."""
+    sport = (frame[34] << 8) | frame[35]
+    saved = []
+    for st in branch.steps:
+        key = step_key(st.key, sport)
+        for d in (st.table.tcp, st.table.capture_owned):
+            saved.append((d, key, d.get(key, _ABSENT)))
+        saved.append((st.table, "_now", st.table._now))
+    if live is not None:
+        key = (IPv4Address(frame[26:30]), sport, IPv4Address(frame[30:34]),
+               (frame[36] << 8) | frame[37])
+        saved.append((live.flows, key, live.flows.get(key, _ABSENT)))
+        saved.append((live.by_local, key[:2], live.by_local.get(key[:2], _ABSENT)))
+        table = live.table if dev is None else dev.namespace.sockets
+        if table is not None:
+            saved.append((table.capture_owned, key, table.capture_owned.get(key, _ABSENT)))
+    try:
+        if live is not None:
+            live.outbound(frame, wire.parse(frame), dev)
+        return run_steps(branch, frame, now)
+    finally:
+        for d, key, v in reversed(saved):
+            if isinstance(d, dict):
+                if v is _ABSENT:
+                    d.pop(key, None)
+                else:
+                    d[key] = v
+            else:
+                setattr(d, key, v)
+
+
+_ABSENT = object()
